@@ -1,0 +1,92 @@
+/* blob.h - the blob store: image bytes on a filesystem tree.
+ *
+ * Keys are relative paths made of [A-Za-z0-9._-] segments joined by '/', at
+ * most HSQ_BLOB_KEY_MAX bytes, never starting with '/' or '.', never holding
+ * "..": anything else is HSQ_EINVAL, so a key can never escape the root.
+ * A user's objects live under the prefix "u/<hex>/" where <hex> is a keyed
+ * BLAKE2b hash (libsodium crypto_generichash) of the user id; the 32-byte key
+ * is kept in <root>/.blobkey (0600), created on first open. Paths therefore
+ * leak no user id, and erasing a user is a prefix delete.
+ *
+ * Writes are atomic: a temp file in the same directory, fsync, rename, fsync
+ * of the directory. With HSQ_BLOB_DEFER the fsyncs are postponed until
+ * hsq_blob_flush(), so a caller can group many writes under one durability
+ * point (hsqd flushes before its LMDB commit). Readers never see a partial
+ * object. Deleting a missing object is success (idempotent).
+ *
+ * One hsq_blob per thread; it is not thread-safe. Several processes may share
+ * one root (hsqd writes inputs, workers write outputs).
+ */
+#ifndef HSQ_COMMON_BLOB_H
+#define HSQ_COMMON_BLOB_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define HSQ_BLOB_KEY_MAX 255
+#define HSQ_BLOB_PREFIX_LEN 35 /* "u/" + 32 hex + "/" */
+
+enum { HSQ_BLOB_SYNC = 0, HSQ_BLOB_DEFER = 1 };
+
+typedef struct hsq_blob hsq_blob;
+
+/* Open (creating root and its key file if needed, mode 0700/0600).
+ * Errors: -errno from mkdir/open/read, HSQ_ECORRUPT (key file of wrong size). */
+int hsq_blob_open(hsq_blob **out, const char *root);
+
+/* Flushes pending deferred writes (errors ignored: use hsq_blob_flush first to
+ * see them), frees *b and sets it to NULL. */
+void hsq_blob_close(hsq_blob **b);
+
+const char *hsq_blob_root(const hsq_blob *b); /* valid until close */
+
+/* Write "u/<32 hex>/" for user (len bytes) into out[HSQ_BLOB_PREFIX_LEN + 1]. */
+void hsq_blob_user_prefix(const hsq_blob *b, const char *user, size_t len, char *out);
+
+/* Store len bytes under key, replacing any object there.
+ * Errors: HSQ_EINVAL (bad key), -ENOSPC, -EDQUOT, -EIO, other -errno. On error
+ * nothing is left under key or in temp files. */
+int hsq_blob_put(hsq_blob *b, const char *key, const void *data, size_t len, int flags);
+
+/* Make every HSQ_BLOB_DEFER write since the last flush durable (fsync of each
+ * file and of each directory touched). Errors: -errno of the first failure;
+ * the pending list is cleared either way. */
+int hsq_blob_flush(hsq_blob *b);
+
+/* Read a whole object into a fresh malloc'd buffer (*data, caller frees).
+ * Errors: -ENOENT, HSQ_EINVAL, HSQ_ETOOLARGE (object larger than max), -errno. */
+int hsq_blob_get(hsq_blob *b, const char *key, size_t max, uint8_t **data, size_t *len);
+
+/* Size of an object. Errors: -ENOENT, HSQ_EINVAL, -errno. */
+int hsq_blob_size(hsq_blob *b, const char *key, uint64_t *size);
+
+/* Delete one object (missing is fine). Errors: HSQ_EINVAL, -errno. */
+int hsq_blob_delete(hsq_blob *b, const char *key);
+
+/* Delete every object under prefix (a key ending in '/'), and the emptied
+ * directories. Missing is fine. *bytes (optional) gets the bytes freed.
+ * Errors: HSQ_EINVAL, -errno. */
+int hsq_blob_delete_prefix(hsq_blob *b, const char *prefix, uint64_t *bytes);
+
+/* Call fn for every object key in the store (for fsck); stops when fn returns
+ * non-zero and returns that value. Temp files are not listed. */
+int hsq_blob_walk(hsq_blob *b, int (*fn)(const char *key, uint64_t size, void *ud), void *ud);
+
+/* 1 when key is well formed, else 0. */
+int hsq_blob_key_ok(const char *key);
+
+/* SHA-256 (libsodium). */
+void hsq_sha256(const void *data, size_t len, uint8_t out[32]);
+
+/* Lower-case hex of n bytes into out (2n+1 bytes, NUL-terminated). */
+void hsq_hex(const uint8_t *in, size_t n, char *out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

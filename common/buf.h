@@ -1,0 +1,49 @@
+/* buf.h - byte views and a growable byte buffer.
+ *
+ * hsq_str and hsq_bytes are borrowed views: they never own their memory, and
+ * every function returning one says until when it stays valid. hsq_wbuf owns
+ * its storage and grows by doubling (bookkeeping: aborts on OOM).
+ */
+#ifndef HSQ_COMMON_BUF_H
+#define HSQ_COMMON_BUF_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct {
+    const char *ptr;
+    size_t len;
+} hsq_str;
+
+typedef struct {
+    const uint8_t *ptr;
+    size_t len;
+} hsq_bytes;
+
+typedef struct {
+    char *data;
+    size_t len;
+    size_t cap;
+} hsq_wbuf;
+
+#define HSQ_STR_LIT(s) ((hsq_str){(s), sizeof(s) - 1})
+
+hsq_str hsq_str_c(const char *s); /* view of a NUL-terminated string */
+int hsq_str_eq(hsq_str a, const char *lit);
+int hsq_str_eqs(hsq_str a, hsq_str b);
+
+void hsq_wbuf_init(hsq_wbuf *b);
+void hsq_wbuf_reserve(hsq_wbuf *b, size_t extra);
+void hsq_wbuf_append(hsq_wbuf *b, const void *p, size_t n);
+void hsq_wbuf_reset(hsq_wbuf *b); /* len = 0, keeps capacity */
+void hsq_wbuf_free(hsq_wbuf *b);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,378 @@
+/* wire.h - the hsq wire contract and its one codec (msgpack-c).
+ *
+ * A message is multipart: frame 0 is a msgpack map (the "meta"), frames 1..N
+ * are raw binary payloads (image bytes) referenced from the meta by index
+ * (meta frame index 0 == first binary frame). schemas/PROTOCOL.md documents
+ * every field; this header is the C view of the same contract.
+ *
+ * Meta keys common to all messages:
+ *   "v"   protocol version (uint, must equal HSQ_WIRE_VERSION)
+ *   "rid" request id (uint, chosen by the requester, echoed in the reply)
+ *   "op"  operation name (requests and broker->worker commands), or
+ *   "re"  operation name being answered (replies), with either
+ *   "error" {"code": wire error name, "message": str} (error replies).
+ *
+ * Decoding is strict: wrong types, missing required fields, unknown fields,
+ * out-of-range numbers, over-long strings and frame indexes that do not match
+ * the frames present are all HSQ_EBADREQ (HSQ_ETOOLARGE for size limits,
+ * HSQ_EVERSION for an unknown version, HSQ_EUNKNOWNOP for an unknown op), with
+ * a message naming the field in hsq_wire_msg.errmsg.
+ *
+ * Ownership: hsq_wire_decode() fills a caller-provided hsq_wire_msg whose
+ * hsq_str/hsq_bytes views point into the caller's meta buffer or into memory
+ * owned by the message; they are valid until hsq_wire_msg_free(), and the
+ * caller's meta buffer must outlive the message too. Encoders append to an
+ * hsq_wbuf owned by the caller; they read the struct and never keep pointers.
+ */
+#ifndef HSQ_SCHEMAS_WIRE_H
+#define HSQ_SCHEMAS_WIRE_H
+
+#include "common/buf.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define HSQ_WIRE_VERSION 1
+
+/* Limits enforced by the codec. */
+#define HSQ_MAX_META_BYTES (64 * 1024)    /* frame 0 */
+#define HSQ_MAX_USER_LEN 128              /* user id, idempotency key */
+#define HSQ_MAX_NAME_LEN 255              /* file names, worker names, stages */
+#define HSQ_MAX_KEY_LEN 255               /* blob keys */
+#define HSQ_MAX_PROMPT_LEN 4096
+#define HSQ_MAX_ERRMSG_LEN 1024
+#define HSQ_MAX_INPUTS 8                  /* images per job */
+#define HSQ_MAX_OUTPUTS 16                /* outputs per job */
+#define HSQ_MAX_BATCH 64                  /* tasks per lease */
+#define HSQ_MAX_LIST 100                  /* tasks per list page */
+#define HSQ_MAX_DIM 8192                  /* output width/height */
+#define HSQ_MAX_WAIT_MS 60000
+#define HSQ_MAX_FRAME_BYTES (50u * 1024 * 1024) /* one image frame */
+
+typedef enum {
+    HSQ_OP_NONE = 0,
+    /* client -> hsqd */
+    HSQ_OP_SUBMIT,
+    HSQ_OP_STATUS,
+    HSQ_OP_WAIT,
+    HSQ_OP_RESULT,
+    HSQ_OP_CANCEL,
+    HSQ_OP_LIST,
+    HSQ_OP_STATS,
+    HSQ_OP_REQUEUE,
+    /* worker -> hsqd */
+    HSQ_OP_READY,
+    HSQ_OP_LEASE,
+    HSQ_OP_HEARTBEAT,
+    HSQ_OP_PROGRESS,
+    HSQ_OP_DONE,
+    HSQ_OP_FAIL,
+    /* hsqd -> worker (unsolicited command, rid 0) */
+    HSQ_OP_ABORT,
+    /* hsqd PUB socket (frame 0 is the topic, frame 1 the meta) */
+    HSQ_OP_EVENT,
+    HSQ_OP_COUNT_
+} hsq_op;
+
+typedef enum {
+    HSQ_KIND_REQUEST = 1, /* has "op" */
+    HSQ_KIND_REPLY,       /* has "re", success */
+    HSQ_KIND_ERROR        /* has "re" and "error" */
+} hsq_msg_kind;
+
+typedef enum {
+    HSQ_STATE_NONE = 0,
+    HSQ_STATE_QUEUED = 1,
+    HSQ_STATE_LEASED,
+    HSQ_STATE_SUCCEEDED,
+    HSQ_STATE_FAILED,
+    HSQ_STATE_CANCELLED,
+    HSQ_STATE_EXPIRED,
+    HSQ_STATE_COUNT_
+} hsq_state;
+
+typedef enum { HSQ_PRIO_HIGH = 0, HSQ_PRIO_NORMAL = 1, HSQ_PRIO_LOW = 2, HSQ_PRIO_COUNT_ } hsq_prio;
+
+typedef enum { HSQ_FMT_JPEG = 1, HSQ_FMT_PNG = 2 } hsq_fmt;
+
+const char *hsq_op_name(hsq_op op);          /* "submit"; "?" when out of range */
+hsq_op hsq_op_from_name(hsq_str name);       /* HSQ_OP_NONE when unknown */
+const char *hsq_state_name(hsq_state s);     /* "queued" ... */
+const char *hsq_prio_name(hsq_prio p);       /* "high" "normal" "low" */
+int hsq_prio_from_name(hsq_str name);        /* -1 when unknown */
+const char *hsq_fmt_name(hsq_fmt f);         /* "jpeg" "png" */
+int hsq_state_is_terminal(hsq_state s);      /* succeeded, failed, cancelled, expired */
+
+/* One uploaded image. In a submit, `frame` names the binary frame holding the
+ * bytes (required). In a lease, either `key` names a blob-store object or
+ * `frame` names an inline frame of the lease reply. */
+#define HSQ_NO_FRAME UINT32_MAX
+typedef struct {
+    hsq_str kind;  /* "portrait" | "clothing" | "background" */
+    hsq_str name;  /* client's file name, for messages; may be empty */
+    hsq_str key;   /* blob key (lease only); empty when inline */
+    uint32_t frame;
+    uint64_t size; /* bytes (lease only; set by hsqd) */
+} hsq_wire_input;
+
+/* One requested output. */
+typedef struct {
+    uint32_t width;   /* 1..HSQ_MAX_DIM */
+    uint32_t height;  /* 1..HSQ_MAX_DIM */
+    uint8_t format;   /* hsq_fmt */
+    uint8_t quality;  /* 1..100, JPEG only; 0 = default (90) */
+} hsq_wire_outspec;
+
+/* One produced output, stored in the blob store by the worker. */
+typedef struct {
+    hsq_str key;        /* blob key */
+    uint64_t size;      /* bytes */
+    uint8_t sha256[32]; /* of the stored bytes */
+    uint32_t width;
+    uint32_t height;
+    uint8_t format;     /* hsq_fmt */
+} hsq_wire_output;
+
+/* The public view of one task (status, wait, cancel, requeue, result, list). */
+typedef struct {
+    uint64_t id;
+    hsq_str user;
+    hsq_str key;          /* idempotency key; may be empty */
+    uint8_t state;        /* hsq_state */
+    uint8_t prio;         /* hsq_prio */
+    uint32_t attempts;    /* leases handed out so far */
+    int64_t created_ms;   /* wall clock, ms since epoch */
+    int64_t updated_ms;
+    int64_t expires_ms;   /* when the sweeper deletes its data; 0 = not set yet */
+    uint32_t progress;    /* 0..100 */
+    hsq_str stage;        /* last progress stage; may be empty */
+    int32_t err_code;     /* hsq code of the last error; 0 = none */
+    hsq_str err_msg;      /* may be empty */
+    uint32_t n_inputs;
+    uint32_t n_outputs;   /* outputs[] valid when state == succeeded */
+    hsq_wire_output outputs[HSQ_MAX_OUTPUTS];
+} hsq_wire_task;
+
+/* One leased task as handed to a worker. */
+typedef struct {
+    uint64_t task;
+    uint64_t token;       /* fencing token; echo it in heartbeat/progress/done/fail */
+    uint32_t attempt;     /* 1 on the first lease */
+    uint8_t prio;
+    int64_t deadline_ms;  /* lease deadline (wall clock) */
+    hsq_str out_prefix;   /* blob key prefix for this task's outputs ("u/<hash>/<task>/") */
+    hsq_str prompt;
+    uint32_t n_inputs;
+    hsq_wire_input inputs[HSQ_MAX_INPUTS];
+    uint32_t n_outputs;
+    hsq_wire_outspec outputs[HSQ_MAX_OUTPUTS];
+} hsq_wire_job;
+
+typedef struct {
+    uint64_t task;
+    uint64_t token;
+} hsq_wire_lease_ref;
+
+typedef struct {
+    uint64_t queued, leased, succeeded, failed, cancelled, expired;
+    uint64_t queued_by_prio[HSQ_PRIO_COUNT_];
+    uint64_t delayed;          /* queued but waiting out a retry backoff */
+    uint64_t dead;             /* failed after the last attempt */
+    uint64_t workers;          /* connected, ready workers */
+    uint64_t workers_busy;     /* holding at least one lease */
+    uint64_t submitted_total;  /* since start */
+    uint64_t completed_total;  /* since start */
+    uint64_t retries_total;    /* lease expiries + retryable failures since start */
+    int64_t oldest_queued_ms;  /* created_ms of the oldest queued task; 0 = none */
+    uint64_t uptime_s;
+} hsq_wire_stats;
+
+/* ---- requests ---- */
+typedef struct {
+    hsq_str user;         /* required, 1..HSQ_MAX_USER_LEN */
+    hsq_str key;          /* idempotency key, optional */
+    uint8_t prio;         /* default normal */
+    hsq_str prompt;       /* optional */
+    uint32_t n_inputs;    /* 1..HSQ_MAX_INPUTS; inputs[i].frame == i required */
+    hsq_wire_input inputs[HSQ_MAX_INPUTS];
+    uint32_t n_outputs;   /* 1..HSQ_MAX_OUTPUTS */
+    hsq_wire_outspec outputs[HSQ_MAX_OUTPUTS];
+} hsq_req_submit;
+
+/* status, result, cancel, requeue */
+typedef struct {
+    uint64_t task;        /* required */
+    hsq_str user;         /* optional: when given, must own the task (else not_found) */
+} hsq_req_task;
+
+typedef struct {
+    uint64_t task;
+    hsq_str user;         /* optional, as above */
+    uint32_t timeout_ms;  /* 0..HSQ_MAX_WAIT_MS */
+    uint8_t since;        /* hsq_state: reply once the state differs from this;
+                             0 = reply once the task is terminal */
+} hsq_req_wait;
+
+typedef struct {
+    hsq_str user;         /* required */
+    uint32_t limit;       /* 1..HSQ_MAX_LIST, default 20 */
+    uint64_t before;      /* page cursor: tasks with id < before; 0 = newest */
+} hsq_req_list;
+
+typedef struct {
+    hsq_str name;         /* worker name (for logs and stats) */
+    hsq_str backend;      /* "cpu" | "cuda" */
+    hsq_str device;       /* free text, e.g. "NVIDIA H200" */
+    uint32_t max_batch;   /* 1..HSQ_MAX_BATCH */
+} hsq_req_ready;
+
+typedef struct {
+    uint32_t max;         /* 1..HSQ_MAX_BATCH */
+    uint32_t wait_ms;     /* park up to this long when nothing is queued; 0..HSQ_MAX_WAIT_MS */
+} hsq_req_lease;
+
+typedef struct {
+    uint32_t n;           /* 1..HSQ_MAX_BATCH */
+    hsq_wire_lease_ref leases[HSQ_MAX_BATCH];
+} hsq_req_heartbeat;
+
+typedef struct {
+    uint64_t task;
+    uint64_t token;
+    uint32_t pct;         /* 0..100 */
+    hsq_str stage;
+} hsq_req_progress;
+
+typedef struct {
+    uint64_t task;
+    uint64_t token;
+    uint32_t n_outputs;   /* 1..HSQ_MAX_OUTPUTS */
+    hsq_wire_output outputs[HSQ_MAX_OUTPUTS];
+} hsq_req_done;
+
+typedef struct {
+    uint64_t task;
+    uint64_t token;
+    int32_t code;         /* hsq error code (sent as its wire name) */
+    hsq_str message;
+    uint8_t retryable;
+} hsq_req_fail;
+
+/* hsqd -> worker */
+typedef struct {
+    uint64_t task;
+    uint64_t token;
+} hsq_cmd_abort;
+
+/* hsqd PUB */
+typedef struct {
+    uint64_t task;
+    hsq_str user;
+    uint8_t state;
+    uint32_t progress;
+    hsq_str stage;
+    int64_t at_ms;
+} hsq_event;
+
+/* ---- replies ---- */
+typedef struct {
+    uint64_t task;
+    uint8_t state;
+    uint8_t created;      /* 0 when an idempotent resubmit returned an existing task */
+} hsq_rep_submit;
+
+typedef struct {
+    hsq_wire_task task;   /* status, cancel, requeue, result (outputs as frames 0..n-1) */
+    uint8_t timed_out;    /* wait only */
+} hsq_rep_task;
+
+typedef struct {
+    uint32_t n;
+    hsq_wire_task *tasks; /* owned by the message */
+    uint64_t next;        /* cursor for the next page; 0 = no more */
+} hsq_rep_list;
+
+typedef struct {
+    uint32_t lease_ms;
+    uint32_t heartbeat_ms;
+} hsq_rep_ready;
+
+typedef struct {
+    uint32_t n;
+    hsq_wire_job *jobs;   /* owned by the message */
+} hsq_rep_lease;
+
+typedef struct {
+    uint32_t n_lost;      /* leases no longer held: stop work on these */
+    uint64_t lost[HSQ_MAX_BATCH];
+} hsq_rep_heartbeat;
+
+typedef struct {
+    int32_t code;         /* hsq error code (HSQ_E*) */
+    hsq_str message;
+} hsq_rep_error;
+
+typedef struct {
+    uint32_t v;
+    hsq_msg_kind kind;
+    hsq_op op;            /* request op, or the op answered */
+    uint64_t rid;
+    union {
+        hsq_req_submit submit;
+        hsq_req_task task;      /* status, result, cancel, requeue */
+        hsq_req_wait wait;
+        hsq_req_list list;
+        hsq_req_ready ready;
+        hsq_req_lease lease;
+        hsq_req_heartbeat heartbeat;
+        hsq_req_progress progress;
+        hsq_req_done done;
+        hsq_req_fail fail;
+        hsq_cmd_abort abort;
+        hsq_event event;
+    } req;
+    union {
+        hsq_rep_submit submit;
+        hsq_rep_task task;      /* status, wait, result, cancel, requeue */
+        hsq_rep_list list;
+        hsq_wire_stats stats;
+        hsq_rep_ready ready;
+        hsq_rep_lease lease;
+        hsq_rep_heartbeat heartbeat;
+        hsq_rep_error error;
+        /* progress, done, fail: empty success */
+    } rep;
+    char errmsg[160];     /* decode failure detail, NUL-terminated */
+    void *priv_;          /* codec-owned memory (zone, arrays) */
+} hsq_wire_msg;
+
+/* Decode frame 0. `nframes` is the number of binary frames that followed it;
+ * frame indexes are checked against it (submit: exactly n_inputs frames, and
+ * inputs[i].frame == i). On failure the message holds nothing to free, but
+ * calling hsq_wire_msg_free() is harmless; msg->errmsg says what was wrong,
+ * and msg->op / msg->rid are set when they could be read, so the error reply
+ * can echo them.
+ * Errors: HSQ_EBADREQ, HSQ_ETOOLARGE, HSQ_EVERSION, HSQ_EUNKNOWNOP. */
+int hsq_wire_decode(const void *meta, size_t len, size_t nframes, hsq_wire_msg *msg);
+
+/* Release what the codec allocated for msg; msg is zeroed. */
+void hsq_wire_msg_free(hsq_wire_msg *msg);
+
+/* Encode msg (kind, op, rid and the matching union member) as a msgpack meta
+ * frame appended to out. The caller sends the frames the message references.
+ * Errors: HSQ_EINVAL (kind/op combination that does not exist, or a field
+ * outside its limits: the encoder refuses what the decoder would refuse). */
+int hsq_wire_encode(const hsq_wire_msg *msg, hsq_wbuf *out);
+
+/* Convenience: encode an error reply for op/rid. */
+int hsq_wire_encode_error(hsq_op op, uint64_t rid, int code, const char *message, hsq_wbuf *out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
