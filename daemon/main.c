@@ -1,0 +1,268 @@
+/* hsqd - the hsq broker. */
+#include "common/blob.h"
+#include "common/clock.h"
+#include "common/conf.h"
+#include "common/log.h"
+#include "daemon/queue.h"
+#include "daemon/srv.h"
+#include "daemon/store.h"
+#include "schemas/err.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define KIB 1024ull
+#define MIB (1024ull * KIB)
+#define GIB (1024ull * MIB)
+#define SEC 1000ull
+#define DAY (86400ull * SEC)
+
+typedef struct {
+    char *client_endpoint;
+    char *worker_endpoint;
+    char *events_endpoint;
+    char *data_dir;
+    char *blob_dir;
+    char *log_level;
+    uint64_t map_size;
+    uint64_t map_max;
+    uint64_t max_queued;
+    uint64_t max_queued_per_user;
+    uint64_t lease_ms;
+    uint64_t heartbeat_ms;
+    uint64_t max_attempts;
+    uint64_t backoff_base_ms;
+    uint64_t backoff_max_ms;
+    uint64_t inline_max;
+    uint64_t max_image_bytes;
+    uint64_t retention_outputs_ms;
+    uint64_t retention_uploads_ms;
+    uint64_t retention_failed_ms;
+} daemon_conf;
+
+#define F(x) offsetof(daemon_conf, x)
+static const hsq_conf_item items[] = {
+    {"client_endpoint", HSQ_CONF_STR, F(client_endpoint), 0, 0,
+     "ZeroMQ endpoint for clients (web tier, CLI)"},
+    {"worker_endpoint", HSQ_CONF_STR, F(worker_endpoint), 0, 0, "ZeroMQ endpoint for workers"},
+    {"events_endpoint", HSQ_CONF_STR, F(events_endpoint), 0, 0,
+     "ZeroMQ PUB endpoint for task events (empty = off)"},
+    {"data_dir", HSQ_CONF_STR, F(data_dir), 0, 0, "state directory (LMDB in <data_dir>/db)"},
+    {"blob_dir", HSQ_CONF_STR, F(blob_dir), 0, 0,
+     "blob store root, shared with workers (default <data_dir>/blobs)"},
+    {"log_level", HSQ_CONF_STR, F(log_level), 0, 0, "err, warn, notice, info or debug"},
+    {"map_size", HSQ_CONF_SIZE, F(map_size), 16 * MIB, 1ull << 42, "initial LMDB map size"},
+    {"map_max", HSQ_CONF_SIZE, F(map_max), 16 * MIB, 1ull << 44,
+     "the map grows (doubling) up to this on MAP_FULL"},
+    {"max_queued", HSQ_CONF_U64, F(max_queued), 1, 1ull << 40,
+     "active (queued + leased) tasks, all users; more answers queue_full"},
+    {"max_queued_per_user", HSQ_CONF_U64, F(max_queued_per_user), 1, 1ull << 40,
+     "active tasks of one user; more answers queue_full"},
+    {"lease", HSQ_CONF_MS, F(lease_ms), 100, DAY, "lease length, renewed by worker heartbeats"},
+    {"heartbeat", HSQ_CONF_MS, F(heartbeat_ms), 50, DAY,
+     "heartbeat interval workers are told to use (keep it under lease/3)"},
+    {"max_attempts", HSQ_CONF_U64, F(max_attempts), 1, 1000,
+     "leases before a task is dead-lettered"},
+    {"backoff_base", HSQ_CONF_MS, F(backoff_base_ms), 0, DAY,
+     "first retry delay; doubles per attempt"},
+    {"backoff_max", HSQ_CONF_MS, F(backoff_max_ms), 0, 30 * DAY, "largest retry delay"},
+    {"inline_max", HSQ_CONF_SIZE, F(inline_max), 0, 1 * MIB,
+     "inputs up to this size are kept in LMDB, larger ones in the blob store"},
+    {"max_image_bytes", HSQ_CONF_SIZE, F(max_image_bytes), 1 * KIB, 200 * MIB,
+     "largest accepted image frame"},
+    {"retention_outputs", HSQ_CONF_MS, F(retention_outputs_ms), SEC, 3650 * DAY,
+     "keep outputs and task metadata this long after success"},
+    {"retention_uploads", HSQ_CONF_MS, F(retention_uploads_ms), 0, 3650 * DAY,
+     "keep uploaded photos this long after the task ends"},
+    {"retention_failed", HSQ_CONF_MS, F(retention_failed_ms), 0, 3650 * DAY,
+     "keep inputs of failed or cancelled tasks this long"},
+};
+#undef F
+#define N_ITEMS (sizeof items / sizeof items[0])
+
+static void defaults(daemon_conf *c) {
+    memset(c, 0, sizeof *c);
+    hsq_conf_set_str(&c->client_endpoint, "ipc:///run/hsq/client.sock");
+    hsq_conf_set_str(&c->worker_endpoint, "ipc:///run/hsq/worker.sock");
+    hsq_conf_set_str(&c->events_endpoint, "ipc:///run/hsq/events.sock");
+    hsq_conf_set_str(&c->data_dir, "/var/lib/hsq");
+    hsq_conf_set_str(&c->blob_dir, "");
+    hsq_conf_set_str(&c->log_level, "info");
+    c->map_size = 1 * GIB;
+    c->map_max = 64 * GIB;
+    c->max_queued = 2000000;
+    c->max_queued_per_user = 1000;
+    c->lease_ms = 30 * SEC;
+    c->heartbeat_ms = 5 * SEC;
+    c->max_attempts = 3;
+    c->backoff_base_ms = 1 * SEC;
+    c->backoff_max_ms = 60 * SEC;
+    c->inline_max = 64 * KIB;
+    c->max_image_bytes = 50 * MIB;
+    c->retention_outputs_ms = 30 * DAY;
+    c->retention_uploads_ms = 7 * DAY;
+    c->retention_failed_ms = 1 * DAY;
+}
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: hsqd [--config FILE] [--set KEY=VALUE]... [--data-dir DIR]\n"
+            "            [--ready-fd N] [--log-time] [--help] [--version]\n\n"
+            "  --config FILE     read settings from FILE (lines of key = value)\n"
+            "  --set KEY=VALUE   override one setting (after the file)\n"
+            "  --data-dir DIR    same as --set data_dir=DIR\n"
+            "  --ready-fd N      once serving, write \"client=EP\\nworker=EP\\nevents=EP\\n\"\n"
+            "                    to file descriptor N and close it\n"
+            "  --log-time        prefix log lines with a UTC timestamp\n\n"
+            "settings:\n");
+    hsq_conf_usage(items, N_ITEMS, f);
+}
+
+int main(int argc, char **argv) {
+    daemon_conf c;
+    defaults(&c);
+    char err[512];
+    const char *config = NULL;
+    int ready_fd = -1;
+
+    /* Pass 1: find the config file, so --set always wins over it. */
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--config") == 0 && i + 1 < argc)
+            config = argv[++i];
+        else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            usage(stdout);
+            return 0;
+        } else if (strcmp(argv[i], "--version") == 0) {
+            printf("hsqd 0.1.0 (protocol %d)\n", HSQ_WIRE_VERSION);
+            return 0;
+        }
+    }
+    if (config && hsq_conf_load(items, N_ITEMS, &c, config, err, sizeof err) != 0) {
+        fprintf(stderr, "hsqd: %s\n", err);
+        return 2;
+    }
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--config") == 0) {
+            i++;
+        } else if (strcmp(a, "--set") == 0 && i + 1 < argc) {
+            char kv[4096];
+            snprintf(kv, sizeof kv, "%s", argv[++i]);
+            char *eq = strchr(kv, '=');
+            if (!eq) {
+                fprintf(stderr, "hsqd: --set needs KEY=VALUE, got '%s'\n", kv);
+                return 2;
+            }
+            *eq = '\0';
+            if (hsq_conf_set(items, N_ITEMS, &c, kv, eq + 1, err, sizeof err) != 0) {
+                fprintf(stderr, "hsqd: %s\n", err);
+                return 2;
+            }
+        } else if (strcmp(a, "--data-dir") == 0 && i + 1 < argc) {
+            hsq_conf_set_str(&c.data_dir, argv[++i]);
+        } else if (strcmp(a, "--ready-fd") == 0 && i + 1 < argc) {
+            char *end;
+            long fd = strtol(argv[++i], &end, 10);
+            if (*end || fd < 0 || fd > INT_MAX) {
+                fprintf(stderr, "hsqd: --ready-fd needs a file descriptor number\n");
+                return 2;
+            }
+            ready_fd = (int)fd;
+        } else if (strcmp(a, "--log-time") == 0) {
+            hsq_log_time = 1;
+        } else {
+            fprintf(stderr, "hsqd: unknown argument '%s' (see --help)\n", a);
+            return 2;
+        }
+    }
+    int lvl = hsq_log_level_parse(c.log_level);
+    if (lvl < 0) {
+        fprintf(stderr, "hsqd: log_level '%s' is not one of err, warn, notice, info, debug\n",
+                c.log_level);
+        return 2;
+    }
+    hsq_log_level = lvl;
+    signal(SIGPIPE, SIG_IGN);
+
+    char dbdir[PATH_MAX], blobdir[PATH_MAX];
+    if (mkdir(c.data_dir, 0700) != 0 && errno != EEXIST) {
+        hsq_log(HSQ_LOG_ERR, "hsqd", "cannot create data_dir=%s err=%s", c.data_dir,
+                strerror(errno));
+        return 1;
+    }
+    snprintf(dbdir, sizeof dbdir, "%s/db", c.data_dir);
+    if (c.blob_dir[0])
+        snprintf(blobdir, sizeof blobdir, "%s", c.blob_dir);
+    else
+        snprintf(blobdir, sizeof blobdir, "%s/blobs", c.data_dir);
+
+    hsq_store *st = NULL;
+    hsq_blob *blob = NULL;
+    hsq_queue *q = NULL;
+    int rc = hsq_store_open(&st, dbdir, c.map_size);
+    if (rc != 0) {
+        hsq_log(HSQ_LOG_ERR, "hsqd", "cannot open store dir=%s err=%s detail=\"%s\"", dbdir,
+                hsq_errname(rc), hsq_strerror(rc));
+        return 1;
+    }
+    rc = hsq_blob_open(&blob, blobdir);
+    if (rc != 0) {
+        hsq_log(HSQ_LOG_ERR, "hsqd", "cannot open blob store dir=%s err=%s", blobdir,
+                hsq_strerror(rc));
+        hsq_store_close(&st);
+        return 1;
+    }
+    hsq_queue_conf qc = {
+        .max_queued = c.max_queued,
+        .max_queued_per_user = c.max_queued_per_user,
+        .lease_ms = c.lease_ms,
+        .heartbeat_ms = c.heartbeat_ms,
+        .max_attempts = c.max_attempts,
+        .backoff_base_ms = c.backoff_base_ms,
+        .backoff_max_ms = c.backoff_max_ms,
+        .inline_max = c.inline_max,
+        .max_frame_bytes = c.max_image_bytes,
+        .retention_outputs_ms = c.retention_outputs_ms,
+        .retention_uploads_ms = c.retention_uploads_ms,
+        .retention_failed_ms = c.retention_failed_ms,
+        .map_max_bytes = c.map_max,
+    };
+    rc = hsq_queue_new(&q, st, blob, &qc, hsq_clock_wall_ms());
+    if (rc != 0) {
+        hsq_log(HSQ_LOG_ERR, "hsqd", "cannot load queue state err=%s", hsq_errname(rc));
+        hsq_blob_close(&blob);
+        hsq_store_close(&st);
+        return 1;
+    }
+    hsq_wire_stats s;
+    hsq_queue_stats(q, &s);
+    hsq_log(HSQ_LOG_NOTICE, "hsqd",
+            "start data_dir=%s queued=%llu leased=%llu succeeded=%llu failed=%llu", c.data_dir,
+            (unsigned long long)s.queued, (unsigned long long)s.leased,
+            (unsigned long long)s.succeeded, (unsigned long long)s.failed);
+
+    hsq_srv_conf sc = {
+        .client_endpoint = c.client_endpoint,
+        .worker_endpoint = c.worker_endpoint,
+        .events_endpoint = c.events_endpoint,
+        /* The largest valid message: every input at its limit plus the meta. */
+        .max_msg_bytes = c.max_image_bytes * HSQ_MAX_INPUTS + HSQ_MAX_META_BYTES + 4096,
+        .ready_fd = ready_fd,
+    };
+    rc = hsq_srv_run(&sc, q);
+    hsq_queue_free(&q);
+    hsq_blob_close(&blob);
+    hsq_store_close(&st);
+    hsq_conf_free(items, N_ITEMS, &c);
+    if (rc != 0) {
+        hsq_log(HSQ_LOG_ERR, "hsqd", "exit err=%s", hsq_errname(rc));
+        return 1;
+    }
+    return 0;
+}

@@ -1,0 +1,1716 @@
+#include "daemon/queue.h"
+
+#include "common/alloc.h"
+#include "daemon/task.h"
+#include "schemas/err.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- persistent counters (meta database) ---- */
+
+typedef struct {
+    uint64_t queued;  /* state queued, including delayed */
+    uint64_t delayed; /* queued and waiting out a backoff */
+    uint64_t leased;
+    uint64_t succeeded, failed, cancelled, expired;
+    uint64_t dead;
+    uint64_t queued_by_prio[HSQ_PRIO_COUNT_];
+} counts_rec;
+
+typedef struct {
+    uint64_t next_id;
+    uint64_t next_token;
+} ids_rec;
+
+typedef struct {
+    uint64_t next_round[HSQ_PRIO_COUNT_];
+    uint64_t active; /* queued + leased tasks of this user */
+} user_rec;
+
+/* ---- in-memory, rebuildable state ---- */
+
+typedef struct {
+    uint8_t peer[HSQ_PEER_MAX];
+    size_t peer_len;
+    char name[64];
+    char backend[16];
+    char device[64];
+    uint32_t max_batch;
+    int64_t last_seen_ms;
+    uint32_t leases;
+} worker_rec;
+
+typedef struct {
+    uint8_t peer[HSQ_PEER_MAX];
+    size_t peer_len;
+    uint64_t rid;
+    uint32_t max;
+    int64_t deadline_ms;
+} parked_lease;
+
+typedef struct waiter {
+    struct waiter *next;
+    uint64_t task;
+    uint8_t peer[HSQ_PEER_MAX];
+    size_t peer_len;
+    uint64_t rid;
+    uint8_t since;
+    int64_t deadline_ms;
+} waiter;
+
+#define WAIT_BUCKETS 1024
+#define WORKER_IDLE_MS 120000
+#define MAX_TIMER_WORK 2048 /* expiries handled per turn, so no turn runs long */
+
+struct hsq_queue {
+    hsq_store *st;
+    hsq_blob *blob;
+    hsq_queue_conf conf;
+    int64_t now;
+    int64_t started_ms;
+    int draining;
+
+    /* cached copies of persistent records */
+    counts_rec counts;
+    ids_rec ids;
+    uint64_t rounds[HSQ_PRIO_COUNT_];
+    int meta_dirty;
+
+    /* turn state */
+    int in_turn;
+    int turn_err;        /* first store error of the turn (sticky) */
+    int dispatch_needed;
+    char **turn_blobs;   /* input blobs written this turn, deleted on failure */
+    size_t n_turn_blobs, cap_turn_blobs;
+
+    /* outbox */
+    hsq_out *out;
+    size_t n_out, cap_out;
+
+    /* memory-only */
+    worker_rec *workers;
+    size_t n_workers, cap_workers;
+    parked_lease *parked;
+    size_t n_parked, cap_parked;
+    waiter *waits[WAIT_BUCKETS];
+    size_t n_waits;
+
+    /* totals since start */
+    uint64_t submitted_total, completed_total, retries_total;
+
+    int64_t store_deadline; /* first lease deadline or backoff end, as of the last turn */
+    hsq_wbuf scratch;
+};
+
+/* ---- small helpers ---- */
+
+static void task_key(uint8_t k[8], uint64_t id) {
+    hsq_be64(k, id);
+}
+
+static size_t user_key(uint8_t *k, hsq_str user) {
+    k[0] = (uint8_t)user.len;
+    memcpy(k + 1, user.ptr, user.len);
+    return 1 + user.len;
+}
+
+static void pending_key(uint8_t k[17], uint8_t prio, uint64_t round, uint64_t id) {
+    k[0] = prio;
+    hsq_be64(k + 1, round);
+    hsq_be64(k + 9, id);
+}
+
+static void time_key(uint8_t k[16], int64_t t, uint64_t id) {
+    hsq_be64(k, (uint64_t)(t < 0 ? 0 : t));
+    hsq_be64(k + 8, id);
+}
+
+static int64_t backoff_ms(const hsq_queue *q, uint32_t attempts) {
+    uint64_t d = q->conf.backoff_base_ms;
+    for (uint32_t i = 1; i < attempts && d < q->conf.backoff_max_ms; i++)
+        d *= 2;
+    if (d > q->conf.backoff_max_ms)
+        d = q->conf.backoff_max_ms;
+    return (int64_t)d;
+}
+
+/* Record the first store error of the turn; everything after it is refused. */
+static int note(hsq_queue *q, int rc) {
+    if (rc != 0 && q->turn_err == 0)
+        q->turn_err = rc;
+    return rc;
+}
+
+/* ---- outbox ---- */
+
+static hsq_out *out_push(hsq_queue *q, hsq_sock sock, const uint8_t *peer, size_t plen) {
+    if (q->n_out == q->cap_out) {
+        q->cap_out = q->cap_out ? q->cap_out * 2 : 64;
+        q->out = hsq_xrealloc(q->out, q->cap_out * sizeof *q->out);
+    }
+    hsq_out *o = &q->out[q->n_out++];
+    memset(o, 0, sizeof *o);
+    o->sock = sock;
+    if (plen > HSQ_PEER_MAX)
+        plen = HSQ_PEER_MAX;
+    memcpy(o->peer, peer, plen);
+    o->peer_len = plen;
+    hsq_wbuf_init(&o->meta);
+    return o;
+}
+
+static void out_free_frames(hsq_out *o) {
+    for (uint32_t i = 0; i < o->nframes; i++)
+        free((void *)o->frames[i].ptr);
+    free(o->frames);
+    o->frames = NULL;
+    o->nframes = 0;
+}
+
+/* Attach a copy of n bytes as the next frame. */
+static void out_frame(hsq_out *o, const void *p, size_t n) {
+    o->frames = hsq_xrealloc(o->frames, (o->nframes + 1) * sizeof *o->frames);
+    uint8_t *copy = hsq_xmalloc(n);
+    if (n)
+        memcpy(copy, p, n);
+    o->frames[o->nframes].ptr = copy;
+    o->frames[o->nframes].len = n;
+    o->nframes++;
+}
+
+static void reply_error(hsq_queue *q, hsq_sock sock, const uint8_t *peer, size_t plen, hsq_op op,
+                        uint64_t rid, int code, const char *fmt, ...)
+    __attribute__((format(printf, 8, 9)));
+
+static void reply_error(hsq_queue *q, hsq_sock sock, const uint8_t *peer, size_t plen, hsq_op op,
+                        uint64_t rid, int code, const char *fmt, ...) {
+    char msg[HSQ_MAX_ERRMSG_LEN];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    hsq_out *o = out_push(q, sock, peer, plen);
+    o->op = op;
+    o->rid = rid;
+    o->is_reply = 1;
+    if (hsq_wire_encode_error(op, rid, code, msg, &o->meta) != 0) {
+        /* op NONE (undecodable request): the codec still encodes an error for
+         * op "?"; if it refuses, fall back to internal with no detail. */
+        hsq_wbuf_reset(&o->meta);
+        hsq_wire_encode_error(HSQ_OP_STATS, rid, HSQ_EINTERNAL, "internal", &o->meta);
+    }
+}
+
+/* Encode a success reply; msg->kind/op/rid must be set. */
+static hsq_out *reply(hsq_queue *q, hsq_sock sock, const uint8_t *peer, size_t plen,
+                      hsq_wire_msg *m) {
+    hsq_out *o = out_push(q, sock, peer, plen);
+    o->op = m->op;
+    o->rid = m->rid;
+    o->is_reply = 1;
+    m->v = HSQ_WIRE_VERSION;
+    m->kind = HSQ_KIND_REPLY;
+    int rc = hsq_wire_encode(m, &o->meta);
+    if (rc != 0) {
+        hsq_wbuf_reset(&o->meta);
+        hsq_wire_encode_error(m->op, m->rid, HSQ_EINTERNAL, "reply could not be encoded",
+                              &o->meta);
+    }
+    return o;
+}
+
+/* ---- store access ---- */
+
+static int load_task(hsq_queue *q, uint64_t id, hsq_task *t) {
+    uint8_t k[8];
+    hsq_bytes v;
+    task_key(k, id);
+    int rc = hsq_store_get(q->st, HSQ_DB_TASKS, k, sizeof k, &v);
+    if (rc != 0)
+        return rc == HSQ_ENOTFOUND ? rc : note(q, rc);
+    return note(q, hsq_task_decode(v.ptr, v.len, t));
+}
+
+/* Write t. Afterwards, views in t may point into pages the put reused, so t is
+ * re-decoded from the encoded copy in buf (which the caller owns). */
+static int save_task_into(hsq_queue *q, hsq_task *t, hsq_wbuf *buf) {
+    hsq_wbuf_reset(buf);
+    t->updated_ms = q->now;
+    hsq_task_encode(t, buf);
+    uint8_t k[8];
+    task_key(k, t->id);
+    int rc = note(q, hsq_store_put(q->st, HSQ_DB_TASKS, k, sizeof k, buf->data, buf->len));
+    if (rc == 0)
+        rc = hsq_task_decode(buf->data, buf->len, t);
+    return rc;
+}
+
+static int save_task(hsq_queue *q, hsq_task *t) {
+    return save_task_into(q, t, &q->scratch);
+}
+
+static int load_user(hsq_queue *q, hsq_str user, user_rec *u) {
+    uint8_t k[1 + HSQ_MAX_USER_LEN];
+    size_t kl = user_key(k, user);
+    hsq_bytes v;
+    int rc = hsq_store_get(q->st, HSQ_DB_USERS, k, kl, &v);
+    memset(u, 0, sizeof *u);
+    if (rc == HSQ_ENOTFOUND)
+        return 0;
+    if (rc != 0)
+        return note(q, rc);
+    if (v.len != sizeof *u)
+        return note(q, HSQ_ECORRUPT);
+    memcpy(u, v.ptr, sizeof *u);
+    return 0;
+}
+
+static int save_user(hsq_queue *q, hsq_str user, const user_rec *u) {
+    uint8_t k[1 + HSQ_MAX_USER_LEN];
+    size_t kl = user_key(k, user);
+    return note(q, hsq_store_put(q->st, HSQ_DB_USERS, k, kl, u, sizeof *u));
+}
+
+static int user_active_add(hsq_queue *q, hsq_str user, int delta) {
+    user_rec u;
+    int rc = load_user(q, user, &u);
+    if (rc != 0)
+        return rc;
+    if (delta < 0 && u.active < (uint64_t)-delta)
+        u.active = 0;
+    else
+        u.active += (uint64_t)(int64_t)delta;
+    return save_user(q, user, &u);
+}
+
+static int load_meta(hsq_queue *q) {
+    hsq_bytes v;
+    int rc;
+    memset(&q->counts, 0, sizeof q->counts);
+    memset(&q->ids, 0, sizeof q->ids);
+    memset(q->rounds, 0, sizeof q->rounds);
+    if ((rc = hsq_store_get(q->st, HSQ_DB_META, "counts", 6, &v)) == 0) {
+        if (v.len != sizeof q->counts)
+            return HSQ_ECORRUPT;
+        memcpy(&q->counts, v.ptr, sizeof q->counts);
+    } else if (rc != HSQ_ENOTFOUND) {
+        return rc;
+    }
+    if ((rc = hsq_store_get(q->st, HSQ_DB_META, "ids", 3, &v)) == 0) {
+        if (v.len != sizeof q->ids)
+            return HSQ_ECORRUPT;
+        memcpy(&q->ids, v.ptr, sizeof q->ids);
+    } else if (rc != HSQ_ENOTFOUND) {
+        return rc;
+    }
+    if ((rc = hsq_store_get(q->st, HSQ_DB_META, "rounds", 6, &v)) == 0) {
+        if (v.len != sizeof q->rounds)
+            return HSQ_ECORRUPT;
+        memcpy(q->rounds, v.ptr, sizeof q->rounds);
+    } else if (rc != HSQ_ENOTFOUND) {
+        return rc;
+    }
+    if (q->ids.next_id == 0)
+        q->ids.next_id = 1;
+    if (q->ids.next_token == 0)
+        q->ids.next_token = 1;
+    return 0;
+}
+
+static int save_meta(hsq_queue *q) {
+    int rc = hsq_store_put(q->st, HSQ_DB_META, "counts", 6, &q->counts, sizeof q->counts);
+    if (rc == 0)
+        rc = hsq_store_put(q->st, HSQ_DB_META, "ids", 3, &q->ids, sizeof q->ids);
+    if (rc == 0)
+        rc = hsq_store_put(q->st, HSQ_DB_META, "rounds", 6, q->rounds, sizeof q->rounds);
+    return note(q, rc);
+}
+
+static uint64_t *state_count(hsq_queue *q, uint8_t state) {
+    switch (state) {
+    case HSQ_STATE_QUEUED:
+        return &q->counts.queued;
+    case HSQ_STATE_LEASED:
+        return &q->counts.leased;
+    case HSQ_STATE_SUCCEEDED:
+        return &q->counts.succeeded;
+    case HSQ_STATE_FAILED:
+        return &q->counts.failed;
+    case HSQ_STATE_CANCELLED:
+        return &q->counts.cancelled;
+    default:
+        return &q->counts.expired;
+    }
+}
+
+/* Move t to a new state, keeping the counters in step. */
+static void set_state(hsq_queue *q, hsq_task *t, uint8_t state) {
+    uint64_t *from = state_count(q, t->state);
+    if (*from > 0)
+        (*from)--;
+    if (t->state == HSQ_STATE_QUEUED && q->counts.queued_by_prio[t->prio] > 0)
+        q->counts.queued_by_prio[t->prio]--;
+    (*state_count(q, state))++;
+    if (state == HSQ_STATE_QUEUED)
+        q->counts.queued_by_prio[t->prio]++;
+    t->state = state;
+    q->meta_dirty = 1;
+}
+
+/* ---- workers ---- */
+
+static worker_rec *worker_find(hsq_queue *q, const uint8_t *peer, size_t plen) {
+    for (size_t i = 0; i < q->n_workers; i++)
+        if (q->workers[i].peer_len == plen && memcmp(q->workers[i].peer, peer, plen) == 0)
+            return &q->workers[i];
+    return NULL;
+}
+
+static worker_rec *worker_touch(hsq_queue *q, const uint8_t *peer, size_t plen) {
+    worker_rec *w = worker_find(q, peer, plen);
+    if (!w) {
+        if (q->n_workers == q->cap_workers) {
+            q->cap_workers = q->cap_workers ? q->cap_workers * 2 : 16;
+            q->workers = hsq_xrealloc(q->workers, q->cap_workers * sizeof *q->workers);
+        }
+        w = &q->workers[q->n_workers++];
+        memset(w, 0, sizeof *w);
+        memcpy(w->peer, peer, plen);
+        w->peer_len = plen;
+        w->max_batch = HSQ_MAX_BATCH;
+        snprintf(w->name, sizeof w->name, "?");
+        snprintf(w->backend, sizeof w->backend, "?");
+    }
+    w->last_seen_ms = q->now;
+    return w;
+}
+
+static void worker_lease_done(hsq_queue *q, hsq_str peer) {
+    worker_rec *w = worker_find(q, (const uint8_t *)peer.ptr, peer.len);
+    if (w && w->leases > 0)
+        w->leases--;
+}
+
+static void workers_expire(hsq_queue *q) {
+    size_t j = 0;
+    for (size_t i = 0; i < q->n_workers; i++) {
+        if (q->now - q->workers[i].last_seen_ms <= WORKER_IDLE_MS)
+            q->workers[j++] = q->workers[i];
+    }
+    q->n_workers = j;
+}
+
+/* ---- events and waiters ---- */
+
+static void publish(hsq_queue *q, const hsq_task *t) {
+    hsq_wire_msg m;
+    memset(&m, 0, sizeof m);
+    m.v = HSQ_WIRE_VERSION;
+    m.kind = HSQ_KIND_REQUEST;
+    m.op = HSQ_OP_EVENT;
+    m.req.event.task = t->id;
+    m.req.event.user = t->user;
+    m.req.event.state = t->state;
+    m.req.event.progress = t->progress;
+    m.req.event.stage = t->stage;
+    m.req.event.at_ms = q->now;
+    hsq_out *o = out_push(q, HSQ_SOCK_EVENTS, (const uint8_t *)t->user.ptr, t->user.len);
+    o->op = HSQ_OP_EVENT;
+    if (hsq_wire_encode(&m, &o->meta) != 0)
+        q->n_out--; /* cannot happen with a valid task; drop rather than send junk */
+}
+
+static size_t wait_bucket(uint64_t id) {
+    return (size_t)((id * 0x9E3779B97F4A7C15ull) >> 54) & (WAIT_BUCKETS - 1);
+}
+
+static int wait_satisfied(uint8_t since, uint8_t state) {
+    if (since == HSQ_STATE_NONE)
+        return hsq_state_is_terminal(state);
+    return since != state;
+}
+
+static void reply_task(hsq_queue *q, hsq_sock sock, const uint8_t *peer, size_t plen, hsq_op op,
+                       uint64_t rid, const hsq_task *t, int timed_out) {
+    hsq_wire_msg m;
+    memset(&m, 0, sizeof m);
+    m.op = op;
+    m.rid = rid;
+    hsq_task_to_wire(t, &m.rep.task.task);
+    m.rep.task.timed_out = (uint8_t)timed_out;
+    reply(q, sock, peer, plen, &m);
+}
+
+/* A task changed: publish it and answer the waits it satisfies. */
+static void changed(hsq_queue *q, const hsq_task *t) {
+    publish(q, t);
+    waiter **pp = &q->waits[wait_bucket(t->id)];
+    while (*pp) {
+        waiter *w = *pp;
+        if (w->task == t->id && wait_satisfied(w->since, t->state)) {
+            reply_task(q, HSQ_SOCK_CLIENT, w->peer, w->peer_len, HSQ_OP_WAIT, w->rid, t, 0);
+            *pp = w->next;
+            free(w);
+            q->n_waits--;
+        } else {
+            pp = &w->next;
+        }
+    }
+}
+
+/* ---- expiry index (retention; the sweeper works from it) ---- */
+
+enum { EXP_INPUTS = 0, EXP_TASK = 1 };
+
+static int expiry_add(hsq_queue *q, int64_t at, uint64_t id, uint8_t kind) {
+    uint8_t k[17];
+    time_key(k, at, id);
+    k[16] = kind;
+    return note(q, hsq_store_put(q->st, HSQ_DB_EXPIRY, k, sizeof k, "", 0));
+}
+
+/* A task reached a terminal state: stamp its retention dates. */
+static int stamp_retention(hsq_queue *q, hsq_task *t) {
+    uint64_t in_ms = t->state == HSQ_STATE_SUCCEEDED ? q->conf.retention_uploads_ms
+                                                     : q->conf.retention_failed_ms;
+    uint64_t in_limit = q->conf.retention_outputs_ms;
+    if (in_ms > in_limit)
+        in_ms = in_limit;
+    t->inputs_expire_ms = q->now + (int64_t)in_ms;
+    t->expires_ms = q->now + (int64_t)q->conf.retention_outputs_ms;
+    int rc = expiry_add(q, t->inputs_expire_ms, t->id, EXP_INPUTS);
+    if (rc == 0)
+        rc = expiry_add(q, t->expires_ms, t->id, EXP_TASK);
+    return rc;
+}
+
+/* ---- queue transitions ---- */
+
+static int pending_put(hsq_queue *q, const hsq_task *t) {
+    uint8_t k[17];
+    pending_key(k, t->prio, t->round, t->id);
+    return note(q, hsq_store_put(q->st, HSQ_DB_PENDING, k, sizeof k, "", 0));
+}
+
+static int pending_del(hsq_queue *q, const hsq_task *t) {
+    uint8_t k[17];
+    pending_key(k, t->prio, t->round, t->id);
+    return note(q, hsq_store_del(q->st, HSQ_DB_PENDING, k, sizeof k));
+}
+
+static int delayed_del(hsq_queue *q, const hsq_task *t) {
+    uint8_t k[16];
+    time_key(k, t->not_before_ms, t->id);
+    return note(q, hsq_store_del(q->st, HSQ_DB_DELAYED, k, sizeof k));
+}
+
+static int lease_del(hsq_queue *q, const hsq_task *t) {
+    uint8_t k[16];
+    time_key(k, t->deadline_ms, t->id);
+    return note(q, hsq_store_del(q->st, HSQ_DB_LEASES, k, sizeof k));
+}
+
+/* Leased task leaves its lease (any reason). */
+static int unlease(hsq_queue *q, hsq_task *t) {
+    int rc = lease_del(q, t);
+    worker_lease_done(q, t->worker);
+    t->token = 0;
+    t->deadline_ms = 0;
+    t->worker.len = 0;
+    return rc;
+}
+
+/* Queued or leased task is put back to wait out a backoff, or dead-lettered
+ * when it has used its attempts. `code`/`why` describe the failure. */
+static int retry_or_fail(hsq_queue *q, hsq_task *t, int code, hsq_str why, int retryable) {
+    int rc = unlease(q, t);
+    if (rc != 0)
+        return rc;
+    t->err_code = code;
+    t->err_msg = why;
+    if (retryable && t->attempts < q->conf.max_attempts) {
+        set_state(q, t, HSQ_STATE_QUEUED);
+        t->not_before_ms = q->now + backoff_ms(q, t->attempts);
+        t->progress = 0;
+        t->stage.len = 0;
+        uint8_t k[16];
+        time_key(k, t->not_before_ms, t->id);
+        rc = note(q, hsq_store_put(q->st, HSQ_DB_DELAYED, k, sizeof k, "", 0));
+        q->counts.delayed++;
+        q->retries_total++;
+    } else {
+        set_state(q, t, HSQ_STATE_FAILED);
+        t->dead = retryable ? 1 : 0;
+        if (t->dead)
+            q->counts.dead++;
+        if (rc == 0)
+            rc = user_active_add(q, t->user, -1);
+        if (rc == 0)
+            rc = stamp_retention(q, t);
+    }
+    if (rc == 0)
+        rc = save_task(q, t);
+    if (rc == 0)
+        changed(q, t);
+    return rc;
+}
+
+/* ---- request handlers ---- */
+
+typedef struct {
+    hsq_queue *q;
+    hsq_sock sock;
+    const uint8_t *peer;
+    size_t plen;
+    hsq_wire_msg *m;
+    const hsq_bytes *frames; /* binary frames (after meta) */
+    size_t nframes;
+} req_ctx;
+
+#define FAIL(c, code, ...)                                                                         \
+    reply_error((c)->q, (c)->sock, (c)->peer, (c)->plen, (c)->m->op, (c)->m->rid, (code),          \
+                __VA_ARGS__)
+
+static void fail_store(req_ctx *c, int rc) {
+    if (rc == HSQ_EDISKFULL || rc == -ENOSPC || rc == -EDQUOT)
+        FAIL(c, HSQ_EDISKFULL, "storage is full; the request was not accepted, retry later");
+    else
+        FAIL(c, HSQ_EUNAVAIL, "storage error (%s); the request was not accepted",
+             hsq_strerror(rc));
+}
+
+/* Find the task and check the optional owner. Replies on failure. */
+static int find_task(req_ctx *c, uint64_t id, hsq_str user, hsq_task *t) {
+    int rc = load_task(c->q, id, t);
+    /* A task of another user answers exactly like a missing one: ids are
+     * sequential and must not reveal whose they are. */
+    if (rc == HSQ_ENOTFOUND || (rc == 0 && user.len && !hsq_str_eqs(user, t->user))) {
+        FAIL(c, HSQ_ENOTFOUND, "task %" PRIu64 " not found", id);
+        return HSQ_ENOTFOUND;
+    }
+    if (rc != 0) {
+        fail_store(c, rc);
+        return rc;
+    }
+    return 0;
+}
+
+static void input_blob_key(hsq_queue *q, hsq_str user, uint64_t id, uint32_t i, char *out,
+                           size_t n) {
+    char prefix[HSQ_BLOB_PREFIX_LEN + 1];
+    hsq_blob_user_prefix(q->blob, user.ptr, user.len, prefix);
+    snprintf(out, n, "%s%" PRIu64 "/in-%u", prefix, id, i);
+}
+
+static void out_prefix(hsq_queue *q, hsq_str user, uint64_t id, char *out, size_t n) {
+    char prefix[HSQ_BLOB_PREFIX_LEN + 1];
+    hsq_blob_user_prefix(q->blob, user.ptr, user.len, prefix);
+    snprintf(out, n, "%s%" PRIu64 "/", prefix, id);
+}
+
+static void turn_blob_note(hsq_queue *q, const char *key) {
+    if (q->n_turn_blobs == q->cap_turn_blobs) {
+        q->cap_turn_blobs = q->cap_turn_blobs ? q->cap_turn_blobs * 2 : 16;
+        q->turn_blobs = hsq_xrealloc(q->turn_blobs, q->cap_turn_blobs * sizeof(char *));
+    }
+    q->turn_blobs[q->n_turn_blobs++] = hsq_xstrndup(key, strlen(key));
+}
+
+static void h_submit(req_ctx *c) {
+    hsq_queue *q = c->q;
+    const hsq_req_submit *r = &c->m->req.submit;
+    if (q->draining) {
+        FAIL(c, HSQ_EUNAVAIL, "hsqd is shutting down; retry shortly");
+        return;
+    }
+    for (uint32_t i = 0; i < r->n_inputs; i++) {
+        if (c->frames[i].len == 0) {
+            FAIL(c, HSQ_EBADREQ, "input %u ('%.*s') is empty", i, (int)r->inputs[i].name.len,
+                 r->inputs[i].name.ptr);
+            return;
+        }
+        if (c->frames[i].len > q->conf.max_frame_bytes) {
+            FAIL(c, HSQ_ETOOLARGE, "input %u ('%.*s') is %zu bytes; the limit is %" PRIu64, i,
+                 (int)r->inputs[i].name.len, r->inputs[i].name.ptr, c->frames[i].len,
+                 q->conf.max_frame_bytes);
+            return;
+        }
+    }
+
+    /* Idempotency: the same (user, key) returns the task it created. */
+    uint8_t ik[2 + 2 * HSQ_MAX_USER_LEN];
+    size_t ikl = 0;
+    if (r->key.len) {
+        ikl = user_key(ik, r->user);
+        memcpy(ik + ikl, r->key.ptr, r->key.len);
+        ikl += r->key.len;
+        hsq_bytes v;
+        int rc = hsq_store_get(q->st, HSQ_DB_IDEM, ik, ikl, &v);
+        if (rc == 0 && v.len == 8) {
+            hsq_task t;
+            uint64_t id = hsq_rd_be64(v.ptr);
+            rc = load_task(q, id, &t);
+            if (rc == 0) {
+                hsq_wire_msg m;
+                memset(&m, 0, sizeof m);
+                m.op = HSQ_OP_SUBMIT;
+                m.rid = c->m->rid;
+                m.rep.submit.task = id;
+                m.rep.submit.state = t.state;
+                m.rep.submit.created = 0;
+                reply(q, c->sock, c->peer, c->plen, &m);
+                return;
+            }
+        }
+        if (rc != 0 && rc != HSQ_ENOTFOUND) {
+            fail_store(c, note(q, rc));
+            return;
+        }
+    }
+
+    uint64_t active = q->counts.queued + q->counts.leased;
+    if (active >= q->conf.max_queued) {
+        FAIL(c, HSQ_EQUEUEFULL, "queue is full (%" PRIu64 " active tasks); retry later", active);
+        return;
+    }
+    user_rec u;
+    if (load_user(q, r->user, &u) != 0) {
+        fail_store(c, q->turn_err);
+        return;
+    }
+    if (u.active >= q->conf.max_queued_per_user) {
+        FAIL(c, HSQ_EQUEUEFULL,
+             "user has %" PRIu64 " active tasks (limit %" PRIu64 "); wait for some to finish",
+             u.active, q->conf.max_queued_per_user);
+        return;
+    }
+
+    uint64_t id = q->ids.next_id;
+    hsq_task t;
+    memset(&t, 0, sizeof t);
+    t.id = id;
+    t.state = HSQ_STATE_QUEUED;
+    t.prio = r->prio;
+    t.created_ms = q->now;
+    t.user = r->user;
+    t.key = r->key;
+    t.prompt = r->prompt;
+    t.n_inputs = r->n_inputs;
+    t.n_specs = r->n_outputs;
+    memcpy(t.specs, r->outputs, sizeof(hsq_wire_outspec) * r->n_outputs);
+
+    /* Large inputs go to the blob store first (they can fail on a full disk
+     * without touching the transaction); small ones ride inside it. */
+    char keys[HSQ_MAX_INPUTS][HSQ_BLOB_KEY_MAX + 1];
+    for (uint32_t i = 0; i < r->n_inputs; i++) {
+        hsq_task_input *in = &t.inputs[i];
+        in->kind = r->inputs[i].kind;
+        in->name = r->inputs[i].name;
+        in->size = c->frames[i].len;
+        in->where = c->frames[i].len <= q->conf.inline_max ? HSQ_IN_INLINE : HSQ_IN_BLOB;
+        if (in->where != HSQ_IN_BLOB)
+            continue;
+        input_blob_key(q, r->user, id, i, keys[i], sizeof keys[i]);
+        int rc = hsq_blob_put(q->blob, keys[i], c->frames[i].ptr, c->frames[i].len,
+                              HSQ_BLOB_DEFER);
+        if (rc != 0) {
+            for (uint32_t j = 0; j < i; j++)
+                if (t.inputs[j].where == HSQ_IN_BLOB)
+                    hsq_blob_delete(q->blob, keys[j]);
+            if (rc == -ENOSPC || rc == -EDQUOT)
+                FAIL(c, HSQ_EDISKFULL, "blob store is full; the task was not accepted");
+            else
+                FAIL(c, HSQ_EUNAVAIL, "blob store error (%s); the task was not accepted",
+                     hsq_strerror(rc));
+            return;
+        }
+        turn_blob_note(q, keys[i]);
+        in->key = hsq_str_c(keys[i]);
+    }
+
+    int p = t.prio;
+    t.round = u.next_round[p] > q->rounds[p] ? u.next_round[p] : q->rounds[p];
+    u.next_round[p] = t.round + 1;
+    u.active++;
+
+    int rc = 0;
+    for (uint32_t i = 0; rc == 0 && i < r->n_inputs; i++) {
+        if (t.inputs[i].where != HSQ_IN_INLINE)
+            continue;
+        uint8_t k[9];
+        hsq_be64(k, id);
+        k[8] = (uint8_t)i;
+        rc = note(q, hsq_store_put(q->st, HSQ_DB_INPUTS, k, sizeof k, c->frames[i].ptr,
+                                   c->frames[i].len));
+    }
+    if (rc == 0)
+        rc = pending_put(q, &t);
+    if (rc == 0)
+        rc = save_user(q, r->user, &u);
+    if (rc == 0) {
+        uint8_t hk[1 + HSQ_MAX_USER_LEN + 8];
+        size_t hl = user_key(hk, r->user);
+        hsq_be64(hk + hl, id);
+        rc = note(q, hsq_store_put(q->st, HSQ_DB_HISTORY, hk, hl + 8, "", 0));
+    }
+    if (rc == 0 && ikl) {
+        uint8_t v[8];
+        hsq_be64(v, id);
+        rc = note(q, hsq_store_put(q->st, HSQ_DB_IDEM, ik, ikl, v, 8));
+    }
+    if (rc == 0)
+        rc = save_task(q, &t);
+    if (rc != 0) {
+        fail_store(c, rc);
+        return;
+    }
+    q->ids.next_id++;
+    q->counts.queued++;
+    q->counts.queued_by_prio[p]++;
+    q->meta_dirty = 1;
+    q->submitted_total++;
+    q->dispatch_needed = 1;
+    changed(q, &t);
+
+    hsq_wire_msg m;
+    memset(&m, 0, sizeof m);
+    m.op = HSQ_OP_SUBMIT;
+    m.rid = c->m->rid;
+    m.rep.submit.task = id;
+    m.rep.submit.state = HSQ_STATE_QUEUED;
+    m.rep.submit.created = 1;
+    reply(q, c->sock, c->peer, c->plen, &m);
+}
+
+static void h_status(req_ctx *c) {
+    hsq_task t;
+    if (find_task(c, c->m->req.task.task, c->m->req.task.user, &t) != 0)
+        return;
+    reply_task(c->q, c->sock, c->peer, c->plen, c->m->op, c->m->rid, &t, 0);
+}
+
+static void h_result(req_ctx *c) {
+    hsq_queue *q = c->q;
+    hsq_task t;
+    if (find_task(c, c->m->req.task.task, c->m->req.task.user, &t) != 0)
+        return;
+    if (t.state != HSQ_STATE_SUCCEEDED) {
+        FAIL(c, HSQ_ECONFLICT, "task %" PRIu64 " is %s; results exist only once it succeeded",
+             t.id, hsq_state_name(t.state));
+        return;
+    }
+    hsq_wire_msg m;
+    memset(&m, 0, sizeof m);
+    m.op = HSQ_OP_RESULT;
+    m.rid = c->m->rid;
+    hsq_task_to_wire(&t, &m.rep.task.task);
+    uint8_t *data[HSQ_MAX_OUTPUTS] = {0};
+    size_t lens[HSQ_MAX_OUTPUTS] = {0};
+    for (uint32_t i = 0; i < t.n_outputs; i++) {
+        char key[HSQ_BLOB_KEY_MAX + 1];
+        snprintf(key, sizeof key, "%.*s", (int)t.outputs[i].key.len, t.outputs[i].key.ptr);
+        int rc = hsq_blob_get(q->blob, key, q->conf.max_frame_bytes * 4, &data[i], &lens[i]);
+        if (rc != 0) {
+            for (uint32_t j = 0; j < i; j++)
+                free(data[j]);
+            if (rc == -ENOENT)
+                FAIL(c, HSQ_ENOTFOUND, "output %u of task %" PRIu64 " is no longer stored", i,
+                     t.id);
+            else
+                FAIL(c, HSQ_EUNAVAIL, "reading output %u failed: %s", i, hsq_strerror(rc));
+            return;
+        }
+    }
+    hsq_out *o = reply(q, c->sock, c->peer, c->plen, &m);
+    o->frames = hsq_xcalloc(t.n_outputs, sizeof *o->frames);
+    for (uint32_t i = 0; i < t.n_outputs; i++) {
+        o->frames[i].ptr = data[i];
+        o->frames[i].len = lens[i];
+    }
+    o->nframes = t.n_outputs;
+}
+
+static void h_wait(req_ctx *c) {
+    hsq_queue *q = c->q;
+    const hsq_req_wait *r = &c->m->req.wait;
+    hsq_task t;
+    if (find_task(c, r->task, r->user, &t) != 0)
+        return;
+    if (wait_satisfied(r->since, t.state) || r->timeout_ms == 0) {
+        reply_task(q, c->sock, c->peer, c->plen, HSQ_OP_WAIT, c->m->rid, &t,
+                   !wait_satisfied(r->since, t.state));
+        return;
+    }
+    waiter *w = hsq_xcalloc(1, sizeof *w);
+    w->task = r->task;
+    memcpy(w->peer, c->peer, c->plen);
+    w->peer_len = c->plen;
+    w->rid = c->m->rid;
+    w->since = r->since;
+    w->deadline_ms = q->now + r->timeout_ms;
+    size_t b = wait_bucket(r->task);
+    w->next = q->waits[b];
+    q->waits[b] = w;
+    q->n_waits++;
+}
+
+static void h_cancel(req_ctx *c) {
+    hsq_queue *q = c->q;
+    hsq_task t;
+    if (find_task(c, c->m->req.task.task, c->m->req.task.user, &t) != 0)
+        return;
+    int rc = 0;
+    if (t.state == HSQ_STATE_QUEUED) {
+        if (t.not_before_ms > 0) {
+            rc = delayed_del(q, &t);
+            if (q->counts.delayed > 0)
+                q->counts.delayed--;
+        } else {
+            rc = pending_del(q, &t);
+        }
+    } else if (t.state == HSQ_STATE_LEASED) {
+        /* Tell the worker to stop; its late done/fail will be refused. */
+        hsq_wire_msg m;
+        memset(&m, 0, sizeof m);
+        m.v = HSQ_WIRE_VERSION;
+        m.kind = HSQ_KIND_REQUEST;
+        m.op = HSQ_OP_ABORT;
+        m.req.abort.task = t.id;
+        m.req.abort.token = t.token;
+        hsq_out *o = out_push(q, HSQ_SOCK_WORKER, (const uint8_t *)t.worker.ptr, t.worker.len);
+        o->op = HSQ_OP_ABORT;
+        if (hsq_wire_encode(&m, &o->meta) != 0)
+            q->n_out--;
+        rc = unlease(q, &t);
+    } else {
+        FAIL(c, HSQ_ECONFLICT, "task %" PRIu64 " is already %s", t.id, hsq_state_name(t.state));
+        return;
+    }
+    set_state(q, &t, HSQ_STATE_CANCELLED);
+    t.not_before_ms = 0;
+    t.err_code = HSQ_ECANCELLED;
+    t.err_msg = HSQ_STR_LIT("cancelled by request");
+    if (rc == 0)
+        rc = user_active_add(q, t.user, -1);
+    if (rc == 0)
+        rc = stamp_retention(q, &t);
+    if (rc == 0)
+        rc = save_task(q, &t);
+    if (rc != 0) {
+        fail_store(c, rc);
+        return;
+    }
+    changed(q, &t);
+    reply_task(q, c->sock, c->peer, c->plen, c->m->op, c->m->rid, &t, 0);
+}
+
+static void h_requeue(req_ctx *c) {
+    hsq_queue *q = c->q;
+    hsq_task t;
+    if (find_task(c, c->m->req.task.task, c->m->req.task.user, &t) != 0)
+        return;
+    if (t.state != HSQ_STATE_FAILED && t.state != HSQ_STATE_CANCELLED) {
+        FAIL(c, HSQ_ECONFLICT, "task %" PRIu64 " is %s; only failed or cancelled tasks can be "
+             "requeued", t.id, hsq_state_name(t.state));
+        return;
+    }
+    if (t.dead && q->counts.dead > 0)
+        q->counts.dead--;
+    user_rec u;
+    if (load_user(q, t.user, &u) != 0) {
+        fail_store(c, q->turn_err);
+        return;
+    }
+    int p = t.prio;
+    t.round = u.next_round[p] > q->rounds[p] ? u.next_round[p] : q->rounds[p];
+    u.next_round[p] = t.round + 1;
+    u.active++;
+    set_state(q, &t, HSQ_STATE_QUEUED);
+    t.dead = 0;
+    t.attempts = 0;
+    t.not_before_ms = 0;
+    t.err_code = 0;
+    t.err_msg.len = 0;
+    t.progress = 0;
+    t.stage.len = 0;
+    /* Retention stamps of the failure stay in the expiry index; the sweeper
+     * checks the task's current dates before deleting anything. */
+    t.expires_ms = 0;
+    t.inputs_expire_ms = 0;
+    int rc = save_user(q, t.user, &u);
+    if (rc == 0)
+        rc = pending_put(q, &t);
+    if (rc == 0)
+        rc = save_task(q, &t);
+    if (rc != 0) {
+        fail_store(c, rc);
+        return;
+    }
+    q->dispatch_needed = 1;
+    changed(q, &t);
+    reply_task(q, c->sock, c->peer, c->plen, c->m->op, c->m->rid, &t, 0);
+}
+
+static void h_list(req_ctx *c) {
+    hsq_queue *q = c->q;
+    const hsq_req_list *r = &c->m->req.list;
+    uint8_t k[1 + HSQ_MAX_USER_LEN + 8];
+    size_t ul = user_key(k, r->user);
+    hsq_be64(k + ul, r->before ? r->before : UINT64_MAX);
+    hsq_cursor *cur;
+    int rc = note(q, hsq_cursor_open(q->st, HSQ_DB_HISTORY, &cur));
+    if (rc != 0) {
+        fail_store(c, rc);
+        return;
+    }
+    uint32_t limit = r->limit ? r->limit : 20;
+    hsq_wire_task *tasks = hsq_xcalloc(limit, sizeof *tasks);
+    hsq_wbuf *bufs = hsq_xcalloc(limit, sizeof *bufs);
+    uint32_t n = 0;
+    uint64_t next = 0;
+    hsq_bytes key = {k, ul + 8};
+    /* Seek to the first entry >= (user, before) and step back: newest first. */
+    rc = hsq_cursor_get(cur, HSQ_CUR_SET_RANGE, &key, NULL);
+    rc = rc == 0 ? hsq_cursor_get(cur, HSQ_CUR_PREV, &key, NULL)
+                 : hsq_cursor_get(cur, HSQ_CUR_LAST, &key, NULL);
+    while (rc == 0) {
+        if (key.len != ul + 8 || memcmp(key.ptr, k, ul) != 0)
+            break;
+        uint64_t id = hsq_rd_be64(key.ptr + ul);
+        if (r->before && id >= r->before) {
+            rc = hsq_cursor_get(cur, HSQ_CUR_PREV, &key, NULL);
+            continue;
+        }
+        if (n == limit) {
+            next = tasks[n - 1].id;
+            break;
+        }
+        hsq_task t;
+        if (load_task(q, id, &t) == 0) {
+            /* Copy the record: views must outlive further reads. */
+            hsq_wbuf_init(&bufs[n]);
+            hsq_task_encode(&t, &bufs[n]);
+            hsq_task_decode(bufs[n].data, bufs[n].len, &t);
+            hsq_task_to_wire(&t, &tasks[n]);
+            n++;
+        }
+        rc = hsq_cursor_get(cur, HSQ_CUR_PREV, &key, NULL);
+    }
+    hsq_cursor_close(&cur);
+    hsq_wire_msg m;
+    memset(&m, 0, sizeof m);
+    m.op = HSQ_OP_LIST;
+    m.rid = c->m->rid;
+    m.rep.list.n = n;
+    m.rep.list.tasks = tasks;
+    m.rep.list.next = next;
+    reply(q, c->sock, c->peer, c->plen, &m);
+    for (uint32_t i = 0; i < n; i++)
+        hsq_wbuf_free(&bufs[i]);
+    free(bufs);
+    free(tasks);
+}
+
+static void h_stats(req_ctx *c) {
+    hsq_wire_msg m;
+    memset(&m, 0, sizeof m);
+    m.op = HSQ_OP_STATS;
+    m.rid = c->m->rid;
+    hsq_queue_stats(c->q, &m.rep.stats);
+    reply(c->q, c->sock, c->peer, c->plen, &m);
+}
+
+static void h_ready(req_ctx *c) {
+    hsq_queue *q = c->q;
+    const hsq_req_ready *r = &c->m->req.ready;
+    worker_rec *w = worker_touch(q, c->peer, c->plen);
+    snprintf(w->name, sizeof w->name, "%.*s", (int)r->name.len, r->name.ptr);
+    snprintf(w->backend, sizeof w->backend, "%.*s", (int)r->backend.len, r->backend.ptr);
+    snprintf(w->device, sizeof w->device, "%.*s", (int)r->device.len, r->device.ptr);
+    w->max_batch = r->max_batch;
+    hsq_wire_msg m;
+    memset(&m, 0, sizeof m);
+    m.op = HSQ_OP_READY;
+    m.rid = c->m->rid;
+    m.rep.ready.lease_ms = (uint32_t)q->conf.lease_ms;
+    m.rep.ready.heartbeat_ms = (uint32_t)q->conf.heartbeat_ms;
+    reply(q, c->sock, c->peer, c->plen, &m);
+}
+
+static void h_lease(req_ctx *c) {
+    hsq_queue *q = c->q;
+    const hsq_req_lease *r = &c->m->req.lease;
+    worker_touch(q, c->peer, c->plen);
+    /* A peer has at most one parked lease request: a new one replaces it. */
+    for (size_t i = 0; i < q->n_parked; i++) {
+        parked_lease *p = &q->parked[i];
+        if (p->peer_len == c->plen && memcmp(p->peer, c->peer, c->plen) == 0) {
+            memmove(p, p + 1, (q->n_parked - i - 1) * sizeof *p);
+            q->n_parked--;
+            break;
+        }
+    }
+    if (q->n_parked == q->cap_parked) {
+        q->cap_parked = q->cap_parked ? q->cap_parked * 2 : 16;
+        q->parked = hsq_xrealloc(q->parked, q->cap_parked * sizeof *q->parked);
+    }
+    parked_lease *p = &q->parked[q->n_parked++];
+    memcpy(p->peer, c->peer, c->plen);
+    p->peer_len = c->plen;
+    p->rid = c->m->rid;
+    p->max = r->max;
+    p->deadline_ms = q->now + r->wait_ms;
+    q->dispatch_needed = 1;
+}
+
+/* Check a worker's (task, token); loads the task. Replies stale_lease when the
+ * lease is gone. */
+static int check_lease(req_ctx *c, uint64_t id, uint64_t token, hsq_task *t) {
+    int rc = load_task(c->q, id, t);
+    if (rc == HSQ_ENOTFOUND || (rc == 0 && (t->state != HSQ_STATE_LEASED || t->token != token))) {
+        FAIL(c, HSQ_ESTALE, "lease on task %" PRIu64 " (token %" PRIu64 ") is no longer held", id,
+             token);
+        return HSQ_ESTALE;
+    }
+    if (rc != 0) {
+        fail_store(c, rc);
+        return rc;
+    }
+    return 0;
+}
+
+static void reply_empty(req_ctx *c) {
+    hsq_wire_msg m;
+    memset(&m, 0, sizeof m);
+    m.op = c->m->op;
+    m.rid = c->m->rid;
+    reply(c->q, c->sock, c->peer, c->plen, &m);
+}
+
+static void h_heartbeat(req_ctx *c) {
+    hsq_queue *q = c->q;
+    const hsq_req_heartbeat *r = &c->m->req.heartbeat;
+    worker_touch(q, c->peer, c->plen);
+    hsq_wire_msg m;
+    memset(&m, 0, sizeof m);
+    m.op = HSQ_OP_HEARTBEAT;
+    m.rid = c->m->rid;
+    for (uint32_t i = 0; i < r->n; i++) {
+        hsq_task t;
+        int rc = load_task(q, r->leases[i].task, &t);
+        if (rc != 0 || t.state != HSQ_STATE_LEASED || t.token != r->leases[i].token) {
+            if (rc != 0 && rc != HSQ_ENOTFOUND) {
+                fail_store(c, rc);
+                return;
+            }
+            m.rep.heartbeat.lost[m.rep.heartbeat.n_lost++] = r->leases[i].task;
+            continue;
+        }
+        rc = lease_del(q, &t);
+        t.deadline_ms = q->now + (int64_t)q->conf.lease_ms;
+        uint8_t k[16];
+        time_key(k, t.deadline_ms, t.id);
+        if (rc == 0)
+            rc = note(q, hsq_store_put(q->st, HSQ_DB_LEASES, k, sizeof k, "", 0));
+        if (rc == 0)
+            rc = save_task(q, &t);
+        if (rc != 0) {
+            fail_store(c, rc);
+            return;
+        }
+    }
+    reply(q, c->sock, c->peer, c->plen, &m);
+}
+
+static void h_progress(req_ctx *c) {
+    hsq_queue *q = c->q;
+    const hsq_req_progress *r = &c->m->req.progress;
+    worker_touch(q, c->peer, c->plen);
+    hsq_task t;
+    if (check_lease(c, r->task, r->token, &t) != 0)
+        return;
+    t.progress = r->pct;
+    t.stage = r->stage;
+    if (save_task(q, &t) != 0) {
+        fail_store(c, q->turn_err);
+        return;
+    }
+    changed(q, &t);
+    reply_empty(c);
+}
+
+static void h_done(req_ctx *c) {
+    hsq_queue *q = c->q;
+    const hsq_req_done *r = &c->m->req.done;
+    worker_touch(q, c->peer, c->plen);
+    hsq_task t;
+    if (check_lease(c, r->task, r->token, &t) != 0)
+        return;
+    char prefix[HSQ_BLOB_KEY_MAX + 1];
+    out_prefix(q, t.user, t.id, prefix, sizeof prefix);
+    size_t pl = strlen(prefix);
+    for (uint32_t i = 0; i < r->n_outputs; i++) {
+        const hsq_wire_output *o = &r->outputs[i];
+        char key[HSQ_BLOB_KEY_MAX + 1];
+        if (o->key.len <= pl || o->key.len > HSQ_BLOB_KEY_MAX ||
+            memcmp(o->key.ptr, prefix, pl) != 0) {
+            FAIL(c, HSQ_EBADREQ, "output %u key is outside the task's prefix %s", i, prefix);
+            return;
+        }
+        memcpy(key, o->key.ptr, o->key.len);
+        key[o->key.len] = '\0';
+        uint64_t size = 0;
+        int rc = hsq_blob_size(q->blob, key, &size);
+        if (rc != 0 || size != o->size) {
+            FAIL(c, HSQ_EBADREQ, "output %u (%s) is not in the blob store with %" PRIu64 " bytes",
+                 i, key, o->size);
+            return;
+        }
+    }
+    int rc = unlease(q, &t);
+    set_state(q, &t, HSQ_STATE_SUCCEEDED);
+    t.n_outputs = r->n_outputs;
+    memcpy(t.outputs, r->outputs, sizeof(hsq_wire_output) * r->n_outputs);
+    t.progress = 100;
+    t.err_code = 0;
+    t.err_msg.len = 0;
+    if (rc == 0)
+        rc = user_active_add(q, t.user, -1);
+    if (rc == 0)
+        rc = stamp_retention(q, &t);
+    if (rc == 0)
+        rc = save_task(q, &t);
+    if (rc != 0) {
+        fail_store(c, rc);
+        return;
+    }
+    q->completed_total++;
+    changed(q, &t);
+    reply_empty(c);
+}
+
+static void h_fail(req_ctx *c) {
+    hsq_queue *q = c->q;
+    const hsq_req_fail *r = &c->m->req.fail;
+    worker_touch(q, c->peer, c->plen);
+    hsq_task t;
+    if (check_lease(c, r->task, r->token, &t) != 0)
+        return;
+    if (retry_or_fail(q, &t, r->code, r->message, r->retryable) != 0) {
+        fail_store(c, q->turn_err);
+        return;
+    }
+    if (t.state == HSQ_STATE_FAILED)
+        q->completed_total++;
+    reply_empty(c);
+}
+
+typedef void (*handler)(req_ctx *);
+
+static const struct {
+    handler fn;
+    hsq_sock sock;
+} handlers[HSQ_OP_COUNT_] = {
+    [HSQ_OP_SUBMIT] = {h_submit, HSQ_SOCK_CLIENT},
+    [HSQ_OP_STATUS] = {h_status, HSQ_SOCK_CLIENT},
+    [HSQ_OP_WAIT] = {h_wait, HSQ_SOCK_CLIENT},
+    [HSQ_OP_RESULT] = {h_result, HSQ_SOCK_CLIENT},
+    [HSQ_OP_CANCEL] = {h_cancel, HSQ_SOCK_CLIENT},
+    [HSQ_OP_LIST] = {h_list, HSQ_SOCK_CLIENT},
+    [HSQ_OP_STATS] = {h_stats, HSQ_SOCK_CLIENT},
+    [HSQ_OP_REQUEUE] = {h_requeue, HSQ_SOCK_CLIENT},
+    [HSQ_OP_READY] = {h_ready, HSQ_SOCK_WORKER},
+    [HSQ_OP_LEASE] = {h_lease, HSQ_SOCK_WORKER},
+    [HSQ_OP_HEARTBEAT] = {h_heartbeat, HSQ_SOCK_WORKER},
+    [HSQ_OP_PROGRESS] = {h_progress, HSQ_SOCK_WORKER},
+    [HSQ_OP_DONE] = {h_done, HSQ_SOCK_WORKER},
+    [HSQ_OP_FAIL] = {h_fail, HSQ_SOCK_WORKER},
+};
+
+void hsq_queue_handle(hsq_queue *q, hsq_sock sock, const uint8_t *peer, size_t plen,
+                      const hsq_bytes *frames, size_t nframes) {
+    assert(q->in_turn);
+    if (nframes == 0) {
+        hsq_queue_reject(q, sock, peer, plen, HSQ_EBADREQ, "message has no meta frame");
+        return;
+    }
+    hsq_wire_msg m;
+    memset(&m, 0, sizeof m);
+    int rc = hsq_wire_decode(frames[0].ptr, frames[0].len, nframes - 1, &m);
+    req_ctx c = {q, sock, peer, plen, &m, frames + 1, nframes - 1};
+    if (rc != 0) {
+        FAIL(&c, rc, "%s", m.errmsg[0] ? m.errmsg : hsq_strerror(rc));
+    } else if (m.kind != HSQ_KIND_REQUEST || m.op >= HSQ_OP_COUNT_ || !handlers[m.op].fn) {
+        FAIL(&c, HSQ_EBADREQ, "'%s' is not a request this socket accepts", hsq_op_name(m.op));
+    } else if (handlers[m.op].sock != sock) {
+        FAIL(&c, HSQ_EFORBIDDEN, "'%s' is not allowed on the %s socket", hsq_op_name(m.op),
+             sock == HSQ_SOCK_CLIENT ? "client" : "worker");
+    } else if (q->turn_err) {
+        fail_store(&c, q->turn_err);
+    } else {
+        handlers[m.op].fn(&c);
+    }
+    hsq_wire_msg_free(&m);
+}
+
+void hsq_queue_reject(hsq_queue *q, hsq_sock sock, const uint8_t *peer, size_t plen, int code,
+                      const char *why) {
+    reply_error(q, sock, peer, plen, HSQ_OP_NONE, 0, code, "%s", why);
+}
+
+/* ---- timers and dispatch ---- */
+
+static void expire_leases(hsq_queue *q) {
+    int budget = MAX_TIMER_WORK;
+    while (budget-- > 0 && q->turn_err == 0) {
+        hsq_cursor *cur;
+        if (note(q, hsq_cursor_open(q->st, HSQ_DB_LEASES, &cur)) != 0)
+            return;
+        hsq_bytes k;
+        int rc = hsq_cursor_get(cur, HSQ_CUR_FIRST, &k, NULL);
+        uint64_t deadline = 0, id = 0;
+        if (rc == 0 && k.len == 16) {
+            deadline = hsq_rd_be64(k.ptr);
+            id = hsq_rd_be64(k.ptr + 8);
+        }
+        hsq_cursor_close(&cur);
+        if (rc != 0 || (int64_t)deadline > q->now)
+            return;
+        hsq_task t;
+        rc = load_task(q, id, &t);
+        if (rc != 0 || t.state != HSQ_STATE_LEASED || (uint64_t)t.deadline_ms != deadline) {
+            /* An index entry without its lease (cannot happen; heal it). */
+            uint8_t kk[16];
+            time_key(kk, (int64_t)deadline, id);
+            note(q, hsq_store_del(q->st, HSQ_DB_LEASES, kk, sizeof kk));
+            continue;
+        }
+        char why[128];
+        snprintf(why, sizeof why, "worker stopped renewing its lease (attempt %u of %" PRIu64 ")",
+                 t.attempts, q->conf.max_attempts);
+        /* retry_or_fail copies `why` into the record before returning. */
+        retry_or_fail(q, &t, HSQ_ELOST, hsq_str_c(why), 1);
+    }
+}
+
+static void promote_delayed(hsq_queue *q) {
+    int budget = MAX_TIMER_WORK;
+    while (budget-- > 0 && q->turn_err == 0) {
+        hsq_cursor *cur;
+        if (note(q, hsq_cursor_open(q->st, HSQ_DB_DELAYED, &cur)) != 0)
+            return;
+        hsq_bytes k;
+        int rc = hsq_cursor_get(cur, HSQ_CUR_FIRST, &k, NULL);
+        uint64_t at = 0, id = 0;
+        if (rc == 0 && k.len == 16) {
+            at = hsq_rd_be64(k.ptr);
+            id = hsq_rd_be64(k.ptr + 8);
+        }
+        hsq_cursor_close(&cur);
+        if (rc != 0 || (int64_t)at > q->now)
+            return;
+        uint8_t kk[16];
+        time_key(kk, (int64_t)at, id);
+        if (note(q, hsq_store_del(q->st, HSQ_DB_DELAYED, kk, sizeof kk)) != 0)
+            return;
+        hsq_task t;
+        if (load_task(q, id, &t) != 0 || t.state != HSQ_STATE_QUEUED)
+            continue;
+        t.not_before_ms = 0;
+        if (q->counts.delayed > 0)
+            q->counts.delayed--;
+        /* The task keeps its original round: a retry goes to the front of
+         * its user's line, it has waited its turn already. */
+        if (pending_put(q, &t) == 0 && save_task(q, &t) == 0)
+            q->dispatch_needed = 1;
+    }
+}
+
+/* Lease up to p->max tasks to a parked worker. Returns the number leased. */
+static uint32_t dispatch_one(hsq_queue *q, parked_lease *p) {
+    hsq_wire_job *jobs = NULL;
+    hsq_wbuf *bufs = NULL;
+    uint32_t n = 0;
+    hsq_wire_msg m;
+    memset(&m, 0, sizeof m);
+    m.op = HSQ_OP_LEASE;
+    m.rid = p->rid;
+    hsq_out *o = NULL;
+    size_t out_index = 0;
+    char prefixes[HSQ_MAX_BATCH][HSQ_BLOB_KEY_MAX + 1];
+    uint32_t max = p->max < HSQ_MAX_BATCH ? p->max : HSQ_MAX_BATCH;
+    worker_rec *w = worker_find(q, p->peer, p->peer_len);
+
+    while (n < max && q->turn_err == 0) {
+        hsq_cursor *cur;
+        if (note(q, hsq_cursor_open(q->st, HSQ_DB_PENDING, &cur)) != 0)
+            break;
+        hsq_bytes k;
+        int rc = hsq_cursor_get(cur, HSQ_CUR_FIRST, &k, NULL);
+        uint8_t key[17];
+        if (rc == 0 && k.len == 17)
+            memcpy(key, k.ptr, 17);
+        if (rc == 0)
+            rc = note(q, hsq_cursor_del(cur));
+        hsq_cursor_close(&cur);
+        if (rc != 0)
+            break;
+        uint64_t id = hsq_rd_be64(key + 9);
+        hsq_task t;
+        if (load_task(q, id, &t) != 0 || t.state != HSQ_STATE_QUEUED)
+            continue; /* stale index entry; already removed */
+        if (!jobs) {
+            jobs = hsq_xcalloc(max, sizeof *jobs);
+            bufs = hsq_xcalloc(max, sizeof *bufs);
+            o = out_push(q, HSQ_SOCK_WORKER, p->peer, p->peer_len);
+            out_index = q->n_out - 1;
+        }
+        uint64_t round = hsq_rd_be64(key + 1);
+        if (round > q->rounds[t.prio]) {
+            q->rounds[t.prio] = round;
+            q->meta_dirty = 1;
+        }
+        set_state(q, &t, HSQ_STATE_LEASED);
+        t.attempts++;
+        t.token = q->ids.next_token++;
+        t.deadline_ms = q->now + (int64_t)q->conf.lease_ms;
+        t.worker.ptr = (const char *)p->peer;
+        t.worker.len = p->peer_len;
+        t.progress = 0;
+        uint8_t lk[16];
+        time_key(lk, t.deadline_ms, t.id);
+        if (note(q, hsq_store_put(q->st, HSQ_DB_LEASES, lk, sizeof lk, "", 0)) != 0)
+            break;
+        hsq_wbuf_init(&bufs[n]);
+        if (save_task_into(q, &t, &bufs[n]) != 0)
+            break;
+        if (w)
+            w->leases++;
+
+        hsq_wire_job *j = &jobs[n];
+        j->task = t.id;
+        j->token = t.token;
+        j->attempt = t.attempts;
+        j->prio = t.prio;
+        j->deadline_ms = t.deadline_ms;
+        out_prefix(q, t.user, t.id, prefixes[n], sizeof prefixes[n]);
+        j->out_prefix = hsq_str_c(prefixes[n]);
+        j->prompt = t.prompt;
+        j->n_inputs = t.n_inputs;
+        for (uint32_t i = 0; i < t.n_inputs; i++) {
+            hsq_wire_input *in = &j->inputs[i];
+            in->kind = t.inputs[i].kind;
+            in->name = t.inputs[i].name;
+            in->size = t.inputs[i].size;
+            in->frame = HSQ_NO_FRAME;
+            if (t.inputs[i].where == HSQ_IN_BLOB) {
+                in->key = t.inputs[i].key;
+                continue;
+            }
+            uint8_t ik[9];
+            hsq_be64(ik, t.id);
+            ik[8] = (uint8_t)i;
+            hsq_bytes v;
+            if (note(q, hsq_store_get(q->st, HSQ_DB_INPUTS, ik, sizeof ik, &v)) != 0)
+                break;
+            in->frame = q->out[out_index].nframes;
+            out_frame(&q->out[out_index], v.ptr, v.len);
+        }
+        j->n_outputs = t.n_specs;
+        memcpy(j->outputs, t.specs, sizeof(hsq_wire_outspec) * t.n_specs);
+        n++;
+        changed(q, &t);
+        o = &q->out[out_index]; /* changed() may have grown the outbox */
+    }
+    if (n > 0) {
+        m.rep.lease.n = n;
+        m.rep.lease.jobs = jobs;
+        o = &q->out[out_index];
+        o->op = HSQ_OP_LEASE;
+        o->rid = p->rid;
+        o->is_reply = 1;
+        m.v = HSQ_WIRE_VERSION;
+        m.kind = HSQ_KIND_REPLY;
+        if (hsq_wire_encode(&m, &o->meta) != 0)
+            note(q, HSQ_EINTERNAL);
+    }
+    for (uint32_t i = 0; i < n; i++)
+        hsq_wbuf_free(&bufs[i]);
+    free(bufs);
+    free(jobs);
+    return n;
+}
+
+static void reply_lease_empty(hsq_queue *q, const parked_lease *p) {
+    hsq_wire_msg m;
+    memset(&m, 0, sizeof m);
+    m.op = HSQ_OP_LEASE;
+    m.rid = p->rid;
+    reply(q, HSQ_SOCK_WORKER, p->peer, p->peer_len, &m);
+}
+
+static void dispatch(hsq_queue *q) {
+    size_t i = 0;
+    while (i < q->n_parked && !q->draining && q->turn_err == 0) {
+        uint32_t n = dispatch_one(q, &q->parked[i]);
+        if (n == 0)
+            break; /* nothing left to lease */
+        memmove(&q->parked[i], &q->parked[i + 1], (q->n_parked - i - 1) * sizeof *q->parked);
+        q->n_parked--;
+    }
+}
+
+static void expire_parked_and_waits(hsq_queue *q) {
+    size_t j = 0;
+    for (size_t i = 0; i < q->n_parked; i++) {
+        parked_lease *p = &q->parked[i];
+        if (p->deadline_ms <= q->now || q->draining)
+            reply_lease_empty(q, p);
+        else
+            q->parked[j++] = *p;
+    }
+    q->n_parked = j;
+    if (q->n_waits == 0)
+        return;
+    for (size_t b = 0; b < WAIT_BUCKETS; b++) {
+        waiter **pp = &q->waits[b];
+        while (*pp) {
+            waiter *w = *pp;
+            if (w->deadline_ms > q->now) {
+                pp = &w->next;
+                continue;
+            }
+            hsq_task t;
+            int rc = load_task(q, w->task, &t);
+            if (rc == 0)
+                reply_task(q, HSQ_SOCK_CLIENT, w->peer, w->peer_len, HSQ_OP_WAIT, w->rid, &t, 1);
+            else
+                reply_error(q, HSQ_SOCK_CLIENT, w->peer, w->peer_len, HSQ_OP_WAIT, w->rid,
+                            HSQ_ENOTFOUND, "task %" PRIu64 " not found", w->task);
+            *pp = w->next;
+            free(w);
+            q->n_waits--;
+        }
+    }
+}
+
+/* Earliest lease deadline or backoff end, read inside the turn. */
+static int64_t first_store_deadline(hsq_queue *q) {
+    int64_t t = INT64_MAX;
+    hsq_db dbs[2] = {HSQ_DB_LEASES, HSQ_DB_DELAYED};
+    for (int i = 0; i < 2; i++) {
+        hsq_cursor *cur;
+        if (hsq_cursor_open(q->st, dbs[i], &cur) != 0)
+            continue;
+        hsq_bytes k;
+        if (hsq_cursor_get(cur, HSQ_CUR_FIRST, &k, NULL) == 0 && k.len == 16) {
+            int64_t at = (int64_t)hsq_rd_be64(k.ptr);
+            if (at < t)
+                t = at;
+        }
+        hsq_cursor_close(&cur);
+    }
+    return t;
+}
+
+/* ---- turn ---- */
+
+int hsq_queue_begin_turn(hsq_queue *q, int64_t now_ms) {
+    assert(!q->in_turn);
+    /* Wall time may step backwards (NTP): never let it run back inside the
+     * queue, or leases and backoffs would stretch. */
+    q->now = now_ms > q->now ? now_ms : q->now;
+    q->turn_err = 0;
+    int rc = hsq_store_begin(q->st, 0);
+    if (rc != 0)
+        return rc;
+    q->in_turn = 1;
+    return 0;
+}
+
+static void turn_blobs_clear(hsq_queue *q, int delete_them) {
+    for (size_t i = 0; i < q->n_turn_blobs; i++) {
+        if (delete_them)
+            hsq_blob_delete(q->blob, q->turn_blobs[i]);
+        free(q->turn_blobs[i]);
+    }
+    q->n_turn_blobs = 0;
+}
+
+/* The turn's transaction is lost: nothing in it may be acknowledged. */
+static void fail_turn(hsq_queue *q, int err) {
+    size_t j = 0;
+    for (size_t i = 0; i < q->n_out; i++) {
+        hsq_out *o = &q->out[i];
+        if (!o->is_reply) {
+            out_free_frames(o);
+            hsq_wbuf_free(&o->meta);
+            continue;
+        }
+        out_free_frames(o);
+        hsq_wbuf_reset(&o->meta);
+        int code = err == HSQ_EDISKFULL || err == -ENOSPC ? HSQ_EDISKFULL : HSQ_EUNAVAIL;
+        hsq_wire_encode_error(o->op, o->rid, code,
+                              code == HSQ_EDISKFULL
+                                  ? "storage is full; nothing was changed, retry later"
+                                  : "storage error; nothing was changed, retry later",
+                              &o->meta);
+        q->out[j++] = *o;
+    }
+    q->n_out = j;
+    turn_blobs_clear(q, 1);
+    /* Reload the cached counters from what is really on disk. */
+    if (hsq_store_begin(q->st, 1) == 0) {
+        load_meta(q);
+        hsq_store_abort(q->st);
+    }
+    if (err == HSQ_EDISKFULL)
+        hsq_store_grow(q->st, q->conf.map_max_bytes);
+}
+
+int hsq_queue_end_turn(hsq_queue *q) {
+    assert(q->in_turn);
+    if (q->turn_err == 0) {
+        expire_leases(q);
+        promote_delayed(q);
+        if (q->dispatch_needed) {
+            q->dispatch_needed = 0;
+            dispatch(q);
+        }
+        expire_parked_and_waits(q);
+        workers_expire(q);
+        if (q->meta_dirty)
+            save_meta(q);
+        q->store_deadline = first_store_deadline(q);
+    }
+    int rc = q->turn_err;
+    if (rc == 0)
+        rc = hsq_blob_flush(q->blob);
+    q->in_turn = 0;
+    if (rc != 0) {
+        hsq_store_abort(q->st);
+        fail_turn(q, rc);
+        return rc;
+    }
+    rc = hsq_store_commit(q->st);
+    if (rc != 0) {
+        fail_turn(q, rc);
+        return rc;
+    }
+    q->meta_dirty = 0;
+    turn_blobs_clear(q, 0);
+    return 0;
+}
+
+hsq_out *hsq_queue_outbox(hsq_queue *q, size_t *n) {
+    *n = q->n_out;
+    return q->out;
+}
+
+void hsq_queue_outbox_clear(hsq_queue *q) {
+    for (size_t i = 0; i < q->n_out; i++) {
+        out_free_frames(&q->out[i]);
+        hsq_wbuf_free(&q->out[i].meta);
+    }
+    q->n_out = 0;
+}
+
+int64_t hsq_queue_next_deadline(hsq_queue *q) {
+    int64_t t = INT64_MAX;
+    for (size_t i = 0; i < q->n_parked; i++)
+        if (q->parked[i].deadline_ms < t)
+            t = q->parked[i].deadline_ms;
+    if (q->n_waits)
+        for (size_t b = 0; b < WAIT_BUCKETS; b++)
+            for (waiter *w = q->waits[b]; w; w = w->next)
+                if (w->deadline_ms < t)
+                    t = w->deadline_ms;
+    if (q->store_deadline < t)
+        t = q->store_deadline;
+    return t;
+}
+
+void hsq_queue_drain(hsq_queue *q) {
+    q->draining = 1;
+}
+
+void hsq_queue_stats(hsq_queue *q, hsq_wire_stats *s) {
+    memset(s, 0, sizeof *s);
+    s->queued = q->counts.queued;
+    s->leased = q->counts.leased;
+    s->succeeded = q->counts.succeeded;
+    s->failed = q->counts.failed;
+    s->cancelled = q->counts.cancelled;
+    s->expired = q->counts.expired;
+    memcpy(s->queued_by_prio, q->counts.queued_by_prio, sizeof s->queued_by_prio);
+    s->delayed = q->counts.delayed;
+    s->dead = q->counts.dead;
+    s->workers = q->n_workers;
+    for (size_t i = 0; i < q->n_workers; i++)
+        if (q->workers[i].leases > 0)
+            s->workers_busy++;
+    s->submitted_total = q->submitted_total;
+    s->completed_total = q->completed_total;
+    s->retries_total = q->retries_total;
+    s->uptime_s = (uint64_t)((q->now - q->started_ms) / 1000);
+    s->oldest_queued_ms = 0;
+}
+
+/* ---- lifecycle ---- */
+
+int hsq_queue_new(hsq_queue **out, hsq_store *st, hsq_blob *blob, const hsq_queue_conf *conf,
+                  int64_t now_ms) {
+    hsq_queue *q = hsq_xcalloc(1, sizeof *q);
+    q->st = st;
+    q->blob = blob;
+    q->conf = *conf;
+    q->now = now_ms;
+    q->started_ms = now_ms;
+    hsq_wbuf_init(&q->scratch);
+    int rc = hsq_store_begin(st, 1);
+    if (rc == 0) {
+        rc = load_meta(q);
+        hsq_store_abort(st);
+    }
+    if (rc != 0) {
+        free(q);
+        *out = NULL;
+        return rc;
+    }
+    /* Leases and backoffs left by a previous run are due at once: the first
+     * turn looks at them. */
+    q->store_deadline = now_ms;
+    *out = q;
+    return 0;
+}
+
+void hsq_queue_free(hsq_queue **qp) {
+    hsq_queue *q = *qp;
+    if (!q)
+        return;
+    if (q->in_turn)
+        hsq_store_abort(q->st);
+    hsq_queue_outbox_clear(q);
+    free(q->out);
+    turn_blobs_clear(q, 0);
+    free(q->turn_blobs);
+    free(q->workers);
+    free(q->parked);
+    for (size_t b = 0; b < WAIT_BUCKETS; b++) {
+        waiter *w = q->waits[b];
+        while (w) {
+            waiter *n = w->next;
+            free(w);
+            w = n;
+        }
+    }
+    hsq_wbuf_free(&q->scratch);
+    free(q);
+    *qp = NULL;
+}

@@ -1,0 +1,120 @@
+/* queue.h - the broker core: requests in, store writes and messages out.
+ *
+ * DESIGN. The core includes no libuv, no ZeroMQ and reads no clock. The shell
+ * (srv.c) drives it in turns:
+ *
+ *     hsq_queue_begin_turn(q, now)          one LMDB write transaction opens
+ *     hsq_queue_handle(q, sock, peer, ...)  for every message drained this turn
+ *     hsq_queue_end_turn(q)                 timers, dispatch, group commit
+ *     hsq_queue_outbox(q) ... send ...      replies leave only after the commit
+ *     hsq_queue_outbox_clear(q)
+ *
+ * so an acknowledged submit is always on disk before its ack is sent, and one
+ * fsync covers every request of the turn. If anything in the turn fails to
+ * reach the disk, the whole transaction is aborted, every reply in the outbox
+ * becomes an error reply for the same request (nothing unsaved is ever
+ * acknowledged), events and commands are dropped, and the in-memory caches
+ * are reloaded from LMDB.
+ *
+ * State lives in LMDB (see store.h for the databases). In memory the core
+ * keeps only what it can rebuild or lose: counters (also persisted), the
+ * worker registry, long-polling lease requests and `wait` requests. A
+ * restart loses the parked requests; their peers time out and ask again.
+ *
+ * Dispatch order: priority class, then fair round-robin across users within
+ * a class, then FIFO within a user. Each user has, per class, a "next round";
+ * a submit takes round = max(user's next round, the class's current round)
+ * and the pending key is (class, round, id). Taking the smallest key serves
+ * one task per user per round, oldest first, and a user arriving late starts
+ * at the current round instead of jumping ahead of everyone.
+ */
+#ifndef HSQ_DAEMON_QUEUE_H
+#define HSQ_DAEMON_QUEUE_H
+
+#include "common/blob.h"
+#include "common/buf.h"
+#include "daemon/store.h"
+#include "schemas/wire.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct {
+    uint64_t max_queued;           /* active (queued + leased) tasks, all users */
+    uint64_t max_queued_per_user;  /* active tasks of one user */
+    uint64_t lease_ms;             /* lease length; renewed by heartbeats */
+    uint64_t heartbeat_ms;         /* interval workers are told to use */
+    uint64_t max_attempts;         /* leases before a task is dead-lettered */
+    uint64_t backoff_base_ms;      /* retry delay = base * 2^(attempts-1), capped */
+    uint64_t backoff_max_ms;
+    uint64_t inline_max;           /* inputs up to this size are kept in LMDB */
+    uint64_t max_frame_bytes;      /* one image frame */
+    uint64_t retention_outputs_ms; /* outputs and metadata after success */
+    uint64_t retention_uploads_ms; /* uploads after the task ends */
+    uint64_t retention_failed_ms;  /* inputs of failed or cancelled tasks */
+    uint64_t map_max_bytes;        /* the map may grow up to this */
+} hsq_queue_conf;
+
+typedef enum { HSQ_SOCK_CLIENT = 0, HSQ_SOCK_WORKER = 1, HSQ_SOCK_EVENTS = 2 } hsq_sock;
+
+#define HSQ_PEER_MAX 255
+
+/* One outgoing message. All memory is owned by the outbox. For the events
+ * socket, peer holds the topic (the user id). */
+typedef struct {
+    hsq_sock sock;
+    uint8_t peer[HSQ_PEER_MAX];
+    size_t peer_len;
+    hsq_op op;       /* op of the request answered, or of the command */
+    uint64_t rid;
+    int is_reply;    /* a reply to a request (turned into an error on failure) */
+    hsq_wbuf meta;
+    uint32_t nframes;
+    hsq_bytes *frames; /* each ptr malloc'd, owned */
+} hsq_out;
+
+typedef struct hsq_queue hsq_queue;
+
+/* Create the core over an open store and blob store (both borrowed: they
+ * must outlive the queue). Loads counters from the store.
+ * Errors: HSQ_ESTORE, HSQ_ECORRUPT. */
+int hsq_queue_new(hsq_queue **out, hsq_store *st, hsq_blob *blob, const hsq_queue_conf *conf,
+                  int64_t now_ms);
+void hsq_queue_free(hsq_queue **q);
+
+/* Open the turn's write transaction. Errors: HSQ_ESTORE. */
+int hsq_queue_begin_turn(hsq_queue *q, int64_t now_ms);
+
+/* Handle one message: frames[0] is the msgpack meta, frames[1..] binary
+ * frames. Frames are borrowed for the duration of the call. Never fails:
+ * every problem becomes an error reply in the outbox. */
+void hsq_queue_handle(hsq_queue *q, hsq_sock sock, const uint8_t *peer, size_t peer_len,
+                      const hsq_bytes *frames, size_t nframes);
+
+/* Tell the core a peer sent frames that are not a message at all (no meta
+ * frame): answers bad_request without an rid. */
+void hsq_queue_reject(hsq_queue *q, hsq_sock sock, const uint8_t *peer, size_t peer_len,
+                      int code, const char *why);
+
+/* Run timers (lease expiry, retry backoff, long-poll and wait timeouts),
+ * dispatch to parked workers, persist counters, flush blobs and commit.
+ * Returns 0, or the commit error after converting the outbox (see DESIGN).
+ * Errors: HSQ_EDISKFULL, HSQ_ESTORE, -errno from the blob flush. */
+int hsq_queue_end_turn(hsq_queue *q);
+
+/* Messages to send, in order; valid until hsq_queue_outbox_clear. */
+hsq_out *hsq_queue_outbox(hsq_queue *q, size_t *n);
+void hsq_queue_outbox_clear(hsq_queue *q);
+
+/* Earliest wall-clock ms at which a turn has time-based work (INT64_MAX when
+ * none), so the shell can arm one timer. */
+int64_t hsq_queue_next_deadline(hsq_queue *q);
+
+/* Stop handing out leases and taking submits (shutdown): submits answer
+ * unavailable. */
+void hsq_queue_drain(hsq_queue *q);
+
+/* Snapshot of counters for logs and tests (no transaction needed). */
+void hsq_queue_stats(hsq_queue *q, hsq_wire_stats *out);
+
+#endif

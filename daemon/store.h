@@ -1,0 +1,107 @@
+/* store.h - the LMDB adapter: hsqd's only durable state.
+ *
+ * LMDB's caveats, restated for hsq:
+ *  - one transaction per thread at a time; this adapter holds at most one
+ *    (read or write) and asserts it;
+ *  - never use an environment across fork(): child processes are started with
+ *    posix_spawn/exec, and workers never open the store;
+ *  - no long-lived read transactions: they pin pages and make the file grow;
+ *  - every pointer returned from a get or cursor (hsq_bytes views) is valid
+ *    only until the transaction ends or the same database is written again;
+ *    copy what must survive;
+ *  - a failed write transaction is aborted, never retried in place; a
+ *    MAP_FULL grows the map (hsq_store_grow) for the next attempt.
+ * MDB_* codes never leave store_lmdb.c: not found is HSQ_ENOTFOUND, a full map
+ * or disk is HSQ_EDISKFULL, anything else HSQ_ESTORE (the LMDB code and text
+ * are kept for the log line in hsq_store_lasterr()).
+ */
+#ifndef HSQ_DAEMON_STORE_H
+#define HSQ_DAEMON_STORE_H
+
+#include "common/buf.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum {
+    HSQ_DB_META = 0, /* schema version, id/token counters, rounds, counts */
+    HSQ_DB_TASKS,    /* u64be id -> task record */
+    HSQ_DB_PENDING,  /* u8 prio | u64be round | u64be id -> "" */
+    HSQ_DB_DELAYED,  /* u64be not_before | u64be id -> "" */
+    HSQ_DB_LEASES,   /* u64be deadline | u64be id -> "" */
+    HSQ_DB_USERS,    /* u8 len | user -> user record */
+    HSQ_DB_HISTORY,  /* u8 len | user | u64be id -> "" */
+    HSQ_DB_IDEM,     /* u8 len | user | idempotency key -> u64be id */
+    HSQ_DB_EXPIRY,   /* u64be expire_at | u64be id | u8 kind -> "" */
+    HSQ_DB_INPUTS,   /* u64be id | u8 index -> bytes (small inputs, inline) */
+    HSQ_DB_COUNT_
+} hsq_db;
+
+typedef enum {
+    HSQ_CUR_FIRST,
+    HSQ_CUR_LAST,
+    HSQ_CUR_NEXT,
+    HSQ_CUR_PREV,
+    HSQ_CUR_SET_RANGE /* first key >= the given key */
+} hsq_cur_op;
+
+typedef struct hsq_store hsq_store;
+typedef struct hsq_cursor hsq_cursor;
+
+/* Open (creating) the environment in dir with the given map size in bytes.
+ * Runs a stale-reader check. Errors: -errno, HSQ_ESTORE, HSQ_ECORRUPT (schema
+ * version newer than this build). */
+int hsq_store_open(hsq_store **out, const char *dir, uint64_t map_size);
+void hsq_store_close(hsq_store **s);
+
+/* Begin a transaction (write unless rdonly). Errors: HSQ_ESTORE. */
+int hsq_store_begin(hsq_store *s, int rdonly);
+/* Commit (durably, with the default sync flags). On error the transaction is
+ * aborted. Errors: HSQ_EDISKFULL, HSQ_ESTORE. */
+int hsq_store_commit(hsq_store *s);
+void hsq_store_abort(hsq_store *s);
+int hsq_store_in_txn(const hsq_store *s);
+
+/* Double the map size, up to max_bytes. Only outside a transaction.
+ * Errors: HSQ_EDISKFULL (already at max), HSQ_ESTORE. */
+int hsq_store_grow(hsq_store *s, uint64_t max_bytes);
+
+int hsq_store_get(hsq_store *s, hsq_db db, const void *k, size_t klen, hsq_bytes *val);
+int hsq_store_put(hsq_store *s, hsq_db db, const void *k, size_t klen, const void *v, size_t vlen);
+/* Missing key is success. */
+int hsq_store_del(hsq_store *s, hsq_db db, const void *k, size_t klen);
+
+/* Cursors live inside the current transaction and are closed by
+ * hsq_cursor_close or at commit/abort (whichever first). */
+int hsq_cursor_open(hsq_store *s, hsq_db db, hsq_cursor **out);
+/* For SET_RANGE pass the key in *key; returns HSQ_ENOTFOUND at the end. */
+int hsq_cursor_get(hsq_cursor *c, hsq_cur_op op, hsq_bytes *key, hsq_bytes *val);
+/* Delete the entry under the cursor. */
+int hsq_cursor_del(hsq_cursor *c);
+void hsq_cursor_close(hsq_cursor **c);
+
+/* Number of entries in db (current transaction). */
+int hsq_store_count(hsq_store *s, hsq_db db, uint64_t *n);
+
+/* Bytes of the map in use and the map size. */
+void hsq_store_usage(hsq_store *s, uint64_t *used, uint64_t *mapsize);
+
+/* The last LMDB error as text, for the log line. */
+const char *hsq_store_lasterr(const hsq_store *s);
+
+/* Big-endian key helpers. */
+static inline void hsq_be64(uint8_t *p, uint64_t v) {
+    for (int i = 7; i >= 0; i--) {
+        p[i] = (uint8_t)v;
+        v >>= 8;
+    }
+}
+
+static inline uint64_t hsq_rd_be64(const uint8_t *p) {
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = v << 8 | p[i];
+    return v;
+}
+
+#endif

@@ -1,0 +1,260 @@
+#include "daemon/store.h"
+
+#include "common/alloc.h"
+#include "schemas/err.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <lmdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define SCHEMA_VERSION 1
+
+static const char *const db_names[HSQ_DB_COUNT_] = {
+    "meta", "tasks", "pending", "delayed", "leases", "users", "history", "idem", "expiry", "inputs",
+};
+
+struct hsq_store {
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbi[HSQ_DB_COUNT_];
+    uint64_t map_size;
+    char lasterr[160];
+};
+
+struct hsq_cursor {
+    MDB_cursor *c;
+};
+
+/* Translate once, keeping the original text for the log. */
+static int xlate(hsq_store *s, int rc, const char *what) {
+    if (rc == 0)
+        return 0;
+    if (rc == MDB_NOTFOUND)
+        return HSQ_ENOTFOUND;
+    snprintf(s->lasterr, sizeof s->lasterr, "%s: %s (%d)", what, mdb_strerror(rc), rc);
+    if (rc == MDB_MAP_FULL || rc == ENOSPC || rc == EDQUOT)
+        return HSQ_EDISKFULL;
+    return HSQ_ESTORE;
+}
+
+int hsq_store_open(hsq_store **out, const char *dir, uint64_t map_size) {
+    *out = NULL;
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST)
+        return -errno;
+    hsq_store *s = hsq_xcalloc(1, sizeof *s);
+    int rc = mdb_env_create(&s->env);
+    if (rc == 0)
+        rc = mdb_env_set_maxdbs(s->env, HSQ_DB_COUNT_);
+    if (rc == 0)
+        rc = mdb_env_set_mapsize(s->env, map_size);
+    /* Default sync flags on purpose: an acknowledged submit must survive a
+     * power cut. MDB_NOTLS lets a read txn be used from a thread other than
+     * the loop's later on without reader-slot surprises. */
+    if (rc == 0)
+        rc = mdb_env_open(s->env, dir, MDB_NOTLS, 0600);
+    if (rc != 0) {
+        int e = xlate(s, rc, "mdb_env_open");
+        if (rc > 0 && rc < 1000 && e == HSQ_ESTORE)
+            e = -rc;
+        mdb_env_close(s->env);
+        free(s);
+        return e;
+    }
+    s->map_size = map_size;
+    int dead = 0;
+    mdb_reader_check(s->env, &dead);
+
+    MDB_txn *txn;
+    rc = mdb_txn_begin(s->env, NULL, 0, &txn);
+    for (int i = 0; rc == 0 && i < HSQ_DB_COUNT_; i++)
+        rc = mdb_dbi_open(txn, db_names[i], MDB_CREATE, &s->dbi[i]);
+    int ret = 0;
+    if (rc == 0) {
+        MDB_val k = {6, "schema"}, v;
+        rc = mdb_get(txn, s->dbi[HSQ_DB_META], &k, &v);
+        if (rc == MDB_NOTFOUND) {
+            uint32_t ver = SCHEMA_VERSION;
+            v.mv_size = sizeof ver;
+            v.mv_data = &ver;
+            rc = mdb_put(txn, s->dbi[HSQ_DB_META], &k, &v, 0);
+        } else if (rc == 0) {
+            uint32_t ver = 0;
+            if (v.mv_size == sizeof ver)
+                memcpy(&ver, v.mv_data, sizeof ver);
+            if (ver == 0 || ver > SCHEMA_VERSION)
+                ret = HSQ_ECORRUPT;
+        }
+    }
+    if (rc == 0 && ret == 0)
+        rc = mdb_txn_commit(txn);
+    else
+        mdb_txn_abort(txn);
+    if (rc != 0 || ret != 0) {
+        if (ret == 0)
+            ret = xlate(s, rc, "open dbs");
+        mdb_env_close(s->env);
+        free(s);
+        return ret;
+    }
+    *out = s;
+    return 0;
+}
+
+void hsq_store_close(hsq_store **sp) {
+    hsq_store *s = *sp;
+    if (!s)
+        return;
+    if (s->txn)
+        mdb_txn_abort(s->txn);
+    mdb_env_close(s->env);
+    free(s);
+    *sp = NULL;
+}
+
+int hsq_store_begin(hsq_store *s, int rdonly) {
+    assert(!s->txn);
+    int rc = mdb_txn_begin(s->env, NULL, rdonly ? MDB_RDONLY : 0, &s->txn);
+    if (rc == MDB_MAP_RESIZED) {
+        /* Another process (hsq purge, later) grew the map: adopt it. */
+        mdb_env_set_mapsize(s->env, 0);
+        rc = mdb_txn_begin(s->env, NULL, rdonly ? MDB_RDONLY : 0, &s->txn);
+    }
+    if (rc != 0) {
+        s->txn = NULL;
+        return xlate(s, rc, "mdb_txn_begin");
+    }
+    return 0;
+}
+
+int hsq_store_commit(hsq_store *s) {
+    assert(s->txn);
+    int rc = mdb_txn_commit(s->txn);
+    s->txn = NULL;
+    return xlate(s, rc, "mdb_txn_commit");
+}
+
+void hsq_store_abort(hsq_store *s) {
+    if (s->txn)
+        mdb_txn_abort(s->txn);
+    s->txn = NULL;
+}
+
+int hsq_store_in_txn(const hsq_store *s) {
+    return s->txn != NULL;
+}
+
+int hsq_store_grow(hsq_store *s, uint64_t max_bytes) {
+    assert(!s->txn);
+    if (s->map_size >= max_bytes)
+        return HSQ_EDISKFULL;
+    uint64_t n = s->map_size * 2;
+    if (n > max_bytes)
+        n = max_bytes;
+    int rc = mdb_env_set_mapsize(s->env, n);
+    if (rc != 0)
+        return xlate(s, rc, "mdb_env_set_mapsize");
+    s->map_size = n;
+    return 0;
+}
+
+int hsq_store_get(hsq_store *s, hsq_db db, const void *k, size_t klen, hsq_bytes *val) {
+    assert(s->txn);
+    MDB_val key = {klen, (void *)k}, v;
+    int rc = mdb_get(s->txn, s->dbi[db], &key, &v);
+    if (rc != 0)
+        return xlate(s, rc, "mdb_get");
+    val->ptr = v.mv_data;
+    val->len = v.mv_size;
+    return 0;
+}
+
+int hsq_store_put(hsq_store *s, hsq_db db, const void *k, size_t klen, const void *v,
+                  size_t vlen) {
+    assert(s->txn);
+    MDB_val key = {klen, (void *)k}, val = {vlen, (void *)v};
+    return xlate(s, mdb_put(s->txn, s->dbi[db], &key, &val, 0), "mdb_put");
+}
+
+int hsq_store_del(hsq_store *s, hsq_db db, const void *k, size_t klen) {
+    assert(s->txn);
+    MDB_val key = {klen, (void *)k};
+    int rc = mdb_del(s->txn, s->dbi[db], &key, NULL);
+    if (rc == MDB_NOTFOUND)
+        return 0;
+    return xlate(s, rc, "mdb_del");
+}
+
+int hsq_cursor_open(hsq_store *s, hsq_db db, hsq_cursor **out) {
+    assert(s->txn);
+    hsq_cursor *c = hsq_xmalloc(sizeof *c);
+    int rc = mdb_cursor_open(s->txn, s->dbi[db], &c->c);
+    if (rc != 0) {
+        free(c);
+        *out = NULL;
+        return xlate(s, rc, "mdb_cursor_open");
+    }
+    *out = c;
+    return 0;
+}
+
+int hsq_cursor_get(hsq_cursor *c, hsq_cur_op op, hsq_bytes *key, hsq_bytes *val) {
+    static const MDB_cursor_op ops[] = {MDB_FIRST, MDB_LAST, MDB_NEXT, MDB_PREV, MDB_SET_RANGE};
+    MDB_val k = {0, NULL}, v = {0, NULL};
+    if (op == HSQ_CUR_SET_RANGE) {
+        k.mv_size = key->len;
+        k.mv_data = (void *)key->ptr;
+    }
+    int rc = mdb_cursor_get(c->c, &k, &v, ops[op]);
+    if (rc == MDB_NOTFOUND)
+        return HSQ_ENOTFOUND;
+    if (rc != 0)
+        return HSQ_ESTORE;
+    key->ptr = k.mv_data;
+    key->len = k.mv_size;
+    if (val) {
+        val->ptr = v.mv_data;
+        val->len = v.mv_size;
+    }
+    return 0;
+}
+
+int hsq_cursor_del(hsq_cursor *c) {
+    int rc = mdb_cursor_del(c->c, 0);
+    if (rc == MDB_MAP_FULL)
+        return HSQ_EDISKFULL;
+    return rc == 0 ? 0 : HSQ_ESTORE;
+}
+
+void hsq_cursor_close(hsq_cursor **cp) {
+    if (!*cp)
+        return;
+    mdb_cursor_close((*cp)->c);
+    free(*cp);
+    *cp = NULL;
+}
+
+int hsq_store_count(hsq_store *s, hsq_db db, uint64_t *n) {
+    MDB_stat st;
+    int rc = mdb_stat(s->txn, s->dbi[db], &st);
+    if (rc != 0)
+        return xlate(s, rc, "mdb_stat");
+    *n = st.ms_entries;
+    return 0;
+}
+
+void hsq_store_usage(hsq_store *s, uint64_t *used, uint64_t *mapsize) {
+    MDB_envinfo info;
+    MDB_stat st;
+    mdb_env_info(s->env, &info);
+    mdb_env_stat(s->env, &st);
+    *used = (uint64_t)(info.me_last_pgno + 1) * st.ms_psize;
+    *mapsize = info.me_mapsize;
+}
+
+const char *hsq_store_lasterr(const hsq_store *s) {
+    return s->lasterr;
+}

@@ -1,0 +1,703 @@
+/* test_queue.c - the broker core without sockets: real LMDB and a real blob
+ * store in a temp dir, messages built with the wire codec, a clock the test
+ * moves by hand. */
+#include "common/blob.h"
+#include "daemon/queue.h"
+#include "daemon/store.h"
+#include "schemas/err.h"
+#include "schemas/wire.h"
+#include "test.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define MAX_CAP 4096
+
+typedef struct {
+    hsq_sock sock;
+    char peer[64];
+    hsq_wbuf meta;
+    hsq_wire_msg m;
+    uint32_t nframes;
+    hsq_bytes frames[HSQ_MAX_OUTPUTS + HSQ_MAX_INPUTS];
+} captured;
+
+static char dir[128];
+static hsq_store *st;
+static hsq_blob *bl;
+static hsq_queue *q;
+static int64_t now = 1700000000000;
+static hsq_queue_conf conf;
+static captured cap[MAX_CAP];
+static size_t ncap;
+static uint64_t rid_seq = 1;
+
+static void cap_clear(void) {
+    for (size_t i = 0; i < ncap; i++) {
+        hsq_wire_msg_free(&cap[i].m);
+        hsq_wbuf_free(&cap[i].meta);
+        for (uint32_t f = 0; f < cap[i].nframes; f++)
+            free((void *)cap[i].frames[f].ptr);
+    }
+    ncap = 0;
+}
+
+static void collect(void) {
+    size_t n;
+    hsq_out *o = hsq_queue_outbox(q, &n);
+    for (size_t i = 0; i < n && ncap < MAX_CAP; i++) {
+        captured *c = &cap[ncap++];
+        memset(c, 0, sizeof *c);
+        c->sock = o[i].sock;
+        snprintf(c->peer, sizeof c->peer, "%.*s", (int)o[i].peer_len, (const char *)o[i].peer);
+        hsq_wbuf_init(&c->meta);
+        hsq_wbuf_append(&c->meta, o[i].meta.data, o[i].meta.len);
+        c->nframes = o[i].nframes;
+        for (uint32_t f = 0; f < o[i].nframes; f++) {
+            uint8_t *p = malloc(o[i].frames[f].len + 1);
+            memcpy(p, o[i].frames[f].ptr, o[i].frames[f].len);
+            c->frames[f].ptr = p;
+            c->frames[f].len = o[i].frames[f].len;
+        }
+        int rc = hsq_wire_decode(c->meta.data, c->meta.len, c->nframes, &c->m);
+        if (rc != 0)
+            HSQ_FAIL_("outbox message does not decode: %s", c->m.errmsg);
+    }
+    hsq_queue_outbox_clear(q);
+}
+
+/* One turn with the given messages (may be none: timers only). */
+static int turn(void) {
+    int rc = hsq_queue_end_turn(q);
+    collect();
+    return rc;
+}
+
+static void begin(void) {
+    cap_clear();
+    HSQ_OK(hsq_queue_begin_turn(q, now));
+}
+
+static void feed(hsq_sock sock, const char *peer, hsq_wire_msg *m, const hsq_bytes *frames,
+                 size_t nframes) {
+    hsq_wbuf b;
+    hsq_wbuf_init(&b);
+    m->v = HSQ_WIRE_VERSION;
+    if (m->kind == 0)
+        m->kind = HSQ_KIND_REQUEST;
+    if (m->rid == 0)
+        m->rid = rid_seq++;
+    int rc = hsq_wire_encode(m, &b);
+    if (rc != 0)
+        HSQ_FAIL_("encode %s failed: %d", hsq_op_name(m->op), rc);
+    hsq_bytes f[1 + HSQ_MAX_INPUTS];
+    f[0].ptr = (const uint8_t *)b.data;
+    f[0].len = b.len;
+    for (size_t i = 0; i < nframes; i++)
+        f[1 + i] = frames[i];
+    hsq_queue_handle(q, sock, (const uint8_t *)peer, strlen(peer), f, 1 + nframes);
+    hsq_wbuf_free(&b);
+}
+
+/* Find the reply (or error) to rid in the captured outbox. */
+static captured *reply_to(uint64_t rid) {
+    for (size_t i = 0; i < ncap; i++)
+        if (cap[i].m.kind != HSQ_KIND_REQUEST && cap[i].m.rid == rid)
+            return &cap[i];
+    HSQ_FAIL_("no reply to rid %llu among %zu messages", (unsigned long long)rid, ncap);
+}
+
+static captured *find_op(hsq_op op, hsq_msg_kind kind) {
+    for (size_t i = 0; i < ncap; i++)
+        if (cap[i].m.op == op && cap[i].m.kind == kind)
+            return &cap[i];
+    return NULL;
+}
+
+static const uint8_t tiny[] = "not really a jpeg, the core never decodes inputs";
+
+/* Submit one task; returns its id (or the negative error code). */
+static int64_t submit_prio(const char *user, const char *key, uint8_t prio) {
+    hsq_wire_msg m;
+    memset(&m, 0, sizeof m);
+    m.op = HSQ_OP_SUBMIT;
+    m.rid = rid_seq++;
+    m.req.submit.user = hsq_str_c(user);
+    if (key)
+        m.req.submit.key = hsq_str_c(key);
+    m.req.submit.prio = prio;
+    m.req.submit.n_inputs = 1;
+    m.req.submit.inputs[0].kind = HSQ_STR_LIT("portrait");
+    m.req.submit.inputs[0].name = HSQ_STR_LIT("me.jpg");
+    m.req.submit.inputs[0].frame = 0;
+    m.req.submit.n_outputs = 1;
+    m.req.submit.outputs[0].width = 64;
+    m.req.submit.outputs[0].height = 80;
+    m.req.submit.outputs[0].format = HSQ_FMT_JPEG;
+    hsq_bytes f = {tiny, sizeof tiny};
+    begin();
+    feed(HSQ_SOCK_CLIENT, "web-1", &m, &f, 1);
+    turn();
+    captured *r = reply_to(m.rid);
+    if (r->m.kind == HSQ_KIND_ERROR)
+        return r->m.rep.error.code;
+    return (int64_t)r->m.rep.submit.task;
+}
+
+static int64_t submit(const char *user, const char *key) {
+    return submit_prio(user, key, HSQ_PRIO_NORMAL);
+}
+
+/* Lease up to max jobs for worker `peer`; copies the jobs out. */
+static uint32_t lease(const char *peer, uint32_t max, hsq_wire_job *jobs, uint64_t *tokens) {
+    hsq_wire_msg m;
+    memset(&m, 0, sizeof m);
+    m.op = HSQ_OP_LEASE;
+    m.rid = rid_seq++;
+    m.req.lease.max = max;
+    m.req.lease.wait_ms = 0;
+    begin();
+    feed(HSQ_SOCK_WORKER, peer, &m, NULL, 0);
+    turn();
+    captured *r = reply_to(m.rid);
+    HSQ_ASSERT_EQ(r->m.kind, HSQ_KIND_REPLY);
+    for (uint32_t i = 0; i < r->m.rep.lease.n; i++) {
+        if (jobs)
+            jobs[i] = r->m.rep.lease.jobs[i];
+        if (tokens)
+            tokens[i] = r->m.rep.lease.jobs[i].token;
+    }
+    return r->m.rep.lease.n;
+}
+
+static uint64_t lease1(const char *peer, uint64_t *token) {
+    hsq_wire_job job;
+    uint64_t tok = 0;
+    if (lease(peer, 1, &job, &tok) != 1)
+        return 0;
+    if (token)
+        *token = tok;
+    return job.task;
+}
+
+/* Write an output blob under the task's prefix and report done. */
+static captured *done(const char *peer, uint64_t task, uint64_t token, const char *user) {
+    char prefix[HSQ_BLOB_PREFIX_LEN + 1], key[256];
+    hsq_blob_user_prefix(bl, user, strlen(user), prefix);
+    snprintf(key, sizeof key, "%s%llu/out-0.jpg", prefix, (unsigned long long)task);
+    static const uint8_t img[] = "fake output bytes";
+    HSQ_OK(hsq_blob_put(bl, key, img, sizeof img, HSQ_BLOB_SYNC));
+    hsq_wire_msg m;
+    memset(&m, 0, sizeof m);
+    m.op = HSQ_OP_DONE;
+    m.rid = rid_seq++;
+    m.req.done.task = task;
+    m.req.done.token = token;
+    m.req.done.n_outputs = 1;
+    m.req.done.outputs[0].key = hsq_str_c(key);
+    m.req.done.outputs[0].size = sizeof img;
+    m.req.done.outputs[0].width = 64;
+    m.req.done.outputs[0].height = 80;
+    m.req.done.outputs[0].format = HSQ_FMT_JPEG;
+    hsq_sha256(img, sizeof img, m.req.done.outputs[0].sha256);
+    begin();
+    feed(HSQ_SOCK_WORKER, peer, &m, NULL, 0);
+    turn();
+    return reply_to(m.rid);
+}
+
+static captured *task_op(hsq_op op, uint64_t task, const char *user) {
+    hsq_wire_msg m;
+    memset(&m, 0, sizeof m);
+    m.op = op;
+    m.rid = rid_seq++;
+    m.req.task.task = task;
+    if (user)
+        m.req.task.user = hsq_str_c(user);
+    begin();
+    feed(HSQ_SOCK_CLIENT, "web-1", &m, NULL, 0);
+    turn();
+    return reply_to(m.rid);
+}
+
+static uint8_t state_of(uint64_t task) {
+    captured *r = task_op(HSQ_OP_STATUS, task, NULL);
+    HSQ_ASSERT_EQ(r->m.kind, HSQ_KIND_REPLY);
+    return r->m.rep.task.task.state;
+}
+
+static void open_all(void) {
+    char db[300], blobs[300];
+    snprintf(db, sizeof db, "%s/db", dir);
+    snprintf(blobs, sizeof blobs, "%s/blobs", dir);
+    HSQ_OK(hsq_store_open(&st, db, 64ull << 20));
+    HSQ_OK(hsq_blob_open(&bl, blobs));
+    HSQ_OK(hsq_queue_new(&q, st, bl, &conf, now));
+}
+
+static void close_all(void) {
+    cap_clear();
+    hsq_queue_free(&q);
+    hsq_blob_close(&bl);
+    hsq_store_close(&st);
+}
+
+static void fresh(void) {
+    if (q)
+        close_all();
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf %s/db %s/blobs", dir, dir);
+    HSQ_ASSERT_EQ(system(cmd), 0);
+    conf = (hsq_queue_conf){
+        .max_queued = 100000,
+        .max_queued_per_user = 10000,
+        .lease_ms = 1000,
+        .heartbeat_ms = 200,
+        .max_attempts = 3,
+        .backoff_base_ms = 100,
+        .backoff_max_ms = 400,
+        .inline_max = 1024,
+        .max_frame_bytes = 1 << 20,
+        .retention_outputs_ms = 30ll * 86400000,
+        .retention_uploads_ms = 7ll * 86400000,
+        .retention_failed_ms = 86400000,
+        .map_max_bytes = 64ull << 20,
+    };
+    open_all();
+}
+
+/* ---- tests ---- */
+
+static void test_submit_lease_done_result(void) {
+    fresh();
+    int64_t id = submit("alice", NULL);
+    HSQ_ASSERT(id > 0);
+    captured *ev = find_op(HSQ_OP_EVENT, HSQ_KIND_REQUEST);
+    HSQ_ASSERT(ev != NULL);
+    HSQ_ASSERT_STR_EQ(ev->peer, "alice");
+    HSQ_ASSERT_EQ(state_of((uint64_t)id), HSQ_STATE_QUEUED);
+
+    hsq_wire_job job;
+    uint64_t token;
+    HSQ_ASSERT_EQ(lease("w1", 4, &job, &token), 1);
+    HSQ_ASSERT_U64_EQ(job.task, (uint64_t)id);
+    HSQ_ASSERT_EQ(job.attempt, 1);
+    HSQ_ASSERT_EQ(job.n_inputs, 1);
+    HSQ_ASSERT(job.inputs[0].frame != HSQ_NO_FRAME); /* small input: inline */
+    HSQ_ASSERT_EQ(state_of((uint64_t)id), HSQ_STATE_LEASED);
+
+    /* A wrong token is refused and changes nothing. */
+    captured *r = done("w1", (uint64_t)id, token + 99, "alice");
+    HSQ_ASSERT_EQ(r->m.kind, HSQ_KIND_ERROR);
+    HSQ_ASSERT_EQ(r->m.rep.error.code, HSQ_ESTALE);
+    r = done("w1", (uint64_t)id, token, "alice");
+    HSQ_ASSERT_EQ(r->m.kind, HSQ_KIND_REPLY);
+    HSQ_ASSERT_EQ(state_of((uint64_t)id), HSQ_STATE_SUCCEEDED);
+
+    r = task_op(HSQ_OP_RESULT, (uint64_t)id, "alice");
+    HSQ_ASSERT_EQ(r->m.kind, HSQ_KIND_REPLY);
+    HSQ_ASSERT_EQ(r->nframes, 1);
+    HSQ_ASSERT_EQ(r->m.rep.task.task.n_outputs, 1);
+    HSQ_ASSERT(r->m.rep.task.task.expires_ms > now);
+    /* Another user's view of the task: not found, not forbidden. */
+    r = task_op(HSQ_OP_STATUS, (uint64_t)id, "mallory");
+    HSQ_ASSERT_EQ(r->m.rep.error.code, HSQ_ENOTFOUND);
+    /* A second done for the same lease is stale. */
+    r = done("w1", (uint64_t)id, token, "alice");
+    HSQ_ASSERT_EQ(r->m.rep.error.code, HSQ_ESTALE);
+}
+
+static void test_idempotent_submit(void) {
+    fresh();
+    int64_t a = submit("bob", "order-1");
+    int64_t b = submit("bob", "order-1");
+    HSQ_ASSERT(a > 0);
+    HSQ_ASSERT_EQ(a, b);
+    captured *r = cap; /* last turn: the idempotent reply */
+    (void)r;
+    int64_t c = submit("carol", "order-1"); /* keys are per user */
+    HSQ_ASSERT(c > 0 && c != a);
+}
+
+static void test_lease_expiry_retry_dead_letter(void) {
+    fresh();
+    int64_t id = submit("dave", NULL);
+    uint64_t t1, t2, t3;
+    HSQ_ASSERT_U64_EQ(lease1("w1", &t1), (uint64_t)id);
+    now += 1001; /* past the lease */
+    begin();
+    turn();
+    HSQ_ASSERT_EQ(state_of((uint64_t)id), HSQ_STATE_QUEUED);
+    HSQ_ASSERT_EQ(lease1("w2", NULL), 0); /* still in backoff */
+    now += 100;
+    HSQ_ASSERT_U64_EQ(lease1("w2", &t2), (uint64_t)id);
+    HSQ_ASSERT(t2 != t1);
+    /* The first worker comes back late: refused. */
+    captured *r = done("w1", (uint64_t)id, t1, "dave");
+    HSQ_ASSERT_EQ(r->m.rep.error.code, HSQ_ESTALE);
+    now += 1001;
+    begin();
+    turn();
+    now += 200;
+    HSQ_ASSERT_U64_EQ(lease1("w3", &t3), (uint64_t)id);
+    now += 1001;
+    begin();
+    turn();
+    /* Third attempt expired: dead letter with the reason. */
+    r = task_op(HSQ_OP_STATUS, (uint64_t)id, NULL);
+    HSQ_ASSERT_EQ(r->m.rep.task.task.state, HSQ_STATE_FAILED);
+    HSQ_ASSERT_EQ(r->m.rep.task.task.err_code, HSQ_ELOST);
+    HSQ_ASSERT_EQ(r->m.rep.task.task.attempts, 3);
+    hsq_wire_stats s;
+    hsq_queue_stats(q, &s);
+    HSQ_ASSERT_EQ(s.dead, 1);
+    /* An operator requeues it: it runs again from attempt 1. */
+    r = task_op(HSQ_OP_REQUEUE, (uint64_t)id, NULL);
+    HSQ_ASSERT_EQ(r->m.rep.task.task.state, HSQ_STATE_QUEUED);
+    uint64_t t4;
+    hsq_wire_job job;
+    HSQ_ASSERT_EQ(lease("w4", 1, &job, &t4), 1);
+    HSQ_ASSERT_EQ(job.attempt, 1);
+    HSQ_ASSERT_EQ(done("w4", (uint64_t)id, t4, "dave")->m.kind, HSQ_KIND_REPLY);
+}
+
+static void test_heartbeat_keeps_lease(void) {
+    fresh();
+    int64_t id = submit("erin", NULL);
+    uint64_t tok;
+    HSQ_ASSERT_U64_EQ(lease1("w1", &tok), (uint64_t)id);
+    for (int i = 0; i < 5; i++) {
+        now += 600;
+        hsq_wire_msg m;
+        memset(&m, 0, sizeof m);
+        m.op = HSQ_OP_HEARTBEAT;
+        m.rid = rid_seq++;
+        m.req.heartbeat.n = 2;
+        m.req.heartbeat.leases[0].task = (uint64_t)id;
+        m.req.heartbeat.leases[0].token = tok;
+        m.req.heartbeat.leases[1].task = 999999;
+        m.req.heartbeat.leases[1].token = 1;
+        begin();
+        feed(HSQ_SOCK_WORKER, "w1", &m, NULL, 0);
+        turn();
+        captured *r = reply_to(m.rid);
+        HSQ_ASSERT_EQ(r->m.rep.heartbeat.n_lost, 1);
+        HSQ_ASSERT_U64_EQ(r->m.rep.heartbeat.lost[0], 999999);
+    }
+    HSQ_ASSERT_EQ(state_of((uint64_t)id), HSQ_STATE_LEASED);
+    HSQ_ASSERT_EQ(done("w1", (uint64_t)id, tok, "erin")->m.kind, HSQ_KIND_REPLY);
+}
+
+static void test_fail_retryable_and_permanent(void) {
+    fresh();
+    int64_t a = submit("fay", NULL);
+    uint64_t tok;
+    HSQ_ASSERT_U64_EQ(lease1("w1", &tok), (uint64_t)a);
+    hsq_wire_msg m;
+    memset(&m, 0, sizeof m);
+    m.op = HSQ_OP_FAIL;
+    m.rid = rid_seq++;
+    m.req.fail.task = (uint64_t)a;
+    m.req.fail.token = tok;
+    m.req.fail.code = HSQ_EIMGCORRUPT;
+    m.req.fail.message = HSQ_STR_LIT("portrait 'me.jpg': image is corrupt or truncated");
+    m.req.fail.retryable = 0;
+    begin();
+    feed(HSQ_SOCK_WORKER, "w1", &m, NULL, 0);
+    turn();
+    HSQ_ASSERT_EQ(reply_to(m.rid)->m.kind, HSQ_KIND_REPLY);
+    captured *r = task_op(HSQ_OP_STATUS, (uint64_t)a, NULL);
+    HSQ_ASSERT_EQ(r->m.rep.task.task.state, HSQ_STATE_FAILED);
+    HSQ_ASSERT_EQ(r->m.rep.task.task.err_code, HSQ_EIMGCORRUPT);
+    HSQ_ASSERT_VIEW_EQ(r->m.rep.task.task.err_msg,
+                       "portrait 'me.jpg': image is corrupt or truncated");
+
+    int64_t b = submit("fay", NULL);
+    HSQ_ASSERT_U64_EQ(lease1("w1", &tok), (uint64_t)b);
+    m.rid = rid_seq++;
+    m.req.fail.task = (uint64_t)b;
+    m.req.fail.token = tok;
+    m.req.fail.code = HSQ_ERETRYABLE;
+    m.req.fail.retryable = 1;
+    begin();
+    feed(HSQ_SOCK_WORKER, "w1", &m, NULL, 0);
+    turn();
+    HSQ_ASSERT_EQ(state_of((uint64_t)b), HSQ_STATE_QUEUED);
+}
+
+static void test_cancel(void) {
+    fresh();
+    int64_t a = submit("gus", NULL);
+    int64_t b = submit("gus", NULL);
+    captured *r = task_op(HSQ_OP_CANCEL, (uint64_t)a, NULL);
+    HSQ_ASSERT_EQ(r->m.rep.task.task.state, HSQ_STATE_CANCELLED);
+    uint64_t tok;
+    HSQ_ASSERT_U64_EQ(lease1("w9", &tok), (uint64_t)b); /* a is gone from the queue */
+    r = task_op(HSQ_OP_CANCEL, (uint64_t)b, NULL);
+    HSQ_ASSERT_EQ(r->m.rep.task.task.state, HSQ_STATE_CANCELLED);
+    captured *ab = find_op(HSQ_OP_ABORT, HSQ_KIND_REQUEST);
+    HSQ_ASSERT(ab != NULL);
+    HSQ_ASSERT_STR_EQ(ab->peer, "w9");
+    HSQ_ASSERT_U64_EQ(ab->m.req.abort.task, (uint64_t)b);
+    /* The worker's late done is refused; cancelling twice is a conflict. */
+    HSQ_ASSERT_EQ(done("w9", (uint64_t)b, tok, "gus")->m.rep.error.code, HSQ_ESTALE);
+    HSQ_ASSERT_EQ(task_op(HSQ_OP_CANCEL, (uint64_t)b, NULL)->m.rep.error.code, HSQ_ECONFLICT);
+    HSQ_ASSERT_EQ(task_op(HSQ_OP_CANCEL, 4242, NULL)->m.rep.error.code, HSQ_ENOTFOUND);
+}
+
+static void test_limits(void) {
+    fresh();
+    conf.max_queued_per_user = 3;
+    conf.max_queued = 5;
+    close_all();
+    open_all();
+    for (int i = 0; i < 3; i++)
+        HSQ_ASSERT(submit("hal", NULL) > 0);
+    HSQ_ASSERT_EQ(submit("hal", NULL), HSQ_EQUEUEFULL);
+    HSQ_ASSERT(submit("ivy", NULL) > 0);
+    HSQ_ASSERT(submit("ivy", NULL) > 0);
+    HSQ_ASSERT_EQ(submit("joe", NULL), HSQ_EQUEUEFULL); /* global */
+    /* Finishing one frees a slot. */
+    uint64_t tok;
+    uint64_t id = lease1("w1", &tok);
+    HSQ_ASSERT(id > 0);
+    const char *owner = id <= 3 ? "hal" : "ivy";
+    HSQ_ASSERT_EQ(done("w1", id, tok, owner)->m.kind, HSQ_KIND_REPLY);
+    HSQ_ASSERT(submit("joe", NULL) > 0);
+}
+
+static void test_fairness_and_priority(void) {
+    fresh();
+    for (int i = 0; i < 500; i++)
+        HSQ_ASSERT(submit("userA", NULL) > 0);
+    int64_t b_ids[5];
+    for (int i = 0; i < 5; i++)
+        b_ids[i] = submit("userB", NULL);
+    /* Lease one at a time: B's five come within the first ten. */
+    int b_seen = 0, a_seen = 0;
+    for (int i = 0; i < 10; i++) {
+        uint64_t id = lease1("w1", NULL);
+        int is_b = 0;
+        for (int j = 0; j < 5; j++)
+            is_b |= (uint64_t)b_ids[j] == id;
+        b_seen += is_b;
+        a_seen += !is_b;
+    }
+    HSQ_ASSERT_EQ(b_seen, 5);
+    HSQ_ASSERT_EQ(a_seen, 5);
+    /* A high-priority task overtakes the remaining normal ones. */
+    int64_t h = submit_prio("userC", NULL, HSQ_PRIO_HIGH);
+    HSQ_ASSERT_U64_EQ(lease1("w1", NULL), (uint64_t)h);
+    /* FIFO within a user. */
+    uint64_t prev = lease1("w1", NULL), next = lease1("w1", NULL);
+    HSQ_ASSERT(next > prev);
+}
+
+static void test_list_pages(void) {
+    fresh();
+    int64_t ids[25];
+    for (int i = 0; i < 25; i++)
+        ids[i] = submit("kim", NULL);
+    submit("other", NULL);
+    hsq_wire_msg m;
+    memset(&m, 0, sizeof m);
+    m.op = HSQ_OP_LIST;
+    m.rid = rid_seq++;
+    m.req.list.user = HSQ_STR_LIT("kim");
+    m.req.list.limit = 10;
+    begin();
+    feed(HSQ_SOCK_CLIENT, "web", &m, NULL, 0);
+    turn();
+    captured *r = reply_to(m.rid);
+    HSQ_ASSERT_EQ(r->m.rep.list.n, 10);
+    HSQ_ASSERT_U64_EQ(r->m.rep.list.tasks[0].id, (uint64_t)ids[24]); /* newest first */
+    uint64_t next = r->m.rep.list.next;
+    HSQ_ASSERT(next != 0);
+    int total = 10;
+    while (next) {
+        m.rid = rid_seq++;
+        m.req.list.before = next;
+        begin();
+        feed(HSQ_SOCK_CLIENT, "web", &m, NULL, 0);
+        turn();
+        r = reply_to(m.rid);
+        for (uint32_t i = 0; i < r->m.rep.list.n; i++)
+            HSQ_ASSERT_VIEW_EQ(r->m.rep.list.tasks[i].user, "kim");
+        total += (int)r->m.rep.list.n;
+        next = r->m.rep.list.next;
+    }
+    HSQ_ASSERT_EQ(total, 25);
+}
+
+static void test_wait(void) {
+    fresh();
+    int64_t id = submit("lee", NULL);
+    hsq_wire_msg m;
+    memset(&m, 0, sizeof m);
+    m.op = HSQ_OP_WAIT;
+    m.rid = rid_seq++;
+    m.req.wait.task = (uint64_t)id;
+    m.req.wait.timeout_ms = 5000;
+    uint64_t wait_rid = m.rid;
+    begin();
+    feed(HSQ_SOCK_CLIENT, "web-w", &m, NULL, 0);
+    turn();
+    for (size_t i = 0; i < ncap; i++)
+        HSQ_ASSERT(cap[i].m.rid != wait_rid); /* parked */
+    uint64_t tok;
+    lease1("w1", &tok);
+    captured *r = done("w1", (uint64_t)id, tok, "lee");
+    (void)r;
+    r = reply_to(wait_rid);
+    HSQ_ASSERT_EQ(r->m.rep.task.task.state, HSQ_STATE_SUCCEEDED);
+    HSQ_ASSERT_EQ(r->m.rep.task.timed_out, 0);
+    /* A wait that times out answers with the current state. */
+    int64_t id2 = submit("lee", NULL);
+    m.rid = rid_seq++;
+    m.req.wait.task = (uint64_t)id2;
+    m.req.wait.timeout_ms = 100;
+    wait_rid = m.rid;
+    begin();
+    feed(HSQ_SOCK_CLIENT, "web-w", &m, NULL, 0);
+    turn();
+    now += 150;
+    begin();
+    turn();
+    r = reply_to(wait_rid);
+    HSQ_ASSERT_EQ(r->m.rep.task.timed_out, 1);
+    HSQ_ASSERT_EQ(r->m.rep.task.task.state, HSQ_STATE_QUEUED);
+}
+
+static void test_bad_input(void) {
+    fresh();
+    begin();
+    static const uint8_t junk[] = {0xc1, 0xff, 0x00, 0x13};
+    hsq_bytes f = {junk, sizeof junk};
+    hsq_queue_handle(q, HSQ_SOCK_CLIENT, (const uint8_t *)"p", 1, &f, 1);
+    /* a client op on the worker socket */
+    hsq_wire_msg m;
+    memset(&m, 0, sizeof m);
+    m.op = HSQ_OP_STATS;
+    m.rid = 77;
+    feed(HSQ_SOCK_WORKER, "w", &m, NULL, 0);
+    /* a worker op on the client socket */
+    memset(&m, 0, sizeof m);
+    m.op = HSQ_OP_LEASE;
+    m.rid = 78;
+    m.req.lease.max = 1;
+    feed(HSQ_SOCK_CLIENT, "c", &m, NULL, 0);
+    /* no frames at all */
+    hsq_queue_handle(q, HSQ_SOCK_CLIENT, (const uint8_t *)"p", 1, NULL, 0);
+    turn();
+    HSQ_ASSERT_EQ(ncap, 4);
+    HSQ_ASSERT_EQ(cap[0].m.kind, HSQ_KIND_ERROR);
+    HSQ_ASSERT_EQ(cap[0].m.rep.error.code, HSQ_EBADREQ);
+    HSQ_ASSERT_EQ(reply_to(77)->m.rep.error.code, HSQ_EFORBIDDEN);
+    HSQ_ASSERT_EQ(reply_to(78)->m.rep.error.code, HSQ_EFORBIDDEN);
+    HSQ_ASSERT_EQ(cap[3].m.rep.error.code, HSQ_EBADREQ);
+    /* An oversized frame is refused with a clear error; the next is fine. */
+    conf.max_frame_bytes = 16;
+    close_all();
+    open_all();
+    HSQ_ASSERT_EQ(submit("max", NULL), HSQ_ETOOLARGE);
+    conf.max_frame_bytes = 1 << 20;
+    close_all();
+    open_all();
+    HSQ_ASSERT(submit("max", NULL) > 0);
+}
+
+static void test_restart_keeps_state(void) {
+    fresh();
+    int64_t a = submit("nia", "k1");
+    int64_t b = submit("nia", NULL);
+    uint64_t tok;
+    HSQ_ASSERT_U64_EQ(lease1("w1", &tok), (uint64_t)a);
+    close_all();
+    open_all();
+    hsq_wire_stats s;
+    hsq_queue_stats(q, &s);
+    HSQ_ASSERT_EQ(s.queued, 1);
+    HSQ_ASSERT_EQ(s.leased, 1);
+    HSQ_ASSERT_EQ(submit("nia", "k1"), a); /* idempotency survives */
+    HSQ_ASSERT_U64_EQ(lease1("w2", NULL), (uint64_t)b);
+    /* The lease held before the restart is still valid until it expires. */
+    HSQ_ASSERT_EQ(done("w1", (uint64_t)a, tok, "nia")->m.kind, HSQ_KIND_REPLY);
+    int64_t c = submit("nia", NULL);
+    HSQ_ASSERT(c > b); /* ids never repeat */
+}
+
+/* A map too small for the work: the turn fails, nothing in it is acked,
+ * earlier acks survive, and the map grows so the next try succeeds. */
+static void test_map_full(void) {
+    fresh();
+    close_all();
+    char db[300], blobs[300];
+    snprintf(db, sizeof db, "%s/db", dir);
+    snprintf(blobs, sizeof blobs, "%s/blobs", dir);
+    HSQ_OK(hsq_store_open(&st, db, 1ull << 20));
+    HSQ_OK(hsq_blob_open(&bl, blobs));
+    conf.inline_max = 64 * 1024;
+    conf.map_max_bytes = 8ull << 20;
+    HSQ_OK(hsq_queue_new(&q, st, bl, &conf, now));
+    static uint8_t big[60 * 1024];
+    memset(big, 7, sizeof big);
+    int acked = 0, full = 0;
+    for (int i = 0; i < 400 && full < 3; i++) {
+        hsq_wire_msg m;
+        memset(&m, 0, sizeof m);
+        m.op = HSQ_OP_SUBMIT;
+        m.rid = rid_seq++;
+        m.req.submit.user = HSQ_STR_LIT("oli");
+        m.req.submit.n_inputs = 1;
+        m.req.submit.inputs[0].kind = HSQ_STR_LIT("portrait");
+        m.req.submit.n_outputs = 1;
+        m.req.submit.outputs[0].width = 8;
+        m.req.submit.outputs[0].height = 8;
+        m.req.submit.outputs[0].format = HSQ_FMT_PNG;
+        hsq_bytes f = {big, sizeof big};
+        begin();
+        feed(HSQ_SOCK_CLIENT, "web", &m, &f, 1);
+        int rc = turn();
+        captured *r = reply_to(m.rid);
+        if (r->m.kind == HSQ_KIND_REPLY) {
+            acked++;
+        } else {
+            HSQ_ASSERT_EQ(r->m.rep.error.code, HSQ_EDISKFULL);
+            HSQ_ASSERT(rc != 0);
+            full++;
+        }
+    }
+    HSQ_ASSERT(full > 0);
+    HSQ_ASSERT(acked > 16); /* the map grew at least once */
+    close_all();
+    open_all();
+    hsq_wire_stats s;
+    hsq_queue_stats(q, &s);
+    HSQ_ASSERT_EQ(s.queued, acked);
+}
+
+int main(void) {
+    snprintf(dir, sizeof dir, "/tmp/hsq-test-queue-XXXXXX");
+    HSQ_ASSERT(mkdtemp(dir) != NULL);
+    test_submit_lease_done_result();
+    test_idempotent_submit();
+    test_lease_expiry_retry_dead_letter();
+    test_heartbeat_keeps_lease();
+    test_fail_retryable_and_permanent();
+    test_cancel();
+    test_limits();
+    test_fairness_and_priority();
+    test_list_pages();
+    test_wait();
+    test_bad_input();
+    test_restart_keeps_state();
+    test_map_full();
+    close_all();
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    HSQ_ASSERT_EQ(system(cmd), 0);
+    printf("queue: all tests passed\n");
+    return 0;
+}
