@@ -76,6 +76,16 @@ int hsq_blob_delete_prefix(hsq_blob *b, const char *prefix, uint64_t *bytes);
  * non-zero and returns that value. Temp files are not listed. */
 int hsq_blob_walk(hsq_blob *b, int (*fn)(const char *key, uint64_t size, void *ud), void *ud);
 
+/* Temp files older than this (seconds since their last write) are leftovers
+ * of a crashed put; younger ones may belong to a put in progress elsewhere. */
+#define HSQ_BLOB_TMP_STALE_S 3600
+
+/* Remove temp files (".tmp.*") left by crashed puts anywhere in the store, if
+ * last written more than HSQ_BLOB_TMP_STALE_S ago; safe while other processes
+ * write. *removed (optional) gets how many. Call at startup and from the
+ * sweeper. Errors: -errno. */
+int hsq_blob_clean_tmp(hsq_blob *b, uint64_t *removed);
+
 /* 1 when key is well formed, else 0. */
 int hsq_blob_key_ok(const char *key);
 
