@@ -1017,12 +1017,43 @@ static void h_list(req_ctx *c) {
     free(tasks);
 }
 
+/* created_ms of the oldest queued task. Ids grow with time, so the smallest
+ * id among the pending and delayed entries is the oldest; the scan is
+ * bounded so a stats call never stalls the loop on a deep queue (beyond the
+ * bound the answer is the oldest among the first OLDEST_SCAN entries). */
+#define OLDEST_SCAN 4096
+static int64_t oldest_queued(hsq_queue *q) {
+    uint64_t best = UINT64_MAX;
+    hsq_db dbs[2] = {HSQ_DB_PENDING, HSQ_DB_DELAYED};
+    for (int i = 0; i < 2; i++) {
+        hsq_cursor *cur;
+        if (hsq_cursor_open(q->st, dbs[i], &cur) != 0)
+            continue;
+        hsq_bytes k;
+        int rc = hsq_cursor_get(cur, HSQ_CUR_FIRST, &k, NULL);
+        for (int n = 0; rc == 0 && n < OLDEST_SCAN; n++) {
+            if (k.len >= 16) {
+                uint64_t id = hsq_rd_be64(k.ptr + k.len - 8);
+                if (id < best)
+                    best = id;
+            }
+            rc = hsq_cursor_get(cur, HSQ_CUR_NEXT, &k, NULL);
+        }
+        hsq_cursor_close(&cur);
+    }
+    hsq_task t;
+    if (best == UINT64_MAX || load_task(q, best, &t) != 0)
+        return 0;
+    return t.created_ms;
+}
+
 static void h_stats(req_ctx *c) {
     hsq_wire_msg m;
     memset(&m, 0, sizeof m);
     m.op = HSQ_OP_STATS;
     m.rid = c->m->rid;
     hsq_queue_stats(c->q, &m.rep.stats);
+    m.rep.stats.oldest_queued_ms = oldest_queued(c->q);
     reply(c->q, c->sock, c->peer, c->plen, &m);
 }
 

@@ -678,6 +678,28 @@ static void test_map_full(void) {
     HSQ_ASSERT_EQ(s.queued, acked);
 }
 
+static void test_stats(void) {
+    fresh();
+    int64_t t0 = now;
+    submit("pat", NULL);
+    now += 50;
+    submit("quin", NULL);
+    submit_prio("quin", NULL, HSQ_PRIO_HIGH);
+    hsq_wire_msg m;
+    memset(&m, 0, sizeof m);
+    m.op = HSQ_OP_STATS;
+    m.rid = rid_seq++;
+    begin();
+    feed(HSQ_SOCK_CLIENT, "ops", &m, NULL, 0);
+    turn();
+    captured *r = reply_to(m.rid);
+    HSQ_ASSERT_EQ(r->m.rep.stats.queued, 3);
+    HSQ_ASSERT_EQ(r->m.rep.stats.queued_by_prio[HSQ_PRIO_HIGH], 1);
+    HSQ_ASSERT_EQ(r->m.rep.stats.queued_by_prio[HSQ_PRIO_NORMAL], 2);
+    HSQ_ASSERT_EQ(r->m.rep.stats.oldest_queued_ms, t0);
+    HSQ_ASSERT_EQ(r->m.rep.stats.submitted_total, 3);
+}
+
 int main(void) {
     snprintf(dir, sizeof dir, "/tmp/hsq-test-queue-XXXXXX");
     HSQ_ASSERT(mkdtemp(dir) != NULL);
@@ -694,6 +716,7 @@ int main(void) {
     test_bad_input();
     test_restart_keeps_state();
     test_map_full();
+    test_stats();
     close_all();
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
