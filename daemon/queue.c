@@ -1233,6 +1233,10 @@ static void h_fail(req_ctx *c) {
     hsq_task t;
     if (check_lease(c, r->task, r->token, &t) != 0)
         return;
+    /* A worker that hands a job back unstarted (it is stopping) did not use
+     * up an attempt. */
+    if (r->retryable && r->code == HSQ_EUNAVAIL && t.attempts > 0)
+        t.attempts--;
     if (retry_or_fail(q, &t, r->code, r->message, r->retryable) != 0) {
         fail_store(c, q->turn_err);
         return;
