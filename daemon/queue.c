@@ -200,8 +200,7 @@ static void reply_error(hsq_queue *q, hsq_sock sock, const uint8_t *peer, size_t
     o->rid = rid;
     o->is_reply = 1;
     if (hsq_wire_encode_error(op, rid, code, msg, &o->meta) != 0) {
-        /* op NONE (undecodable request): the codec still encodes an error for
-         * op "?"; if it refuses, fall back to internal with no detail. */
+        /* Cannot happen for a valid code; keep the reply well formed. */
         hsq_wbuf_reset(&o->meta);
         hsq_wire_encode_error(HSQ_OP_STATS, rid, HSQ_EINTERNAL, "internal", &o->meta);
     }
@@ -1005,12 +1004,29 @@ static void h_list(req_ctx *c) {
     hsq_cursor_close(&cur);
     hsq_wire_msg m;
     memset(&m, 0, sizeof m);
+    m.v = HSQ_WIRE_VERSION;
+    m.kind = HSQ_KIND_REPLY;
     m.op = HSQ_OP_LIST;
     m.rid = c->m->rid;
     m.rep.list.n = n;
     m.rep.list.tasks = tasks;
     m.rep.list.next = next;
-    reply(q, c->sock, c->peer, c->plen, &m);
+    /* A page of tasks with many outputs can exceed the meta frame limit:
+     * send a shorter page, with the cursor after its last task. */
+    hsq_out *o = out_push(q, c->sock, c->peer, c->plen);
+    o->op = HSQ_OP_LIST;
+    o->rid = c->m->rid;
+    o->is_reply = 1;
+    while ((rc = hsq_wire_encode(&m, &o->meta)) == HSQ_ETOOLARGE && m.rep.list.n > 1) {
+        m.rep.list.n /= 2;
+        m.rep.list.next = tasks[m.rep.list.n - 1].id;
+        hsq_wbuf_reset(&o->meta);
+    }
+    if (rc != 0) {
+        hsq_wbuf_reset(&o->meta);
+        hsq_wire_encode_error(HSQ_OP_LIST, c->m->rid, HSQ_EINTERNAL, "list page too large",
+                              &o->meta);
+    }
     for (uint32_t i = 0; i < n; i++)
         hsq_wbuf_free(&bufs[i]);
     free(bufs);
@@ -1367,6 +1383,15 @@ static void promote_delayed(hsq_queue *q) {
     }
 }
 
+/* Upper bound of one job's encoded size in a lease reply. */
+#define LEASE_META_BUDGET (HSQ_MAX_META_BYTES - 4096)
+static size_t job_bytes(const hsq_task *t) {
+    size_t n = 256 + t->prompt.len + 32u * t->n_specs;
+    for (uint32_t i = 0; i < t->n_inputs; i++)
+        n += 64 + t->inputs[i].kind.len + t->inputs[i].name.len + t->inputs[i].key.len;
+    return n;
+}
+
 /* Lease up to p->max tasks to a parked worker. Returns the number leased. */
 static uint32_t dispatch_one(hsq_queue *q, parked_lease *p) {
     hsq_wire_job *jobs = NULL;
@@ -1381,6 +1406,7 @@ static uint32_t dispatch_one(hsq_queue *q, parked_lease *p) {
     char prefixes[HSQ_MAX_BATCH][HSQ_BLOB_KEY_MAX + 1];
     uint32_t max = p->max < HSQ_MAX_BATCH ? p->max : HSQ_MAX_BATCH;
     worker_rec *w = worker_find(q, p->peer, p->peer_len);
+    size_t bytes = 64;
 
     while (n < max && q->turn_err == 0) {
         hsq_cursor *cur;
@@ -1400,6 +1426,14 @@ static uint32_t dispatch_one(hsq_queue *q, parked_lease *p) {
         hsq_task t;
         if (load_task(q, id, &t) != 0 || t.state != HSQ_STATE_QUEUED)
             continue; /* stale index entry; already removed */
+        /* Keep the reply under the meta frame limit: a job with a long
+         * prompt and many inputs is several KiB. An unfit task goes back. */
+        size_t est = job_bytes(&t);
+        if (n > 0 && bytes + est > LEASE_META_BUDGET) {
+            note(q, hsq_store_put(q->st, HSQ_DB_PENDING, key, sizeof key, "", 0));
+            break;
+        }
+        bytes += est;
         if (!jobs) {
             jobs = hsq_xcalloc(max, sizeof *jobs);
             bufs = hsq_xcalloc(max, sizeof *bufs);

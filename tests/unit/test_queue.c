@@ -678,6 +678,40 @@ static void test_map_full(void) {
     HSQ_ASSERT_EQ(s.queued, acked);
 }
 
+/* Jobs with long prompts: one lease reply stays under the meta limit, and
+ * whatever did not fit is leased by the next request. */
+static void test_lease_size_budget(void) {
+    fresh();
+    static char prompt[HSQ_MAX_PROMPT_LEN + 1];
+    memset(prompt, 'p', HSQ_MAX_PROMPT_LEN);
+    for (int i = 0; i < 40; i++) {
+        hsq_wire_msg m;
+        memset(&m, 0, sizeof m);
+        m.op = HSQ_OP_SUBMIT;
+        m.rid = rid_seq++;
+        m.req.submit.user = HSQ_STR_LIT("rex");
+        m.req.submit.prio = HSQ_PRIO_NORMAL;
+        m.req.submit.prompt = hsq_str_c(prompt);
+        m.req.submit.n_inputs = 1;
+        m.req.submit.inputs[0].kind = HSQ_STR_LIT("portrait");
+        m.req.submit.n_outputs = 1;
+        m.req.submit.outputs[0].width = 8;
+        m.req.submit.outputs[0].height = 8;
+        m.req.submit.outputs[0].format = HSQ_FMT_PNG;
+        hsq_bytes f = {tiny, sizeof tiny};
+        begin();
+        feed(HSQ_SOCK_CLIENT, "web", &m, &f, 1);
+        turn();
+        HSQ_ASSERT_EQ(reply_to(m.rid)->m.kind, HSQ_KIND_REPLY);
+    }
+    uint32_t total = 0, first = lease("w1", 64, NULL, NULL);
+    HSQ_ASSERT(first > 0 && first < 40);
+    total += first;
+    for (int i = 0; i < 10 && total < 40; i++)
+        total += lease("w1", 64, NULL, NULL);
+    HSQ_ASSERT_EQ(total, 40);
+}
+
 static void test_stats(void) {
     fresh();
     int64_t t0 = now;
@@ -717,6 +751,7 @@ int main(void) {
     test_restart_keeps_state();
     test_map_full();
     test_stats();
+    test_lease_size_budget();
     close_all();
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
