@@ -703,6 +703,7 @@ static void h_submit(req_ctx *c) {
     t.n_inputs = r->n_inputs;
     t.n_specs = r->n_outputs;
     memcpy(t.specs, r->outputs, sizeof(hsq_wire_outspec) * r->n_outputs);
+    t.settings = r->settings;
 
     /* Large inputs go to the blob store first (they can fail on a full disk
      * without touching the transaction); small ones ride inside it. */
@@ -1224,6 +1225,7 @@ static void h_done(req_ctx *c) {
     set_state(q, &t, HSQ_STATE_SUCCEEDED);
     t.n_outputs = r->n_outputs;
     memcpy(t.outputs, r->outputs, sizeof(hsq_wire_output) * r->n_outputs);
+    t.info = r->info;
     t.progress = 100;
     t.err_code = 0;
     t.err_msg.len = 0;
@@ -1386,7 +1388,7 @@ static void promote_delayed(hsq_queue *q) {
 /* Upper bound of one job's encoded size in a lease reply. */
 #define LEASE_META_BUDGET (HSQ_MAX_META_BYTES - 4096)
 static size_t job_bytes(const hsq_task *t) {
-    size_t n = 256 + t->prompt.len + 32u * t->n_specs;
+    size_t n = 256 + t->prompt.len + t->settings.len + 32u * t->n_specs;
     for (uint32_t i = 0; i < t->n_inputs; i++)
         n += 64 + t->inputs[i].kind.len + t->inputs[i].name.len + t->inputs[i].key.len;
     return n;
@@ -1493,6 +1495,7 @@ static uint32_t dispatch_one(hsq_queue *q, parked_lease *p) {
         }
         j->n_outputs = t.n_specs;
         memcpy(j->outputs, t.specs, sizeof(hsq_wire_outspec) * t.n_specs);
+        j->settings = t.settings;
         n++;
         changed(q, &t);
         o = &q->out[out_index]; /* changed() may have grown the outbox */

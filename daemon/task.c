@@ -74,7 +74,12 @@ void hsq_task_encode(const hsq_task *t, hsq_wbuf *b) {
         put_u32(b, o->width);
         put_u32(b, o->height);
         put_u8(b, o->format);
+        put_u8(b, o->background);
+        put_u8(b, o->style);
+        put_u8(b, o->spec);
     }
+    put_str(b, (hsq_str){(const char *)t->settings.ptr, t->settings.len});
+    put_str(b, (hsq_str){(const char *)t->info.ptr, t->info.len});
 }
 
 /* ---- reader: every get checks the remaining length ---- */
@@ -181,7 +186,13 @@ int hsq_task_decode(const void *buf, size_t len, hsq_task *t) {
         o->width = get_u32(&r);
         o->height = get_u32(&r);
         o->format = get_u8(&r);
+        o->background = get_u8(&r);
+        o->style = get_u8(&r);
+        o->spec = get_u8(&r);
     }
+    hsq_str settings = get_str(&r), info = get_str(&r);
+    t->settings = (hsq_bytes){(const uint8_t *)settings.ptr, settings.len};
+    t->info = (hsq_bytes){(const uint8_t *)info.ptr, info.len};
     if (r.bad || r.left != 0 || t->state == HSQ_STATE_NONE || t->state >= HSQ_STATE_COUNT_ ||
         t->prio >= HSQ_PRIO_COUNT_)
         return HSQ_ECORRUPT;
@@ -206,4 +217,6 @@ void hsq_task_to_wire(const hsq_task *t, hsq_wire_task *w) {
     w->n_inputs = t->n_inputs;
     w->n_outputs = t->n_outputs;
     memcpy(w->outputs, t->outputs, sizeof(hsq_wire_output) * t->n_outputs);
+    w->settings = t->settings;
+    w->info = t->info;
 }

@@ -58,6 +58,8 @@ typedef struct {
     hsq_wire_outspec specs[HSQ_MAX_OUTPUTS];
     uint32_t n_outputs;
     hsq_wire_output outputs[HSQ_MAX_OUTPUTS];
+    hsq_bytes settings;     /* raw msgpack map from the submit (validated by the codec) */
+    hsq_bytes info;         /* raw msgpack map from the worker's done */
 } hsq_task;
 
 /* Append the record for t to out (out is not reset first). */

@@ -99,6 +99,65 @@ typedef enum { HSQ_PRIO_HIGH = 0, HSQ_PRIO_NORMAL = 1, HSQ_PRIO_LOW = 2, HSQ_PRI
 
 typedef enum { HSQ_FMT_JPEG = 1, HSQ_FMT_PNG = 2 } hsq_fmt;
 
+/* ---- headshot settings (submit -> task -> lease) and result info (done) ----
+ * Both travel as a msgpack map nested in the meta. The codec validates the
+ * map strictly against the shapes below but hands it on as raw bytes
+ * (hsq_bytes views into the meta), so hsqd stores and forwards settings and
+ * info without interpreting them; the worker and clients decode them with
+ * hsq_wire_settings_decode / hsq_wire_info_decode. */
+#define HSQ_MAX_BACKGROUNDS 4
+#define HSQ_MAX_STYLES 4
+#define HSQ_MAX_STAGES 16
+#define HSQ_MAX_SETTINGS_BYTES 4096
+#define HSQ_MAX_INFO_BYTES 2048
+
+typedef enum {
+    HSQ_BG_SOLID = 1,     /* color */
+    HSQ_BG_GRADIENT = 2,  /* color at the top to color2 at the bottom */
+    HSQ_BG_VIGNETTE = 3,  /* studio: color at the centre, darker toward the edges */
+    HSQ_BG_REFERENCE = 4  /* the job's "background" input, cover-fit, blurred by blur_px */
+} hsq_bg_kind;
+
+typedef struct {
+    uint8_t kind;       /* hsq_bg_kind; "solid" | "gradient" | "vignette" | "reference" */
+    uint8_t color[3];   /* sRGB */
+    uint8_t color2[3];  /* gradient end */
+    uint16_t blur_px;   /* reference only: Gaussian sigma in output pixels, 0..64 */
+} hsq_wire_background;
+
+typedef struct {
+    hsq_str name;       /* e.g. "natural"; 0..32 bytes */
+    uint8_t retouch;    /* skin smoothing 0..100 (0 = off) */
+    uint8_t tone;       /* exposure and white balance normalisation 0..100 */
+    uint8_t sharpen;    /* 0..100 */
+    uint8_t clothing;   /* colour transfer from the "clothing" input 0..100 */
+} hsq_wire_style;
+
+/* Every combination background x style x output size is one output; the
+ * product is at most HSQ_MAX_OUTPUTS. No backgrounds = one light grey
+ * vignette; no styles = one "natural" style. */
+typedef struct {
+    uint32_t n_backgrounds;
+    hsq_wire_background backgrounds[HSQ_MAX_BACKGROUNDS];
+    uint32_t n_styles;
+    hsq_wire_style styles[HSQ_MAX_STYLES];
+    uint16_t dpi;       /* pixels per inch written into outputs; 0 = none, 72..1200 */
+} hsq_wire_settings;
+
+typedef struct {
+    hsq_str name;       /* stage: "decode", "detect", "frame", "segment", ... */
+    uint32_t ms;
+} hsq_wire_stage;
+
+/* What a worker reports about a finished job. */
+typedef struct {
+    uint32_t faces;       /* faces seen in the portrait */
+    uint32_t face_score;  /* subject's detection score x 1000 */
+    hsq_str backend;      /* "cpu" | "cuda" */
+    uint32_t n_stages;
+    hsq_wire_stage stages[HSQ_MAX_STAGES];
+} hsq_wire_info;
+
 const char *hsq_op_name(hsq_op op);          /* "submit"; "?" when out of range */
 hsq_op hsq_op_from_name(hsq_str name);       /* HSQ_OP_NONE when unknown */
 const char *hsq_state_name(hsq_state s);     /* "queued" ... */
@@ -135,6 +194,9 @@ typedef struct {
     uint32_t width;
     uint32_t height;
     uint8_t format;     /* hsq_fmt */
+    uint8_t background; /* index into settings.backgrounds (0 when none given) */
+    uint8_t style;      /* index into settings.styles (0 when none given) */
+    uint8_t spec;       /* index into the job's output specs (sizes) */
 } hsq_wire_output;
 
 /* The public view of one task (status, wait, cancel, requeue, result, list). */
@@ -155,6 +217,8 @@ typedef struct {
     uint32_t n_inputs;
     uint32_t n_outputs;   /* outputs[] valid when state == succeeded */
     hsq_wire_output outputs[HSQ_MAX_OUTPUTS];
+    hsq_bytes settings;   /* raw msgpack map as submitted; may be empty */
+    hsq_bytes info;       /* raw msgpack map from the worker's done; may be empty */
 } hsq_wire_task;
 
 /* One leased task as handed to a worker. */
@@ -170,6 +234,7 @@ typedef struct {
     hsq_wire_input inputs[HSQ_MAX_INPUTS];
     uint32_t n_outputs;
     hsq_wire_outspec outputs[HSQ_MAX_OUTPUTS];
+    hsq_bytes settings;   /* raw msgpack map; may be empty (defaults) */
 } hsq_wire_job;
 
 typedef struct {
@@ -201,6 +266,7 @@ typedef struct {
     hsq_wire_input inputs[HSQ_MAX_INPUTS];
     uint32_t n_outputs;   /* 1..HSQ_MAX_OUTPUTS */
     hsq_wire_outspec outputs[HSQ_MAX_OUTPUTS];
+    hsq_bytes settings;   /* optional raw msgpack map (hsq_wire_settings) */
 } hsq_req_submit;
 
 /* status, result, cancel, requeue */
@@ -252,6 +318,7 @@ typedef struct {
     uint64_t token;
     uint32_t n_outputs;   /* 1..HSQ_MAX_OUTPUTS */
     hsq_wire_output outputs[HSQ_MAX_OUTPUTS];
+    hsq_bytes info;       /* optional raw msgpack map (hsq_wire_info) */
 } hsq_req_done;
 
 typedef struct {
@@ -367,6 +434,16 @@ void hsq_wire_msg_free(hsq_wire_msg *msg);
  * Errors: HSQ_EINVAL (kind/op combination that does not exist, or a field
  * outside its limits: the encoder refuses what the decoder would refuse). */
 int hsq_wire_encode(const hsq_wire_msg *msg, hsq_wbuf *out);
+
+/* Settings and info maps (see above). Decode: raw is a msgpack map (empty
+ * raw = defaults: zero backgrounds and styles, dpi 0; info all zero); views
+ * point into raw. Errors: HSQ_EBADREQ, HSQ_ETOOLARGE with a sentence in err.
+ * Encode appends one map to out. Errors: HSQ_EINVAL. */
+int hsq_wire_settings_decode(hsq_bytes raw, hsq_wire_settings *out, char *err, size_t errlen);
+int hsq_wire_settings_encode(const hsq_wire_settings *s, hsq_wbuf *out);
+int hsq_wire_info_decode(hsq_bytes raw, hsq_wire_info *out, char *err, size_t errlen);
+int hsq_wire_info_encode(const hsq_wire_info *in, hsq_wbuf *out);
+const char *hsq_bg_name(hsq_bg_kind k); /* "solid" ...; "?" when out of range */
 
 /* Convenience: encode an error reply for op/rid. */
 int hsq_wire_encode_error(hsq_op op, uint64_t rid, int code, const char *message, hsq_wbuf *out);
