@@ -1266,28 +1266,47 @@ static void h_fail(req_ctx *c) {
 
 typedef void (*handler)(req_ctx *);
 
+#define R(r) (1u << (r))
+#define CLIENTS (R(HSQ_ROLE_WEB) | R(HSQ_ROLE_OPERATOR))
+#define OPS R(HSQ_ROLE_OPERATOR)
+#define WORKERS R(HSQ_ROLE_WORKER)
+
 static const struct {
     handler fn;
     hsq_sock sock;
+    unsigned roles; /* roles allowed when the peer has one */
 } handlers[HSQ_OP_COUNT_] = {
-    [HSQ_OP_SUBMIT] = {h_submit, HSQ_SOCK_CLIENT},
-    [HSQ_OP_STATUS] = {h_status, HSQ_SOCK_CLIENT},
-    [HSQ_OP_WAIT] = {h_wait, HSQ_SOCK_CLIENT},
-    [HSQ_OP_RESULT] = {h_result, HSQ_SOCK_CLIENT},
-    [HSQ_OP_CANCEL] = {h_cancel, HSQ_SOCK_CLIENT},
-    [HSQ_OP_LIST] = {h_list, HSQ_SOCK_CLIENT},
-    [HSQ_OP_STATS] = {h_stats, HSQ_SOCK_CLIENT},
-    [HSQ_OP_REQUEUE] = {h_requeue, HSQ_SOCK_CLIENT},
-    [HSQ_OP_READY] = {h_ready, HSQ_SOCK_WORKER},
-    [HSQ_OP_LEASE] = {h_lease, HSQ_SOCK_WORKER},
-    [HSQ_OP_HEARTBEAT] = {h_heartbeat, HSQ_SOCK_WORKER},
-    [HSQ_OP_PROGRESS] = {h_progress, HSQ_SOCK_WORKER},
-    [HSQ_OP_DONE] = {h_done, HSQ_SOCK_WORKER},
-    [HSQ_OP_FAIL] = {h_fail, HSQ_SOCK_WORKER},
+    [HSQ_OP_SUBMIT] = {h_submit, HSQ_SOCK_CLIENT, CLIENTS},
+    [HSQ_OP_STATUS] = {h_status, HSQ_SOCK_CLIENT, CLIENTS},
+    [HSQ_OP_WAIT] = {h_wait, HSQ_SOCK_CLIENT, CLIENTS},
+    [HSQ_OP_RESULT] = {h_result, HSQ_SOCK_CLIENT, CLIENTS},
+    [HSQ_OP_CANCEL] = {h_cancel, HSQ_SOCK_CLIENT, CLIENTS},
+    [HSQ_OP_LIST] = {h_list, HSQ_SOCK_CLIENT, CLIENTS},
+    [HSQ_OP_STATS] = {h_stats, HSQ_SOCK_CLIENT, CLIENTS},
+    [HSQ_OP_REQUEUE] = {h_requeue, HSQ_SOCK_CLIENT, OPS},
+    [HSQ_OP_READY] = {h_ready, HSQ_SOCK_WORKER, WORKERS},
+    [HSQ_OP_LEASE] = {h_lease, HSQ_SOCK_WORKER, WORKERS},
+    [HSQ_OP_HEARTBEAT] = {h_heartbeat, HSQ_SOCK_WORKER, WORKERS},
+    [HSQ_OP_PROGRESS] = {h_progress, HSQ_SOCK_WORKER, WORKERS},
+    [HSQ_OP_DONE] = {h_done, HSQ_SOCK_WORKER, WORKERS},
+    [HSQ_OP_FAIL] = {h_fail, HSQ_SOCK_WORKER, WORKERS},
 };
 
-void hsq_queue_handle(hsq_queue *q, hsq_sock sock, const uint8_t *peer, size_t plen,
-                      const hsq_bytes *frames, size_t nframes) {
+static const char *const role_names[] = {"any", "web", "worker", "operator"};
+
+const char *hsq_role_name(hsq_role r) {
+    return (unsigned)r < 4 ? role_names[r] : "?";
+}
+
+int hsq_role_from_name(const char *name) {
+    for (int i = 0; i < 4; i++)
+        if (strcmp(name, role_names[i]) == 0)
+            return i;
+    return -1;
+}
+
+void hsq_queue_handle(hsq_queue *q, hsq_sock sock, hsq_role role, const uint8_t *peer,
+                      size_t plen, const hsq_bytes *frames, size_t nframes) {
     assert(q->in_turn);
     if (nframes == 0) {
         hsq_queue_reject(q, sock, peer, plen, HSQ_EBADREQ, "message has no meta frame");
@@ -1304,6 +1323,9 @@ void hsq_queue_handle(hsq_queue *q, hsq_sock sock, const uint8_t *peer, size_t p
     } else if (handlers[m.op].sock != sock) {
         FAIL(&c, HSQ_EFORBIDDEN, "'%s' is not allowed on the %s socket", hsq_op_name(m.op),
              sock == HSQ_SOCK_CLIENT ? "client" : "worker");
+    } else if (role != HSQ_ROLE_ANY && !(handlers[m.op].roles & R(role))) {
+        FAIL(&c, HSQ_EFORBIDDEN, "a %s key may not '%s'", hsq_role_name(role),
+             hsq_op_name(m.op));
     } else if (q->turn_err) {
         fail_store(&c, q->turn_err);
     } else {

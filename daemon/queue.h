@@ -57,6 +57,21 @@ typedef struct {
 
 typedef enum { HSQ_SOCK_CLIENT = 0, HSQ_SOCK_WORKER = 1, HSQ_SOCK_EVENTS = 2 } hsq_sock;
 
+/* Who sent a message. On ipc:// endpoints (protected by file permissions)
+ * there is no per-peer identity: HSQ_ROLE_ANY, and only the socket decides.
+ * On CURVE endpoints the ZAP handler maps each client key to one role, and
+ * every operation checks it (a worker key cannot submit, a web key cannot
+ * requeue, a client key cannot lease). */
+typedef enum {
+    HSQ_ROLE_ANY = 0,
+    HSQ_ROLE_WEB = 1,
+    HSQ_ROLE_WORKER = 2,
+    HSQ_ROLE_OPERATOR = 3
+} hsq_role;
+
+const char *hsq_role_name(hsq_role r);   /* "any", "web", "worker", "operator" */
+int hsq_role_from_name(const char *name); /* -1 when unknown */
+
 #define HSQ_PEER_MAX 255
 
 /* One outgoing message. All memory is owned by the outbox. For the events
@@ -88,8 +103,8 @@ int hsq_queue_begin_turn(hsq_queue *q, int64_t now_ms);
 /* Handle one message: frames[0] is the msgpack meta, frames[1..] binary
  * frames. Frames are borrowed for the duration of the call. Never fails:
  * every problem becomes an error reply in the outbox. */
-void hsq_queue_handle(hsq_queue *q, hsq_sock sock, const uint8_t *peer, size_t peer_len,
-                      const hsq_bytes *frames, size_t nframes);
+void hsq_queue_handle(hsq_queue *q, hsq_sock sock, hsq_role role, const uint8_t *peer,
+                      size_t peer_len, const hsq_bytes *frames, size_t nframes);
 
 /* Tell the core a peer sent frames that are not a message at all (no meta
  * frame): answers bad_request without an rid. */

@@ -99,7 +99,7 @@ static int drain(srv *sv, hsq_sock which) {
                     frames[i - 1].ptr = zmq_msg_data(&msgs[i]);
                     frames[i - 1].len = zmq_msg_size(&msgs[i]);
                 }
-                hsq_queue_handle(sv->q, which, peer, plen, frames, n - 1);
+                hsq_queue_handle(sv->q, which, HSQ_ROLE_ANY, peer, plen, frames, n - 1);
             }
         }
         for (size_t i = 0; i < n; i++)

@@ -33,6 +33,7 @@ static hsq_queue_conf conf;
 static captured cap[MAX_CAP];
 static size_t ncap;
 static uint64_t rid_seq = 1;
+static hsq_role feed_role = HSQ_ROLE_ANY;
 
 static void cap_clear(void) {
     for (size_t i = 0; i < ncap; i++) {
@@ -97,7 +98,7 @@ static void feed(hsq_sock sock, const char *peer, hsq_wire_msg *m, const hsq_byt
     f[0].len = b.len;
     for (size_t i = 0; i < nframes; i++)
         f[1 + i] = frames[i];
-    hsq_queue_handle(q, sock, (const uint8_t *)peer, strlen(peer), f, 1 + nframes);
+    hsq_queue_handle(q, sock, feed_role, (const uint8_t *)peer, strlen(peer), f, 1 + nframes);
     hsq_wbuf_free(&b);
 }
 
@@ -575,7 +576,7 @@ static void test_bad_input(void) {
     begin();
     static const uint8_t junk[] = {0xc1, 0xff, 0x00, 0x13};
     hsq_bytes f = {junk, sizeof junk};
-    hsq_queue_handle(q, HSQ_SOCK_CLIENT, (const uint8_t *)"p", 1, &f, 1);
+    hsq_queue_handle(q, HSQ_SOCK_CLIENT, HSQ_ROLE_ANY, (const uint8_t *)"p", 1, &f, 1);
     /* a client op on the worker socket */
     hsq_wire_msg m;
     memset(&m, 0, sizeof m);
@@ -589,7 +590,7 @@ static void test_bad_input(void) {
     m.req.lease.max = 1;
     feed(HSQ_SOCK_CLIENT, "c", &m, NULL, 0);
     /* no frames at all */
-    hsq_queue_handle(q, HSQ_SOCK_CLIENT, (const uint8_t *)"p", 1, NULL, 0);
+    hsq_queue_handle(q, HSQ_SOCK_CLIENT, HSQ_ROLE_ANY, (const uint8_t *)"p", 1, NULL, 0);
     turn();
     HSQ_ASSERT_EQ(ncap, 4);
     HSQ_ASSERT_EQ(cap[0].m.kind, HSQ_KIND_ERROR);
@@ -712,6 +713,32 @@ static void test_lease_size_budget(void) {
     HSQ_ASSERT_EQ(total, 40);
 }
 
+/* With authenticated peers, each operation checks the role. */
+static void test_roles(void) {
+    fresh();
+    feed_role = HSQ_ROLE_WORKER;
+    HSQ_ASSERT_EQ(submit("sam", NULL), HSQ_EFORBIDDEN); /* a worker key cannot submit */
+    feed_role = HSQ_ROLE_WEB;
+    int64_t id = submit("sam", NULL);
+    HSQ_ASSERT(id > 0);
+    HSQ_ASSERT_EQ(task_op(HSQ_OP_REQUEUE, (uint64_t)id, NULL)->m.rep.error.code,
+                  HSQ_EFORBIDDEN); /* a web key cannot requeue */
+    hsq_wire_msg m; /* a web key cannot lease */
+    memset(&m, 0, sizeof m);
+    m.op = HSQ_OP_LEASE;
+    m.rid = rid_seq++;
+    m.req.lease.max = 1;
+    begin();
+    feed(HSQ_SOCK_WORKER, "w1", &m, NULL, 0);
+    turn();
+    HSQ_ASSERT_EQ(reply_to(m.rid)->m.rep.error.code, HSQ_EFORBIDDEN);
+    feed_role = HSQ_ROLE_OPERATOR;
+    HSQ_ASSERT_EQ(task_op(HSQ_OP_STATUS, (uint64_t)id, NULL)->m.kind, HSQ_KIND_REPLY);
+    feed_role = HSQ_ROLE_WORKER;
+    HSQ_ASSERT_U64_EQ(lease1("w1", NULL), (uint64_t)id);
+    feed_role = HSQ_ROLE_ANY;
+}
+
 static void test_stats(void) {
     fresh();
     int64_t t0 = now;
@@ -752,6 +779,7 @@ int main(void) {
     test_map_full();
     test_stats();
     test_lease_size_budget();
+    test_roles();
     close_all();
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
