@@ -44,6 +44,10 @@ typedef struct {
     uint64_t retention_outputs_ms;
     uint64_t retention_uploads_ms;
     uint64_t retention_failed_ms;
+    uint64_t retention_references_ms;
+    uint64_t retention_pending_ms;
+    uint64_t retention_tombstone_ms;
+    uint64_t sweep_batch;
 } daemon_conf;
 
 #define F(x) offsetof(daemon_conf, x)
@@ -82,6 +86,14 @@ static const hsq_conf_item items[] = {
      "keep uploaded photos this long after the task ends"},
     {"retention_failed", HSQ_CONF_MS, F(retention_failed_ms), 0, 3650 * DAY,
      "keep inputs of failed or cancelled tasks this long"},
+    {"retention_references", HSQ_CONF_MS, F(retention_references_ms), 0, 3650 * DAY,
+     "keep clothing and background references this long after success"},
+    {"retention_pending", HSQ_CONF_MS, F(retention_pending_ms), SEC, 3650 * DAY,
+     "a task not finished this long after its submit is cancelled and its inputs deleted"},
+    {"retention_tombstone", HSQ_CONF_MS, F(retention_tombstone_ms), 0, 36500 * DAY,
+     "keep tombstones (id, user, state, dates; no images, no prompt) after outputs expire"},
+    {"sweep_batch", HSQ_CONF_U64, F(sweep_batch), 0, 100000,
+     "expired entries the sweeper handles per loop turn (0 = off)"},
 };
 #undef F
 #define N_ITEMS (sizeof items / sizeof items[0])
@@ -108,6 +120,10 @@ static void defaults(daemon_conf *c) {
     c->retention_outputs_ms = 30 * DAY;
     c->retention_uploads_ms = 7 * DAY;
     c->retention_failed_ms = 1 * DAY;
+    c->retention_references_ms = 1 * DAY;
+    c->retention_pending_ms = 7 * DAY;
+    c->retention_tombstone_ms = 365 * DAY;
+    c->sweep_batch = 64;
 }
 
 static void usage(FILE *f) {
@@ -231,6 +247,10 @@ int main(int argc, char **argv) {
         .retention_outputs_ms = c.retention_outputs_ms,
         .retention_uploads_ms = c.retention_uploads_ms,
         .retention_failed_ms = c.retention_failed_ms,
+        .retention_references_ms = c.retention_references_ms,
+        .retention_pending_ms = c.retention_pending_ms,
+        .retention_tombstone_ms = c.retention_tombstone_ms,
+        .sweep_batch = c.sweep_batch,
         .map_max_bytes = c.map_max,
     };
     rc = hsq_queue_new(&q, st, blob, &qc, hsq_clock_wall_ms());

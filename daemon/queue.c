@@ -104,7 +104,8 @@ struct hsq_queue {
     /* totals since start */
     uint64_t submitted_total, completed_total, retries_total;
 
-    int64_t store_deadline; /* first lease deadline or backoff end, as of the last turn */
+    int64_t store_deadline; /* first lease deadline, backoff end or expiry, as of the last turn */
+    hsq_sweep_counts swept; /* since start */
     hsq_wbuf scratch;
 };
 
@@ -465,7 +466,13 @@ static void changed(hsq_queue *q, const hsq_task *t) {
 
 /* ---- expiry index (retention; the sweeper works from it) ---- */
 
-enum { EXP_INPUTS = 0, EXP_TASK = 1 };
+/* Index kinds: what the sweeper deletes when an entry comes due. */
+enum {
+    EXP_INPUTS = 0, /* uploaded portraits */
+    EXP_TASK = 1,   /* outputs and the full record: the task becomes a tombstone */
+    EXP_REFS = 2,   /* clothing and background references */
+    EXP_TOMB = 3    /* the tombstone itself */
+};
 
 static int expiry_add(hsq_queue *q, int64_t at, uint64_t id, uint8_t kind) {
     uint8_t k[17];
@@ -474,16 +481,41 @@ static int expiry_add(hsq_queue *q, int64_t at, uint64_t id, uint8_t kind) {
     return note(q, hsq_store_put(q->st, HSQ_DB_EXPIRY, k, sizeof k, "", 0));
 }
 
-/* A task reached a terminal state: stamp its retention dates. */
+static int is_reference(const hsq_task_input *in) {
+    return !hsq_str_eq(in->kind, "portrait");
+}
+
+/* Retention starts when a thing is written: a new task's inputs expire
+ * retention_pending after the submit unless the task ends sooner (a task
+ * still unfinished then is cancelled by the sweeper). */
+static int stamp_submit(hsq_queue *q, hsq_task *t) {
+    int64_t at = q->now + (int64_t)q->conf.retention_pending_ms;
+    t->inputs_expire_ms = at;
+    t->refs_expire_ms = at;
+    return expiry_add(q, at, t->id, EXP_INPUTS);
+}
+
+/* A task reached a terminal state: stamp its retention dates. Dates only
+ * ever move earlier than what the policy allows; entries left in the index
+ * for older dates are recognised as stale by the sweeper. */
 static int stamp_retention(hsq_queue *q, hsq_task *t) {
-    uint64_t in_ms = t->state == HSQ_STATE_SUCCEEDED ? q->conf.retention_uploads_ms
-                                                     : q->conf.retention_failed_ms;
-    uint64_t in_limit = q->conf.retention_outputs_ms;
-    if (in_ms > in_limit)
-        in_ms = in_limit;
-    t->inputs_expire_ms = q->now + (int64_t)in_ms;
-    t->expires_ms = q->now + (int64_t)q->conf.retention_outputs_ms;
+    int ok = t->state == HSQ_STATE_SUCCEEDED;
+    uint64_t out_ms = q->conf.retention_outputs_ms;
+    uint64_t up_ms = ok ? q->conf.retention_uploads_ms : q->conf.retention_failed_ms;
+    uint64_t ref_ms = ok ? q->conf.retention_references_ms : q->conf.retention_failed_ms;
+    if (up_ms > out_ms)
+        up_ms = out_ms;
+    if (ref_ms > out_ms)
+        ref_ms = out_ms;
+    t->inputs_expire_ms = q->now + (int64_t)up_ms;
+    t->refs_expire_ms = q->now + (int64_t)ref_ms;
+    t->expires_ms = q->now + (int64_t)out_ms;
+    int has_refs = 0;
+    for (uint32_t i = 0; i < t->n_inputs; i++)
+        has_refs |= is_reference(&t->inputs[i]);
     int rc = expiry_add(q, t->inputs_expire_ms, t->id, EXP_INPUTS);
+    if (rc == 0 && has_refs)
+        rc = expiry_add(q, t->refs_expire_ms, t->id, EXP_REFS);
     if (rc == 0)
         rc = expiry_add(q, t->expires_ms, t->id, EXP_TASK);
     return rc;
@@ -765,6 +797,8 @@ static void h_submit(req_ctx *c) {
         rc = note(q, hsq_store_put(q->st, HSQ_DB_IDEM, ik, ikl, v, 8));
     }
     if (rc == 0)
+        rc = stamp_submit(q, &t);
+    if (rc == 0)
         rc = save_task(q, &t);
     if (rc != 0) {
         fail_store(c, rc);
@@ -860,53 +894,66 @@ static void h_wait(req_ctx *c) {
     q->n_waits++;
 }
 
-static void h_cancel(req_ctx *c) {
-    hsq_queue *q = c->q;
-    hsq_task t;
-    if (find_task(c, c->m->req.task.task, c->m->req.task.user, &t) != 0)
-        return;
+/* Take a queued or leased task out of the queue as cancelled (by request,
+ * or because it outlived retention_pending). The caller saves nothing:
+ * this writes the task. Returns 0, HSQ_ECONFLICT (already terminal) or a
+ * store error. */
+static int cancel_task(hsq_queue *q, hsq_task *t, int code, hsq_str why) {
     int rc = 0;
-    if (t.state == HSQ_STATE_QUEUED) {
-        if (t.not_before_ms > 0) {
-            rc = delayed_del(q, &t);
+    if (t->state == HSQ_STATE_QUEUED) {
+        if (t->not_before_ms > 0) {
+            rc = delayed_del(q, t);
             if (q->counts.delayed > 0)
                 q->counts.delayed--;
         } else {
-            rc = pending_del(q, &t);
+            rc = pending_del(q, t);
         }
-    } else if (t.state == HSQ_STATE_LEASED) {
+    } else if (t->state == HSQ_STATE_LEASED) {
         /* Tell the worker to stop; its late done/fail will be refused. */
         hsq_wire_msg m;
         memset(&m, 0, sizeof m);
         m.v = HSQ_WIRE_VERSION;
         m.kind = HSQ_KIND_REQUEST;
         m.op = HSQ_OP_ABORT;
-        m.req.abort.task = t.id;
-        m.req.abort.token = t.token;
-        hsq_out *o = out_push(q, HSQ_SOCK_WORKER, (const uint8_t *)t.worker.ptr, t.worker.len);
+        m.req.abort.task = t->id;
+        m.req.abort.token = t->token;
+        hsq_out *o = out_push(q, HSQ_SOCK_WORKER, (const uint8_t *)t->worker.ptr, t->worker.len);
         o->op = HSQ_OP_ABORT;
         if (hsq_wire_encode(&m, &o->meta) != 0)
             q->n_out--;
-        rc = unlease(q, &t);
+        rc = unlease(q, t);
     } else {
+        return HSQ_ECONFLICT;
+    }
+    set_state(q, t, HSQ_STATE_CANCELLED);
+    t->not_before_ms = 0;
+    t->err_code = code;
+    t->err_msg = why;
+    if (rc == 0)
+        rc = user_active_add(q, t->user, -1);
+    if (rc == 0)
+        rc = stamp_retention(q, t);
+    if (rc == 0)
+        rc = save_task(q, t);
+    if (rc == 0)
+        changed(q, t);
+    return rc;
+}
+
+static void h_cancel(req_ctx *c) {
+    hsq_queue *q = c->q;
+    hsq_task t;
+    if (find_task(c, c->m->req.task.task, c->m->req.task.user, &t) != 0)
+        return;
+    int rc = cancel_task(q, &t, HSQ_ECANCELLED, HSQ_STR_LIT("cancelled by request"));
+    if (rc == HSQ_ECONFLICT) {
         FAIL(c, HSQ_ECONFLICT, "task %" PRIu64 " is already %s", t.id, hsq_state_name(t.state));
         return;
     }
-    set_state(q, &t, HSQ_STATE_CANCELLED);
-    t.not_before_ms = 0;
-    t.err_code = HSQ_ECANCELLED;
-    t.err_msg = HSQ_STR_LIT("cancelled by request");
-    if (rc == 0)
-        rc = user_active_add(q, t.user, -1);
-    if (rc == 0)
-        rc = stamp_retention(q, &t);
-    if (rc == 0)
-        rc = save_task(q, &t);
     if (rc != 0) {
         fail_store(c, rc);
         return;
     }
-    changed(q, &t);
     reply_task(q, c->sock, c->peer, c->plen, c->m->op, c->m->rid, &t, 0);
 }
 
@@ -942,8 +989,9 @@ static void h_requeue(req_ctx *c) {
     /* Retention stamps of the failure stay in the expiry index; the sweeper
      * checks the task's current dates before deleting anything. */
     t.expires_ms = 0;
-    t.inputs_expire_ms = 0;
     int rc = save_user(q, t.user, &u);
+    if (rc == 0)
+        rc = stamp_submit(q, &t);
     if (rc == 0)
         rc = pending_put(q, &t);
     if (rc == 0)
@@ -1594,16 +1642,245 @@ static void expire_parked_and_waits(hsq_queue *q) {
     }
 }
 
+/* ---- retention sweeper ----
+ *
+ * Crash-safe order: files are deleted first (each unlink fsyncs its
+ * directory), then the records that point at them change in the turn's
+ * transaction. A crash in between leaves the index entry in place, so the
+ * next pass deletes again (a missing file is success) and commits. Nothing
+ * ever points at a file that is gone without its index entry still due. */
+
+static int delete_blob_counted(hsq_queue *q, hsq_str key, uint64_t *bytes) {
+    char k[HSQ_BLOB_KEY_MAX + 1];
+    if (key.len == 0 || key.len > HSQ_BLOB_KEY_MAX)
+        return 0;
+    memcpy(k, key.ptr, key.len);
+    k[key.len] = '\0';
+    uint64_t size = 0;
+    if (hsq_blob_size(q->blob, k, &size) == 0)
+        *bytes += size;
+    return hsq_blob_delete(q->blob, k);
+}
+
+/* Delete the inputs of one class (references or portraits). */
+static int delete_inputs(hsq_queue *q, hsq_task *t, int references, hsq_sweep_counts *sc) {
+    for (uint32_t i = 0; i < t->n_inputs; i++) {
+        hsq_task_input *in = &t->inputs[i];
+        if (in->where == HSQ_IN_GONE || is_reference(in) != references)
+            continue;
+        if (in->where == HSQ_IN_BLOB) {
+            int rc = delete_blob_counted(q, in->key, &sc->bytes);
+            if (rc != 0)
+                return rc;
+        } else {
+            uint8_t k[9];
+            hsq_be64(k, t->id);
+            k[8] = (uint8_t)i;
+            int rc = note(q, hsq_store_del(q->st, HSQ_DB_INPUTS, k, sizeof k));
+            if (rc != 0)
+                return rc;
+            sc->bytes += in->size;
+        }
+        in->where = HSQ_IN_GONE;
+        in->key.len = 0;
+        sc->inputs++;
+    }
+    return 0;
+}
+
+/* Outputs and everything personal go; a tombstone (id, user, state,
+ * dates) stays for retention_tombstone so history shows what happened. */
+static int make_tombstone(hsq_queue *q, hsq_task *t, hsq_sweep_counts *sc) {
+    int rc = delete_inputs(q, t, 0, sc);
+    if (rc == 0)
+        rc = delete_inputs(q, t, 1, sc);
+    for (uint32_t i = 0; rc == 0 && i < t->n_outputs; i++)
+        rc = delete_blob_counted(q, t->outputs[i].key, &sc->bytes);
+    if (rc == 0) {
+        /* Stray files (outputs of a worker whose lease was lost) too. */
+        char prefix[HSQ_BLOB_KEY_MAX + 1];
+        out_prefix(q, t->user, t->id, prefix, sizeof prefix);
+        uint64_t b = 0;
+        rc = hsq_blob_delete_prefix(q->blob, prefix, &b);
+        sc->bytes += b;
+    }
+    if (rc != 0)
+        return rc;
+    if (t->key.len) {
+        uint8_t ik[2 + 2 * HSQ_MAX_USER_LEN];
+        size_t ikl = user_key(ik, t->user);
+        memcpy(ik + ikl, t->key.ptr, t->key.len);
+        ikl += t->key.len;
+        if ((rc = note(q, hsq_store_del(q->st, HSQ_DB_IDEM, ik, ikl))) != 0)
+            return rc;
+    }
+    sc->outputs += t->n_outputs;
+    t->n_outputs = 0;
+    t->key.len = 0;
+    t->prompt.len = 0;
+    t->stage.len = 0;
+    t->err_msg.len = 0; /* may name the user's files */
+    t->settings.len = 0;
+    t->info.len = 0;
+    for (uint32_t i = 0; i < t->n_inputs; i++)
+        t->inputs[i].name.len = 0;
+    set_state(q, t, HSQ_STATE_EXPIRED);
+    t->expires_ms = q->now + (int64_t)q->conf.retention_tombstone_ms;
+    rc = expiry_add(q, t->expires_ms, t->id, EXP_TOMB);
+    if (rc == 0)
+        rc = save_task(q, t);
+    if (rc == 0) {
+        sc->tasks++;
+        changed(q, t);
+    }
+    return rc;
+}
+
+static int destroy_task(hsq_queue *q, hsq_task *t, hsq_sweep_counts *sc) {
+    uint8_t k[8], hk[1 + HSQ_MAX_USER_LEN + 8];
+    task_key(k, t->id);
+    size_t hl = user_key(hk, t->user);
+    hsq_be64(hk + hl, t->id);
+    int rc = note(q, hsq_store_del(q->st, HSQ_DB_HISTORY, hk, hl + 8));
+    if (rc == 0)
+        rc = note(q, hsq_store_del(q->st, HSQ_DB_TASKS, k, sizeof k));
+    if (rc == 0) {
+        if (q->counts.expired > 0)
+            q->counts.expired--;
+        q->meta_dirty = 1;
+        sc->tombstones++;
+    }
+    return rc;
+}
+
+/* Handle one due index entry. Entries whose date no longer matches the
+ * task's are stale (the task moved on) and are simply dropped. */
+static int sweep_entry(hsq_queue *q, uint64_t id, int64_t at, uint8_t kind, int dry,
+                       hsq_sweep_counts *sc) {
+    hsq_task t;
+    int rc = load_task(q, id, &t);
+    if (rc == HSQ_ENOTFOUND)
+        return 0;
+    if (rc != 0)
+        return rc;
+    switch (kind) {
+    case EXP_INPUTS:
+    case EXP_REFS:
+        if (at != (kind == EXP_INPUTS ? t.inputs_expire_ms : t.refs_expire_ms))
+            return 0;
+        if (!hsq_state_is_terminal(t.state)) {
+            /* Outlived retention_pending without running. */
+            sc->cancelled++;
+            return dry ? 0
+                       : cancel_task(q, &t, HSQ_ECANCELLED,
+                                     HSQ_STR_LIT("expired before it could run"));
+        }
+        if (dry) {
+            for (uint32_t i = 0; i < t.n_inputs; i++)
+                if (t.inputs[i].where != HSQ_IN_GONE &&
+                    is_reference(&t.inputs[i]) == (kind == EXP_REFS)) {
+                    sc->inputs++;
+                    sc->bytes += t.inputs[i].size;
+                }
+            return 0;
+        }
+        rc = delete_inputs(q, &t, kind == EXP_REFS, sc);
+        return rc == 0 ? save_task(q, &t) : rc;
+    case EXP_TASK:
+        if (at != t.expires_ms || t.state == HSQ_STATE_EXPIRED)
+            return 0;
+        if (dry) {
+            sc->tasks++;
+            sc->outputs += t.n_outputs;
+            for (uint32_t i = 0; i < t.n_outputs; i++)
+                sc->bytes += t.outputs[i].size;
+            return 0;
+        }
+        return make_tombstone(q, &t, sc);
+    case EXP_TOMB:
+        if (at != t.expires_ms || t.state != HSQ_STATE_EXPIRED)
+            return 0;
+        if (dry) {
+            sc->tombstones++;
+            return 0;
+        }
+        return destroy_task(q, &t, sc);
+    default:
+        return 0;
+    }
+}
+
+/* Work through due entries, at most `budget` of them. A blob store error
+ * (not LMDB) leaves the entry for the next pass a minute later. Returns the
+ * number of entries handled. */
+static uint32_t sweep(hsq_queue *q, uint32_t budget, int dry, hsq_sweep_counts *sc) {
+    uint32_t done = 0;
+    uint8_t from[17] = {0};
+    while (done < budget && q->turn_err == 0) {
+        hsq_cursor *cur;
+        if (note(q, hsq_cursor_open(q->st, HSQ_DB_EXPIRY, &cur)) != 0)
+            break;
+        hsq_bytes k = {from, sizeof from};
+        int rc = hsq_cursor_get(cur, HSQ_CUR_SET_RANGE, &k, NULL);
+        uint8_t key[17];
+        int ok = rc == 0 && k.len == 17;
+        if (ok)
+            memcpy(key, k.ptr, 17);
+        hsq_cursor_close(&cur);
+        if (!ok || (int64_t)hsq_rd_be64(key) > q->now)
+            break;
+        int64_t at = (int64_t)hsq_rd_be64(key);
+        uint64_t id = hsq_rd_be64(key + 8);
+        if (dry) {
+            /* Leave the index alone: step past this entry. */
+            memcpy(from, key, 17);
+            for (int i = 16; i >= 0 && ++from[i] == 0; i--)
+                ;
+        } else if (note(q, hsq_store_del(q->st, HSQ_DB_EXPIRY, key, 17)) != 0) {
+            break;
+        }
+        rc = sweep_entry(q, id, at, key[16], dry, sc);
+        if (rc != 0 && q->turn_err == 0) {
+            /* The blob store failed (EIO, permissions): try again later. */
+            sc->errors++;
+            expiry_add(q, q->now + 60000, id, key[16]);
+            if (key[16] != EXP_TOMB) {
+                hsq_task t;
+                if (load_task(q, id, &t) == 0) {
+                    if (key[16] == EXP_INPUTS)
+                        t.inputs_expire_ms = q->now + 60000;
+                    else if (key[16] == EXP_REFS)
+                        t.refs_expire_ms = q->now + 60000;
+                    else
+                        t.expires_ms = q->now + 60000;
+                    save_task(q, &t);
+                }
+            }
+        }
+        done++;
+    }
+    if (!dry) {
+        q->swept.inputs += sc->inputs;
+        q->swept.outputs += sc->outputs;
+        q->swept.tasks += sc->tasks;
+        q->swept.tombstones += sc->tombstones;
+        q->swept.cancelled += sc->cancelled;
+        q->swept.bytes += sc->bytes;
+        q->swept.errors += sc->errors;
+    }
+    return done;
+}
+
 /* Earliest lease deadline or backoff end, read inside the turn. */
 static int64_t first_store_deadline(hsq_queue *q) {
     int64_t t = INT64_MAX;
-    hsq_db dbs[2] = {HSQ_DB_LEASES, HSQ_DB_DELAYED};
-    for (int i = 0; i < 2; i++) {
+    hsq_db dbs[3] = {HSQ_DB_LEASES, HSQ_DB_DELAYED, HSQ_DB_EXPIRY};
+    for (int i = 0; i < 3; i++) {
         hsq_cursor *cur;
         if (hsq_cursor_open(q->st, dbs[i], &cur) != 0)
             continue;
         hsq_bytes k;
-        if (hsq_cursor_get(cur, HSQ_CUR_FIRST, &k, NULL) == 0 && k.len == 16) {
+        if (hsq_cursor_get(cur, HSQ_CUR_FIRST, &k, NULL) == 0 && k.len >= 16) {
             int64_t at = (int64_t)hsq_rd_be64(k.ptr);
             if (at < t)
                 t = at;
@@ -1679,6 +1956,11 @@ int hsq_queue_end_turn(hsq_queue *q) {
         }
         expire_parked_and_waits(q);
         workers_expire(q);
+        if (q->conf.sweep_batch > 0) {
+            hsq_sweep_counts sc;
+            memset(&sc, 0, sizeof sc);
+            sweep(q, (uint32_t)q->conf.sweep_batch, 0, &sc);
+        }
         if (q->meta_dirty)
             save_meta(q);
         q->store_deadline = first_store_deadline(q);

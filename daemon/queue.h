@@ -52,6 +52,10 @@ typedef struct {
     uint64_t retention_outputs_ms; /* outputs and metadata after success */
     uint64_t retention_uploads_ms; /* uploads after the task ends */
     uint64_t retention_failed_ms;  /* inputs of failed or cancelled tasks */
+    uint64_t retention_references_ms; /* clothing/background references after success */
+    uint64_t retention_pending_ms; /* a task not finished by then is cancelled, inputs deleted */
+    uint64_t retention_tombstone_ms; /* tombstones (no images, no prompt) after outputs expire */
+    uint64_t sweep_batch;          /* expiry entries handled per loop turn (0 = sweeper off) */
     uint64_t map_max_bytes;        /* the map may grow up to this */
 } hsq_queue_conf;
 
@@ -89,6 +93,17 @@ typedef struct {
 } hsq_out;
 
 typedef struct hsq_queue hsq_queue;
+
+/* What a sweep removed (or, for a dry run, would remove). */
+typedef struct {
+    uint64_t inputs;     /* uploaded photos and references */
+    uint64_t outputs;    /* generated images */
+    uint64_t tasks;      /* tasks reduced to tombstones */
+    uint64_t tombstones; /* tombstones deleted */
+    uint64_t cancelled;  /* unfinished tasks past retention_pending */
+    uint64_t bytes;      /* bytes freed */
+    uint64_t errors;     /* blob store failures (retried a minute later) */
+} hsq_sweep_counts;
 
 /* Create the core over an open store and blob store (both borrowed: they
  * must outlive the queue). Loads counters from the store.

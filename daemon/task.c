@@ -36,6 +36,7 @@ void hsq_task_encode(const hsq_task *t, hsq_wbuf *b) {
     put_u64(b, (uint64_t)t->updated_ms);
     put_u64(b, (uint64_t)t->expires_ms);
     put_u64(b, (uint64_t)t->inputs_expire_ms);
+    put_u64(b, (uint64_t)t->refs_expire_ms);
     put_u64(b, (uint64_t)t->not_before_ms);
     put_u64(b, (uint64_t)t->deadline_ms);
     put_u64(b, t->token);
@@ -140,6 +141,7 @@ int hsq_task_decode(const void *buf, size_t len, hsq_task *t) {
     t->updated_ms = (int64_t)get_u64(&r);
     t->expires_ms = (int64_t)get_u64(&r);
     t->inputs_expire_ms = (int64_t)get_u64(&r);
+    t->refs_expire_ms = (int64_t)get_u64(&r);
     t->not_before_ms = (int64_t)get_u64(&r);
     t->deadline_ms = (int64_t)get_u64(&r);
     t->token = get_u64(&r);

@@ -20,7 +20,7 @@
 #define HSQ_TASK_RECORD_VERSION 1
 
 /* Where an input's bytes live. */
-enum { HSQ_IN_INLINE = 0, HSQ_IN_BLOB = 1 };
+enum { HSQ_IN_INLINE = 0, HSQ_IN_BLOB = 1, HSQ_IN_GONE = 2 /* deleted by retention */ };
 
 typedef struct {
     hsq_str kind;
@@ -39,7 +39,8 @@ typedef struct {
     int64_t created_ms;
     int64_t updated_ms;
     int64_t expires_ms;     /* outputs and metadata deletion (0 = not terminal yet) */
-    int64_t inputs_expire_ms; /* upload deletion (0 = not terminal yet) */
+    int64_t inputs_expire_ms; /* portrait deletion (retention_pending until terminal) */
+    int64_t refs_expire_ms;   /* clothing/background reference deletion */
     int64_t not_before_ms;  /* retry backoff: not dispatched before (queued only) */
     int64_t deadline_ms;    /* lease deadline (leased only) */
     uint64_t token;         /* current fencing token (leased only; 0 otherwise) */

@@ -264,6 +264,10 @@ static void fresh(void) {
         .retention_outputs_ms = 30ll * 86400000,
         .retention_uploads_ms = 7ll * 86400000,
         .retention_failed_ms = 86400000,
+        .retention_references_ms = 86400000,
+        .retention_pending_ms = 7ll * 86400000,
+        .retention_tombstone_ms = 365ll * 86400000,
+        .sweep_batch = 64,
         .map_max_bytes = 64ull << 20,
     };
     open_all();
@@ -739,6 +743,120 @@ static void test_roles(void) {
     feed_role = HSQ_ROLE_ANY;
 }
 
+static int blob_exists(const char *user, uint64_t id, const char *name) {
+    char prefix[HSQ_BLOB_PREFIX_LEN + 1], key[300];
+    hsq_blob_user_prefix(bl, user, strlen(user), prefix);
+    snprintf(key, sizeof key, "%s%llu/%s", prefix, (unsigned long long)id, name);
+    uint64_t size;
+    return hsq_blob_size(bl, key, &size) == 0;
+}
+
+static int inline_exists(uint64_t id, uint8_t idx) {
+    uint8_t k[9];
+    hsq_be64(k, id);
+    k[8] = idx;
+    HSQ_OK(hsq_store_begin(st, 1));
+    hsq_bytes v;
+    int rc = hsq_store_get(st, HSQ_DB_INPUTS, k, sizeof k, &v);
+    hsq_store_abort(st);
+    return rc == 0;
+}
+
+static void tick_at(int64_t t) {
+    now = t;
+    begin();
+    turn();
+}
+
+/* Each retention class expires at its time and not a millisecond before. */
+static void test_retention_classes(void) {
+    fresh();
+    static uint8_t big[4000];
+    memset(big, 3, sizeof big);
+    hsq_wire_msg m;
+    memset(&m, 0, sizeof m);
+    m.op = HSQ_OP_SUBMIT;
+    m.rid = rid_seq++;
+    m.req.submit.user = HSQ_STR_LIT("tess");
+    m.req.submit.key = HSQ_STR_LIT("order-9");
+    m.req.submit.prio = HSQ_PRIO_NORMAL;
+    m.req.submit.prompt = HSQ_STR_LIT("navy suit, grey backdrop");
+    m.req.submit.n_inputs = 2;
+    m.req.submit.inputs[0].kind = HSQ_STR_LIT("portrait");
+    m.req.submit.inputs[0].frame = 0;
+    m.req.submit.inputs[1].kind = HSQ_STR_LIT("clothing");
+    m.req.submit.inputs[1].frame = 1;
+    m.req.submit.n_outputs = 1;
+    m.req.submit.outputs[0].width = 8;
+    m.req.submit.outputs[0].height = 8;
+    m.req.submit.outputs[0].format = HSQ_FMT_JPEG;
+    hsq_bytes f[2] = {{big, sizeof big}, {tiny, sizeof tiny}};
+    begin();
+    feed(HSQ_SOCK_CLIENT, "web", &m, f, 2);
+    turn();
+    uint64_t id = reply_to(m.rid)->m.rep.submit.task;
+    HSQ_ASSERT(blob_exists("tess", id, "in-0")); /* large: blob store */
+    HSQ_ASSERT(inline_exists(id, 1));            /* small: inline */
+    uint64_t tok;
+    HSQ_ASSERT_U64_EQ(lease1("w1", &tok), id);
+    HSQ_ASSERT_EQ(done("w1", id, tok, "tess")->m.kind, HSQ_KIND_REPLY);
+    int64_t end = now;
+    const int64_t day = 86400000;
+
+    tick_at(end + day - 1);
+    HSQ_ASSERT(inline_exists(id, 1));
+    tick_at(end + day); /* references: 1 day */
+    HSQ_ASSERT(!inline_exists(id, 1));
+    HSQ_ASSERT(blob_exists("tess", id, "in-0"));
+    tick_at(end + 7 * day - 1);
+    HSQ_ASSERT(blob_exists("tess", id, "in-0"));
+    tick_at(end + 7 * day); /* uploads: 7 days */
+    HSQ_ASSERT(!blob_exists("tess", id, "in-0"));
+    HSQ_ASSERT(blob_exists("tess", id, "out-0.jpg"));
+    HSQ_ASSERT_EQ(task_op(HSQ_OP_RESULT, id, "tess")->m.kind, HSQ_KIND_REPLY);
+
+    /* The wall clock steps back ten days: nothing comes back, nothing
+     * expires early. */
+    tick_at(end + 7 * day - 10 * day);
+    HSQ_ASSERT(blob_exists("tess", id, "out-0.jpg"));
+
+    tick_at(end + 30 * day - 1);
+    HSQ_ASSERT(blob_exists("tess", id, "out-0.jpg"));
+    tick_at(end + 30 * day); /* outputs: 30 days -> tombstone */
+    HSQ_ASSERT(!blob_exists("tess", id, "out-0.jpg"));
+    captured *r = task_op(HSQ_OP_STATUS, id, "tess");
+    HSQ_ASSERT_EQ(r->m.rep.task.task.state, HSQ_STATE_EXPIRED);
+    HSQ_ASSERT_EQ(r->m.rep.task.task.n_outputs, 0);
+    HSQ_ASSERT_EQ(r->m.rep.task.task.key.len, 0);
+    HSQ_ASSERT_EQ(task_op(HSQ_OP_RESULT, id, "tess")->m.rep.error.code, HSQ_ECONFLICT);
+    /* The idempotency key is gone with the personal data: a new task. */
+    HSQ_ASSERT(submit("tess", "order-9") != (int64_t)id);
+
+    tick_at(end + 30 * day + 365 * day - 1);
+    HSQ_ASSERT_EQ(task_op(HSQ_OP_STATUS, id, NULL)->m.kind, HSQ_KIND_REPLY);
+    tick_at(end + 30 * day + 365 * day); /* tombstone: 1 year */
+    HSQ_ASSERT_EQ(task_op(HSQ_OP_STATUS, id, NULL)->m.rep.error.code, HSQ_ENOTFOUND);
+}
+
+/* A task that never ran is cancelled at retention_pending, and its inputs
+ * then follow the failed-task class. */
+static void test_retention_pending(void) {
+    fresh();
+    int64_t id = submit("uma", NULL);
+    int64_t t0 = now;
+    const int64_t day = 86400000;
+    tick_at(t0 + 7 * day - 1);
+    HSQ_ASSERT_EQ(state_of((uint64_t)id), HSQ_STATE_QUEUED);
+    tick_at(t0 + 7 * day);
+    captured *r = task_op(HSQ_OP_STATUS, (uint64_t)id, NULL);
+    HSQ_ASSERT_EQ(r->m.rep.task.task.state, HSQ_STATE_CANCELLED);
+    HSQ_ASSERT_VIEW_EQ(r->m.rep.task.task.err_msg, "expired before it could run");
+    HSQ_ASSERT(inline_exists((uint64_t)id, 0));
+    tick_at(t0 + 8 * day); /* failed inputs: 1 day */
+    HSQ_ASSERT(!inline_exists((uint64_t)id, 0));
+    HSQ_ASSERT_EQ(lease1("w1", NULL), 0);
+}
+
 static void test_stats(void) {
     fresh();
     int64_t t0 = now;
@@ -780,6 +898,8 @@ int main(void) {
     test_stats();
     test_lease_size_budget();
     test_roles();
+    test_retention_classes();
+    test_retention_pending();
     close_all();
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
