@@ -48,6 +48,7 @@ typedef struct {
     uint64_t retention_pending_ms;
     uint64_t retention_tombstone_ms;
     uint64_t sweep_batch;
+    uint64_t retention_audit_ms;
 } daemon_conf;
 
 #define F(x) offsetof(daemon_conf, x)
@@ -92,6 +93,8 @@ static const hsq_conf_item items[] = {
      "a task not finished this long after its submit is cancelled and its inputs deleted"},
     {"retention_tombstone", HSQ_CONF_MS, F(retention_tombstone_ms), 0, 36500 * DAY,
      "keep tombstones (id, user, state, dates; no images, no prompt) after outputs expire"},
+    {"retention_audit", HSQ_CONF_MS, F(retention_audit_ms), DAY, 36500 * DAY,
+     "keep audit log lines (no personal data) this long"},
     {"sweep_batch", HSQ_CONF_U64, F(sweep_batch), 0, 100000,
      "expired entries the sweeper handles per loop turn (0 = off)"},
 };
@@ -124,6 +127,7 @@ static void defaults(daemon_conf *c) {
     c->retention_pending_ms = 7 * DAY;
     c->retention_tombstone_ms = 365 * DAY;
     c->sweep_batch = 64;
+    c->retention_audit_ms = 730 * DAY;
 }
 
 static void usage(FILE *f) {
@@ -251,6 +255,7 @@ int main(int argc, char **argv) {
         .retention_pending_ms = c.retention_pending_ms,
         .retention_tombstone_ms = c.retention_tombstone_ms,
         .sweep_batch = c.sweep_batch,
+        .retention_audit_ms = c.retention_audit_ms,
         .map_max_bytes = c.map_max,
     };
     rc = hsq_queue_new(&q, st, blob, &qc, hsq_clock_wall_ms());

@@ -6,6 +6,7 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <sodium.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -106,6 +107,20 @@ struct hsq_queue {
 
     int64_t store_deadline; /* first lease deadline, backoff end or expiry, as of the last turn */
     hsq_sweep_counts swept; /* since start */
+
+    /* erasures: requests wait for the ledger commit, then a later turn
+     * erases (see h_erase) */
+    struct erase_wait {
+        uint8_t peer[HSQ_PEER_MAX];
+        size_t peer_len;
+        uint64_t rid;
+        char user[HSQ_MAX_USER_LEN + 1];
+    } *erase_waits;
+    size_t n_erase_waits, cap_erase_waits;
+    int ledger_pending;    /* ledger entries may exist: erase them next turn */
+    int ledger_added;      /* an entry was added this turn: not before it commits */
+    uint8_t audit_key[32]; /* keyed hash of user ids in the audit log */
+    uint64_t audit_seq;
     hsq_wbuf scratch;
 };
 
@@ -1312,6 +1327,370 @@ static void h_fail(req_ctx *c) {
     reply_empty(c);
 }
 
+
+/* ---- audit log ---- */
+
+/* Hex of the keyed hash of a user id under the audit key (a different key
+ * from the blob store's, so the audit log cannot be joined to paths). */
+static void audit_subject(hsq_queue *q, hsq_str user, char out[33]) {
+    uint8_t h[16];
+    crypto_generichash(h, sizeof h, (const uint8_t *)user.ptr, user.len, q->audit_key,
+                       sizeof q->audit_key);
+    hsq_hex(h, sizeof h, out);
+}
+
+static void audit(hsq_queue *q, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void audit(hsq_queue *q, const char *fmt, ...) {
+    char line[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    uint8_t k[16];
+    hsq_be64(k, (uint64_t)q->now);
+    hsq_be64(k + 8, q->audit_seq++);
+    note(q, hsq_store_put(q->st, HSQ_DB_AUDIT, k, sizeof k, line,
+                          (size_t)n < sizeof line ? (size_t)n : sizeof line - 1));
+}
+
+/* Audit lines older than retention_audit go, a bounded number per turn. */
+static void sweep_audit(hsq_queue *q, uint32_t budget) {
+    int64_t cut = q->now - (int64_t)q->conf.retention_audit_ms;
+    while (budget-- > 0 && q->turn_err == 0) {
+        hsq_cursor *cur;
+        if (note(q, hsq_cursor_open(q->st, HSQ_DB_AUDIT, &cur)) != 0)
+            return;
+        hsq_bytes k;
+        int rc = hsq_cursor_get(cur, HSQ_CUR_FIRST, &k, NULL);
+        int due = rc == 0 && k.len == 16 && (int64_t)hsq_rd_be64(k.ptr) < cut;
+        if (due)
+            note(q, hsq_cursor_del(cur));
+        hsq_cursor_close(&cur);
+        if (!due)
+            return;
+    }
+}
+
+/* ---- purge ---- */
+
+static uint32_t sweep(hsq_queue *q, uint32_t budget, int dry, hsq_sweep_counts *sc);
+
+static void h_purge(req_ctx *c) {
+    hsq_queue *q = c->q;
+    const hsq_req_purge *r = &c->m->req.purge;
+    hsq_sweep_counts sc;
+    memset(&sc, 0, sizeof sc);
+    uint32_t limit = r->limit ? r->limit : 100000;
+    uint32_t n = sweep(q, limit, r->dry_run, &sc);
+    if (q->turn_err) {
+        fail_store(c, q->turn_err);
+        return;
+    }
+    if (!r->dry_run && n > 0)
+        audit(q,
+              "op=purge inputs=%" PRIu64 " outputs=%" PRIu64 " tasks=%" PRIu64
+              " tombstones=%" PRIu64 " cancelled=%" PRIu64 " bytes=%" PRIu64,
+              sc.inputs, sc.outputs, sc.tasks, sc.tombstones, sc.cancelled, sc.bytes);
+    hsq_wire_msg m;
+    memset(&m, 0, sizeof m);
+    m.op = HSQ_OP_PURGE;
+    m.rid = c->m->rid;
+    hsq_rep_purge *p = &m.rep.purge;
+    p->dry_run = r->dry_run;
+    p->more = n == limit;
+    p->inputs = sc.inputs;
+    p->outputs = sc.outputs;
+    p->tasks = sc.tasks;
+    p->tombstones = sc.tombstones;
+    p->cancelled = sc.cancelled;
+    p->bytes = sc.bytes;
+    p->errors = sc.errors;
+    reply(q, c->sock, c->peer, c->plen, &m);
+}
+
+/* ---- erase-user ----
+ *
+ * Two steps, two commits. The request records the user in the ledger and
+ * waits; the ledger entry reaches the disk with the turn. A later turn
+ * deletes the user's files, then every record, index entry and counter of
+ * theirs together with the ledger entry, and answers with a receipt. A crash
+ * anywhere leaves the ledger entry, and the first turn after a restart
+ * finishes the erasure; running it twice is harmless. */
+
+static void h_erase(req_ctx *c) {
+    hsq_queue *q = c->q;
+    hsq_str user = c->m->req.erase.user;
+    uint8_t k[1 + HSQ_MAX_USER_LEN];
+    size_t kl = user_key(k, user);
+    hsq_bytes v;
+    int rc = hsq_store_get(q->st, HSQ_DB_LEDGER, k, kl, &v);
+    if (rc == HSQ_ENOTFOUND) {
+        uint8_t at[8];
+        hsq_be64(at, (uint64_t)q->now);
+        rc = note(q, hsq_store_put(q->st, HSQ_DB_LEDGER, k, kl, at, sizeof at));
+        q->ledger_added = 1;
+    }
+    if (rc != 0) {
+        fail_store(c, note(q, rc));
+        return;
+    }
+    if (q->n_erase_waits == q->cap_erase_waits) {
+        q->cap_erase_waits = q->cap_erase_waits ? q->cap_erase_waits * 2 : 8;
+        q->erase_waits = hsq_xrealloc(q->erase_waits, q->cap_erase_waits * sizeof *q->erase_waits);
+    }
+    struct erase_wait *w = &q->erase_waits[q->n_erase_waits++];
+    memcpy(w->peer, c->peer, c->plen);
+    w->peer_len = c->plen;
+    w->rid = c->m->rid;
+    memcpy(w->user, user.ptr, user.len);
+    w->user[user.len] = '\0';
+    q->ledger_pending = 1;
+}
+
+/* Remove one task of an erased user: indexes, inline inputs, idempotency
+ * key, record, history; tell its worker to stop. */
+static int erase_task(hsq_queue *q, hsq_task *t, uint64_t *active) {
+    int rc = 0;
+    if (t->state == HSQ_STATE_QUEUED) {
+        rc = t->not_before_ms > 0 ? delayed_del(q, t) : pending_del(q, t);
+        if (t->not_before_ms > 0 && q->counts.delayed > 0)
+            q->counts.delayed--;
+        (*active)++;
+    } else if (t->state == HSQ_STATE_LEASED) {
+        hsq_wire_msg m;
+        memset(&m, 0, sizeof m);
+        m.v = HSQ_WIRE_VERSION;
+        m.kind = HSQ_KIND_REQUEST;
+        m.op = HSQ_OP_ABORT;
+        m.req.abort.task = t->id;
+        m.req.abort.token = t->token;
+        hsq_out *o = out_push(q, HSQ_SOCK_WORKER, (const uint8_t *)t->worker.ptr, t->worker.len);
+        o->op = HSQ_OP_ABORT;
+        if (hsq_wire_encode(&m, &o->meta) != 0)
+            q->n_out--;
+        rc = unlease(q, t);
+        (*active)++;
+    }
+    if (t->dead && q->counts.dead > 0)
+        q->counts.dead--;
+    uint64_t *cnt = state_count(q, t->state);
+    if (*cnt > 0)
+        (*cnt)--;
+    if (t->state == HSQ_STATE_QUEUED && q->counts.queued_by_prio[t->prio] > 0)
+        q->counts.queued_by_prio[t->prio]--;
+    q->meta_dirty = 1;
+    for (uint32_t i = 0; rc == 0 && i < t->n_inputs; i++) {
+        uint8_t k[9];
+        hsq_be64(k, t->id);
+        k[8] = (uint8_t)i;
+        rc = note(q, hsq_store_del(q->st, HSQ_DB_INPUTS, k, sizeof k));
+    }
+    if (rc == 0 && t->key.len) {
+        uint8_t ik[2 + 2 * HSQ_MAX_USER_LEN];
+        size_t ikl = user_key(ik, t->user);
+        memcpy(ik + ikl, t->key.ptr, t->key.len);
+        rc = note(q, hsq_store_del(q->st, HSQ_DB_IDEM, ik, ikl + t->key.len));
+    }
+    uint8_t tk[8];
+    task_key(tk, t->id);
+    if (rc == 0)
+        rc = note(q, hsq_store_del(q->st, HSQ_DB_TASKS, tk, sizeof tk));
+    return rc;
+}
+
+static int erase_user_now(hsq_queue *q, hsq_str user, hsq_rep_erase *out) {
+    memset(out, 0, sizeof out[0]);
+    char prefix[HSQ_BLOB_PREFIX_LEN + 1];
+    hsq_blob_user_prefix(q->blob, user.ptr, user.len, prefix);
+    /* Files first: a crash after this leaves the ledger entry to redo it. */
+    int rc = hsq_blob_delete_prefix(q->blob, prefix, &out->bytes);
+    if (rc != 0)
+        return rc;
+    uint8_t k[1 + HSQ_MAX_USER_LEN + 8];
+    size_t ul = user_key(k, user);
+    /* History holds every task the user has: walk it, deleting as we go. */
+    for (;;) {
+        hsq_cursor *cur;
+        if ((rc = note(q, hsq_cursor_open(q->st, HSQ_DB_HISTORY, &cur))) != 0)
+            return rc;
+        memset(k + ul, 0, 8);
+        hsq_bytes key = {k, ul + 8};
+        rc = hsq_cursor_get(cur, HSQ_CUR_SET_RANGE, &key, NULL);
+        uint64_t id = 0;
+        int mine = rc == 0 && key.len == ul + 8 && memcmp(key.ptr, k, ul) == 0;
+        if (mine) {
+            id = hsq_rd_be64(key.ptr + ul);
+            rc = note(q, hsq_cursor_del(cur));
+        }
+        hsq_cursor_close(&cur);
+        if (!mine)
+            break;
+        if (rc != 0)
+            return rc;
+        hsq_task t;
+        rc = load_task(q, id, &t);
+        if (rc == HSQ_ENOTFOUND)
+            continue;
+        if (rc == 0)
+            rc = erase_task(q, &t, &out->active);
+        if (rc != 0)
+            return rc;
+        out->tasks++;
+    }
+    if ((rc = note(q, hsq_store_del(q->st, HSQ_DB_USERS, k, ul))) != 0)
+        return rc;
+    if ((rc = note(q, hsq_store_del(q->st, HSQ_DB_LEDGER, k, ul))) != 0)
+        return rc;
+    out->at_ms = q->now;
+    char subject[33];
+    audit_subject(q, user, subject);
+    audit(q,
+          "op=erase_user subject=%s tasks=%" PRIu64 " active=%" PRIu64 " bytes=%" PRIu64,
+          subject, out->tasks, out->active, out->bytes);
+    return q->turn_err;
+}
+
+/* Finish every erasure in the ledger (bounded: a few users per turn). */
+static void process_ledger(hsq_queue *q) {
+    if (!q->ledger_pending || q->ledger_added)
+        return;
+    for (int budget = 4; budget > 0 && q->turn_err == 0; budget--) {
+        hsq_cursor *cur;
+        if (note(q, hsq_cursor_open(q->st, HSQ_DB_LEDGER, &cur)) != 0)
+            return;
+        hsq_bytes k;
+        int rc = hsq_cursor_get(cur, HSQ_CUR_FIRST, &k, NULL);
+        char user[HSQ_MAX_USER_LEN + 1];
+        size_t ulen = 0;
+        if (rc == 0 && k.len >= 1 && k.len == 1u + k.ptr[0] && k.ptr[0] <= HSQ_MAX_USER_LEN) {
+            ulen = k.ptr[0];
+            memcpy(user, k.ptr + 1, ulen);
+        }
+        hsq_cursor_close(&cur);
+        if (rc != 0) {
+            q->ledger_pending = 0;
+            return;
+        }
+        user[ulen] = '\0';
+        hsq_str u = {user, ulen};
+        hsq_rep_erase rec;
+        rc = erase_user_now(q, u, &rec);
+        char subject[33];
+        audit_subject(q, u, subject);
+        /* Answer everyone who asked for this user. */
+        size_t j = 0;
+        for (size_t i = 0; i < q->n_erase_waits; i++) {
+            struct erase_wait *w = &q->erase_waits[i];
+            if (strcmp(w->user, user) != 0) {
+                q->erase_waits[j++] = *w;
+                continue;
+            }
+            if (rc != 0) {
+                reply_error(q, HSQ_SOCK_CLIENT, w->peer, w->peer_len, HSQ_OP_ERASE, w->rid,
+                            rc == HSQ_EDISKFULL ? HSQ_EDISKFULL : HSQ_EUNAVAIL,
+                            "erasure could not finish (%s); it will complete automatically",
+                            hsq_strerror(rc));
+                continue;
+            }
+            hsq_wire_msg m;
+            memset(&m, 0, sizeof m);
+            m.op = HSQ_OP_ERASE;
+            m.rid = w->rid;
+            m.rep.erase = rec;
+            m.rep.erase.subject = hsq_str_c(subject);
+            reply(q, HSQ_SOCK_CLIENT, w->peer, w->peer_len, &m);
+        }
+        q->n_erase_waits = j;
+        if (rc != 0)
+            return; /* a blob error: the ledger entry stays, retried next turn */
+    }
+}
+
+/* ---- export-user ---- */
+
+static void h_export(req_ctx *c) {
+    hsq_queue *q = c->q;
+    const hsq_req_export *r = &c->m->req.export_;
+    uint8_t k[1 + HSQ_MAX_USER_LEN + 8];
+    size_t ul = user_key(k, r->user);
+    hsq_be64(k + ul, r->after + 1);
+    hsq_cursor *cur;
+    int rc = note(q, hsq_cursor_open(q->st, HSQ_DB_HISTORY, &cur));
+    if (rc != 0) {
+        fail_store(c, rc);
+        return;
+    }
+    hsq_bytes key = {k, ul + 8};
+    uint64_t ids[2] = {0, 0};
+    int n = 0;
+    rc = hsq_cursor_get(cur, HSQ_CUR_SET_RANGE, &key, NULL);
+    while (rc == 0 && n < 2 && key.len == ul + 8 && memcmp(key.ptr, k, ul) == 0) {
+        ids[n++] = hsq_rd_be64(key.ptr + ul);
+        rc = hsq_cursor_get(cur, HSQ_CUR_NEXT, &key, NULL);
+    }
+    hsq_cursor_close(&cur);
+    hsq_wire_msg m;
+    memset(&m, 0, sizeof m);
+    m.op = HSQ_OP_EXPORT;
+    m.rid = c->m->rid;
+    hsq_rep_export *e = &m.rep.export_;
+    hsq_task t;
+    if (n == 0 || load_task(q, ids[0], &t) != 0) {
+        reply(q, c->sock, c->peer, c->plen, &m); /* has_task = 0: done */
+        return;
+    }
+    e->has_task = 1;
+    e->next = n == 2 ? ids[0] : 0;
+    hsq_task_to_wire(&t, &e->task);
+    e->prompt = t.prompt;
+    e->n_inputs = t.n_inputs;
+    /* Frames: each input still stored, then each output still stored. */
+    uint8_t *data[HSQ_MAX_INPUTS + HSQ_MAX_OUTPUTS];
+    size_t lens[HSQ_MAX_INPUTS + HSQ_MAX_OUTPUTS];
+    uint32_t nf = 0;
+    for (uint32_t i = 0; i < t.n_inputs; i++) {
+        hsq_wire_input *in = &e->inputs[i];
+        in->kind = t.inputs[i].kind;
+        in->name = t.inputs[i].name;
+        in->size = t.inputs[i].size;
+        in->frame = HSQ_NO_FRAME;
+        if (t.inputs[i].where == HSQ_IN_INLINE) {
+            uint8_t ik[9];
+            hsq_be64(ik, t.id);
+            ik[8] = (uint8_t)i;
+            hsq_bytes v;
+            if (hsq_store_get(q->st, HSQ_DB_INPUTS, ik, sizeof ik, &v) == 0) {
+                data[nf] = hsq_xmalloc(v.len);
+                memcpy(data[nf], v.ptr, v.len);
+                lens[nf] = v.len;
+                in->frame = nf++;
+            }
+        } else if (t.inputs[i].where == HSQ_IN_BLOB) {
+            char bk[HSQ_BLOB_KEY_MAX + 1];
+            snprintf(bk, sizeof bk, "%.*s", (int)t.inputs[i].key.len, t.inputs[i].key.ptr);
+            if (hsq_blob_get(q->blob, bk, q->conf.max_frame_bytes, &data[nf], &lens[nf]) == 0)
+                in->frame = nf++;
+        }
+    }
+    for (uint32_t i = 0; i < t.n_outputs; i++) {
+        char bk[HSQ_BLOB_KEY_MAX + 1];
+        snprintf(bk, sizeof bk, "%.*s", (int)t.outputs[i].key.len, t.outputs[i].key.ptr);
+        e->out_frames[i] = HSQ_NO_FRAME;
+        if (hsq_blob_get(q->blob, bk, q->conf.max_frame_bytes * 4, &data[nf], &lens[nf]) == 0)
+            e->out_frames[i] = nf++;
+    }
+    hsq_out *o = reply(q, c->sock, c->peer, c->plen, &m);
+    o->frames = hsq_xcalloc(nf ? nf : 1, sizeof *o->frames);
+    for (uint32_t i = 0; i < nf; i++) {
+        o->frames[i].ptr = data[i];
+        o->frames[i].len = lens[i];
+    }
+    o->nframes = nf;
+}
+
 typedef void (*handler)(req_ctx *);
 
 #define R(r) (1u << (r))
@@ -1338,6 +1717,9 @@ static const struct {
     [HSQ_OP_PROGRESS] = {h_progress, HSQ_SOCK_WORKER, WORKERS},
     [HSQ_OP_DONE] = {h_done, HSQ_SOCK_WORKER, WORKERS},
     [HSQ_OP_FAIL] = {h_fail, HSQ_SOCK_WORKER, WORKERS},
+    [HSQ_OP_PURGE] = {h_purge, HSQ_SOCK_CLIENT, OPS},
+    [HSQ_OP_ERASE] = {h_erase, HSQ_SOCK_CLIENT, OPS},
+    [HSQ_OP_EXPORT] = {h_export, HSQ_SOCK_CLIENT, OPS},
 };
 
 static const char *const role_names[] = {"any", "web", "worker", "operator"};
@@ -1898,6 +2280,7 @@ int hsq_queue_begin_turn(hsq_queue *q, int64_t now_ms) {
      * queue, or leases and backoffs would stretch. */
     q->now = now_ms > q->now ? now_ms : q->now;
     q->turn_err = 0;
+    q->ledger_added = 0;
     int rc = hsq_store_begin(q->st, 0);
     if (rc != 0)
         return rc;
@@ -1956,10 +2339,12 @@ int hsq_queue_end_turn(hsq_queue *q) {
         }
         expire_parked_and_waits(q);
         workers_expire(q);
+        process_ledger(q);
         if (q->conf.sweep_batch > 0) {
             hsq_sweep_counts sc;
             memset(&sc, 0, sizeof sc);
             sweep(q, (uint32_t)q->conf.sweep_batch, 0, &sc);
+            sweep_audit(q, (uint32_t)q->conf.sweep_batch);
         }
         if (q->meta_dirty)
             save_meta(q);
@@ -2009,6 +2394,8 @@ int64_t hsq_queue_next_deadline(hsq_queue *q) {
                     t = w->deadline_ms;
     if (q->store_deadline < t)
         t = q->store_deadline;
+    if (q->ledger_pending)
+        t = q->now;
     return t;
 }
 
@@ -2040,6 +2427,29 @@ void hsq_queue_stats(hsq_queue *q, hsq_wire_stats *s) {
 
 /* ---- lifecycle ---- */
 
+/* The audit key is made once and kept in the meta database. */
+static int load_audit_key(hsq_queue *q) {
+    if (sodium_init() < 0)
+        return HSQ_EINTERNAL;
+    int rc = hsq_store_begin(q->st, 0);
+    if (rc != 0)
+        return rc;
+    hsq_bytes v;
+    rc = hsq_store_get(q->st, HSQ_DB_META, "audit_key", 9, &v);
+    if (rc == 0 && v.len == sizeof q->audit_key) {
+        memcpy(q->audit_key, v.ptr, sizeof q->audit_key);
+        hsq_store_abort(q->st);
+        return 0;
+    }
+    randombytes_buf(q->audit_key, sizeof q->audit_key);
+    rc = hsq_store_put(q->st, HSQ_DB_META, "audit_key", 9, q->audit_key, sizeof q->audit_key);
+    if (rc != 0) {
+        hsq_store_abort(q->st);
+        return rc;
+    }
+    return hsq_store_commit(q->st);
+}
+
 int hsq_queue_new(hsq_queue **out, hsq_store *st, hsq_blob *blob, const hsq_queue_conf *conf,
                   int64_t now_ms) {
     hsq_queue *q = hsq_xcalloc(1, sizeof *q);
@@ -2060,8 +2470,14 @@ int hsq_queue_new(hsq_queue **out, hsq_store *st, hsq_blob *blob, const hsq_queu
         return rc;
     }
     /* Leases and backoffs left by a previous run are due at once: the first
-     * turn looks at them. */
+     * turn looks at them, and finishes any erasure a crash interrupted. */
     q->store_deadline = now_ms;
+    q->ledger_pending = 1;
+    if ((rc = load_audit_key(q)) != 0) {
+        free(q);
+        *out = NULL;
+        return rc;
+    }
     *out = q;
     return 0;
 }
@@ -2078,6 +2494,7 @@ void hsq_queue_free(hsq_queue **qp) {
     free(q->turn_blobs);
     free(q->workers);
     free(q->parked);
+    free(q->erase_waits);
     for (size_t b = 0; b < WAIT_BUCKETS; b++) {
         waiter *w = q->waits[b];
         while (w) {
@@ -2089,4 +2506,17 @@ void hsq_queue_free(hsq_queue **qp) {
     hsq_wbuf_free(&q->scratch);
     free(q);
     *qp = NULL;
+}
+
+/* ---- read-only accessors for the shell's metrics ---- */
+
+int64_t hsq_queue_oldest_queued_ms(hsq_queue *q) {
+    if (q->in_turn)
+        return oldest_queued(q);
+    /* Outside a turn: a short read transaction of its own (bounded scan). */
+    if (hsq_store_begin(q->st, 1) != 0)
+        return 0;
+    int64_t t = oldest_queued(q);
+    hsq_store_abort(q->st);
+    return t;
 }

@@ -56,6 +56,7 @@ typedef struct {
     uint64_t retention_pending_ms; /* a task not finished by then is cancelled, inputs deleted */
     uint64_t retention_tombstone_ms; /* tombstones (no images, no prompt) after outputs expire */
     uint64_t sweep_batch;          /* expiry entries handled per loop turn (0 = sweeper off) */
+    uint64_t retention_audit_ms;   /* audit log lines */
     uint64_t map_max_bytes;        /* the map may grow up to this */
 } hsq_queue_conf;
 
@@ -146,5 +147,10 @@ void hsq_queue_drain(hsq_queue *q);
 
 /* Snapshot of counters for logs and tests (no transaction needed). */
 void hsq_queue_stats(hsq_queue *q, hsq_wire_stats *out);
+
+/* created_ms of the oldest queued task (0 when none), by a bounded scan; in
+ * a turn it reads the turn's transaction, else a short read transaction of
+ * its own. For metrics: at most about once a second. */
+int64_t hsq_queue_oldest_queued_ms(hsq_queue *q);
 
 #endif

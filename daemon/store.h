@@ -34,6 +34,8 @@ typedef enum {
     HSQ_DB_IDEM,     /* u8 len | user | idempotency key -> u64be id */
     HSQ_DB_EXPIRY,   /* u64be expire_at | u64be id | u8 kind -> "" */
     HSQ_DB_INPUTS,   /* u64be id | u8 index -> bytes (small inputs, inline) */
+    HSQ_DB_LEDGER,   /* u8 len | user -> u64be requested_at: erasures not yet complete */
+    HSQ_DB_AUDIT,    /* u64be at | u64be seq -> one text line, no personal data */
     HSQ_DB_COUNT_
 } hsq_db;
 

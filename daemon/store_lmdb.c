@@ -14,7 +14,8 @@
 #define SCHEMA_VERSION 1
 
 static const char *const db_names[HSQ_DB_COUNT_] = {
-    "meta", "tasks", "pending", "delayed", "leases", "users", "history", "idem", "expiry", "inputs",
+    "meta",   "tasks", "pending", "delayed", "leases", "users",
+    "history", "idem", "expiry",  "inputs",  "ledger", "audit",
 };
 
 struct hsq_store {

@@ -221,4 +221,6 @@ void hsq_task_to_wire(const hsq_task *t, hsq_wire_task *w) {
     memcpy(w->outputs, t->outputs, sizeof(hsq_wire_output) * t->n_outputs);
     w->settings = t->settings;
     w->info = t->info;
+    w->uploads_expire_ms = t->inputs_expire_ms;
+    w->refs_expire_ms = t->refs_expire_ms;
 }

@@ -268,6 +268,7 @@ static void fresh(void) {
         .retention_pending_ms = 7ll * 86400000,
         .retention_tombstone_ms = 365ll * 86400000,
         .sweep_batch = 64,
+        .retention_audit_ms = 730ll * 86400000,
         .map_max_bytes = 64ull << 20,
     };
     open_all();
