@@ -75,6 +75,10 @@ typedef enum {
     HSQ_OP_ABORT,
     /* hsqd PUB socket (frame 0 is the topic, frame 1 the meta) */
     HSQ_OP_EVENT,
+    /* operator -> hsqd: retention and privacy */
+    HSQ_OP_PURGE,  /* run the retention sweeper now */
+    HSQ_OP_ERASE,  /* erase-user */
+    HSQ_OP_EXPORT, /* export-user, one task per reply */
     HSQ_OP_COUNT_
 } hsq_op;
 
@@ -219,6 +223,8 @@ typedef struct {
     hsq_wire_output outputs[HSQ_MAX_OUTPUTS];
     hsq_bytes settings;   /* raw msgpack map as submitted; may be empty */
     hsq_bytes info;       /* raw msgpack map from the worker's done; may be empty */
+    int64_t uploads_expire_ms; /* when the uploaded portraits are deleted */
+    int64_t refs_expire_ms;    /* when clothing/background references are deleted */
 } hsq_wire_task;
 
 /* One leased task as handed to a worker. */
@@ -329,6 +335,20 @@ typedef struct {
     uint8_t retryable;
 } hsq_req_fail;
 
+typedef struct {
+    uint8_t dry_run;      /* count what would go, delete nothing */
+    uint32_t limit;       /* index entries to handle, 1..1000000; default 100000 */
+} hsq_req_purge;
+
+typedef struct {
+    hsq_str user;         /* required */
+} hsq_req_erase;
+
+typedef struct {
+    hsq_str user;         /* required */
+    uint64_t after;       /* cursor: the next task with id > after; 0 = first */
+} hsq_req_export;
+
 /* hsqd -> worker */
 typedef struct {
     uint64_t task;
@@ -384,6 +404,32 @@ typedef struct {
 } hsq_rep_error;
 
 typedef struct {
+    uint8_t dry_run;
+    uint8_t more;         /* due entries remain beyond the limit */
+    uint64_t inputs, outputs, tasks, tombstones, cancelled, bytes, errors;
+} hsq_rep_purge;
+
+/* The receipt of an erasure. */
+typedef struct {
+    uint64_t tasks;       /* task records removed (any state) */
+    uint64_t active;      /* of which queued or leased (cancelled, workers told) */
+    uint64_t bytes;       /* blob bytes deleted */
+    int64_t at_ms;        /* when it completed */
+    hsq_str subject;      /* hex keyed hash of the user id, as in the audit log */
+} hsq_rep_erase;
+
+/* One task of an export: the full record, inputs and outputs as frames. */
+typedef struct {
+    uint8_t has_task;     /* 0: no more tasks (task is empty) */
+    hsq_wire_task task;   /* outputs[i] bytes in frame out_frames[i] (HSQ_NO_FRAME: deleted) */
+    hsq_str prompt;
+    uint32_t n_inputs;
+    hsq_wire_input inputs[HSQ_MAX_INPUTS]; /* frame = HSQ_NO_FRAME when deleted by retention */
+    uint32_t out_frames[HSQ_MAX_OUTPUTS];
+    uint64_t next;        /* cursor for the next call; 0 = this was the last */
+} hsq_rep_export;
+
+typedef struct {
     uint32_t v;
     hsq_msg_kind kind;
     hsq_op op;            /* request op, or the op answered */
@@ -401,6 +447,9 @@ typedef struct {
         hsq_req_fail fail;
         hsq_cmd_abort abort;
         hsq_event event;
+        hsq_req_purge purge;
+        hsq_req_erase erase;
+        hsq_req_export export_;
     } req;
     union {
         hsq_rep_submit submit;
@@ -411,6 +460,9 @@ typedef struct {
         hsq_rep_lease lease;
         hsq_rep_heartbeat heartbeat;
         hsq_rep_error error;
+        hsq_rep_purge purge;
+        hsq_rep_erase erase;
+        hsq_rep_export export_;
         /* progress, done, fail: empty success */
     } rep;
     char errmsg[160];     /* decode failure detail, NUL-terminated */
