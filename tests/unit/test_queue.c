@@ -2,6 +2,7 @@
  * store in a temp dir, messages built with the wire codec, a clock the test
  * moves by hand. */
 #include "common/blob.h"
+#include "daemon/fsck.h"
 #include "daemon/queue.h"
 #include "daemon/store.h"
 #include "schemas/err.h"
@@ -858,6 +859,38 @@ static void test_retention_pending(void) {
     HSQ_ASSERT_EQ(lease1("w1", NULL), 0);
 }
 
+/* fsck finds a blob no record references and a record whose blob is gone,
+ * and --repair leaves a consistent store. */
+static void test_fsck(void) {
+    fresh();
+    int64_t a = submit("vic", NULL), b = submit("vic", NULL);
+    uint64_t ta, tb;
+    HSQ_ASSERT_U64_EQ(lease1("w1", &ta), (uint64_t)a);
+    HSQ_ASSERT_EQ(done("w1", (uint64_t)a, ta, "vic")->m.kind, HSQ_KIND_REPLY);
+    HSQ_ASSERT_U64_EQ(lease1("w1", &tb), (uint64_t)b);
+    HSQ_ASSERT_EQ(done("w1", (uint64_t)b, tb, "vic")->m.kind, HSQ_KIND_REPLY);
+    hsq_fsck_report r;
+    HSQ_OK(hsq_fsck_run(st, bl, 0, NULL, &r));
+    HSQ_ASSERT_EQ(r.orphans, 0);
+    HSQ_ASSERT_EQ(r.dangling, 0);
+    HSQ_ASSERT_EQ(r.tasks, 2);
+    /* an orphan in a finished task's directory, and a missing output */
+    char prefix[HSQ_BLOB_PREFIX_LEN + 1], key[300];
+    hsq_blob_user_prefix(bl, "vic", 3, prefix);
+    snprintf(key, sizeof key, "%s%lld/out-9-77.jpg", prefix, (long long)a);
+    HSQ_OK(hsq_blob_put(bl, key, "x", 1, HSQ_BLOB_SYNC));
+    snprintf(key, sizeof key, "%s%lld/out-0.jpg", prefix, (long long)b);
+    HSQ_OK(hsq_blob_delete(bl, key));
+    HSQ_OK(hsq_fsck_run(st, bl, 0, NULL, &r));
+    HSQ_ASSERT_EQ(r.orphans, 1);
+    HSQ_ASSERT_EQ(r.dangling, 1);
+    HSQ_OK(hsq_fsck_run(st, bl, 1, NULL, &r));
+    HSQ_ASSERT_EQ(r.repaired, 2);
+    HSQ_OK(hsq_fsck_run(st, bl, 0, NULL, &r));
+    HSQ_ASSERT_EQ(r.orphans, 0);
+    HSQ_ASSERT_EQ(r.dangling, 0);
+}
+
 static void test_stats(void) {
     fresh();
     int64_t t0 = now;
@@ -901,6 +934,7 @@ int main(void) {
     test_roles();
     test_retention_classes();
     test_retention_pending();
+    test_fsck();
     close_all();
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
