@@ -1,6 +1,7 @@
 #include "daemon/queue.h"
 
 #include "common/alloc.h"
+#include "common/fault.h"
 #include "daemon/task.h"
 #include "schemas/err.h"
 
@@ -1509,6 +1510,7 @@ static int erase_user_now(hsq_queue *q, hsq_str user, hsq_rep_erase *out) {
     int rc = hsq_blob_delete_prefix(q->blob, prefix, &out->bytes);
     if (rc != 0)
         return rc;
+    hsq_fault("erase.after_blobs");
     uint8_t k[1 + HSQ_MAX_USER_LEN + 8];
     size_t ul = user_key(k, user);
     /* History holds every task the user has: walk it, deleting as we go. */
@@ -2222,6 +2224,8 @@ static uint32_t sweep(hsq_queue *q, uint32_t budget, int dry, hsq_sweep_counts *
             break;
         }
         rc = sweep_entry(q, id, at, key[16], dry, sc);
+        if (!dry)
+            hsq_fault("sweep.entry");
         if (rc != 0 && q->turn_err == 0) {
             /* The blob store failed (EIO, permissions): try again later. */
             sc->errors++;
@@ -2359,11 +2363,13 @@ int hsq_queue_end_turn(hsq_queue *q) {
         fail_turn(q, rc);
         return rc;
     }
+    hsq_fault("turn.before_commit");
     rc = hsq_store_commit(q->st);
     if (rc != 0) {
         fail_turn(q, rc);
         return rc;
     }
+    hsq_fault("turn.after_commit");
     q->meta_dirty = 0;
     turn_blobs_clear(q, 0);
     return 0;
