@@ -118,6 +118,7 @@ struct hsq_queue {
         char user[HSQ_MAX_USER_LEN + 1];
     } *erase_waits;
     size_t n_erase_waits, cap_erase_waits;
+    int durable;           /* this turn acknowledges something a client was promised */
     int ledger_pending;    /* ledger entries may exist: erase them next turn */
     int ledger_added;      /* an entry was added this turn: not before it commits */
     uint8_t audit_key[32]; /* keyed hash of user ids in the audit log */
@@ -1559,6 +1560,7 @@ static int erase_user_now(hsq_queue *q, hsq_str user, hsq_rep_erase *out) {
 static void process_ledger(hsq_queue *q) {
     if (!q->ledger_pending || q->ledger_added)
         return;
+    q->durable = 1;
     for (int budget = 4; budget > 0 && q->turn_err == 0; budget--) {
         hsq_cursor *cur;
         if (note(q, hsq_cursor_open(q->st, HSQ_DB_LEDGER, &cur)) != 0)
@@ -1761,6 +1763,12 @@ void hsq_queue_handle(hsq_queue *q, hsq_sock sock, hsq_role role, const uint8_t 
     } else if (q->turn_err) {
         fail_store(&c, q->turn_err);
     } else {
+        /* Anything a client is told (accepted, cancelled, requeued, erased,
+         * purged) must be on disk before the reply leaves; what workers are
+         * told can be redone after a power cut. */
+        if (m.op == HSQ_OP_SUBMIT || m.op == HSQ_OP_CANCEL || m.op == HSQ_OP_REQUEUE ||
+            m.op == HSQ_OP_ERASE || m.op == HSQ_OP_PURGE)
+            q->durable = 1;
         handlers[m.op].fn(&c);
     }
     hsq_wire_msg_free(&m);
@@ -2285,6 +2293,7 @@ int hsq_queue_begin_turn(hsq_queue *q, int64_t now_ms) {
     q->now = now_ms > q->now ? now_ms : q->now;
     q->turn_err = 0;
     q->ledger_added = 0;
+    q->durable = 0;
     int rc = hsq_store_begin(q->st, 0);
     if (rc != 0)
         return rc;
@@ -2364,7 +2373,7 @@ int hsq_queue_end_turn(hsq_queue *q) {
         return rc;
     }
     hsq_fault("turn.before_commit");
-    rc = hsq_store_commit(q->st);
+    rc = q->durable ? hsq_store_commit(q->st) : hsq_store_commit_lazy(q->st);
     if (rc != 0) {
         fail_turn(q, rc);
         return rc;

@@ -58,9 +58,20 @@ void hsq_store_close(hsq_store **s);
 
 /* Begin a transaction (write unless rdonly). Errors: HSQ_ESTORE. */
 int hsq_store_begin(hsq_store *s, int rdonly);
-/* Commit (durably, with the default sync flags). On error the transaction is
- * aborted. Errors: HSQ_EDISKFULL, HSQ_ESTORE. */
+/* Commit durably (default sync flags: data pages and the meta page are
+ * flushed before this returns). On error the transaction is aborted.
+ * Errors: HSQ_EDISKFULL, HSQ_ESTORE. */
 int hsq_store_commit(hsq_store *s);
+
+/* Commit a transaction whose changes nobody was promised yet (lease grants,
+ * heartbeats, worker results): the data pages are flushed but the meta page
+ * is not (MDB_NOMETASYNC for this one commit). Integrity holds; a power cut
+ * may undo such commits back to the last durable one, which at-least-once
+ * delivery already covers (an undone lease or result means the task runs
+ * again). The next hsq_store_commit makes them durable too. A process crash
+ * loses nothing either way: the pages are in the kernel's cache.
+ * Errors: as hsq_store_commit. */
+int hsq_store_commit_lazy(hsq_store *s);
 void hsq_store_abort(hsq_store *s);
 int hsq_store_in_txn(const hsq_store *s);
 

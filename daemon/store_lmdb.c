@@ -138,6 +138,17 @@ int hsq_store_commit(hsq_store *s) {
     return xlate(s, rc, "mdb_txn_commit");
 }
 
+int hsq_store_commit_lazy(hsq_store *s) {
+    assert(s->txn);
+    /* The flag is read at commit time; it is cleared again right after, so
+     * every other commit keeps the full sync. */
+    mdb_env_set_flags(s->env, MDB_NOMETASYNC, 1);
+    int rc = mdb_txn_commit(s->txn);
+    mdb_env_set_flags(s->env, MDB_NOMETASYNC, 0);
+    s->txn = NULL;
+    return xlate(s, rc, "mdb_txn_commit");
+}
+
 void hsq_store_abort(hsq_store *s) {
     if (s->txn)
         mdb_txn_abort(s->txn);
