@@ -45,6 +45,7 @@ static const char *const op_names[HSQ_OP_COUNT_] = {
     [HSQ_OP_LEASE] = "lease",   [HSQ_OP_HEARTBEAT] = "heartbeat", [HSQ_OP_PROGRESS] = "progress",
     [HSQ_OP_DONE] = "done",     [HSQ_OP_FAIL] = "fail",           [HSQ_OP_ABORT] = "abort",
     [HSQ_OP_EVENT] = "event",
+    [HSQ_OP_PURGE] = "purge",   [HSQ_OP_ERASE] = "erase",         [HSQ_OP_EXPORT] = "export",
 };
 
 static const char *const state_names[HSQ_STATE_COUNT_] = {
@@ -99,6 +100,18 @@ const char *hsq_fmt_name(hsq_fmt f) {
     return fmt_names[f];
 }
 
+#define BG_COUNT_ 5
+static const char *const bg_names[BG_COUNT_] = {[HSQ_BG_SOLID] = "solid",
+                                                [HSQ_BG_GRADIENT] = "gradient",
+                                                [HSQ_BG_VIGNETTE] = "vignette",
+                                                [HSQ_BG_REFERENCE] = "reference"};
+
+const char *hsq_bg_name(hsq_bg_kind k) {
+    if ((int)k < HSQ_BG_SOLID || (int)k >= BG_COUNT_)
+        return "?";
+    return bg_names[k];
+}
+
 int hsq_state_is_terminal(hsq_state s) {
     return s == HSQ_STATE_SUCCEEDED || s == HSQ_STATE_FAILED || s == HSQ_STATE_CANCELLED ||
            s == HSQ_STATE_EXPIRED;
@@ -110,6 +123,9 @@ typedef struct {
     bool decoding;      /* decode: EBADREQ/ETOOLARGE; encode: every failure is EINVAL */
     size_t nframes;     /* decode only */
     msgpack_zone *zone; /* decode only: owns the task/job arrays */
+    uint32_t cnt_seen;  /* decode: length of the last F_CNTCHK array (see T_U32ARR) */
+    const uint8_t *raw; /* decode: the bytes being parsed, for T_RAW byte ranges */
+    size_t rawlen;
     char *err;          /* first failure, NUL-terminated */
     size_t errcap;
     char path[96]; /* where we are, for messages: "submit.inputs[1]" */
@@ -206,11 +222,22 @@ typedef enum {
     T_ARR,    /* struct array at off, count (uint32_t) at count_off */
     T_PARR,   /* pointer at off to a zone-owned struct array, count at count_off */
     T_U64ARR, /* uint64_t array at off, count at count_off */
+    T_U32ARR, /* uint32_t array at off, count at count_off; with F_CNTCHK the count
+               * belongs to another field: decode leaves it alone and records the
+               * length in ctx.cnt_seen for the shape hook to compare */
+    T_U16,    /* uint16_t */
+    T_BG,     /* uint8_t hsq_bg_kind, by name */
+    T_RGB,    /* uint8_t[3], msgpack array of 3 uints 0..255 */
+    T_RAW,    /* hsq_bytes: a nested map validated against sub, kept as raw bytes
+               * (max = byte limit). Decode records the map's byte range in the
+               * input; encode checks the bytes decode as sub, then appends them
+               * verbatim. hsqd stores and forwards such maps uninterpreted. */
 } ftype;
 
 enum {
     F_REQ = 1,    /* decoder: must be present; encoder: always written */
     F_IDXDEF = 2, /* default is the element's index; always written */
+    F_CNTCHK = 4, /* T_U32ARR: the count is owned by another field (see T_U32ARR) */
 };
 
 typedef struct shape shape;
@@ -255,7 +282,29 @@ struct shape {
 #define U64(st, f, fl, lo) FLD(st, f, T_U64, 8, fl, lo, NOLIM, 0)
 #define U32(st, f, fl, lo, hi, d) FLD(st, f, T_U32, 4, fl, lo, hi, d)
 #define U8(st, f, fl, lo, hi, d) FLD(st, f, T_U8, 1, fl, lo, hi, d)
+#define U16(st, f, fl, lo, hi, d) FLD(st, f, T_U16, 2, fl, lo, hi, d)
+#define RGB(st, f) FLD(st, f, T_RGB, 3, 0, 0, 0, 0)
+#define BG(st, f) FLD(st, f, T_BG, 1, F_REQ, HSQ_BG_SOLID, HSQ_BG_REFERENCE, 0)
+#define RAW(st, f, s, hi)                                                                          \
+    {                                                                                              \
+        .name = #f, .type = T_RAW, .flags = 0, .off = OFF(st, f, sizeof(hsq_bytes)), .max = (hi),  \
+        .sub = &(s)                                                                                \
+    }
 #define I64(st, f) FLD(st, f, T_I64, 8, F_REQ, 0, 0, 0)
+#define I64OPT(st, f) FLD(st, f, T_I64, 8, 0, 0, 0, 0) /* left out when 0 */
+/* A nested map that may be absent: absent decodes as all-zero, and an
+ * all-zero struct is left out (and not checked) by the encoder. */
+#define OPTMAP(st, f, s)                                                                           \
+    {                                                                                              \
+        .name = #f, .type = T_MAP, .flags = 0, .off = offsetof(st, f),                             \
+        .esize = sizeof(MEMBER(st, f)), .sub = &(s)                                                \
+    }
+#define U32ARR_CNTOF(st, f, cnt, hi)                                                               \
+    {                                                                                              \
+        .name = #f, .type = T_U32ARR, .flags = F_CNTCHK,                                           \
+        .off = offsetof(st, f) + CAP_OK(st, f, hi) + SIZE_IS(st, f[0], 4),                         \
+        .count_off = OFF(st, cnt, 4), .esize = sizeof(uint32_t), .max = (hi)                       \
+    }
 #define BOOL(st, f, fl) FLD(st, f, T_BOOL, 1, fl, 0, 1, 0)
 #define STR(st, f, fl, lo, hi) FLD(st, f, T_STR, sizeof(hsq_str), fl, lo, hi, 0)
 #define ONEOF(st, f, list)                                                                         \
@@ -297,9 +346,58 @@ static int check_input_submit(ctx *c, const void *obj, uint32_t index);
 static int check_input_lease(ctx *c, const void *obj, uint32_t index);
 static int check_submit(ctx *c, const void *obj, uint32_t index);
 static int check_result(ctx *c, const void *obj, uint32_t index);
+static int check_background(ctx *c, const void *obj, uint32_t index);
+static int check_settings(ctx *c, const void *obj, uint32_t index);
+static int check_info(ctx *c, const void *obj, uint32_t index);
 
 static const char *const input_kinds[] = {"portrait", "clothing", "background", NULL};
 static const char *const backends[] = {"cpu", "cuda", NULL};
+
+/* -- settings and info (nested maps carried as raw bytes) -- */
+
+static const field background_f[] = {
+    BG(hsq_wire_background, kind),
+    RGB(hsq_wire_background, color),
+    RGB(hsq_wire_background, color2),
+    U16(hsq_wire_background, blur_px, 0, 0, 64, 0),
+};
+static const shape background_s = SHAPE("background", background_f, false, check_background);
+
+static const field style_f[] = {
+    STR(hsq_wire_style, name, 0, 0, 32),
+    U8(hsq_wire_style, retouch, 0, 0, 100, 0),
+    U8(hsq_wire_style, tone, 0, 0, 100, 0),
+    U8(hsq_wire_style, sharpen, 0, 0, 100, 0),
+    U8(hsq_wire_style, clothing, 0, 0, 100, 0),
+};
+static const shape style_s = SHAPE("style", style_f, false, NULL);
+
+static const field settings_f[] = {
+    ARR(hsq_wire_settings, backgrounds, n_backgrounds, 0, 0, HSQ_MAX_BACKGROUNDS, background_s),
+    ARR(hsq_wire_settings, styles, n_styles, 0, 0, HSQ_MAX_STYLES, style_s),
+    U16(hsq_wire_settings, dpi, 0, 0, 1200, 0),
+};
+static const shape settings_s = SHAPE("settings", settings_f, false, check_settings);
+
+static const field stage_f[] = {
+    STR(hsq_wire_stage, name, F_REQ, 1, 32),
+    U32(hsq_wire_stage, ms, F_REQ, 0, UINT32_MAX, 0),
+};
+static const shape stage_s = SHAPE("stage", stage_f, false, NULL);
+
+static const field info_f[] = {
+    U32(hsq_wire_info, faces, 0, 0, UINT32_MAX, 0),
+    U32(hsq_wire_info, face_score, 0, 0, 1000, 0),
+    STR(hsq_wire_info, backend, 0, 0, 16),
+    ARR(hsq_wire_info, stages, n_stages, 0, 0, HSQ_MAX_STAGES, stage_s),
+};
+static const shape info_s = SHAPE("info", info_f, false, check_info);
+
+/* Scratch space for validating a T_RAW map: any of its shapes' structs. */
+typedef union {
+    hsq_wire_settings settings;
+    hsq_wire_info info;
+} raw_scratch;
 
 /* -- shared element shapes -- */
 
@@ -334,6 +432,9 @@ static const field output_f[] = {
     U32(hsq_wire_output, width, F_REQ, 1, HSQ_MAX_DIM, 0),
     U32(hsq_wire_output, height, F_REQ, 1, HSQ_MAX_DIM, 0),
     FMT(hsq_wire_output, format),
+    U8(hsq_wire_output, background, 0, 0, HSQ_MAX_OUTPUTS - 1, 0),
+    U8(hsq_wire_output, style, 0, 0, HSQ_MAX_OUTPUTS - 1, 0),
+    U8(hsq_wire_output, spec, 0, 0, HSQ_MAX_OUTPUTS - 1, 0),
 };
 static const shape output_s = SHAPE("output", output_f, false, NULL);
 
@@ -353,6 +454,10 @@ static const field task_f[] = {
     STR(hsq_wire_task, err_msg, 0, 0, HSQ_MAX_ERRMSG_LEN),
     U32(hsq_wire_task, n_inputs, F_REQ, 0, HSQ_MAX_INPUTS, 0),
     ARR(hsq_wire_task, outputs, n_outputs, 0, 0, HSQ_MAX_OUTPUTS, output_s),
+    RAW(hsq_wire_task, settings, settings_s, HSQ_MAX_SETTINGS_BYTES),
+    RAW(hsq_wire_task, info, info_s, HSQ_MAX_INFO_BYTES),
+    I64OPT(hsq_wire_task, uploads_expire_ms),
+    I64OPT(hsq_wire_task, refs_expire_ms),
 };
 static const shape task_s = SHAPE("task", task_f, false, NULL);
 
@@ -366,6 +471,7 @@ static const field job_f[] = {
     STR(hsq_wire_job, prompt, 0, 0, HSQ_MAX_PROMPT_LEN),
     ARR(hsq_wire_job, inputs, n_inputs, F_REQ, 1, HSQ_MAX_INPUTS, input_lease_s),
     ARR(hsq_wire_job, outputs, n_outputs, F_REQ, 1, HSQ_MAX_OUTPUTS, outspec_s),
+    RAW(hsq_wire_job, settings, settings_s, HSQ_MAX_SETTINGS_BYTES),
 };
 static const shape job_s = SHAPE("job", job_f, true, NULL);
 
@@ -404,6 +510,7 @@ static const field submit_f[] = {
     STR(hsq_req_submit, prompt, 0, 0, HSQ_MAX_PROMPT_LEN),
     ARR(hsq_req_submit, inputs, n_inputs, F_REQ, 1, HSQ_MAX_INPUTS, input_submit_s),
     ARR(hsq_req_submit, outputs, n_outputs, F_REQ, 1, HSQ_MAX_OUTPUTS, outspec_s),
+    RAW(hsq_req_submit, settings, settings_s, HSQ_MAX_SETTINGS_BYTES),
 };
 static const field req_task_f[] = {
     U64(hsq_req_task, task, F_REQ, 1),
@@ -443,6 +550,7 @@ static const field done_f[] = {
     U64(hsq_req_done, task, F_REQ, 1),
     U64(hsq_req_done, token, F_REQ, 0),
     ARR(hsq_req_done, outputs, n_outputs, F_REQ, 1, HSQ_MAX_OUTPUTS, output_s),
+    RAW(hsq_req_done, info, info_s, HSQ_MAX_INFO_BYTES),
 };
 static const field fail_f[] = {
     U64(hsq_req_fail, task, F_REQ, 1), U64(hsq_req_fail, token, F_REQ, 0),
@@ -478,6 +586,60 @@ static const shape done_s = SHAPE("done", done_f, false, NULL);
 static const shape fail_s = SHAPE("fail", fail_f, false, NULL);
 static const shape abort_s = SHAPE("abort", abort_f, false, NULL);
 static const shape event_s = SHAPE("event", event_f, false, NULL);
+
+/* -- retention and privacy (operator) -- */
+
+static int check_rep_export(ctx *c, const void *obj, uint32_t index);
+
+static const field purge_f[] = {
+    BOOL(hsq_req_purge, dry_run, 0),
+    U32(hsq_req_purge, limit, 0, 1, 1000000, 100000),
+};
+static const field erase_f[] = {
+    STR(hsq_req_erase, user, F_REQ, 1, HSQ_MAX_USER_LEN),
+};
+static const field export_f[] = {
+    STR(hsq_req_export, user, F_REQ, 1, HSQ_MAX_USER_LEN),
+    FLD(hsq_req_export, after, T_U64, 8, 0, 0, NOLIM, 0),
+};
+static const field rep_purge_f[] = {
+    BOOL(hsq_rep_purge, dry_run, F_REQ),      BOOL(hsq_rep_purge, more, F_REQ),
+    U64(hsq_rep_purge, inputs, F_REQ, 0),     U64(hsq_rep_purge, outputs, F_REQ, 0),
+    U64(hsq_rep_purge, tasks, F_REQ, 0),      U64(hsq_rep_purge, tombstones, F_REQ, 0),
+    U64(hsq_rep_purge, cancelled, F_REQ, 0),  U64(hsq_rep_purge, bytes, F_REQ, 0),
+    U64(hsq_rep_purge, errors, F_REQ, 0),
+};
+static const field rep_erase_f[] = {
+    U64(hsq_rep_erase, tasks, F_REQ, 0),
+    U64(hsq_rep_erase, active, F_REQ, 0),
+    U64(hsq_rep_erase, bytes, F_REQ, 0),
+    I64(hsq_rep_erase, at_ms),
+    STR(hsq_rep_erase, subject, F_REQ, 1, 64),
+};
+/* An exported input: no blob key (a storage detail), the frame that holds its
+ * bytes or none when retention deleted them. */
+static const field input_export_f[] = {
+    ONEOF(hsq_wire_input, kind, input_kinds),
+    STR(hsq_wire_input, name, 0, 0, HSQ_MAX_NAME_LEN),
+    U32(hsq_wire_input, frame, 0, 0, UINT32_MAX, HSQ_NO_FRAME),
+    U64(hsq_wire_input, size, F_REQ, 0),
+};
+static const shape input_export_s = SHAPE("input", input_export_f, true, NULL);
+static const field rep_export_f[] = {
+    BOOL(hsq_rep_export, has_task, F_REQ),
+    OPTMAP(hsq_rep_export, task, task_s),
+    STR(hsq_rep_export, prompt, 0, 0, HSQ_MAX_PROMPT_LEN),
+    ARR(hsq_rep_export, inputs, n_inputs, 0, 0, HSQ_MAX_INPUTS, input_export_s),
+    U32ARR_CNTOF(hsq_rep_export, out_frames, task.n_outputs, HSQ_MAX_OUTPUTS),
+    FLD(hsq_rep_export, next, T_U64, 8, 0, 0, NOLIM, 0),
+};
+
+static const shape purge_s = SHAPE("purge", purge_f, false, NULL);
+static const shape erase_s = SHAPE("erase", erase_f, false, NULL);
+static const shape export_s = SHAPE("export", export_f, false, NULL);
+static const shape rep_purge_s = SHAPE("purge reply", rep_purge_f, false, NULL);
+static const shape rep_erase_s = SHAPE("erase reply", rep_erase_f, false, NULL);
+static const shape rep_export_s = SHAPE("export reply", rep_export_f, true, check_rep_export);
 
 /* -- reply bodies -- */
 
@@ -567,6 +729,9 @@ static const struct {
     [HSQ_OP_FAIL] = {&fail_s, &rep_fail_s},
     [HSQ_OP_ABORT] = {&abort_s, NULL},
     [HSQ_OP_EVENT] = {&event_s, NULL},
+    [HSQ_OP_PURGE] = {&purge_s, &rep_purge_s},
+    [HSQ_OP_ERASE] = {&erase_s, &rep_erase_s},
+    [HSQ_OP_EXPORT] = {&export_s, &rep_export_s},
 };
 
 /* Body shape for kind/op, or NULL when that message does not exist. Any
@@ -602,6 +767,8 @@ static uint64_t get_num(const field *f, const void *base) {
         return *CAT(base, f->off, uint32_t);
     case T_U8:
         return *CAT(base, f->off, uint8_t);
+    case T_U16:
+        return *CAT(base, f->off, uint16_t);
     case T_I64:
         return (uint64_t)*CAT(base, f->off, int64_t);
     case T_ERR:
@@ -621,6 +788,9 @@ static void set_num(const field *f, void *base, uint64_t v) {
         break;
     case T_U8:
         *AT(base, f->off, uint8_t) = (uint8_t)v;
+        break;
+    case T_U16:
+        *AT(base, f->off, uint16_t) = (uint16_t)v;
         break;
     case T_I64:
         *AT(base, f->off, int64_t) = (int64_t)v;
@@ -665,9 +835,22 @@ static bool is_default(const field *f, const void *base) {
     case T_ARR:
     case T_PARR:
     case T_U64ARR:
+    case T_U32ARR:
         return get_count(f, base) == 0;
+    case T_MAP: {
+        const uint8_t *p = CAT(base, f->off, uint8_t);
+        for (uint32_t i = 0; i < f->esize; i++)
+            if (p[i])
+                return false;
+        return f->esize > 0;
+    }
+    case T_RGB: {
+        const uint8_t *rgb = CAT(base, f->off, uint8_t);
+        return rgb[0] == 0 && rgb[1] == 0 && rgb[2] == 0;
+    }
+    case T_RAW:
+        return CAT(base, f->off, hsq_bytes)->len == 0;
     case T_SHA:
-    case T_MAP:
         return false;
     default:
         return get_num(f, base) == f->def;
@@ -677,6 +860,7 @@ static bool is_default(const field *f, const void *base) {
 /* ---------------------------------------------------------------- check */
 
 static int check_shape(ctx *c, const shape *s, const void *base, uint32_t index);
+static int raw_decode(ctx *c, const shape *s, hsq_bytes raw, void *out, size_t outsize);
 
 static int check_str(ctx *c, const field *f, const void *base) {
     const hsq_str *v = CAT(base, f->off, hsq_str);
@@ -705,7 +889,7 @@ static int check_array(ctx *c, const field *f, const void *base) {
     if (n < f->min)
         return fail(c, HSQ_EBADREQ, "field '%s' in %s needs at least %llu element(s)", f->name,
                     c->path, (unsigned long long)f->min);
-    if (f->type == T_U64ARR)
+    if (f->type == T_U64ARR || f->type == T_U32ARR)
         return 0;
     if (n > 0 && f->type == T_PARR && !parr_get(f, base))
         return fail(c, HSQ_EBADREQ, "field '%s' in %s has a NULL array", f->name, c->path);
@@ -726,15 +910,34 @@ static int check_field(ctx *c, const field *f, const void *base) {
     case T_ARR:
     case T_PARR:
     case T_U64ARR:
+    case T_U32ARR:
         return check_array(c, f, base);
     case T_MAP: {
+        if (is_default(f, base))
+            return 0; /* an optional map left out */
         size_t old = path_push(c, f->name, -1);
         int rc = check_shape(c, f->sub, CAT(base, f->off, char), 0);
         path_pop(c, old);
         return rc;
     }
+    case T_RAW: {
+        const hsq_bytes *v = CAT(base, f->off, hsq_bytes);
+        if (v->len == 0)
+            return 0;
+        if (v->len > f->max)
+            return fail(c, HSQ_ETOOLARGE, "field '%s' in %s is too large (%zu > %llu bytes)",
+                        f->name, c->path, v->len, (unsigned long long)f->max);
+        if (!v->ptr)
+            return fail(c, HSQ_EBADREQ, "field '%s' in %s has a NULL pointer", f->name, c->path);
+        raw_scratch scratch;
+        size_t old = path_push(c, f->name, -1);
+        int rc = raw_decode(c, f->sub, *v, &scratch, sizeof(scratch));
+        path_pop(c, old);
+        return rc;
+    }
     case T_SHA:
     case T_I64:
+    case T_RGB:
         return 0;
     case T_ERR:
         /* Any nonzero code travels (system codes as their wire name); 0 is
@@ -786,14 +989,72 @@ static int check_input_lease(ctx *c, const void *obj, uint32_t index) {
 
 static int check_submit(ctx *c, const void *obj, uint32_t index) {
     const hsq_req_submit *r = obj;
+    uint32_t portraits = 0, bg_inputs = 0;
     (void)index;
     if (c->decoding && r->n_inputs != c->nframes)
         return fail(c, HSQ_EBADREQ, "submit has %u input(s) but %zu binary frame(s)", r->n_inputs,
                     c->nframes);
-    for (uint32_t i = 0; i < r->n_inputs; i++)
-        if (hsq_str_eq(r->inputs[i].kind, "portrait"))
-            return 0;
-    return fail(c, HSQ_EBADREQ, "submit needs at least one input of kind 'portrait'");
+    for (uint32_t i = 0; i < r->n_inputs; i++) {
+        portraits += hsq_str_eq(r->inputs[i].kind, "portrait");
+        bg_inputs += hsq_str_eq(r->inputs[i].kind, "background");
+    }
+    if (portraits == 0)
+        return fail(c, HSQ_EBADREQ, "submit needs at least one input of kind 'portrait'");
+    if (bg_inputs > 1)
+        return fail(c, HSQ_EBADREQ, "submit takes at most one input of kind 'background'");
+
+    /* The settings map was validated by its field already; decode it again
+     * for the rules that involve the inputs and outputs. */
+    hsq_wire_settings st;
+    memset(&st, 0, sizeof(st));
+    if (r->settings.len > 0) {
+        size_t old = path_push(c, "settings", -1);
+        int rc = raw_decode(c, &settings_s, r->settings, &st, sizeof(st));
+        path_pop(c, old);
+        if (rc)
+            return rc;
+    }
+    for (uint32_t i = 0; i < st.n_backgrounds; i++)
+        if (st.backgrounds[i].kind == HSQ_BG_REFERENCE && bg_inputs == 0)
+            return fail(c, HSQ_EBADREQ,
+                        "settings.backgrounds[%u] is 'reference' but the submit has no input of "
+                        "kind 'background'",
+                        i);
+    uint32_t nb = st.n_backgrounds ? st.n_backgrounds : 1, ns = st.n_styles ? st.n_styles : 1;
+    uint32_t total = nb * ns * r->n_outputs;
+    if (total > HSQ_MAX_OUTPUTS)
+        return fail(c, HSQ_ETOOLARGE,
+                    "submit asks for %u outputs (%u background(s) x %u style(s) x %u size(s)); "
+                    "the cap is %d per job",
+                    total, nb, ns, r->n_outputs, HSQ_MAX_OUTPUTS);
+    return 0;
+}
+
+static int check_background(ctx *c, const void *obj, uint32_t index) {
+    const hsq_wire_background *b = obj;
+    (void)index;
+    if (b->blur_px != 0 && b->kind != HSQ_BG_REFERENCE)
+        return fail(c, HSQ_EBADREQ, "field 'blur_px' in %s applies to 'reference' only", c->path);
+    const uint8_t *c2 = b->color2;
+    if ((c2[0] | c2[1] | c2[2]) != 0 && b->kind != HSQ_BG_GRADIENT)
+        return fail(c, HSQ_EBADREQ, "field 'color2' in %s applies to 'gradient' only", c->path);
+    return 0;
+}
+
+static int check_settings(ctx *c, const void *obj, uint32_t index) {
+    const hsq_wire_settings *s = obj;
+    (void)index;
+    if (s->dpi != 0 && s->dpi < 72)
+        return fail(c, HSQ_EBADREQ, "field 'dpi' in %s must be 0 or 72..1200", c->path);
+    return 0;
+}
+
+static int check_info(ctx *c, const void *obj, uint32_t index) {
+    const hsq_wire_info *in = obj;
+    (void)index;
+    if (in->backend.len && !hsq_str_eq(in->backend, "cpu") && !hsq_str_eq(in->backend, "cuda"))
+        return fail(c, HSQ_EBADREQ, "field 'backend' in %s has an unknown value", c->path);
+    return 0;
 }
 
 static int check_result(ctx *c, const void *obj, uint32_t index) {
@@ -805,10 +1066,48 @@ static int check_result(ctx *c, const void *obj, uint32_t index) {
     return 0;
 }
 
+/* An export reply carries a task exactly when has_task says so; every frame
+ * index names a frame that is there, and out_frames has one entry per output
+ * (its count is the task's n_outputs, see T_U32ARR). */
+static int check_rep_export(ctx *c, const void *obj, uint32_t index) {
+    const hsq_rep_export *e = obj;
+    (void)index;
+    if (!e->has_task != (e->task.id == 0))
+        return fail(c, HSQ_EBADREQ, "export reply: 'task' must be present exactly when has_task");
+    if (!e->has_task && (e->n_inputs || e->next || e->prompt.len))
+        return fail(c, HSQ_EBADREQ, "export reply without a task carries nothing else");
+    if (c->decoding && c->cnt_seen != e->task.n_outputs)
+        return fail(c, HSQ_EBADREQ, "export reply: out_frames has %u entries for %u output(s)",
+                    c->cnt_seen, e->task.n_outputs);
+    size_t nf = c->decoding ? c->nframes : SIZE_MAX;
+    for (uint32_t i = 0; i < e->n_inputs; i++)
+        if (e->inputs[i].frame != HSQ_NO_FRAME && e->inputs[i].frame >= nf)
+            return fail(c, HSQ_EBADREQ, "export reply: input %u names frame %u of %zu", i,
+                        e->inputs[i].frame, nf);
+    for (uint32_t i = 0; i < e->task.n_outputs; i++)
+        if (e->out_frames[i] != HSQ_NO_FRAME && e->out_frames[i] >= nf)
+            return fail(c, HSQ_EBADREQ, "export reply: output %u names frame %u of %zu", i,
+                        e->out_frames[i], nf);
+    return 0;
+}
+
 /* ---------------------------------------------------------------- parse */
 
 static int parse_shape(ctx *c, const shape *s, const msgpack_object *o, void *base, uint32_t index,
-                       bool top);
+                       bool top, size_t roff);
+static size_t skim(const uint8_t *p, size_t len);
+static size_t mp_header_len(uint8_t b);
+
+/* Byte offsets into c->raw run alongside the msgpack objects (msgpack-c keeps
+ * map and array order), so a T_RAW field can record where its map lies in the
+ * input. skim() accepted the whole input already, so the walk cannot fail. */
+static size_t raw_skip(const ctx *c, size_t off) {
+    return c->raw ? off + skim(c->raw + off, c->rawlen - off) : off;
+}
+
+static size_t raw_first(const ctx *c, size_t off) {
+    return c->raw ? off + mp_header_len(c->raw[off]) : off;
+}
 
 static int type_error(ctx *c, const field *f, const char *what) {
     return fail(c, HSQ_EBADREQ, "field '%s' in %s must be %s", f->name, c->path, what);
@@ -862,6 +1161,9 @@ static int parse_enum(ctx *c, const field *f, const msgpack_object *o, void *bas
     case T_FMT:
         v = name_index(fmt_names, FMT_COUNT_, s);
         break;
+    case T_BG:
+        v = name_index(bg_names, BG_COUNT_, s);
+        break;
     default: /* T_ERR */
         v = hsq_err_from_name(s.ptr, s.len);
         set_num(f, base, (uint64_t)(int64_t)(v ? v : HSQ_EINTERNAL));
@@ -883,7 +1185,7 @@ static int parse_array_head(ctx *c, const field *f, const msgpack_object *o) {
     return 0;
 }
 
-static int parse_array(ctx *c, const field *f, const msgpack_object *o, void *base) {
+static int parse_array(ctx *c, const field *f, const msgpack_object *o, void *base, size_t roff) {
     int rc = parse_array_head(c, f, o);
     if (rc)
         return rc;
@@ -899,17 +1201,29 @@ static int parse_array(ctx *c, const field *f, const msgpack_object *o, void *ba
         }
         parr_set(f, base, arr);
     }
-    *AT(base, f->count_off, uint32_t) = n;
+    if (f->flags & F_CNTCHK)
+        c->cnt_seen = n;
+    else
+        *AT(base, f->count_off, uint32_t) = n;
+    size_t eoff = raw_first(c, roff);
     for (uint32_t i = 0; i < n; i++) {
         const msgpack_object *e = &o->via.array.ptr[i];
+        size_t this_off = eoff;
+        eoff = raw_skip(c, eoff);
         if (f->type == T_U64ARR) {
             if ((rc = parse_uint(c, f, e, UINT64_MAX)) != 0)
                 return rc;
             ((uint64_t *)(void *)arr)[i] = e->via.u64;
             continue;
         }
+        if (f->type == T_U32ARR) {
+            if ((rc = parse_uint(c, f, e, UINT32_MAX)) != 0)
+                return rc;
+            ((uint32_t *)(void *)arr)[i] = (uint32_t)e->via.u64;
+            continue;
+        }
         size_t old = path_push(c, f->name, (long)i);
-        rc = parse_shape(c, f->sub, e, arr + (size_t)i * f->esize, i, false);
+        rc = parse_shape(c, f->sub, e, arr + (size_t)i * f->esize, i, false, this_off);
         path_pop(c, old);
         if (rc)
             return rc;
@@ -917,16 +1231,18 @@ static int parse_array(ctx *c, const field *f, const msgpack_object *o, void *ba
     return 0;
 }
 
-static int parse_field(ctx *c, const field *f, const msgpack_object *o, void *base) {
+static int parse_field(ctx *c, const field *f, const msgpack_object *o, void *base, size_t roff) {
     int rc;
     int64_t i64 = 0;
     switch (f->type) {
     case T_U64:
     case T_U32:
+    case T_U16:
     case T_U8:
         if ((rc = parse_uint(c, f, o,
                              f->type == T_U64   ? UINT64_MAX
                              : f->type == T_U32 ? UINT32_MAX
+                             : f->type == T_U16 ? UINT16_MAX
                                                 : UINT8_MAX)) != 0)
             return rc;
         set_num(f, base, o->via.u64);
@@ -946,8 +1262,31 @@ static int parse_field(ctx *c, const field *f, const msgpack_object *o, void *ba
     case T_PRIO:
     case T_STATE:
     case T_FMT:
+    case T_BG:
     case T_ERR:
         return parse_enum(c, f, o, base);
+    case T_RGB:
+        if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size != 3)
+            return type_error(c, f, "an array of 3 integers (red, green, blue)");
+        for (int k = 0; k < 3; k++) {
+            const msgpack_object *e = &o->via.array.ptr[k];
+            if (e->type != MSGPACK_OBJECT_POSITIVE_INTEGER || e->via.u64 > 255)
+                return fail(c, HSQ_EBADREQ, "field '%s' in %s needs components 0..255", f->name,
+                            c->path);
+            AT(base, f->off, uint8_t)[k] = (uint8_t)e->via.u64;
+        }
+        return 0;
+    case T_RAW: {
+        /* Only the range is recorded here; check_field validates the map. */
+        if (o->type != MSGPACK_OBJECT_MAP)
+            return type_error(c, f, "a map");
+        if (!c->raw)
+            return fail(c, HSQ_EINTERNAL, "field '%s' in %s: no input bytes", f->name, c->path);
+        hsq_bytes *v = AT(base, f->off, hsq_bytes);
+        v->ptr = c->raw + roff;
+        v->len = skim(c->raw + roff, c->rawlen - roff);
+        return 0;
+    }
     case T_SHA:
         if (o->type != MSGPACK_OBJECT_BIN || o->via.bin.size != 32)
             return type_error(c, f, "a 32-byte bin");
@@ -955,12 +1294,12 @@ static int parse_field(ctx *c, const field *f, const msgpack_object *o, void *ba
         return 0;
     case T_MAP: {
         size_t old = path_push(c, f->name, -1);
-        rc = parse_shape(c, f->sub, o, AT(base, f->off, char), 0, false);
+        rc = parse_shape(c, f->sub, o, AT(base, f->off, char), 0, false, roff);
         path_pop(c, old);
         return rc;
     }
-    default: /* T_ARR, T_PARR, T_U64ARR */
-        return parse_array(c, f, o, base);
+    default: /* T_ARR, T_PARR, T_U64ARR, T_U32ARR */
+        return parse_array(c, f, o, base, roff);
     }
 }
 
@@ -988,13 +1327,16 @@ static void set_defaults(const shape *s, void *base, uint32_t index) {
 /* Walk one msgpack map into base (zeroed by the caller) using shape s. At the
  * top level the envelope keys were read already and are skipped here. */
 static int parse_shape(ctx *c, const shape *s, const msgpack_object *o, void *base, uint32_t index,
-                       bool top) {
+                       bool top, size_t roff) {
     uint64_t seen = 0; /* bit i: field i was present (shapes have < 64 fields) */
     if (o->type != MSGPACK_OBJECT_MAP)
         return fail(c, HSQ_EBADREQ, "%s must be a map", c->path);
     set_defaults(s, base, index);
+    size_t kvoff = raw_first(c, roff);
     for (uint32_t i = 0; i < o->via.map.size; i++) {
         const msgpack_object_kv *kv = &o->via.map.ptr[i];
+        size_t voff = raw_skip(c, kvoff);
+        kvoff = raw_skip(c, voff);
         if (kv->key.type != MSGPACK_OBJECT_STR)
             return fail(c, HSQ_EBADREQ, "field names in %s must be strings", c->path);
         hsq_str key = {kv->key.via.str.ptr, kv->key.via.str.size};
@@ -1009,7 +1351,7 @@ static int parse_shape(ctx *c, const shape *s, const msgpack_object *o, void *ba
         if (seen & (1ull << fi))
             return fail(c, HSQ_EBADREQ, "duplicate field '%s' in %s", s->fields[fi].name, c->path);
         seen |= 1ull << fi;
-        int rc = parse_field(c, &s->fields[fi], &kv->val, base);
+        int rc = parse_field(c, &s->fields[fi], &kv->val, base, voff);
         if (rc)
             return rc;
     }
@@ -1113,6 +1455,12 @@ static bool mp_classify(uint8_t b, mp_head *h) {
     default: /* 0xc1 */
         return false;
     }
+}
+
+/* Bytes of an object's type byte plus its length field. */
+static size_t mp_header_len(uint8_t b) {
+    mp_head h;
+    return mp_classify(b, &h) ? 1 + h.lenb : 1;
 }
 
 /* Deepest nesting accepted. The deepest real message is 5 levels (lease
@@ -1262,8 +1610,67 @@ static int decode_map(ctx *c, const msgpack_object *o, bool trailing, hsq_wire_m
         return fail(c, HSQ_EBADREQ, "%s takes no binary frames, got %zu", s->name, c->nframes);
     void *base = msg->kind == HSQ_KIND_REQUEST ? (void *)&msg->req : (void *)&msg->rep;
     snprintf(c->path, sizeof(c->path), "%s", s->name);
-    rc = parse_shape(c, s, o, base, 0, true);
+    rc = parse_shape(c, s, o, base, 0, true, 0);
     return rc ? rc : check_shape(c, s, base, 0);
+}
+
+/* Decode one T_RAW map (raw must be exactly one map) into out with shape s,
+ * then check it. Views in out point into raw: msgpack-c references its input
+ * for str and bin, so they outlive the local zone. */
+static int raw_decode(ctx *c, const shape *s, hsq_bytes raw, void *out, size_t outsize) {
+    memset(out, 0, outsize);
+    if (skim(raw.ptr, raw.len) != raw.len)
+        return fail(c, HSQ_EBADREQ, "%s is not exactly one well-formed msgpack map", c->path);
+    msgpack_unpacked up;
+    msgpack_unpacked_init(&up);
+    size_t off = 0;
+    msgpack_unpack_return ur = msgpack_unpack_next(&up, (const char *)raw.ptr, raw.len, &off);
+    if (ur != MSGPACK_UNPACK_SUCCESS) {
+        msgpack_unpacked_destroy(&up);
+        if (ur == MSGPACK_UNPACK_NOMEM_ERROR)
+            return fail(c, HSQ_ENOMEM, "out of memory decoding %s", c->path);
+        return fail(c, HSQ_EBADREQ, "%s is malformed msgpack", c->path);
+    }
+    const uint8_t *saved_raw = c->raw;
+    size_t saved_len = c->rawlen;
+    c->raw = raw.ptr;
+    c->rawlen = raw.len;
+    int rc = parse_shape(c, s, &up.data, out, 0, false, 0);
+    if (rc == 0)
+        rc = check_shape(c, s, out, 0);
+    c->raw = saved_raw;
+    c->rawlen = saved_len;
+    msgpack_unpacked_destroy(&up);
+    if (rc)
+        memset(out, 0, outsize);
+    return rc;
+}
+
+static int raw_public_decode(const shape *s, size_t max, hsq_bytes raw, void *out, size_t outsize,
+                             char *err, size_t errlen) {
+    char local[160];
+    ctx c = {.decoding = true, .err = err && errlen ? err : local,
+             .errcap = err && errlen ? errlen : sizeof(local)};
+    c.err[0] = '\0';
+    memset(out, 0, outsize);
+    if (raw.len == 0)
+        return 0;
+    snprintf(c.path, sizeof(c.path), "%s", s->name);
+    if (!raw.ptr)
+        return fail(&c, HSQ_EBADREQ, "%s has a NULL pointer", s->name);
+    if (raw.len > max)
+        return fail(&c, HSQ_ETOOLARGE, "%s map is too large (%zu > %zu bytes)", s->name, raw.len,
+                    max);
+    return raw_decode(&c, s, raw, out, outsize);
+}
+
+int hsq_wire_settings_decode(hsq_bytes raw, hsq_wire_settings *out, char *err, size_t errlen) {
+    return raw_public_decode(&settings_s, HSQ_MAX_SETTINGS_BYTES, raw, out, sizeof(*out), err,
+                             errlen);
+}
+
+int hsq_wire_info_decode(hsq_bytes raw, hsq_wire_info *out, char *err, size_t errlen) {
+    return raw_public_decode(&info_s, HSQ_MAX_INFO_BYTES, raw, out, sizeof(*out), err, errlen);
 }
 
 int hsq_wire_decode(const void *meta, size_t len, size_t nframes, hsq_wire_msg *msg) {
@@ -1289,6 +1696,8 @@ int hsq_wire_decode(const void *meta, size_t len, size_t nframes, hsq_wire_msg *
         return fail(&c, HSQ_EBADREQ, "malformed msgpack");
     }
     c.zone = up.zone;
+    c.raw = meta;
+    c.rawlen = end;
     int rc = decode_map(&c, &up.data, end < len, msg);
     if (rc) {
         /* Keep what identifies the message; drop views into the zone. */
@@ -1347,6 +1756,8 @@ static void pack_array(msgpack_packer *pk, const field *f, const void *base) {
     for (uint32_t i = 0; i < n; i++) {
         if (f->type == T_U64ARR)
             msgpack_pack_uint64(pk, CAT(base, f->off, uint64_t)[i]);
+        else if (f->type == T_U32ARR)
+            msgpack_pack_uint32(pk, CAT(base, f->off, uint32_t)[i]);
         else
             pack_shape(pk, f->sub, elem_at(f, base, i));
     }
@@ -1357,9 +1768,24 @@ static void pack_value(msgpack_packer *pk, const field *f, const void *base) {
     switch (f->type) {
     case T_U64:
     case T_U32:
+    case T_U16:
     case T_U8:
         msgpack_pack_uint64(pk, get_num(f, base));
         break;
+    case T_BG:
+        pack_cstr(pk, bg_names[get_num(f, base)]);
+        break;
+    case T_RGB:
+        msgpack_pack_array(pk, 3);
+        for (int k = 0; k < 3; k++)
+            msgpack_pack_uint8(pk, CAT(base, f->off, uint8_t)[k]);
+        break;
+    case T_RAW: {
+        /* check_field proved these bytes are exactly one valid map. */
+        const hsq_bytes *v = CAT(base, f->off, hsq_bytes);
+        hsq_wbuf_append(pk->data, v->ptr, v->len);
+        break;
+    }
     case T_I64:
         msgpack_pack_int64(pk, *CAT(base, f->off, int64_t));
         break;
@@ -1443,6 +1869,34 @@ int hsq_wire_encode(const hsq_wire_msg *msg, hsq_wbuf *out) {
         return HSQ_ETOOLARGE;
     }
     return 0;
+}
+
+static int raw_public_encode(const shape *s, size_t max, const void *in, hsq_wbuf *out) {
+    char err[160] = "";
+    ctx c = {.decoding = false, .err = err, .errcap = sizeof(err)};
+    if (!in || !out)
+        return HSQ_EINVAL;
+    snprintf(c.path, sizeof(c.path), "%s", s->name);
+    int rc = check_shape(&c, s, in, 0);
+    if (rc)
+        return rc;
+    size_t start = out->len;
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, out, wbuf_write);
+    pack_shape(&pk, s, in);
+    if (out->len - start > max) {
+        out->len = start;
+        return HSQ_EINVAL;
+    }
+    return 0;
+}
+
+int hsq_wire_settings_encode(const hsq_wire_settings *s, hsq_wbuf *out) {
+    return raw_public_encode(&settings_s, HSQ_MAX_SETTINGS_BYTES, s, out);
+}
+
+int hsq_wire_info_encode(const hsq_wire_info *in, hsq_wbuf *out) {
+    return raw_public_encode(&info_s, HSQ_MAX_INFO_BYTES, in, out);
 }
 
 /* Longest prefix of s (at most max bytes) that ends on a UTF-8 boundary. */

@@ -753,6 +753,9 @@ typedef struct {
     uint64_t rid;
 } reject_case;
 
+#define SETTINGS_HEAD SUBMIT_HEAD ", outputs:[" OUT_J "]"
+#define IN_BG "{kind:'background', frame:1}"
+
 static const reject_case rejects[] = {
     {"not a map (array)", "[1, 2]", 0, HSQ_EBADREQ, "not a msgpack map", HSQ_OP_NONE, 0},
     {"not a map (int)", "5", 0, HSQ_EBADREQ, "not a msgpack map", HSQ_OP_NONE, 0},
@@ -921,6 +924,101 @@ static const reject_case rejects[] = {
      0, HSQ_EBADREQ, "exactly one of", HSQ_OP_LEASE, 3},
     {"too many tasks in list", "{v:1, rid:3, re:'list', tasks:[*101" TASK_OK "], next:0}", 0,
      HSQ_ETOOLARGE, "'tasks'", HSQ_OP_LIST, 3},
+    /* settings (nested map kept raw, validated strictly) */
+    {"settings not a map", "{" SETTINGS_HEAD ", inputs:[" IN_P "], settings:[1]}", 1, HSQ_EBADREQ,
+     "'settings' in submit must be a map", HSQ_OP_SUBMIT, 9},
+    {"settings unknown field", "{" SETTINGS_HEAD ", inputs:[" IN_P "], settings:{dpj:300}}", 1,
+     HSQ_EBADREQ, "unknown field 'dpj' in submit.settings", HSQ_OP_SUBMIT, 9},
+    {"settings dpi too low", "{" SETTINGS_HEAD ", inputs:[" IN_P "], settings:{dpi:71}}", 1,
+     HSQ_EBADREQ, "'dpi' in submit.settings must be 0 or 72..1200", HSQ_OP_SUBMIT, 9},
+    {"settings dpi too high", "{" SETTINGS_HEAD ", inputs:[" IN_P "], settings:{dpi:1201}}", 1,
+     HSQ_EBADREQ, "'dpi' in submit.settings is out of range", HSQ_OP_SUBMIT, 9},
+    {"background kind unknown",
+     "{" SETTINGS_HEAD ", inputs:[" IN_P "], settings:{backgrounds:[{kind:'plaid'}]}}", 1,
+     HSQ_EBADREQ, "'kind' in submit.settings.backgrounds[0] has an unknown value", HSQ_OP_SUBMIT,
+     9},
+    {"background kind missing",
+     "{" SETTINGS_HEAD ", inputs:[" IN_P "], settings:{backgrounds:[{color:[1,2,3]}]}}", 1,
+     HSQ_EBADREQ, "missing field 'kind' in submit.settings.backgrounds[0]", HSQ_OP_SUBMIT, 9},
+    {"colour component > 255",
+     "{" SETTINGS_HEAD ", inputs:[" IN_P "], settings:{backgrounds:[{kind:'solid',"
+     " color:[1,256,3]}]}}",
+     1, HSQ_EBADREQ, "'color' in submit.settings.backgrounds[0] needs components 0..255",
+     HSQ_OP_SUBMIT, 9},
+    {"colour as a string",
+     "{" SETTINGS_HEAD ", inputs:[" IN_P "], settings:{backgrounds:[{kind:'solid',"
+     " color:'#ffffff'}]}}",
+     1, HSQ_EBADREQ, "must be an array of 3 integers", HSQ_OP_SUBMIT, 9},
+    {"colour of 4",
+     "{" SETTINGS_HEAD ", inputs:[" IN_P "], settings:{backgrounds:[{kind:'solid',"
+     " color:[1,2,3,4]}]}}",
+     1, HSQ_EBADREQ, "must be an array of 3", HSQ_OP_SUBMIT, 9},
+    {"blur on solid",
+     "{" SETTINGS_HEAD ", inputs:[" IN_P "], settings:{backgrounds:[{kind:'solid', blur_px:4}]}}",
+     1, HSQ_EBADREQ, "'blur_px' in submit.settings.backgrounds[0] applies to 'reference' only",
+     HSQ_OP_SUBMIT, 9},
+    {"blur too large",
+     "{" SETTINGS_HEAD ", inputs:[" IN_P ", " IN_BG "], settings:{backgrounds:[{kind:'reference',"
+     " blur_px:65}]}}",
+     2, HSQ_EBADREQ, "'blur_px' in submit.settings.backgrounds[0] is out of range", HSQ_OP_SUBMIT,
+     9},
+    {"color2 on vignette",
+     "{" SETTINGS_HEAD ", inputs:[" IN_P "], settings:{backgrounds:[{kind:'vignette',"
+     " color2:[1,1,1]}]}}",
+     1, HSQ_EBADREQ, "'color2' in submit.settings.backgrounds[0] applies to 'gradient' only",
+     HSQ_OP_SUBMIT, 9},
+    {"five backgrounds",
+     "{" SETTINGS_HEAD ", inputs:[" IN_P "], settings:{backgrounds:[*5 {kind:'solid'}]}}", 1,
+     HSQ_ETOOLARGE, "'backgrounds' in submit.settings has too many elements", HSQ_OP_SUBMIT, 9},
+    {"five styles", "{" SETTINGS_HEAD ", inputs:[" IN_P "], settings:{styles:[*5 {}]}}", 1,
+     HSQ_ETOOLARGE, "'styles' in submit.settings has too many elements", HSQ_OP_SUBMIT, 9},
+    {"style strength 101",
+     "{" SETTINGS_HEAD ", inputs:[" IN_P "], settings:{styles:[{name:'x', retouch:101}]}}", 1,
+     HSQ_EBADREQ, "'retouch' in submit.settings.styles[0] is out of range", HSQ_OP_SUBMIT, 9},
+    {"style name 33 bytes",
+     "{" SETTINGS_HEAD ", inputs:[" IN_P "], settings:{styles:[{name:@33}]}}", 1, HSQ_ETOOLARGE,
+     "'name' in submit.settings.styles[0] is too long", HSQ_OP_SUBMIT, 9},
+    {"reference without a background input",
+     "{" SETTINGS_HEAD ", inputs:[" IN_P "], settings:{backgrounds:[{kind:'solid'},"
+     " {kind:'reference'}]}}",
+     1, HSQ_EBADREQ, "backgrounds[1] is 'reference' but the submit has no input of kind",
+     HSQ_OP_SUBMIT, 9},
+    {"two background inputs",
+     "{" SETTINGS_HEAD ", inputs:[" IN_P ", " IN_BG ", {kind:'background', frame:2}]}", 3,
+     HSQ_EBADREQ, "at most one input of kind 'background'", HSQ_OP_SUBMIT, 9},
+    {"combinations over the cap",
+     "{" SUBMIT_HEAD ", inputs:[" IN_P "], outputs:[*3 " OUT_J "],"
+     " settings:{backgrounds:[*3 {kind:'solid'}], styles:[*2 {}]}}",
+     1, HSQ_ETOOLARGE, "asks for 18 outputs (3 background(s) x 2 style(s) x 3 size(s)); the cap is 16",
+     HSQ_OP_SUBMIT, 9},
+    {"combinations over the cap, default background",
+     "{" SUBMIT_HEAD ", inputs:[" IN_P "], outputs:[*9 " OUT_J "], settings:{styles:[*2 {}]}}", 1,
+     HSQ_ETOOLARGE, "the cap is 16", HSQ_OP_SUBMIT, 9},
+    {"settings in a job",
+     "{v:1, rid:3, re:'lease', jobs:[{" JOB_HEAD ", inputs:[{kind:'portrait', key:'k', size:5}],"
+     " outputs:[" OUT_J "], settings:{dpi:7}}]}",
+     0, HSQ_EBADREQ, "'dpi' in lease reply.jobs[0].settings must be 0 or 72", HSQ_OP_LEASE, 3},
+    /* info */
+    {"info stage without a name",
+     "{v:1, rid:2, op:'done', task:1, token:1, outputs:[{key:'k', size:1, sha256:#32, width:1,"
+     " height:1, format:'png'}], info:{stages:[{ms:3}]}}",
+     0, HSQ_EBADREQ, "missing field 'name' in done.info.stages[0]", HSQ_OP_DONE, 2},
+    {"info too many stages",
+     "{v:1, rid:2, op:'done', task:1, token:1, outputs:[{key:'k', size:1, sha256:#32, width:1,"
+     " height:1, format:'png'}], info:{stages:[*17 {name:'a', ms:1}]}}",
+     0, HSQ_ETOOLARGE, "'stages' in done.info has too many elements", HSQ_OP_DONE, 2},
+    {"info score over 1000",
+     "{v:1, rid:2, op:'done', task:1, token:1, outputs:[{key:'k', size:1, sha256:#32, width:1,"
+     " height:1, format:'png'}], info:{face_score:1001}}",
+     0, HSQ_EBADREQ, "'face_score' in done.info is out of range", HSQ_OP_DONE, 2},
+    {"output spec index 16",
+     "{v:1, rid:2, op:'done', task:1, token:1, outputs:[{key:'k', size:1, sha256:#32, width:1,"
+     " height:1, format:'png', spec:16}]}",
+     0, HSQ_EBADREQ, "'spec' in done.outputs[0] is out of range", HSQ_OP_DONE, 2},
+    {"task info not a map", "{v:1, rid:3, re:'status', task:{id:3, user:'u', state:'queued',"
+     " prio:'normal', attempts:0, created_ms:1, updated_ms:2, expires_ms:0, progress:0,"
+     " n_inputs:1, info:'x'}}",
+     0, HSQ_EBADREQ, "'info' in status reply.task must be a map", HSQ_OP_STATUS, 3},
 };
 
 static void test_rejects(void) {
@@ -1227,6 +1325,250 @@ static void test_encode_error(void) {
     hsq_wbuf_free(&b);
 }
 
+/* ------------------------------------------------------------ settings and info */
+
+
+static void fill_settings(hsq_wire_settings *st) {
+    memset(st, 0, sizeof(*st));
+    st->n_backgrounds = 4;
+    st->backgrounds[0] = (hsq_wire_background){HSQ_BG_SOLID, {255, 255, 255}, {0, 0, 0}, 0};
+    st->backgrounds[1] = (hsq_wire_background){HSQ_BG_GRADIENT, {10, 20, 30}, {200, 210, 220}, 0};
+    st->backgrounds[2] = (hsq_wire_background){HSQ_BG_VIGNETTE, {128, 128, 128}, {0, 0, 0}, 0};
+    st->backgrounds[3] = (hsq_wire_background){HSQ_BG_REFERENCE, {0, 0, 0}, {0, 0, 0}, 12};
+    st->n_styles = 2;
+    st->styles[0] = (hsq_wire_style){HSQ_STR_LIT("natural"), 40, 50, 30, 0};
+    st->styles[1] = (hsq_wire_style){HSQ_STR_LIT("bold"), 100, 0, 100, 100};
+    st->dpi = 300;
+}
+
+static void fill_info(hsq_wire_info *in) {
+    memset(in, 0, sizeof(*in));
+    in->faces = 2;
+    in->face_score = 921;
+    in->backend = HSQ_STR_LIT("cpu");
+    in->n_stages = 3;
+    in->stages[0] = (hsq_wire_stage){HSQ_STR_LIT("decode"), 12};
+    in->stages[1] = (hsq_wire_stage){HSQ_STR_LIT("detect"), 4};
+    in->stages[2] = (hsq_wire_stage){HSQ_STR_LIT("segment"), 0};
+}
+
+static void test_settings_info(void) {
+    hsq_wbuf sb, ib, a, b;
+    hsq_wbuf_init(&sb);
+    hsq_wbuf_init(&ib);
+    hsq_wbuf_init(&a);
+    hsq_wbuf_init(&b);
+    char err[160];
+
+    HSQ_ASSERT_STR_EQ(hsq_bg_name(HSQ_BG_SOLID), "solid");
+    HSQ_ASSERT_STR_EQ(hsq_bg_name(HSQ_BG_REFERENCE), "reference");
+    HSQ_ASSERT_STR_EQ(hsq_bg_name((hsq_bg_kind)0), "?");
+    HSQ_ASSERT_STR_EQ(hsq_bg_name((hsq_bg_kind)5), "?");
+
+    /* Settings on their own: encode, decode, re-encode byte for byte. */
+    hsq_wire_settings st, st2;
+    fill_settings(&st);
+    HSQ_OK(hsq_wire_settings_encode(&st, &sb));
+    HSQ_OK(hsq_wire_settings_decode((hsq_bytes){(const uint8_t *)sb.data, sb.len}, &st2, err,
+                                    sizeof(err)));
+    HSQ_ASSERT_EQ(st2.n_backgrounds, 4);
+    HSQ_ASSERT_EQ(st2.backgrounds[1].kind, HSQ_BG_GRADIENT);
+    HSQ_ASSERT_EQ(st2.backgrounds[1].color2[2], 220);
+    HSQ_ASSERT_EQ(st2.backgrounds[0].color[0], 255);
+    HSQ_ASSERT_EQ(st2.backgrounds[3].blur_px, 12);
+    HSQ_ASSERT_EQ(st2.n_styles, 2);
+    HSQ_ASSERT_VIEW_EQ(st2.styles[0].name, "natural");
+    HSQ_ASSERT_EQ(st2.styles[0].retouch, 40);
+    HSQ_ASSERT_EQ(st2.styles[1].clothing, 100);
+    HSQ_ASSERT_EQ(st2.dpi, 300);
+    HSQ_ASSERT(st2.styles[0].name.ptr >= sb.data && st2.styles[0].name.ptr < sb.data + sb.len);
+    HSQ_OK(hsq_wire_settings_encode(&st2, &a));
+    HSQ_ASSERT(a.len == sb.len && memcmp(a.data, sb.data, a.len) == 0);
+
+    /* Empty raw = defaults. */
+    HSQ_OK(hsq_wire_settings_decode((hsq_bytes){NULL, 0}, &st2, err, sizeof(err)));
+    HSQ_ASSERT_EQ(st2.n_backgrounds + st2.n_styles + st2.dpi, 0);
+
+    /* Info on its own. */
+    hsq_wire_info in, in2;
+    fill_info(&in);
+    HSQ_OK(hsq_wire_info_encode(&in, &ib));
+    HSQ_OK(hsq_wire_info_decode((hsq_bytes){(const uint8_t *)ib.data, ib.len}, &in2, err,
+                                sizeof(err)));
+    HSQ_ASSERT_EQ(in2.faces, 2);
+    HSQ_ASSERT_EQ(in2.face_score, 921);
+    HSQ_ASSERT_VIEW_EQ(in2.backend, "cpu");
+    HSQ_ASSERT_EQ(in2.n_stages, 3);
+    HSQ_ASSERT_VIEW_EQ(in2.stages[1].name, "detect");
+    HSQ_ASSERT_EQ(in2.stages[0].ms, 12);
+
+    /* Encoder refusals on the structs. */
+    st2 = st;
+    st2.dpi = 71;
+    HSQ_ASSERT_EQ(hsq_wire_settings_encode(&st2, &a), HSQ_EINVAL);
+    st2 = st;
+    st2.n_backgrounds = 5;
+    HSQ_ASSERT_EQ(hsq_wire_settings_encode(&st2, &a), HSQ_EINVAL);
+    st2 = st;
+    st2.styles[0].tone = 101;
+    HSQ_ASSERT_EQ(hsq_wire_settings_encode(&st2, &a), HSQ_EINVAL);
+    st2 = st;
+    st2.backgrounds[0].kind = 0;
+    HSQ_ASSERT_EQ(hsq_wire_settings_encode(&st2, &a), HSQ_EINVAL);
+    st2 = st;
+    st2.backgrounds[0].blur_px = 3; /* solid */
+    HSQ_ASSERT_EQ(hsq_wire_settings_encode(&st2, &a), HSQ_EINVAL);
+    in2 = in;
+    in2.face_score = 1001;
+    HSQ_ASSERT_EQ(hsq_wire_info_encode(&in2, &a), HSQ_EINVAL);
+    in2 = in;
+    in2.backend = HSQ_STR_LIT("tpu");
+    HSQ_ASSERT_EQ(hsq_wire_info_encode(&in2, &a), HSQ_EINVAL);
+
+    /* Submit carrying settings (1 bg input, 4 x 2 x 2 = 16 outputs, at the cap). */
+    hsq_wire_msg m = new_msg(HSQ_KIND_REQUEST, HSQ_OP_SUBMIT, 4), d;
+    fill_submit(&m.req.submit);
+    m.req.submit.settings = (hsq_bytes){(const uint8_t *)sb.data, sb.len};
+    hsq_wbuf_reset(&a);
+    HSQ_OK(hsq_wire_encode(&m, &a));
+    HSQ_OK(hsq_wire_decode(a.data, a.len, 3, &d));
+    HSQ_ASSERT_EQ(d.req.submit.settings.len, sb.len);
+    HSQ_ASSERT(memcmp(d.req.submit.settings.ptr, sb.data, sb.len) == 0);
+    /* The view is the byte range inside the meta, not a copy. */
+    HSQ_ASSERT((const char *)d.req.submit.settings.ptr > a.data &&
+               (const char *)d.req.submit.settings.ptr + sb.len <= a.data + a.len);
+    hsq_wbuf_reset(&b);
+    HSQ_OK(hsq_wire_encode(&d, &b));
+    HSQ_ASSERT(a.len == b.len && memcmp(a.data, b.data, a.len) == 0);
+    hsq_wire_msg_free(&d);
+    /* One more size: 4 x 2 x 3 = 24 > 16. */
+    m.req.submit.n_outputs = 3;
+    m.req.submit.outputs[2] = m.req.submit.outputs[1];
+    HSQ_ASSERT_EQ(hsq_wire_encode(&m, &a), HSQ_EINVAL);
+    m.req.submit.n_outputs = 2;
+    /* No background input, but a reference background. */
+    m.req.submit.inputs[2].kind = HSQ_STR_LIT("clothing");
+    HSQ_ASSERT_EQ(hsq_wire_encode(&m, &a), HSQ_EINVAL);
+    m.req.submit.inputs[2].kind = HSQ_STR_LIT("background");
+    /* Raw bytes that are not one valid settings map. */
+    m.req.submit.settings = (hsq_bytes){(const uint8_t *)"\x81\xa3" "dpi\x05", 6};
+    HSQ_ASSERT_EQ(hsq_wire_encode(&m, &a), HSQ_EINVAL);
+    m.req.submit.settings = (hsq_bytes){(const uint8_t *)sb.data, sb.len - 1};
+    HSQ_ASSERT_EQ(hsq_wire_encode(&m, &a), HSQ_EINVAL);
+    m.req.submit.settings = (hsq_bytes){(const uint8_t *)"\x80\x80", 2}; /* trailing */
+    HSQ_ASSERT_EQ(hsq_wire_encode(&m, &a), HSQ_EINVAL);
+    m.req.submit.settings = (hsq_bytes){(const uint8_t *)"\x80", 1}; /* empty map: fine */
+    hsq_wbuf_reset(&a);
+    HSQ_OK(hsq_wire_encode(&m, &a));
+
+    /* Done with info, outputs naming their combination; result reply with
+     * both maps; lease reply with the job's settings. */
+    m = new_msg(HSQ_KIND_REQUEST, HSQ_OP_DONE, 5);
+    m.req.done.task = 9;
+    m.req.done.token = 3;
+    m.req.done.n_outputs = 2;
+    fill_output(&m.req.done.outputs[0], "p/out-0-3.jpg", 64);
+    fill_output(&m.req.done.outputs[1], "p/out-1-3.jpg", 64);
+    m.req.done.outputs[1].background = 3;
+    m.req.done.outputs[1].style = 1;
+    m.req.done.outputs[1].spec = 15;
+    m.req.done.info = (hsq_bytes){(const uint8_t *)ib.data, ib.len};
+    hsq_wbuf_reset(&a);
+    HSQ_OK(hsq_wire_encode(&m, &a));
+    HSQ_OK(hsq_wire_decode(a.data, a.len, 0, &d));
+    HSQ_ASSERT_EQ(d.req.done.outputs[1].background, 3);
+    HSQ_ASSERT_EQ(d.req.done.outputs[1].style, 1);
+    HSQ_ASSERT_EQ(d.req.done.outputs[1].spec, 15);
+    HSQ_ASSERT_EQ(d.req.done.outputs[0].spec, 0);
+    HSQ_ASSERT(d.req.done.info.len == ib.len && !memcmp(d.req.done.info.ptr, ib.data, ib.len));
+    hsq_wire_msg_free(&d);
+    m.req.done.outputs[1].spec = 16;
+    HSQ_ASSERT_EQ(hsq_wire_encode(&m, &a), HSQ_EINVAL);
+
+    m = new_msg(HSQ_KIND_REPLY, HSQ_OP_STATUS, 6);
+    fill_task(&m.rep.task.task, 8, HSQ_STATE_SUCCEEDED, 1);
+    m.rep.task.task.settings = (hsq_bytes){(const uint8_t *)sb.data, sb.len};
+    m.rep.task.task.info = (hsq_bytes){(const uint8_t *)ib.data, ib.len};
+    hsq_wbuf_reset(&a);
+    HSQ_OK(hsq_wire_encode(&m, &a));
+    HSQ_OK(hsq_wire_decode(a.data, a.len, 0, &d));
+    HSQ_OK(hsq_wire_settings_decode(d.rep.task.task.settings, &st2, err, sizeof(err)));
+    HSQ_ASSERT_EQ(st2.n_backgrounds, 4);
+    HSQ_OK(hsq_wire_info_decode(d.rep.task.task.info, &in2, err, sizeof(err)));
+    HSQ_ASSERT_EQ(in2.n_stages, 3);
+    hsq_wbuf_reset(&b);
+    HSQ_OK(hsq_wire_encode(&d, &b));
+    HSQ_ASSERT(a.len == b.len && memcmp(a.data, b.data, a.len) == 0);
+    hsq_wire_msg_free(&d);
+
+    /* Several tasks in a list reply: each view lands on its own map. */
+    static hsq_wire_task lt[3];
+    m = new_msg(HSQ_KIND_REPLY, HSQ_OP_LIST, 7);
+    for (int i = 0; i < 3; i++) {
+        memset(&lt[i], 0, sizeof(lt[i]));
+        fill_task(&lt[i], 10 + (uint64_t)i, HSQ_STATE_QUEUED, 0);
+        if (i != 1)
+            lt[i].settings = (hsq_bytes){(const uint8_t *)sb.data, sb.len};
+        if (i == 2)
+            lt[i].info = (hsq_bytes){(const uint8_t *)ib.data, ib.len};
+    }
+    m.rep.list.n = 3;
+    m.rep.list.tasks = lt;
+    hsq_wbuf_reset(&a);
+    HSQ_OK(hsq_wire_encode(&m, &a));
+    HSQ_OK(hsq_wire_decode(a.data, a.len, 0, &d));
+    HSQ_ASSERT_EQ(d.rep.list.tasks[1].settings.len, 0);
+    HSQ_ASSERT(d.rep.list.tasks[2].settings.len == sb.len &&
+               !memcmp(d.rep.list.tasks[2].settings.ptr, sb.data, sb.len));
+    HSQ_ASSERT(d.rep.list.tasks[2].info.len == ib.len &&
+               !memcmp(d.rep.list.tasks[2].info.ptr, ib.data, ib.len));
+    hsq_wire_msg_free(&d);
+
+    static hsq_wire_job jobs[2];
+    m = new_msg(HSQ_KIND_REPLY, HSQ_OP_LEASE, 8);
+    for (int i = 0; i < 2; i++) {
+        memset(&jobs[i], 0, sizeof(jobs[i]));
+        fill_job(&jobs[i], 20 + (uint64_t)i);
+    }
+    jobs[1].settings = (hsq_bytes){(const uint8_t *)sb.data, sb.len};
+    m.rep.lease.n = 2;
+    m.rep.lease.jobs = jobs;
+    hsq_wbuf_reset(&a);
+    HSQ_OK(hsq_wire_encode(&m, &a));
+    HSQ_OK(hsq_wire_decode(a.data, a.len, 2, &d));
+    HSQ_ASSERT_EQ(d.rep.lease.jobs[0].settings.len, 0);
+    HSQ_ASSERT(d.rep.lease.jobs[1].settings.len == sb.len &&
+               !memcmp(d.rep.lease.jobs[1].settings.ptr, sb.data, sb.len));
+    hsq_wire_msg_free(&d);
+
+    /* A settings map over HSQ_MAX_SETTINGS_BYTES: a padded style name cannot
+     * get there (32 bytes), so hand-build a map with a huge (unknown) key;
+     * the size check comes first. */
+    hsq_wbuf big;
+    hsq_wbuf_init(&big);
+    hsq_wbuf_append(&big, "\x81\xda\x10\x00", 4); /* map of 1, str16 of 4096 */
+    for (int i = 0; i < 4096; i++)
+        hsq_wbuf_append(&big, "x", 1);
+    hsq_wbuf_append(&big, "\x01", 1);
+    HSQ_ASSERT_EQ(hsq_wire_settings_decode((hsq_bytes){(const uint8_t *)big.data, big.len}, &st2,
+                                           err, sizeof(err)),
+                  HSQ_ETOOLARGE);
+    HSQ_ASSERT(strstr(err, "too large") != NULL);
+    HSQ_ASSERT_EQ(hsq_wire_settings_decode((hsq_bytes){(const uint8_t *)"\x81\xa1q\x01", 4}, &st2,
+                                           err, sizeof(err)),
+                  HSQ_EBADREQ);
+    HSQ_ASSERT(strstr(err, "unknown field 'q' in settings") != NULL);
+    HSQ_ASSERT_EQ(hsq_wire_settings_decode((hsq_bytes){(const uint8_t *)"\x91\x01", 2}, &st2, err,
+                                           sizeof(err)),
+                  HSQ_EBADREQ);
+    hsq_wbuf_free(&big);
+
+    hsq_wbuf_free(&sb);
+    hsq_wbuf_free(&ib);
+    hsq_wbuf_free(&a);
+    hsq_wbuf_free(&b);
+}
+
 static void test_names(void) {
     for (int op = HSQ_OP_SUBMIT; op < HSQ_OP_COUNT_; op++) {
         const char *n = hsq_op_name((hsq_op)op);
@@ -1258,6 +1600,222 @@ static void test_names(void) {
         HSQ_ASSERT_EQ(hsq_state_is_terminal((hsq_state)s), terminal[s]);
 }
 
+/* ------------------------------------------------------------ retention and privacy */
+
+/* Encode m, decode it with nframes, re-encode and compare bytes; *d holds the
+ * decoded message (free it), whose views point into rt_buf: valid until the
+ * next call. */
+static hsq_wbuf rt_buf;
+
+static void retention_rt(const char *name, const hsq_wire_msg *m, size_t nframes, hsq_wire_msg *d) {
+    hsq_wbuf *ap = &rt_buf, b;
+    hsq_wbuf_reset(ap);
+    hsq_wbuf_init(&b);
+    int rc = hsq_wire_encode(m, ap);
+    if (rc != 0)
+        HSQ_FAIL_("%s: encode: %d", name, rc);
+    rc = hsq_wire_decode(ap->data, ap->len, nframes, d);
+    if (rc != 0)
+        HSQ_FAIL_("%s: decode: %d (%s)", name, rc, d->errmsg);
+    HSQ_ASSERT_EQ(d->op, m->op);
+    HSQ_ASSERT_EQ(d->kind, m->kind);
+    HSQ_OK(hsq_wire_encode(d, &b));
+    if (ap->len != b.len || memcmp(ap->data, b.data, ap->len) != 0)
+        HSQ_FAIL_("%s: re-encoding differs (%zu vs %zu bytes)", name, ap->len, b.len);
+    hsq_wbuf_free(&b);
+}
+
+static void test_retention_messages(void) {
+    hsq_wire_msg m, d;
+    hsq_wbuf b;
+    hsq_wbuf_init(&b);
+    hsq_wbuf_init(&rt_buf);
+
+    HSQ_ASSERT_STR_EQ(hsq_op_name(HSQ_OP_PURGE), "purge");
+    HSQ_ASSERT_STR_EQ(hsq_op_name(HSQ_OP_ERASE), "erase");
+    HSQ_ASSERT_STR_EQ(hsq_op_name(HSQ_OP_EXPORT), "export");
+    HSQ_ASSERT_EQ(hsq_op_from_name(HSQ_STR_LIT("export")), HSQ_OP_EXPORT);
+
+    /* purge request; limit defaults to 100000 and is left out at its default. */
+    m = new_msg(HSQ_KIND_REQUEST, HSQ_OP_PURGE, 1);
+    m.req.purge.dry_run = 1;
+    m.req.purge.limit = 5000;
+    retention_rt("purge", &m, 0, &d);
+    HSQ_ASSERT_EQ(d.req.purge.dry_run, 1);
+    HSQ_ASSERT_EQ(d.req.purge.limit, 5000);
+    hsq_wire_msg_free(&d);
+    mp("{v:1, rid:1, op:'purge'}", &b);
+    HSQ_OK(hsq_wire_decode(b.data, b.len, 0, &d));
+    HSQ_ASSERT_EQ(d.req.purge.limit, 100000);
+    HSQ_ASSERT_EQ(d.req.purge.dry_run, 0);
+    hsq_wire_msg_free(&d);
+
+    /* purge reply */
+    m = new_msg(HSQ_KIND_REPLY, HSQ_OP_PURGE, 2);
+    m.rep.purge = (hsq_rep_purge){.dry_run = 0, .more = 1, .inputs = 3, .outputs = 4,
+                                  .tasks = 5, .tombstones = 6, .cancelled = 7,
+                                  .bytes = 1ull << 40, .errors = 1};
+    retention_rt("purge reply", &m, 0, &d);
+    HSQ_ASSERT_EQ(d.rep.purge.more, 1);
+    HSQ_ASSERT_U64_EQ(d.rep.purge.bytes, 1ull << 40);
+    HSQ_ASSERT_U64_EQ(d.rep.purge.tombstones, 6);
+    HSQ_ASSERT_U64_EQ(d.rep.purge.errors, 1);
+    hsq_wire_msg_free(&d);
+
+    /* erase request and receipt */
+    m = new_msg(HSQ_KIND_REQUEST, HSQ_OP_ERASE, 3);
+    m.req.erase.user = HSQ_STR_LIT("user-\xc3\xa9");
+    retention_rt("erase", &m, 0, &d);
+    HSQ_ASSERT_VIEW_EQ(d.req.erase.user, "user-\xc3\xa9");
+    hsq_wire_msg_free(&d);
+    m = new_msg(HSQ_KIND_REPLY, HSQ_OP_ERASE, 3);
+    m.rep.erase = (hsq_rep_erase){.tasks = 9, .active = 2, .bytes = 12345,
+                                  .at_ms = 1700000000123,
+                                  .subject = HSQ_STR_LIT("00112233445566778899aabbccddeeff")};
+    retention_rt("erase reply", &m, 0, &d);
+    HSQ_ASSERT_U64_EQ(d.rep.erase.tasks, 9);
+    HSQ_ASSERT_U64_EQ(d.rep.erase.active, 2);
+    HSQ_ASSERT_EQ(d.rep.erase.at_ms, 1700000000123);
+    HSQ_ASSERT_VIEW_EQ(d.rep.erase.subject, "00112233445566778899aabbccddeeff");
+    hsq_wire_msg_free(&d);
+
+    /* export request: after defaults to 0 */
+    m = new_msg(HSQ_KIND_REQUEST, HSQ_OP_EXPORT, 4);
+    m.req.export_.user = HSQ_STR_LIT("alice");
+    m.req.export_.after = 77;
+    retention_rt("export", &m, 0, &d);
+    HSQ_ASSERT_U64_EQ(d.req.export_.after, 77);
+    hsq_wire_msg_free(&d);
+
+    /* export reply with a task: 2 inputs (one deleted), 3 outputs (one
+     * deleted), the new task dates, 3 frames. */
+    m = new_msg(HSQ_KIND_REPLY, HSQ_OP_EXPORT, 4);
+    hsq_rep_export *e = &m.rep.export_;
+    e->has_task = 1;
+    fill_task(&e->task, 41, HSQ_STATE_SUCCEEDED, 3);
+    e->task.uploads_expire_ms = 1700000600000;
+    e->task.refs_expire_ms = 1700000500000;
+    e->prompt = HSQ_STR_LIT("navy suit");
+    e->n_inputs = 2;
+    e->inputs[0] = (hsq_wire_input){HSQ_STR_LIT("portrait"), HSQ_STR_LIT("me.jpg"), {NULL, 0},
+                                    0, 1000};
+    e->inputs[1] = (hsq_wire_input){HSQ_STR_LIT("clothing"), {NULL, 0}, {NULL, 0},
+                                    HSQ_NO_FRAME, 2000};
+    e->out_frames[0] = 1;
+    e->out_frames[1] = HSQ_NO_FRAME;
+    e->out_frames[2] = 2;
+    e->next = 40;
+    retention_rt("export reply", &m, 3, &d);
+    const hsq_rep_export *x = &d.rep.export_;
+    HSQ_ASSERT_EQ(x->has_task, 1);
+    HSQ_ASSERT_U64_EQ(x->task.id, 41);
+    HSQ_ASSERT_EQ(x->task.uploads_expire_ms, 1700000600000);
+    HSQ_ASSERT_EQ(x->task.refs_expire_ms, 1700000500000);
+    HSQ_ASSERT_EQ(x->task.n_outputs, 3);
+    HSQ_ASSERT_EQ(x->n_inputs, 2);
+    HSQ_ASSERT_EQ(x->inputs[0].frame, 0);
+    HSQ_ASSERT_EQ(x->inputs[1].frame, HSQ_NO_FRAME);
+    HSQ_ASSERT_U64_EQ(x->inputs[1].size, 2000);
+    HSQ_ASSERT_EQ(x->out_frames[0], 1);
+    HSQ_ASSERT_EQ(x->out_frames[1], HSQ_NO_FRAME);
+    HSQ_ASSERT_EQ(x->out_frames[2], 2);
+    HSQ_ASSERT_U64_EQ(x->next, 40);
+    HSQ_ASSERT_VIEW_EQ(x->prompt, "navy suit");
+    hsq_wire_msg_free(&d);
+    /* The same frames are required on decode: one missing frame is refused. */
+    hsq_wbuf_reset(&b);
+    HSQ_OK(hsq_wire_encode(&m, &b));
+    HSQ_ASSERT_EQ(hsq_wire_decode(b.data, b.len, 2, &d), HSQ_EBADREQ);
+    HSQ_ASSERT(strstr(d.errmsg, "frame") != NULL);
+    hsq_wire_msg_free(&d);
+    /* A frame index past the frames is refused by the encoder too. */
+    e->out_frames[2] = 7;
+    hsq_wbuf_reset(&b);
+    HSQ_OK(hsq_wire_encode(&m, &b)); /* the encoder cannot know the frames sent */
+    HSQ_ASSERT_EQ(hsq_wire_decode(b.data, b.len, 3, &d), HSQ_EBADREQ);
+    hsq_wire_msg_free(&d);
+    /* has_task without a task, and a task without has_task, are refused. */
+    e->out_frames[2] = 2;
+    e->has_task = 0;
+    hsq_wbuf_reset(&b);
+    HSQ_ASSERT_EQ(hsq_wire_encode(&m, &b), HSQ_EINVAL);
+
+    /* export reply at the end: just has_task false; the task map is left out. */
+    m = new_msg(HSQ_KIND_REPLY, HSQ_OP_EXPORT, 5);
+    retention_rt("export reply, end", &m, 0, &d);
+    HSQ_ASSERT_EQ(d.rep.export_.has_task, 0);
+    HSQ_ASSERT_U64_EQ(d.rep.export_.task.id, 0);
+    hsq_wire_msg_free(&d);
+
+    /* The new task dates are optional: absent = 0, and 0 is not written. */
+    m = new_msg(HSQ_KIND_REPLY, HSQ_OP_STATUS, 6);
+    fill_task(&m.rep.task.task, 8, HSQ_STATE_QUEUED, 0);
+    hsq_wbuf_reset(&b);
+    HSQ_OK(hsq_wire_encode(&m, &b));
+    HSQ_ASSERT(memmem(b.data, b.len, "uploads_expire_ms", 17) == NULL);
+    m.rep.task.task.uploads_expire_ms = 5;
+    m.rep.task.task.refs_expire_ms = -1;
+    retention_rt("status reply with dates", &m, 0, &d);
+    HSQ_ASSERT_EQ(d.rep.task.task.uploads_expire_ms, 5);
+    HSQ_ASSERT_EQ(d.rep.task.task.refs_expire_ms, -1);
+    hsq_wire_msg_free(&d);
+
+    /* Refusals, hand-written. */
+    static const struct {
+        const char *text;
+        size_t nframes;
+        int rc;
+        const char *errmsg;
+    } bad[] = {
+        {"{v:1, rid:1, op:'purge', limit:0}", 0, HSQ_EBADREQ, "limit"},
+        {"{v:1, rid:1, op:'purge', limit:1000001}", 0, HSQ_EBADREQ, "limit"},
+        {"{v:1, rid:1, op:'purge', dry_run:1}", 0, HSQ_EBADREQ, "dry_run"},
+        {"{v:1, rid:1, op:'purge', force:true}", 0, HSQ_EBADREQ, "unknown field 'force'"},
+        {"{v:1, rid:1, op:'purge'}", 1, HSQ_EBADREQ, "takes no binary frames"},
+        {"{v:1, rid:1, op:'erase'}", 0, HSQ_EBADREQ, "missing field 'user'"},
+        {"{v:1, rid:1, op:'erase', user:''}", 0, HSQ_EBADREQ, "must not be empty"},
+        {"{v:1, rid:1, op:'erase', user:@129}", 0, HSQ_ETOOLARGE, "too long"},
+        {"{v:1, rid:1, op:'erase', user:'\xff'}", 0, HSQ_EBADREQ, "UTF-8"},
+        {"{v:1, rid:1, op:'export', user:'a', after:-1}", 0, HSQ_EBADREQ, "after"},
+        {"{v:1, rid:1, op:'export', after:1}", 0, HSQ_EBADREQ, "missing field 'user'"},
+        {"{v:1, rid:1, re:'purge', dry_run:false}", 0, HSQ_EBADREQ, "missing field"},
+        {"{v:1, rid:1, re:'erase', tasks:1, active:0, bytes:0, at_ms:1, subject:''}", 0,
+         HSQ_EBADREQ, "subject"},
+        {"{v:1, rid:1, re:'export', has_task:true}", 0, HSQ_EBADREQ, "has_task"},
+        {"{v:1, rid:1, re:'export', has_task:false, next:3}", 0, HSQ_EBADREQ, "nothing else"},
+        {"{v:1, rid:1, re:'export', has_task:true, task:" TASK_OK ", out_frames:[0]}", 1,
+         HSQ_EBADREQ, "out_frames has 1"},
+        {"{v:1, rid:1, re:'export', has_task:true, task:" TASK_OK
+         ", inputs:[{kind:'portrait', size:1, frame:0}]}",
+         0, HSQ_EBADREQ, "names frame 0 of 0"},
+        {"{v:1, rid:1, re:'export', has_task:true, task:" TASK_OK
+         ", inputs:[{kind:'portrait', size:1, key:'u/x'}]}",
+         0, HSQ_EBADREQ, "unknown field 'key'"},
+        {"{v:1, rid:1, re:'status', task:{id:3, user:'u', state:'queued', prio:'normal',"
+         " attempts:0, created_ms:1, updated_ms:2, expires_ms:0, progress:0, n_inputs:1,"
+         " refs_expire_ms:'x'}}",
+         0, HSQ_EBADREQ, "refs_expire_ms"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        mp(bad[i].text, &b);
+        int rc = hsq_wire_decode(b.data, b.len, bad[i].nframes, &d);
+        if (rc != bad[i].rc || !strstr(d.errmsg, bad[i].errmsg))
+            HSQ_FAIL_("retention reject %zu (%s): rc %d, errmsg \"%s\"", i, bad[i].text, rc,
+                      d.errmsg);
+        hsq_wire_msg_free(&d);
+    }
+    /* An export reply with a task whose outputs match out_frames decodes. */
+    mp("{v:1, rid:1, re:'export', has_task:true, task:" TASK_OK
+       ", inputs:[{kind:'portrait', size:1, frame:0}, {kind:'clothing', size:2}]}",
+       &b);
+    HSQ_OK(hsq_wire_decode(b.data, b.len, 1, &d));
+    HSQ_ASSERT_EQ(d.rep.export_.inputs[1].frame, HSQ_NO_FRAME);
+    HSQ_ASSERT_U64_EQ(d.rep.export_.next, 0);
+    hsq_wire_msg_free(&d);
+    hsq_wbuf_free(&b);
+    hsq_wbuf_free(&rt_buf);
+}
+
 int main(void) {
     test_names();
     test_round_trips();
@@ -1267,6 +1825,8 @@ int main(void) {
     test_meta_at_limit();
     test_encoder_refuses();
     test_encode_error();
+    test_settings_info();
+    test_retention_messages();
     printf("test_wire: %zu round trips, %zu refusal cases: ok\n",
            sizeof(rt_cases) / sizeof(rt_cases[0]), sizeof(rejects) / sizeof(rejects[0]));
     return 0;
