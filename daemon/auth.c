@@ -78,7 +78,8 @@ int hsq_auth_read_key(const char *path, char out[HSQ_AUTH_KEY_Z85 + 1], int *mod
     int rc = errf(err, errlen, "%s: no Z85 key (40 characters) in the file", path);
     while (fgets(line, sizeof line, f)) {
         char *s = trim(line);
-        if (!*s || *s == '#')
+        /* '#' is a Z85 digit too: a line is a key when it is one. */
+        if (!*s || (*s == '#' && !z85_ok(s, strlen(s))))
             continue;
         if (!z85_ok(s, strlen(s))) {
             rc = errf(err, errlen, "%s: the first line is not a Z85 key (40 characters)", path);
@@ -164,9 +165,18 @@ static int parse_line(hsq_auth *a, char *s, const char *path, int lineno, char *
                       size_t errlen) {
     char *save = NULL;
     char *key = strtok_r(s, " \t", &save);
+    if (key && *key == '#' && !z85_ok(key, strlen(key)))
+        return 0; /* a comment line ('#' is also a Z85 digit, hence the check) */
     char *role = strtok_r(NULL, " \t", &save);
     char *name = strtok_r(NULL, " \t", &save);
     char *extra = strtok_r(NULL, " \t", &save);
+    /* After the fields, a token starting with '#' begins a comment. */
+    if (role && *role == '#')
+        role = name = extra = NULL;
+    else if (name && *name == '#')
+        name = extra = NULL;
+    else if (extra && *extra == '#')
+        extra = NULL;
     if (!key || !role)
         return errf(err, errlen, "%s:%d: expected \"<z85 public key> <role> [name]\"", path,
                     lineno);
@@ -218,9 +228,6 @@ int hsq_auth_new(hsq_auth **out, const char *clients_path, char *err, size_t err
             rc = errf(err, errlen, "%s:%d: line too long", clients_path, lineno);
             break;
         }
-        char *hash = strchr(line, '#');
-        if (hash)
-            *hash = '\0';
         char *s = trim(line);
         if (*s)
             rc = parse_line(a, s, clients_path, lineno, err, errlen);

@@ -19,6 +19,9 @@
  * Key files hold one Z85 key (40 characters) on the first line that is not
  * blank or a '#' comment. The allowlist file has one client per line:
  *     <z85 public key> <role> [name]      role: web | worker | operator
+ * Blank lines and lines starting with '#' are comments, and so is the rest of
+ * a line from a field that starts with '#'. ('#' is also a Z85 digit: a first
+ * field that is a valid key is a key.)
  */
 #ifndef HSQ_DAEMON_AUTH_H
 #define HSQ_DAEMON_AUTH_H

@@ -3,6 +3,9 @@
 #include "common/clock.h"
 #include "common/conf.h"
 #include "common/log.h"
+#include "daemon/auth.h"
+#include "daemon/defaults.h"
+#include "daemon/metrics.h"
 #include "daemon/queue.h"
 #include "daemon/srv.h"
 #include "daemon/store.h"
@@ -16,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <zmq.h>
 
 #define KIB 1024ull
 #define MIB (1024ull * KIB)
@@ -30,6 +34,9 @@ typedef struct {
     char *data_dir;
     char *blob_dir;
     char *log_level;
+    char *metrics_listen;
+    char *curve_secret_key_file;
+    char *clients_file;
     uint64_t map_size;
     uint64_t map_max;
     uint64_t max_queued;
@@ -62,6 +69,12 @@ static const hsq_conf_item items[] = {
     {"blob_dir", HSQ_CONF_STR, F(blob_dir), 0, 0,
      "blob store root, shared with workers (default <data_dir>/blobs)"},
     {"log_level", HSQ_CONF_STR, F(log_level), 0, 0, "err, warn, notice, info or debug"},
+    {"metrics_listen", HSQ_CONF_STR, F(metrics_listen), 0, 0,
+     "HOST:PORT for Prometheus /metrics, /healthz, /readyz (empty = off; port 0 = any)"},
+    {"curve_secret_key_file", HSQ_CONF_STR, F(curve_secret_key_file), 0, 0,
+     "hsqd's CURVE secret key (from `hsq keygen`); required for tcp:// endpoints"},
+    {"clients_file", HSQ_CONF_STR, F(clients_file), 0, 0,
+     "allowed CURVE clients: lines of \"<z85 public key> <web|worker|operator> [name]\""},
     {"map_size", HSQ_CONF_SIZE, F(map_size), 16 * MIB, 1ull << 42, "initial LMDB map size"},
     {"map_max", HSQ_CONF_SIZE, F(map_max), 16 * MIB, 1ull << 44,
      "the map grows (doubling) up to this on MAP_FULL"},
@@ -109,6 +122,9 @@ static void defaults(daemon_conf *c) {
     hsq_conf_set_str(&c->data_dir, "/var/lib/hsq");
     hsq_conf_set_str(&c->blob_dir, "");
     hsq_conf_set_str(&c->log_level, "info");
+    hsq_conf_set_str(&c->metrics_listen, "");
+    hsq_conf_set_str(&c->curve_secret_key_file, "");
+    hsq_conf_set_str(&c->clients_file, "");
     c->map_size = 1 * GIB;
     c->map_max = 64 * GIB;
     c->max_queued = 2000000;
@@ -120,26 +136,96 @@ static void defaults(daemon_conf *c) {
     c->backoff_max_ms = 60 * SEC;
     c->inline_max = 64 * KIB;
     c->max_image_bytes = 50 * MIB;
-    c->retention_outputs_ms = 30 * DAY;
-    c->retention_uploads_ms = 7 * DAY;
-    c->retention_failed_ms = 1 * DAY;
-    c->retention_references_ms = 1 * DAY;
-    c->retention_pending_ms = 7 * DAY;
-    c->retention_tombstone_ms = 365 * DAY;
-    c->sweep_batch = 64;
-    c->retention_audit_ms = 730 * DAY;
+    c->retention_outputs_ms = HSQ_DEF_RETENTION_OUTPUTS_MS;
+    c->retention_uploads_ms = HSQ_DEF_RETENTION_UPLOADS_MS;
+    c->retention_failed_ms = HSQ_DEF_RETENTION_FAILED_MS;
+    c->retention_references_ms = HSQ_DEF_RETENTION_REFERENCES_MS;
+    c->retention_pending_ms = HSQ_DEF_RETENTION_PENDING_MS;
+    c->retention_tombstone_ms = HSQ_DEF_RETENTION_TOMBSTONE_MS;
+    c->sweep_batch = HSQ_DEF_SWEEP_BATCH;
+    c->retention_audit_ms = HSQ_DEF_RETENTION_AUDIT_MS;
+}
+
+static int is_ipc(const char *ep) {
+    return strncmp(ep, "ipc://", 6) == 0;
+}
+
+/* Transport security (DESIGN.md "Security"): every endpoint that is not
+ * ipc:// needs CURVE, i.e. both the server key and the allowlist, unless the
+ * operator said --insecure. Returns 0, or -1 after logging why hsqd must not
+ * start. */
+static int setup_security(const daemon_conf *c, int insecure, char *key, hsq_auth **auth) {
+    char err[512];
+    int have_key = c->curve_secret_key_file[0] != '\0';
+    int have_list = c->clients_file[0] != '\0';
+    const char *net = NULL;
+    const char *eps[3] = {c->client_endpoint, c->worker_endpoint, c->events_endpoint};
+    for (int i = 0; i < 3; i++)
+        if (eps[i][0] && !is_ipc(eps[i]) && !net)
+            net = eps[i];
+    if (have_key != have_list) {
+        hsq_log(HSQ_LOG_ERR, "hsqd",
+                "set both curve_secret_key_file and clients_file, or neither (have %s)",
+                have_key ? "curve_secret_key_file" : "clients_file");
+        return -1;
+    }
+    if (!have_key) {
+        if (net && !insecure) {
+            hsq_log(HSQ_LOG_ERR, "hsqd",
+                    "endpoint=%s is not ipc:// and no CURVE keys are set "
+                    "(curve_secret_key_file, clients_file): refusing to start; "
+                    "pass --insecure to run it in plaintext anyway",
+                    net);
+            return -1;
+        }
+        if (net)
+            hsq_log(HSQ_LOG_WARN, "hsqd",
+                    "INSECURE: endpoint=%s is plaintext without authentication (--insecure): "
+                    "anyone who can reach it may submit, lease, requeue and read results",
+                    net);
+        else if (insecure)
+            hsq_log(HSQ_LOG_WARN, "hsqd", "--insecure given; every endpoint is ipc:// anyway");
+        return 0;
+    }
+    if (insecure)
+        hsq_log(HSQ_LOG_WARN, "hsqd", "--insecure given but CURVE keys are set: using CURVE");
+    int mode_ok = 1;
+    if (hsq_auth_read_key(c->curve_secret_key_file, key, &mode_ok, err, sizeof err) != 0) {
+        hsq_log(HSQ_LOG_ERR, "hsqd", "curve_secret_key_file: %s", err);
+        return -1;
+    }
+    if (!mode_ok)
+        hsq_log(HSQ_LOG_WARN, "hsqd",
+                "curve_secret_key_file=%s is readable by group or others; chmod 600 it",
+                c->curve_secret_key_file);
+    char pub[HSQ_AUTH_KEY_Z85 + 1];
+    if (zmq_curve_public(pub, key) != 0) {
+        hsq_log(HSQ_LOG_ERR, "hsqd", "curve_secret_key_file=%s: not a CURVE secret key",
+                c->curve_secret_key_file);
+        return -1;
+    }
+    if (hsq_auth_new(auth, c->clients_file, err, sizeof err) != 0) {
+        hsq_log(HSQ_LOG_ERR, "hsqd", "clients_file: %s", err);
+        return -1;
+    }
+    hsq_log(HSQ_LOG_NOTICE, "hsqd", "curve server_key=%s clients=%zu", pub,
+            hsq_auth_count(*auth));
+    return 0;
 }
 
 static void usage(FILE *f) {
     fprintf(f,
             "usage: hsqd [--config FILE] [--set KEY=VALUE]... [--data-dir DIR]\n"
-            "            [--ready-fd N] [--log-time] [--help] [--version]\n\n"
+            "            [--ready-fd N] [--log-time] [--insecure] [--help] [--version]\n\n"
             "  --config FILE     read settings from FILE (lines of key = value)\n"
             "  --set KEY=VALUE   override one setting (after the file)\n"
             "  --data-dir DIR    same as --set data_dir=DIR\n"
             "  --ready-fd N      once serving, write \"client=EP\\nworker=EP\\nevents=EP\\n\"\n"
             "                    to file descriptor N and close it\n"
-            "  --log-time        prefix log lines with a UTC timestamp\n\n"
+            "                    (and \"metrics=URL\" when metrics_listen is set)\n"
+            "  --log-time        prefix log lines with a UTC timestamp\n"
+            "  --insecure        allow tcp:// endpoints without CURVE keys (anyone who\n"
+            "                    reaches the port may submit, lease and requeue)\n\n"
             "settings:\n");
     hsq_conf_usage(items, N_ITEMS, f);
 }
@@ -150,6 +236,7 @@ int main(int argc, char **argv) {
     char err[512];
     const char *config = NULL;
     int ready_fd = -1;
+    int insecure = 0;
 
     /* Pass 1: find the config file, so --set always wins over it. */
     for (int i = 1; i < argc; i++) {
@@ -159,7 +246,7 @@ int main(int argc, char **argv) {
             usage(stdout);
             return 0;
         } else if (strcmp(argv[i], "--version") == 0) {
-            printf("hsqd 0.1.0 (protocol %d)\n", HSQ_WIRE_VERSION);
+            printf("hsqd %s (protocol %d)\n", HSQ_VERSION, HSQ_WIRE_VERSION);
             return 0;
         }
     }
@@ -196,6 +283,8 @@ int main(int argc, char **argv) {
             ready_fd = (int)fd;
         } else if (strcmp(a, "--log-time") == 0) {
             hsq_log_time = 1;
+        } else if (strcmp(a, "--insecure") == 0) {
+            insecure = 1;
         } else {
             fprintf(stderr, "hsqd: unknown argument '%s' (see --help)\n", a);
             return 2;
@@ -210,10 +299,18 @@ int main(int argc, char **argv) {
     hsq_log_level = lvl;
     signal(SIGPIPE, SIG_IGN);
 
+    char curve_key[HSQ_AUTH_KEY_Z85 + 1] = "";
+    hsq_auth *auth = NULL;
+    if (setup_security(&c, insecure, curve_key, &auth) != 0) {
+        hsq_conf_free(items, N_ITEMS, &c);
+        return 2;
+    }
+
     char dbdir[PATH_MAX], blobdir[PATH_MAX];
     if (mkdir(c.data_dir, 0700) != 0 && errno != EEXIST) {
         hsq_log(HSQ_LOG_ERR, "hsqd", "cannot create data_dir=%s err=%s", c.data_dir,
                 strerror(errno));
+        hsq_auth_free(&auth);
         return 1;
     }
     snprintf(dbdir, sizeof dbdir, "%s/db", c.data_dir);
@@ -229,6 +326,7 @@ int main(int argc, char **argv) {
     if (rc != 0) {
         hsq_log(HSQ_LOG_ERR, "hsqd", "cannot open store dir=%s err=%s detail=\"%s\"", dbdir,
                 hsq_errname(rc), hsq_strerror(rc));
+        hsq_auth_free(&auth);
         return 1;
     }
     rc = hsq_blob_open(&blob, blobdir);
@@ -236,6 +334,7 @@ int main(int argc, char **argv) {
         hsq_log(HSQ_LOG_ERR, "hsqd", "cannot open blob store dir=%s err=%s", blobdir,
                 hsq_strerror(rc));
         hsq_store_close(&st);
+        hsq_auth_free(&auth);
         return 1;
     }
     hsq_queue_conf qc = {
@@ -263,6 +362,7 @@ int main(int argc, char **argv) {
         hsq_log(HSQ_LOG_ERR, "hsqd", "cannot load queue state err=%s", hsq_errname(rc));
         hsq_blob_close(&blob);
         hsq_store_close(&st);
+        hsq_auth_free(&auth);
         return 1;
     }
     hsq_wire_stats s;
@@ -272,6 +372,15 @@ int main(int argc, char **argv) {
             (unsigned long long)s.queued, (unsigned long long)s.leased,
             (unsigned long long)s.succeeded, (unsigned long long)s.failed);
 
+    hsq_metrics *metrics = NULL;
+    if (c.metrics_listen[0] && hsq_metrics_start(&metrics, c.metrics_listen, err, sizeof err)) {
+        hsq_log(HSQ_LOG_ERR, "hsqd", "%s", err);
+        rc = HSQ_EINVAL;
+    } else if (metrics) {
+        hsq_log(HSQ_LOG_NOTICE, "hsqd", "metrics listen=%s port=%d", c.metrics_listen,
+                hsq_metrics_port(metrics));
+    }
+
     hsq_srv_conf sc = {
         .client_endpoint = c.client_endpoint,
         .worker_endpoint = c.worker_endpoint,
@@ -279,8 +388,17 @@ int main(int argc, char **argv) {
         /* The largest valid message: every input at its limit plus the meta. */
         .max_msg_bytes = c.max_image_bytes * HSQ_MAX_INPUTS + HSQ_MAX_META_BYTES + 4096,
         .ready_fd = ready_fd,
+        .curve_secret_key = curve_key,
+        .auth = auth,
+        .metrics = metrics,
+        .store = st,
+        .version = HSQ_VERSION,
     };
-    rc = hsq_srv_run(&sc, q);
+    if (rc == 0)
+        rc = hsq_srv_run(&sc, q);
+    hsq_metrics_stop(&metrics);
+    hsq_auth_free(&auth);
+    explicit_bzero(curve_key, sizeof curve_key);
     hsq_queue_free(&q);
     hsq_blob_close(&blob);
     hsq_store_close(&st);

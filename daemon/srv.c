@@ -1,5 +1,6 @@
 #include "daemon/srv.h"
 
+#include "common/alloc.h"
 #include "common/clock.h"
 #include "common/log.h"
 #include "schemas/err.h"
@@ -10,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <systemd/sd-daemon.h>
 #include <unistd.h>
 #include <uv.h>
 #include <zmq.h>
@@ -17,6 +19,17 @@
 #define MAX_FRAMES (2 + HSQ_MAX_INPUTS) /* routing id, meta, images */
 #define TURN_BATCH 512                  /* messages per socket per turn */
 #define COMMIT_FAILS_FATAL 8            /* consecutive failed commits before exiting */
+#define TICK_MS 1000                    /* metrics snapshot and loop liveness */
+
+/* ZMQ_ZAP_ENFORCE_DOMAIN is in libzmq's DRAFT section through 4.3.5, though
+ * every 4.3 build honours it (Debian's included). Setting it fails with
+ * EINVAL where it is not, and then hsqd refuses to start rather than run a
+ * CURVE socket that would let any key in without the handler. */
+#ifdef ZMQ_ZAP_ENFORCE_DOMAIN
+#define ZAP_ENFORCE_DOMAIN ZMQ_ZAP_ENFORCE_DOMAIN
+#else
+#define ZAP_ENFORCE_DOMAIN 93
+#endif
 
 typedef struct {
     uv_loop_t loop;
@@ -27,12 +40,25 @@ typedef struct {
     uv_idle_t idle;
     uv_timer_t timer;
     uv_signal_t sigterm, sigint;
+    uv_poll_t zap_poll; /* the ZAP handler's socket (CURVE only) */
+    uv_timer_t tick;    /* TICK_MS: metrics snapshot, systemd watchdog */
+    const hsq_srv_conf *conf;
     hsq_queue *q;
     int dirty;        /* a socket signalled, or a timer is due */
     int stopping;
     int commit_fails; /* consecutive */
     int fatal;
+    int announced;    /* readiness reported (ready fd, READY=1) */
+    int curve[3];     /* the socket is a CURVE server: every message carries a ZAP user id */
+    uint64_t watchdog_ms; /* 0 = systemd's watchdog is off */
+    uint64_t last_watchdog_ms, last_render_ms;
     uint64_t turns, msgs;
+    /* submit-ack latency: receipt time of the message behind each outbox
+     * entry pushed while handling it (indexed like the outbox) */
+    uint64_t *recv_us;
+    size_t cap_recv;
+    hsq_hist submit_ack;
+    hsq_timing timing;
 } srv;
 
 static int zsock_has_input(void *s) {
@@ -58,6 +84,39 @@ static void discard_rest(void *s) {
         if (zmq_getsockopt(s, ZMQ_RCVMORE, &more, &len) != 0)
             return;
     }
+}
+
+/* The role of a message's sender. On a CURVE socket it comes from the ZAP
+ * user id libzmq attaches to every message of the connection (never from the
+ * routing id, which a peer may choose); -1 when it names no role. Plaintext
+ * sockets (ipc://, or tcp:// under --insecure) have no identity:
+ * HSQ_ROLE_ANY, and only the socket decides. */
+static int peer_role(srv *sv, hsq_sock which, zmq_msg_t *msgs, size_t n) {
+    if (!sv->curve[which])
+        return HSQ_ROLE_ANY;
+    const char *uid = zmq_msg_gets(&msgs[n > 1 ? 1 : 0], "User-Id");
+    return hsq_auth_role(uid);
+}
+
+/* Stamp the outbox entries pushed since `before` with now (receipt of the
+ * message just handled), for the submit-ack histogram. */
+static void note_receipt(srv *sv, size_t before) {
+    size_t n;
+    hsq_queue_outbox(sv->q, &n);
+    if (n <= before)
+        return;
+    if (n > sv->cap_recv) {
+        size_t cap = sv->cap_recv ? sv->cap_recv : 256;
+        while (cap < n)
+            cap *= 2;
+        sv->recv_us = hsq_xrealloc(sv->recv_us, cap * sizeof *sv->recv_us);
+        for (size_t i = sv->cap_recv; i < cap; i++)
+            sv->recv_us[i] = 0;
+        sv->cap_recv = cap;
+    }
+    uint64_t now = hsq_clock_mono_us();
+    for (size_t i = before; i < n; i++)
+        sv->recv_us[i] = now;
 }
 
 /* Drain up to TURN_BATCH messages from one ROUTER socket into the core.
@@ -90,7 +149,13 @@ static int drain(srv *sv, hsq_sock which) {
         if (n > 0) {
             const uint8_t *peer = zmq_msg_data(&msgs[0]);
             size_t plen = zmq_msg_size(&msgs[0]);
-            if (too_many) {
+            size_t before;
+            hsq_queue_outbox(sv->q, &before);
+            int role = peer_role(sv, which, msgs, n);
+            if (role < 0) {
+                hsq_queue_reject(sv->q, which, peer, plen, HSQ_EFORBIDDEN,
+                                 "this CURVE key has no role");
+            } else if (too_many) {
                 hsq_queue_reject(sv->q, which, peer, plen, HSQ_ETOOLARGE,
                                  "too many frames in one message");
             } else {
@@ -99,8 +164,9 @@ static int drain(srv *sv, hsq_sock which) {
                     frames[i - 1].ptr = zmq_msg_data(&msgs[i]);
                     frames[i - 1].len = zmq_msg_size(&msgs[i]);
                 }
-                hsq_queue_handle(sv->q, which, HSQ_ROLE_ANY, peer, plen, frames, n - 1);
+                hsq_queue_handle(sv->q, which, (hsq_role)role, peer, plen, frames, n - 1);
             }
+            note_receipt(sv, before);
         }
         for (size_t i = 0; i < n; i++)
             zmq_msg_close(&msgs[i]);
@@ -108,11 +174,27 @@ static int drain(srv *sv, hsq_sock which) {
     return handled;
 }
 
-static void send_outbox(srv *sv) {
+/* Feed the task events of a committed turn to the wait/run histograms. */
+static void observe_event(srv *sv, const hsq_out *o) {
+    hsq_wire_msg m;
+    memset(&m, 0, sizeof m);
+    if (hsq_wire_decode(o->meta.data, o->meta.len, 0, &m) == 0 && m.op == HSQ_OP_EVENT)
+        hsq_timing_event(&sv->timing, m.req.event.task, m.req.event.state, m.req.event.at_ms);
+    hsq_wire_msg_free(&m);
+}
+
+static void send_outbox(srv *sv, int committed) {
     size_t n;
     hsq_out *out = hsq_queue_outbox(sv->q, &n);
     for (size_t i = 0; i < n; i++) {
         hsq_out *o = &out[i];
+        if (committed && sv->conf->metrics) {
+            if (o->sock == HSQ_SOCK_EVENTS && o->op == HSQ_OP_EVENT)
+                observe_event(sv, o);
+            else if (o->is_reply && o->op == HSQ_OP_SUBMIT && i < sv->cap_recv && sv->recv_us[i])
+                hsq_hist_observe(&sv->submit_ack,
+                                 (double)(hsq_clock_mono_us() - sv->recv_us[i]) / 1e6);
+        }
         void *s = sv->zs[o->sock];
         if (!s)
             continue; /* no PUB socket configured */
@@ -131,6 +213,8 @@ static void send_outbox(srv *sv) {
         }
     }
     hsq_queue_outbox_clear(sv->q);
+    if (sv->recv_us)
+        memset(sv->recv_us, 0, (n < sv->cap_recv ? n : sv->cap_recv) * sizeof *sv->recv_us);
 }
 
 static void on_timer(uv_timer_t *t);
@@ -173,12 +257,18 @@ static void run_turn(srv *sv) {
     } else {
         sv->commit_fails = 0;
     }
-    send_outbox(sv);
+    send_outbox(sv, rc == 0);
     sv->turns++;
 }
 
+static void report_ready(srv *sv, int fd);
+static void render_metrics(srv *sv);
+
 static void on_check(uv_check_t *h) {
     srv *sv = h->data;
+    /* Handshakes wait on the ZAP handler: answer them first, every wake-up
+     * (its fd is edge-triggered like the others). */
+    hsq_auth_serve(sv->conf->auth);
     int more = zsock_has_input(sv->zs[HSQ_SOCK_CLIENT]) || zsock_has_input(sv->zs[HSQ_SOCK_WORKER]);
     if (!more && !sv->dirty) {
         uv_idle_stop(&sv->idle);
@@ -186,6 +276,12 @@ static void on_check(uv_check_t *h) {
     }
     sv->dirty = 0;
     run_turn(sv);
+    if (!sv->announced && !sv->stopping) {
+        /* Bound, and the first turn (expired leases, backoffs) is done. */
+        sv->announced = 1;
+        report_ready(sv, sv->conf->ready_fd);
+        render_metrics(sv);
+    }
     /* Sends and receives consumed the fd's edge: look again. */
     if (zsock_has_input(sv->zs[HSQ_SOCK_CLIENT]) || zsock_has_input(sv->zs[HSQ_SOCK_WORKER]))
         uv_idle_start(&sv->idle, on_idle);
@@ -212,10 +308,57 @@ static void on_timer(uv_timer_t *t) {
     uv_idle_start(&sv->idle, on_idle);
 }
 
+static void on_zap_poll(uv_poll_t *h, int status, int events) {
+    (void)status;
+    (void)events;
+    srv *sv = h->data;
+    hsq_auth_serve(sv->conf->auth);
+}
+
+/* The metrics snapshot: rendered here on the loop thread, swapped into the
+ * HTTP thread's hands (metrics.h). */
+static void render_metrics(srv *sv) {
+    const hsq_srv_conf *c = sv->conf;
+    if (!c->metrics)
+        return;
+    hsq_metrics_sample m;
+    memset(&m, 0, sizeof m);
+    hsq_queue_stats(sv->q, &m.st);
+    m.st.oldest_queued_ms = m.st.queued ? hsq_queue_oldest_queued_ms(sv->q) : 0;
+    m.now_ms = hsq_clock_wall_ms();
+    if (c->store)
+        hsq_store_usage(c->store, &m.lmdb_used_bytes, &m.lmdb_map_bytes);
+    hsq_auth_counts(c->auth, &m.zap_allowed, &m.zap_denied);
+    m.draining = sv->stopping;
+    m.version = c->version;
+    m.submit_ack = &sv->submit_ack;
+    m.queue_wait = &sv->timing.queue_wait;
+    m.run = &sv->timing.run;
+    hsq_wbuf text;
+    hsq_wbuf_init(&text);
+    hsq_metrics_render(&m, &text);
+    sv->last_render_ms = hsq_clock_mono_ms();
+    hsq_metrics_publish(c->metrics, &text, sv->last_render_ms, sv->announced && !sv->stopping);
+    hsq_wbuf_free(&text);
+}
+
+static void on_tick(uv_timer_t *t) {
+    srv *sv = t->data;
+    uint64_t now = hsq_clock_mono_ms();
+    if (sv->watchdog_ms) {
+        sd_notify(0, "WATCHDOG=1"); /* every tick: at least 4 per watchdog period */
+        sv->last_watchdog_ms = now;
+    }
+    if (sv->announced && now - sv->last_render_ms >= TICK_MS - 50)
+        render_metrics(sv);
+}
+
 static void on_signal(uv_signal_t *h, int signum) {
     srv *sv = h->data;
     hsq_log(HSQ_LOG_NOTICE, "srv", "signal=%d stopping: no new submits or leases", signum);
+    sd_notify(0, "STOPPING=1");
     sv->stopping = 1;
+    render_metrics(sv); /* /readyz turns 503 at once */
     hsq_queue_drain(sv->q);
     /* One last turn answers parked long-polls and commits what is pending. */
     run_turn(sv);
@@ -257,9 +400,26 @@ static int open_socket(srv *sv, hsq_sock which, int type, const char *endpoint,
         zmq_setsockopt(s, ZMQ_ROUTER_MANDATORY, &one, sizeof one);
         zmq_setsockopt(s, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
     }
-    int rc = make_ipc_dir(endpoint);
+    int ipc = strncmp(endpoint, "ipc://", 6) == 0;
+    int rc = 0;
+    if (!ipc && conf->curve_secret_key && conf->curve_secret_key[0]) {
+        /* CURVE server, authenticated by our ZAP handler: the domain makes
+         * libzmq ask it, and enforcement makes a missing handler a refusal
+         * instead of "let everyone in" (reliability notes 3.2). */
+        int enforce = 1;
+        if (zmq_setsockopt(s, ZMQ_ZAP_DOMAIN, HSQ_AUTH_DOMAIN, strlen(HSQ_AUTH_DOMAIN)) != 0 ||
+            zmq_setsockopt(s, ZAP_ENFORCE_DOMAIN, &enforce, sizeof enforce) != 0 ||
+            zmq_setsockopt(s, ZMQ_CURVE_SERVER, &one, sizeof one) != 0 ||
+            zmq_setsockopt(s, ZMQ_CURVE_SECRETKEY, conf->curve_secret_key, 40) != 0)
+            rc = -zmq_errno();
+        sv->curve[which] = 1;
+    }
+    if (rc == 0)
+        rc = make_ipc_dir(endpoint);
     if (rc == 0 && zmq_bind(s, endpoint) != 0)
         rc = -zmq_errno();
+    if (rc == 0 && ipc && endpoint[6] != '@' && chmod(endpoint + 6, 0600) != 0)
+        rc = -errno; /* only the daemon's user may connect (abstract names have no mode) */
     if (rc != 0) {
         hsq_log(HSQ_LOG_ERR, "srv", "bind endpoint=%s err=%s", endpoint, strerror(-rc));
         zmq_close(s);
@@ -278,11 +438,21 @@ static void report_ready(srv *sv, int fd) {
         size_t len = sizeof ep;
         if (sv->zs[i])
             zmq_getsockopt(sv->zs[i], ZMQ_LAST_ENDPOINT, ep, &len);
-        hsq_log(HSQ_LOG_NOTICE, "srv", "listening socket=%s endpoint=%s", names[i], ep);
+        hsq_log(HSQ_LOG_NOTICE, "srv", "listening socket=%s endpoint=%s security=%s", names[i],
+                ep, !sv->zs[i] ? "-" : sv->curve[i] ? "curve" : "plain");
         int w = snprintf(buf + off, sizeof buf - off, "%s=%s\n", names[i], ep);
         if (w > 0 && (size_t)w < sizeof buf - off)
             off += (size_t)w;
     }
+    if (sv->conf->metrics) {
+        int w = snprintf(buf + off, sizeof buf - off, "metrics=http://%s:%d\n",
+                         hsq_metrics_host(sv->conf->metrics), hsq_metrics_port(sv->conf->metrics));
+        if (w > 0 && (size_t)w < sizeof buf - off)
+            off += (size_t)w;
+    }
+    hsq_log(HSQ_LOG_NOTICE, "srv", "ready");
+    /* systemd (Type=notify): a no-op without NOTIFY_SOCKET. */
+    sd_notify(0, "READY=1\nSTATUS=serving");
     if (fd < 0)
         return;
     size_t done = 0;
@@ -307,11 +477,30 @@ int hsq_srv_run(const hsq_srv_conf *conf, hsq_queue *q) {
     srv sv;
     memset(&sv, 0, sizeof sv);
     sv.q = q;
+    sv.conf = conf;
+    hsq_hist_init_latency(&sv.submit_ack);
+    hsq_timing_init(&sv.timing);
     int rc = uv_loop_init(&sv.loop);
     if (rc != 0)
         return rc;
     sv.zctx = zmq_ctx_new();
-    rc = open_socket(&sv, HSQ_SOCK_CLIENT, ZMQ_ROUTER, conf->client_endpoint, conf);
+    /* The ZAP handler binds before any server socket: a CURVE socket must
+     * never run a moment without it. */
+    if (conf->auth) {
+        rc = hsq_auth_start(conf->auth, sv.zctx);
+        if (rc != 0)
+            hsq_log(HSQ_LOG_ERR, "srv", "cannot bind the ZAP handler err=%s", strerror(-rc));
+        if (rc == 0)
+            rc = uv_poll_init(&sv.loop, &sv.zap_poll, hsq_auth_fd(conf->auth));
+        sv.zap_poll.data = &sv;
+        if (rc == 0)
+            rc = uv_poll_start(&sv.zap_poll, UV_READABLE, on_zap_poll);
+    } else if (conf->curve_secret_key && conf->curve_secret_key[0]) {
+        rc = HSQ_EINVAL; /* CURVE without a handler would let every key in */
+        hsq_log(HSQ_LOG_ERR, "srv", "CURVE key without a client allowlist: refusing to start");
+    }
+    if (rc == 0)
+        rc = open_socket(&sv, HSQ_SOCK_CLIENT, ZMQ_ROUTER, conf->client_endpoint, conf);
     if (rc == 0)
         rc = open_socket(&sv, HSQ_SOCK_WORKER, ZMQ_ROUTER, conf->worker_endpoint, conf);
     if (rc == 0 && conf->events_endpoint && conf->events_endpoint[0])
@@ -341,10 +530,19 @@ int hsq_srv_run(const hsq_srv_conf *conf, hsq_queue *q) {
         uv_signal_init(&sv.loop, &sv.sigint);
         sv.sigint.data = &sv;
         uv_signal_start_oneshot(&sv.sigint, on_signal, SIGINT);
-        /* First turn at once: leases that expired while we were down. */
+        uv_timer_init(&sv.loop, &sv.tick);
+        sv.tick.data = &sv;
+        uint64_t wd_us = 0;
+        if (sd_watchdog_enabled(0, &wd_us) > 0)
+            sv.watchdog_ms = wd_us / 1000 ? wd_us / 1000 : 1;
+        uint64_t tick = TICK_MS;
+        if (sv.watchdog_ms && sv.watchdog_ms / 4 < tick)
+            tick = sv.watchdog_ms / 4 ? sv.watchdog_ms / 4 : 1;
+        if (conf->metrics || sv.watchdog_ms)
+            uv_timer_start(&sv.tick, on_tick, tick, tick);
+        /* First turn at once: leases that expired while we were down.
+         * Readiness is reported after it (on_check). */
         uv_timer_start(&sv.timer, on_timer, 0, 0);
-        report_ready(&sv, conf->ready_fd);
-        hsq_log(HSQ_LOG_NOTICE, "srv", "ready");
         uv_run(&sv.loop, UV_RUN_DEFAULT);
     }
 
@@ -355,7 +553,10 @@ int hsq_srv_run(const hsq_srv_conf *conf, hsq_queue *q) {
     for (int i = 0; i < 3; i++)
         if (sv.zs[i])
             zmq_close(sv.zs[i]);
+    hsq_auth_stop(conf->auth); /* after the server sockets: no handshake is left without it */
     zmq_ctx_term(sv.zctx);
+    free(sv.recv_us);
+    hsq_timing_free(&sv.timing);
     hsq_log(HSQ_LOG_NOTICE, "srv", "stopped turns=%" PRIu64 " msgs=%" PRIu64, sv.turns, sv.msgs);
     if (rc != 0)
         return rc;

@@ -7,11 +7,19 @@
  * consumes the edge, so after each turn it re-reads ZMQ_EVENTS and keeps an
  * idle handle running while any socket still has input: the loop never
  * blocks with a message waiting.
+ *
+ * Readiness: once the sockets are bound and the first turn has run, the
+ * endpoints go to --ready-fd and READY=1 to systemd (sd_notify); a 1 s tick
+ * sends WATCHDOG=1 when systemd asked for it (WATCHDOG_USEC) and renders the
+ * metrics snapshot, so both prove that the loop itself still turns.
  */
 #ifndef HSQ_DAEMON_SRV_H
 #define HSQ_DAEMON_SRV_H
 
+#include "daemon/auth.h"
+#include "daemon/metrics.h"
 #include "daemon/queue.h"
+#include "daemon/store.h"
 
 #include <stdint.h>
 
@@ -21,6 +29,17 @@ typedef struct {
     const char *events_endpoint;  /* "" = no PUB socket */
     uint64_t max_msg_bytes;       /* ZMQ_MAXMSGSIZE: larger messages drop the peer */
     int ready_fd;                 /* -1 = none; else endpoints are written here, then closed */
+    /* Transport security (see auth.h). With curve_secret_key set, every
+     * endpoint that is not ipc:// is a CURVE server in ZAP domain "hsq" with
+     * domain enforcement, and auth (borrowed) is bound as the ZAP handler
+     * before any socket binds. NULL/"" = plaintext everywhere (main.c allows
+     * that for tcp:// only with --insecure). */
+    const char *curve_secret_key; /* Z85, 40 characters */
+    hsq_auth *auth;
+    /* Observability, all borrowed and optional. */
+    hsq_metrics *metrics; /* snapshot rendered by the loop about once a second */
+    hsq_store *store;     /* for the LMDB map usage in metrics */
+    const char *version;
 } hsq_srv_conf;
 
 /* Bind, serve until SIGTERM/SIGINT, shut down cleanly. Returns 0 on a clean
