@@ -230,9 +230,8 @@ static void usage(FILE *f) {
     hsq_conf_usage(items, N_ITEMS, f);
 }
 
-int main(int argc, char **argv) {
-    daemon_conf c;
-    defaults(&c);
+static int run(int argc, char **argv, daemon_conf *cp) {
+    /* cp is owned by main(), which frees its strings on every exit path. */
     char err[512];
     const char *config = NULL;
     int ready_fd = -1;
@@ -250,7 +249,7 @@ int main(int argc, char **argv) {
             return 0;
         }
     }
-    if (config && hsq_conf_load(items, N_ITEMS, &c, config, err, sizeof err) != 0) {
+    if (config && hsq_conf_load(items, N_ITEMS, cp, config, err, sizeof err) != 0) {
         fprintf(stderr, "hsqd: %s\n", err);
         return 2;
     }
@@ -267,12 +266,12 @@ int main(int argc, char **argv) {
                 return 2;
             }
             *eq = '\0';
-            if (hsq_conf_set(items, N_ITEMS, &c, kv, eq + 1, err, sizeof err) != 0) {
+            if (hsq_conf_set(items, N_ITEMS, cp, kv, eq + 1, err, sizeof err) != 0) {
                 fprintf(stderr, "hsqd: %s\n", err);
                 return 2;
             }
         } else if (strcmp(a, "--data-dir") == 0 && i + 1 < argc) {
-            hsq_conf_set_str(&c.data_dir, argv[++i]);
+            hsq_conf_set_str(&cp->data_dir, argv[++i]);
         } else if (strcmp(a, "--ready-fd") == 0 && i + 1 < argc) {
             char *end;
             long fd = strtol(argv[++i], &end, 10);
@@ -290,10 +289,10 @@ int main(int argc, char **argv) {
             return 2;
         }
     }
-    int lvl = hsq_log_level_parse(c.log_level);
+    int lvl = hsq_log_level_parse(cp->log_level);
     if (lvl < 0) {
         fprintf(stderr, "hsqd: log_level '%s' is not one of err, warn, notice, info, debug\n",
-                c.log_level);
+                cp->log_level);
         return 2;
     }
     hsq_log_level = lvl;
@@ -301,28 +300,27 @@ int main(int argc, char **argv) {
 
     char curve_key[HSQ_AUTH_KEY_Z85 + 1] = "";
     hsq_auth *auth = NULL;
-    if (setup_security(&c, insecure, curve_key, &auth) != 0) {
-        hsq_conf_free(items, N_ITEMS, &c);
+    if (setup_security(cp, insecure, curve_key, &auth) != 0) {
         return 2;
     }
 
     char dbdir[PATH_MAX], blobdir[PATH_MAX];
-    if (mkdir(c.data_dir, 0700) != 0 && errno != EEXIST) {
-        hsq_log(HSQ_LOG_ERR, "hsqd", "cannot create data_dir=%s err=%s", c.data_dir,
+    if (mkdir(cp->data_dir, 0700) != 0 && errno != EEXIST) {
+        hsq_log(HSQ_LOG_ERR, "hsqd", "cannot create data_dir=%s err=%s", cp->data_dir,
                 strerror(errno));
         hsq_auth_free(&auth);
         return 1;
     }
-    snprintf(dbdir, sizeof dbdir, "%s/db", c.data_dir);
-    if (c.blob_dir[0])
-        snprintf(blobdir, sizeof blobdir, "%s", c.blob_dir);
+    snprintf(dbdir, sizeof dbdir, "%s/db", cp->data_dir);
+    if (cp->blob_dir[0])
+        snprintf(blobdir, sizeof blobdir, "%s", cp->blob_dir);
     else
-        snprintf(blobdir, sizeof blobdir, "%s/blobs", c.data_dir);
+        snprintf(blobdir, sizeof blobdir, "%s/blobs", cp->data_dir);
 
     hsq_store *st = NULL;
     hsq_blob *blob = NULL;
     hsq_queue *q = NULL;
-    int rc = hsq_store_open(&st, dbdir, c.map_size);
+    int rc = hsq_store_open(&st, dbdir, cp->map_size);
     if (rc != 0) {
         hsq_log(HSQ_LOG_ERR, "hsqd", "cannot open store dir=%s err=%s detail=\"%s\"", dbdir,
                 hsq_errname(rc), hsq_strerror(rc));
@@ -338,24 +336,24 @@ int main(int argc, char **argv) {
         return 1;
     }
     hsq_queue_conf qc = {
-        .max_queued = c.max_queued,
-        .max_queued_per_user = c.max_queued_per_user,
-        .lease_ms = c.lease_ms,
-        .heartbeat_ms = c.heartbeat_ms,
-        .max_attempts = c.max_attempts,
-        .backoff_base_ms = c.backoff_base_ms,
-        .backoff_max_ms = c.backoff_max_ms,
-        .inline_max = c.inline_max,
-        .max_frame_bytes = c.max_image_bytes,
-        .retention_outputs_ms = c.retention_outputs_ms,
-        .retention_uploads_ms = c.retention_uploads_ms,
-        .retention_failed_ms = c.retention_failed_ms,
-        .retention_references_ms = c.retention_references_ms,
-        .retention_pending_ms = c.retention_pending_ms,
-        .retention_tombstone_ms = c.retention_tombstone_ms,
-        .sweep_batch = c.sweep_batch,
-        .retention_audit_ms = c.retention_audit_ms,
-        .map_max_bytes = c.map_max,
+        .max_queued = cp->max_queued,
+        .max_queued_per_user = cp->max_queued_per_user,
+        .lease_ms = cp->lease_ms,
+        .heartbeat_ms = cp->heartbeat_ms,
+        .max_attempts = cp->max_attempts,
+        .backoff_base_ms = cp->backoff_base_ms,
+        .backoff_max_ms = cp->backoff_max_ms,
+        .inline_max = cp->inline_max,
+        .max_frame_bytes = cp->max_image_bytes,
+        .retention_outputs_ms = cp->retention_outputs_ms,
+        .retention_uploads_ms = cp->retention_uploads_ms,
+        .retention_failed_ms = cp->retention_failed_ms,
+        .retention_references_ms = cp->retention_references_ms,
+        .retention_pending_ms = cp->retention_pending_ms,
+        .retention_tombstone_ms = cp->retention_tombstone_ms,
+        .sweep_batch = cp->sweep_batch,
+        .retention_audit_ms = cp->retention_audit_ms,
+        .map_max_bytes = cp->map_max,
     };
     rc = hsq_queue_new(&q, st, blob, &qc, hsq_clock_wall_ms());
     if (rc != 0) {
@@ -365,28 +363,36 @@ int main(int argc, char **argv) {
         hsq_auth_free(&auth);
         return 1;
     }
+    uint64_t recovered = 0;
+    rc = hsq_queue_recover(q, &recovered);
+    if (rc != 0)
+        hsq_log(HSQ_LOG_WARN, "hsqd", "recovery scan of the blob store failed err=%s",
+                hsq_strerror(rc));
+    else if (recovered > 0)
+        hsq_log(HSQ_LOG_NOTICE, "hsqd", "recovery removed=%llu uncommitted uploads or temp files",
+                (unsigned long long)recovered);
     hsq_wire_stats s;
     hsq_queue_stats(q, &s);
     hsq_log(HSQ_LOG_NOTICE, "hsqd",
-            "start data_dir=%s queued=%llu leased=%llu succeeded=%llu failed=%llu", c.data_dir,
+            "start data_dir=%s queued=%llu leased=%llu succeeded=%llu failed=%llu", cp->data_dir,
             (unsigned long long)s.queued, (unsigned long long)s.leased,
             (unsigned long long)s.succeeded, (unsigned long long)s.failed);
 
     hsq_metrics *metrics = NULL;
-    if (c.metrics_listen[0] && hsq_metrics_start(&metrics, c.metrics_listen, err, sizeof err)) {
+    if (cp->metrics_listen[0] && hsq_metrics_start(&metrics, cp->metrics_listen, err, sizeof err)) {
         hsq_log(HSQ_LOG_ERR, "hsqd", "%s", err);
         rc = HSQ_EINVAL;
     } else if (metrics) {
-        hsq_log(HSQ_LOG_NOTICE, "hsqd", "metrics listen=%s port=%d", c.metrics_listen,
+        hsq_log(HSQ_LOG_NOTICE, "hsqd", "metrics listen=%s port=%d", cp->metrics_listen,
                 hsq_metrics_port(metrics));
     }
 
     hsq_srv_conf sc = {
-        .client_endpoint = c.client_endpoint,
-        .worker_endpoint = c.worker_endpoint,
-        .events_endpoint = c.events_endpoint,
+        .client_endpoint = cp->client_endpoint,
+        .worker_endpoint = cp->worker_endpoint,
+        .events_endpoint = cp->events_endpoint,
         /* The largest valid message: every input at its limit plus the meta. */
-        .max_msg_bytes = c.max_image_bytes * HSQ_MAX_INPUTS + HSQ_MAX_META_BYTES + 4096,
+        .max_msg_bytes = cp->max_image_bytes * HSQ_MAX_INPUTS + HSQ_MAX_META_BYTES + 4096,
         .ready_fd = ready_fd,
         .curve_secret_key = curve_key,
         .auth = auth,
@@ -402,10 +408,17 @@ int main(int argc, char **argv) {
     hsq_queue_free(&q);
     hsq_blob_close(&blob);
     hsq_store_close(&st);
-    hsq_conf_free(items, N_ITEMS, &c);
     if (rc != 0) {
         hsq_log(HSQ_LOG_ERR, "hsqd", "exit err=%s", hsq_errname(rc));
         return 1;
     }
     return 0;
+}
+
+int main(int argc, char **argv) {
+    daemon_conf c;
+    defaults(&c);
+    int rc = run(argc, argv, &c);
+    hsq_conf_free(items, N_ITEMS, &c);
+    return rc;
 }

@@ -2414,6 +2414,50 @@ int64_t hsq_queue_next_deadline(hsq_queue *q) {
     return t;
 }
 
+typedef struct {
+    uint64_t next_id;
+    char **keys;
+    size_t n, cap;
+} recover_ctx;
+
+/* "u/<hash>/<id>/in-<n>" with id >= next_id: an upload whose submit never
+ * committed. */
+static int recover_visit(const char *key, uint64_t size, void *ud) {
+    (void)size;
+    recover_ctx *r = ud;
+    const char *p = strchr(key, '/');
+    p = p ? strchr(p + 1, '/') : NULL;
+    if (!p)
+        return 0;
+    char *end;
+    unsigned long long id = strtoull(p + 1, &end, 10);
+    if (end == p + 1 || *end != '/' || strncmp(end + 1, "in-", 3) != 0 || id < r->next_id)
+        return 0;
+    if (r->n == r->cap) {
+        r->cap = r->cap ? r->cap * 2 : 16;
+        r->keys = hsq_xrealloc(r->keys, r->cap * sizeof *r->keys);
+    }
+    r->keys[r->n++] = hsq_xstrndup(key, strlen(key));
+    return 0;
+}
+
+int hsq_queue_recover(hsq_queue *q, uint64_t *removed) {
+    recover_ctx r = {q->ids.next_id, NULL, 0, 0};
+    uint64_t tmp = 0;
+    int rc = hsq_blob_clean_tmp(q->blob, &tmp);
+    if (rc == 0)
+        rc = hsq_blob_walk(q->blob, recover_visit, &r);
+    for (size_t i = 0; i < r.n; i++) {
+        if (rc == 0)
+            rc = hsq_blob_delete(q->blob, r.keys[i]);
+        free(r.keys[i]);
+    }
+    free(r.keys);
+    if (removed)
+        *removed = r.n + tmp;
+    return rc;
+}
+
 void hsq_queue_drain(hsq_queue *q) {
     q->draining = 1;
 }

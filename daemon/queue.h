@@ -141,6 +141,13 @@ void hsq_queue_outbox_clear(hsq_queue *q);
  * none), so the shell can arm one timer. */
 int64_t hsq_queue_next_deadline(hsq_queue *q);
 
+/* Startup recovery: delete input blobs that a crash left behind (hsqd
+ * writes a submit's inputs before the transaction that records them; a
+ * task id at or above the persisted next id was never committed) and temp
+ * files of interrupted writes. Walks the blob tree once. Call before the
+ * first turn. Errors: -errno from the walk. */
+int hsq_queue_recover(hsq_queue *q, uint64_t *removed);
+
 /* Stop handing out leases and taking submits (shutdown): submits answer
  * unavailable. */
 void hsq_queue_drain(hsq_queue *q);

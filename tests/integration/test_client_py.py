@@ -74,6 +74,7 @@ class Env:
         self.worker = None
         r, w = os.pipe()
         self.daemon = Proc([hsqd, "--data-dir", os.path.join(self.dir, "data"),
+                            "--insecure",
                             "--set", "client_endpoint=tcp://127.0.0.1:*",
                             "--set", "worker_endpoint=tcp://127.0.0.1:*",
                             "--set", "events_endpoint=tcp://127.0.0.1:*",
