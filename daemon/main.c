@@ -56,6 +56,8 @@ typedef struct {
     uint64_t retention_tombstone_ms;
     uint64_t sweep_batch;
     uint64_t retention_audit_ms;
+    uint64_t submit_rate;
+    uint64_t submit_burst;
 } daemon_conf;
 
 #define F(x) offsetof(daemon_conf, x)
@@ -108,6 +110,10 @@ static const hsq_conf_item items[] = {
      "keep tombstones (id, user, state, dates; no images, no prompt) after outputs expire"},
     {"retention_audit", HSQ_CONF_MS, F(retention_audit_ms), DAY, 36500 * DAY,
      "keep audit log lines (no personal data) this long"},
+    {"submit_rate", HSQ_CONF_U64, F(submit_rate), 0, 1000000,
+     "submits per second per user (token bucket); more answers rate_limited; 0 = no limit"},
+    {"submit_burst", HSQ_CONF_U64, F(submit_burst), 1, 1000000,
+     "submits one user may send at once before submit_rate applies"},
     {"sweep_batch", HSQ_CONF_U64, F(sweep_batch), 0, 100000,
      "expired entries the sweeper handles per loop turn (0 = off)"},
 };
@@ -144,6 +150,8 @@ static void defaults(daemon_conf *c) {
     c->retention_tombstone_ms = HSQ_DEF_RETENTION_TOMBSTONE_MS;
     c->sweep_batch = HSQ_DEF_SWEEP_BATCH;
     c->retention_audit_ms = HSQ_DEF_RETENTION_AUDIT_MS;
+    c->submit_rate = 0;
+    c->submit_burst = 20;
 }
 
 static int is_ipc(const char *ep) {
@@ -353,6 +361,8 @@ static int run(int argc, char **argv, daemon_conf *cp) {
         .retention_tombstone_ms = cp->retention_tombstone_ms,
         .sweep_batch = cp->sweep_batch,
         .retention_audit_ms = cp->retention_audit_ms,
+        .submit_rate = cp->submit_rate,
+        .submit_burst = cp->submit_burst,
         .map_max_bytes = cp->map_max,
     };
     rc = hsq_queue_new(&q, st, blob, &qc, hsq_clock_wall_ms());

@@ -67,6 +67,7 @@ typedef struct waiter {
 } waiter;
 
 #define WAIT_BUCKETS 1024
+#define RATE_BUCKETS 4096
 #define WORKER_IDLE_MS 120000
 #define MAX_TIMER_WORK 2048 /* expiries handled per turn, so no turn runs long */
 
@@ -108,6 +109,10 @@ struct hsq_queue {
 
     int64_t store_deadline; /* first lease deadline, backoff end or expiry, as of the last turn */
     hsq_sweep_counts swept; /* since start */
+    struct rate_bucket *rate[RATE_BUCKETS];
+    size_t n_rate;
+    int64_t rate_pruned_ms;
+    uint64_t rate_limited_total;
 
     /* erasures: requests wait for the ledger commit, then a later turn
      * erases (see h_erase) */
@@ -423,6 +428,83 @@ static void workers_expire(hsq_queue *q) {
     q->n_workers = j;
 }
 
+/* ---- per-user submit rate (token buckets, memory only) ----
+ *
+ * A bucket holds up to submit_burst tokens and refills at submit_rate per
+ * second; a submit takes one. Buckets live in memory: a restart refills
+ * them, which errs on the side of letting users in. Full buckets carry no
+ * information and are dropped by the periodic prune, so memory follows the
+ * number of recently active users. */
+
+
+typedef struct rate_bucket {
+    struct rate_bucket *next;
+    double tokens;
+    int64_t last_ms;
+    uint8_t len;
+    char user[];
+} rate_bucket;
+
+static uint64_t str_hash(hsq_str s) {
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < s.len; i++)
+        h = (h ^ (uint8_t)s.ptr[i]) * 1099511628211ull;
+    return h;
+}
+
+static void refill(const hsq_queue *q, rate_bucket *b) {
+    double burst = (double)q->conf.submit_burst;
+    b->tokens += (double)(q->now - b->last_ms) * (double)q->conf.submit_rate / 1000.0;
+    if (b->tokens > burst)
+        b->tokens = burst;
+    b->last_ms = q->now;
+}
+
+/* 0 when the user may submit now (a token is taken), else the ms to wait. */
+static int64_t rate_take(hsq_queue *q, hsq_str user) {
+    if (q->conf.submit_rate == 0)
+        return 0;
+    rate_bucket **pp = &q->rate[str_hash(user) & (RATE_BUCKETS - 1)];
+    rate_bucket *b = *pp;
+    while (b && !(b->len == user.len && memcmp(b->user, user.ptr, user.len) == 0))
+        b = b->next;
+    if (!b) {
+        b = hsq_xmalloc(sizeof *b + user.len);
+        b->tokens = (double)q->conf.submit_burst;
+        b->last_ms = q->now;
+        b->len = (uint8_t)user.len;
+        memcpy(b->user, user.ptr, user.len);
+        b->next = *pp;
+        *pp = b;
+        q->n_rate++;
+    }
+    refill(q, b);
+    if (b->tokens >= 1.0) {
+        b->tokens -= 1.0;
+        return 0;
+    }
+    return (int64_t)((1.0 - b->tokens) * 1000.0 / (double)q->conf.submit_rate) + 1;
+}
+
+static void rate_prune(hsq_queue *q) {
+    if (q->n_rate == 0)
+        return;
+    for (size_t i = 0; i < RATE_BUCKETS; i++) {
+        rate_bucket **pp = &q->rate[i];
+        while (*pp) {
+            rate_bucket *b = *pp;
+            refill(q, b);
+            if (b->tokens >= (double)q->conf.submit_burst) {
+                *pp = b->next;
+                free(b);
+                q->n_rate--;
+            } else {
+                pp = &b->next;
+            }
+        }
+    }
+}
+
 /* ---- events and waiters ---- */
 
 static void publish(hsq_queue *q, const hsq_task *t) {
@@ -722,6 +804,15 @@ static void h_submit(req_ctx *c) {
         }
     }
 
+    int64_t wait_ms = rate_take(q, r->user);
+    if (wait_ms > 0) {
+        q->rate_limited_total++;
+        FAIL(c, HSQ_ERATELIMITED,
+             "user submits faster than %" PRIu64 " per second (burst %" PRIu64
+             "); retry after %" PRId64 " ms",
+             q->conf.submit_rate, q->conf.submit_burst, wait_ms);
+        return;
+    }
     uint64_t active = q->counts.queued + q->counts.leased;
     if (active >= q->conf.max_queued) {
         FAIL(c, HSQ_EQUEUEFULL, "queue is full (%" PRIu64 " active tasks); retry later", active);
@@ -2352,6 +2443,10 @@ int hsq_queue_end_turn(hsq_queue *q) {
         }
         expire_parked_and_waits(q);
         workers_expire(q);
+        if (q->now - q->rate_pruned_ms >= 10000) {
+            rate_prune(q);
+            q->rate_pruned_ms = q->now;
+        }
         process_ledger(q);
         if (q->conf.sweep_batch > 0) {
             hsq_sweep_counts sc;
@@ -2554,6 +2649,14 @@ void hsq_queue_free(hsq_queue **qp) {
     free(q->workers);
     free(q->parked);
     free(q->erase_waits);
+    for (size_t i = 0; i < RATE_BUCKETS; i++) {
+        rate_bucket *b = q->rate[i];
+        while (b) {
+            rate_bucket *n = b->next;
+            free(b);
+            b = n;
+        }
+    }
     for (size_t b = 0; b < WAIT_BUCKETS; b++) {
         waiter *w = q->waits[b];
         while (w) {

@@ -57,6 +57,8 @@ typedef struct {
     uint64_t retention_tombstone_ms; /* tombstones (no images, no prompt) after outputs expire */
     uint64_t sweep_batch;          /* expiry entries handled per loop turn (0 = sweeper off) */
     uint64_t retention_audit_ms;   /* audit log lines */
+    uint64_t submit_rate;          /* submits per second per user (token bucket); 0 = no limit */
+    uint64_t submit_burst;         /* bucket size: submits a user may send at once */
     uint64_t map_max_bytes;        /* the map may grow up to this */
 } hsq_queue_conf;
 

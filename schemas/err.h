@@ -45,7 +45,8 @@ extern "C" {
     XX(RETRYABLE, 23, "worker_error", "worker failed; the task may be retried")            \
     XX(UNKNOWNOP, 24, "unknown_op", "unknown operation")                                   \
     XX(DISKFULL, 25, "disk_full", "storage is full")                                       \
-    XX(LOST, 26, "lease_expired", "worker stopped renewing its lease")
+    XX(LOST, 26, "lease_expired", "worker stopped renewing its lease")                       \
+    XX(RATELIMITED, 27, "rate_limited", "too many submits; retry after the time given")
 
 typedef enum {
 #define HSQ_ERR_ENUM_(s, off, name, msg) HSQ_E##s = HSQ_ERR_BASE - (off),

@@ -891,6 +891,32 @@ static void test_fsck(void) {
     HSQ_ASSERT_EQ(r.dangling, 0);
 }
 
+/* The per-user token bucket: a burst passes, the next submit is refused
+ * with the wait, another user is unaffected, time refills the bucket, and
+ * an idempotent resubmit costs no token. */
+static void test_rate_limit(void) {
+    fresh();
+    conf.submit_rate = 2;
+    conf.submit_burst = 3;
+    close_all();
+    open_all();
+    for (int i = 0; i < 3; i++)
+        HSQ_ASSERT(submit("wes", NULL) > 0);
+    HSQ_ASSERT_EQ(submit("wes", NULL), HSQ_ERATELIMITED);
+    char msg[256];
+    snprintf(msg, sizeof msg, "%.*s", (int)cap[0].m.rep.error.message.len,
+             cap[0].m.rep.error.message.ptr);
+    HSQ_ASSERT(strstr(msg, "retry after 500 ms") != NULL || strstr(msg, "retry after 501 ms"));
+    HSQ_ASSERT(submit("xia", NULL) > 0);
+    now += 499;
+    HSQ_ASSERT_EQ(submit("wes", NULL), HSQ_ERATELIMITED);
+    now += 2;
+    int64_t id = submit("wes", "k");
+    HSQ_ASSERT(id > 0);
+    HSQ_ASSERT_EQ(submit("wes", "k"), id); /* idempotent: no token needed */
+    conf.submit_rate = 0;
+}
+
 static void test_stats(void) {
     fresh();
     int64_t t0 = now;
@@ -935,6 +961,7 @@ int main(void) {
     test_retention_classes();
     test_retention_pending();
     test_fsck();
+    test_rate_limit();
     close_all();
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
