@@ -1,0 +1,1353 @@
+/* compose.c - matte refinement, backgrounds, compositing, clothing recolour,
+ * retouch and tone on float RGB (see compose.h).
+ *
+ * DESIGN. Every filter is built on one primitive, box_mean(): the mean over
+ * (2r+1)^2 windows clipped at the borders (normalised by the pixels actually
+ * inside, as in He's reference code), computed with running sums in double,
+ * so its cost does not depend on r and a constant input comes out exactly
+ * constant. Its input rows come from a producer callback, so the products a
+ * guided filter needs (I*p, I*I, ...) are computed row by row and never
+ * stored as whole planes: a colour guided filter holds 13 mean channels plus
+ * 4 coefficient channels, and the subsampled ("fast") variant holds them at
+ * 1/s^2 of the size. Strength-0 calls return before touching a pixel, which
+ * is what makes them bit-exact no-ops.
+ */
+#include "worker/compose.h"
+
+#include "common/alloc.h"
+#include "schemas/err.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- argument checks ---- */
+
+static int dims_ok(uint32_t w, uint32_t h) {
+    return w > 0 && h > 0 && (uint64_t)w * h <= HSQ_CMP_MAX_PIXELS;
+}
+
+static int unit(float v) { return v >= 0.0f && v <= 1.0f; } /* false for NaN */
+
+static int rgb_ok(const float c[3]) { return c && unit(c[0]) && unit(c[1]) && unit(c[2]); }
+
+static float clamp01(float v) {
+    if (!(v > 0.0f)) /* NaN too */
+        return 0.0f;
+    return v < 1.0f ? v : 1.0f;
+}
+
+static float lerpf(float a, float b, float t) { return a + t * (b - a); } /* a == b -> a exactly */
+
+static float luma601(const float *p) { return 0.299f * p[0] + 0.587f * p[1] + 0.114f * p[2]; }
+
+/* ---- conversion ---- */
+
+int hsq_cmp_from_u8(const uint8_t *rgb, uint32_t w, uint32_t h, float *out) {
+    if (!rgb || !out || !dims_ok(w, h))
+        return HSQ_EINVAL;
+    for (size_t i = 0, n = (size_t)w * h * 3; i < n; i++)
+        out[i] = rgb[i] / 255.0f;
+    return 0;
+}
+
+int hsq_cmp_to_u8(const float *rgb, uint32_t w, uint32_t h, uint8_t *out) {
+    if (!rgb || !out || !dims_ok(w, h))
+        return HSQ_EINVAL;
+    for (size_t i = 0, n = (size_t)w * h * 3; i < n; i++)
+        out[i] = (uint8_t)(clamp01(rgb[i]) * 255.0f + 0.5f);
+    return 0;
+}
+
+/* ---- box mean: the one filter primitive ---- */
+
+/* Returns row y (w * nc floats), either a pointer into existing memory or
+ * scratch filled in. Called twice per row (entering and leaving the window). */
+typedef const float *(*row_fn)(void *ctx, uint32_t y, float *scratch);
+
+typedef struct {
+    const float *buf;
+    size_t stride; /* floats per row */
+} plain_rows;
+
+static const float *plain_row(void *ctx, uint32_t y, float *scratch) {
+    (void)scratch;
+    const plain_rows *p = ctx;
+    return p->buf + (size_t)y * p->stride;
+}
+
+static void col_add(double *col, const float *row, size_t n, double sign) {
+    for (size_t i = 0; i < n; i++)
+        col[i] += sign * row[i];
+}
+
+/* dst (w x h x nc) = mean of the rows' values over clipped (2r+1)^2 windows.
+ * dst must not be memory the producer reads. */
+static int box_mean(row_fn row, void *ctx, uint32_t w, uint32_t h, int nc, int r, float *dst) {
+    const size_t rw = (size_t)w * (size_t)nc;
+    double *col = hsq_trymalloc(rw * sizeof *col);
+    float *scratch = hsq_trymalloc(rw * sizeof *scratch);
+    if (!col || !scratch) {
+        free(col);
+        free(scratch);
+        return HSQ_ENOMEM;
+    }
+    memset(col, 0, rw * sizeof *col);
+    const int64_t R = r, W = w, H = h;
+    for (int64_t y = 0; y <= R && y < H; y++)
+        col_add(col, row(ctx, (uint32_t)y, scratch), rw, 1.0);
+    for (int64_t y = 0; y < H; y++) {
+        int64_t y0 = y - R < 0 ? 0 : y - R, y1 = y + R >= H ? H - 1 : y + R;
+        double ny = (double)(y1 - y0 + 1);
+        float *o = dst + (size_t)y * rw;
+        for (int c = 0; c < nc; c++) {
+            double s = 0;
+            for (int64_t x = 0; x <= R && x < W; x++)
+                s += col[x * nc + c];
+            for (int64_t x = 0; x < W; x++) {
+                int64_t x0 = x - R < 0 ? 0 : x - R, x1 = x + R >= W ? W - 1 : x + R;
+                o[x * nc + c] = (float)(s / ((double)(x1 - x0 + 1) * ny));
+                if (x + R + 1 < W)
+                    s += col[(x + R + 1) * nc + c];
+                if (x - R >= 0)
+                    s -= col[(x - R) * nc + c];
+            }
+        }
+        if (y + R + 1 < H)
+            col_add(col, row(ctx, (uint32_t)(y + R + 1), scratch), rw, 1.0);
+        if (y - R >= 0)
+            col_add(col, row(ctx, (uint32_t)(y - R), scratch), rw, -1.0);
+    }
+    free(col);
+    free(scratch);
+    return 0;
+}
+
+static int box_mean_buf(const float *src, uint32_t w, uint32_t h, int nc, int r, float *dst) {
+    plain_rows pr = {src, (size_t)w * (size_t)nc};
+    return box_mean(plain_row, &pr, w, h, nc, r, dst);
+}
+
+/* ---- bilinear resampling tables ---- */
+
+/* For each destination index i: source indexes i0, i1 and weight f of i1,
+ * with source position (i + 0.5) / scale - 0.5, clamped to the edges. */
+typedef struct {
+    uint32_t *i0, *i1;
+    float *f;
+} lerp_axis;
+
+static void lerp_axis_free(lerp_axis *a) {
+    free(a->i0);
+    free(a->i1);
+    free(a->f);
+}
+
+static int lerp_axis_build(lerp_axis *a, uint32_t dn, uint32_t sn, double scale) {
+    a->i0 = hsq_trymalloc(sizeof(uint32_t) * dn);
+    a->i1 = hsq_trymalloc(sizeof(uint32_t) * dn);
+    a->f = hsq_trymalloc(sizeof(float) * dn);
+    if (!a->i0 || !a->i1 || !a->f) {
+        lerp_axis_free(a);
+        return HSQ_ENOMEM;
+    }
+    for (uint32_t i = 0; i < dn; i++) {
+        double s = (i + 0.5) / scale - 0.5;
+        if (s < 0)
+            s = 0;
+        if (s > sn - 1)
+            s = sn - 1;
+        uint32_t j = (uint32_t)s;
+        a->i0[i] = j;
+        a->i1[i] = j + 1 < sn ? j + 1 : j;
+        a->f[i] = (float)(s - j);
+    }
+    return 0;
+}
+
+/* dst (dw x dh x nc) from src (sw x sh x nc), scale = dst pixels per src pixel. */
+static int resample_bilinear(const float *src, uint32_t sw, uint32_t sh, int nc, float *dst,
+                             uint32_t dw, uint32_t dh, double sx, double sy) {
+    lerp_axis ax, ay;
+    if (lerp_axis_build(&ax, dw, sw, sx))
+        return HSQ_ENOMEM;
+    if (lerp_axis_build(&ay, dh, sh, sy)) {
+        lerp_axis_free(&ax);
+        return HSQ_ENOMEM;
+    }
+    for (uint32_t y = 0; y < dh; y++) {
+        const float *r0 = src + (size_t)ay.i0[y] * sw * nc, *r1 = src + (size_t)ay.i1[y] * sw * nc;
+        float fy = ay.f[y];
+        float *o = dst + (size_t)y * dw * nc;
+        for (uint32_t x = 0; x < dw; x++) {
+            size_t a = (size_t)ax.i0[x] * nc, b = (size_t)ax.i1[x] * nc;
+            float fx = ax.f[x];
+            for (int c = 0; c < nc; c++) {
+                float top = lerpf(r0[a + c], r0[b + c], fx);
+                float bot = lerpf(r1[a + c], r1[b + c], fx);
+                o[(size_t)x * nc + c] = lerpf(top, bot, fy);
+            }
+        }
+    }
+    lerp_axis_free(&ax);
+    lerp_axis_free(&ay);
+    return 0;
+}
+
+int hsq_cmp_mask_upsample(const float *src, uint32_t sw, uint32_t sh, float *dst, uint32_t dw,
+                          uint32_t dh) {
+    if (!src || !dst || !dims_ok(sw, sh) || !dims_ok(dw, dh))
+        return HSQ_EINVAL;
+    return resample_bilinear(src, sw, sh, 1, dst, dw, dh, (double)dw / sw, (double)dh / sh);
+}
+
+/* Mean of each s x s block (partial blocks at the right and bottom edges
+ * average what they have). dst is ceil(w/s) x ceil(h/s) x nc. */
+static void downsample_box(const float *src, uint32_t w, uint32_t h, int nc, uint32_t s,
+                           float *dst) {
+    uint32_t wl = (w + s - 1) / s, hl = (h + s - 1) / s;
+    for (uint32_t ly = 0; ly < hl; ly++) {
+        uint32_t y0 = ly * s, y1 = y0 + s < h ? y0 + s : h;
+        for (uint32_t lx = 0; lx < wl; lx++) {
+            uint32_t x0 = lx * s, x1 = x0 + s < w ? x0 + s : w;
+            double acc[3] = {0, 0, 0};
+            for (uint32_t y = y0; y < y1; y++)
+                for (uint32_t x = x0; x < x1; x++)
+                    for (int c = 0; c < nc; c++)
+                        acc[c] += src[((size_t)y * w + x) * nc + c];
+            double n = (double)(y1 - y0) * (x1 - x0);
+            for (int c = 0; c < nc; c++)
+                dst[((size_t)ly * wl + lx) * nc + c] = (float)(acc[c] / n);
+        }
+    }
+}
+
+/* ---- guided filter ---- */
+
+typedef struct {
+    const float *I; /* guide, ci channels */
+    const float *p;
+    uint32_t w;
+    int ci;
+} gf_rows;
+
+/* Colour: I0 I1 I2 p, I0p I1p I2p, I0I0 I0I1 I0I2 I1I1 I1I2 I2I2 (13).
+ * Grey: I p Ip II (4). */
+static const float *gf_stats_row(void *ctx, uint32_t y, float *o) {
+    const gf_rows *g = ctx;
+    const float *I = g->I + (size_t)y * g->w * g->ci, *p = g->p + (size_t)y * g->w;
+    if (g->ci == 3) {
+        for (uint32_t x = 0; x < g->w; x++) {
+            float r = I[3 * x], gg = I[3 * x + 1], b = I[3 * x + 2], v = p[x];
+            float *d = o + 13 * (size_t)x;
+            d[0] = r;
+            d[1] = gg;
+            d[2] = b;
+            d[3] = v;
+            d[4] = r * v;
+            d[5] = gg * v;
+            d[6] = b * v;
+            d[7] = r * r;
+            d[8] = r * gg;
+            d[9] = r * b;
+            d[10] = gg * gg;
+            d[11] = gg * b;
+            d[12] = b * b;
+        }
+    } else {
+        for (uint32_t x = 0; x < g->w; x++) {
+            float i = I[x], v = p[x];
+            float *d = o + 4 * (size_t)x;
+            d[0] = i;
+            d[1] = v;
+            d[2] = i * v;
+            d[3] = i * i;
+        }
+    }
+    return o;
+}
+
+/* Per pixel, from the window means: a = (Sigma + eps U)^-1 cov(I, p),
+ * b = mean p - a . mean I, written compacted in place (colour: 13 -> 4
+ * channels a0 a1 a2 b; grey: 4 -> 2 channels a b). Writing 4 floats at 4i
+ * never reaches the 13 floats still to be read at 13j, j >= i. */
+static void gf_coeffs(float *m, size_t n, int ci, double eps) {
+    for (size_t i = 0; i < n; i++) {
+        if (ci == 3) {
+            const float *s = m + 13 * i;
+            double mi[3] = {s[0], s[1], s[2]}, mp = s[3];
+            double c0 = s[4] - mi[0] * mp, c1 = s[5] - mi[1] * mp, c2 = s[6] - mi[2] * mp;
+            double a00 = s[7] - mi[0] * mi[0] + eps, a01 = s[8] - mi[0] * mi[1];
+            double a02 = s[9] - mi[0] * mi[2], a11 = s[10] - mi[1] * mi[1] + eps;
+            double a12 = s[11] - mi[1] * mi[2], a22 = s[12] - mi[2] * mi[2] + eps;
+            /* symmetric 3x3 inverse by cofactors */
+            double k00 = a11 * a22 - a12 * a12, k01 = a02 * a12 - a01 * a22;
+            double k02 = a01 * a12 - a02 * a11, k11 = a00 * a22 - a02 * a02;
+            double k12 = a01 * a02 - a00 * a12, k22 = a00 * a11 - a01 * a01;
+            double det = a00 * k00 + a01 * k01 + a02 * k02;
+            double r0 = 0, r1 = 0, r2 = 0;
+            if (det > 1e-30) {
+                r0 = (k00 * c0 + k01 * c1 + k02 * c2) / det;
+                r1 = (k01 * c0 + k11 * c1 + k12 * c2) / det;
+                r2 = (k02 * c0 + k12 * c1 + k22 * c2) / det;
+            }
+            double b = mp - r0 * mi[0] - r1 * mi[1] - r2 * mi[2];
+            float *d = m + 4 * i;
+            d[0] = (float)r0;
+            d[1] = (float)r1;
+            d[2] = (float)r2;
+            d[3] = (float)b;
+        } else {
+            const float *s = m + 4 * i;
+            double mi = s[0], mp = s[1];
+            double a = (s[2] - mi * mp) / (s[3] - mi * mi + eps);
+            float *d = m + 2 * i;
+            d[0] = (float)a;
+            d[1] = (float)(mp - a * mi);
+        }
+    }
+}
+
+int hsq_cmp_guided_filter(const float *guide, const float *p, uint32_t w, uint32_t h,
+                          const hsq_cmp_gf *prm, float *q) {
+    if (!guide || !p || !q || !prm || !dims_ok(w, h) || prm->radius < 1 || !(prm->eps > 0) ||
+        prm->subsample < 1)
+        return HSQ_EINVAL;
+    const uint32_t s = (uint32_t)prm->subsample;
+    const int ci = prm->color ? 3 : 1, nst = ci == 3 ? 13 : 4, nco = ci + 1;
+    const uint32_t wl = (w + s - 1) / s, hl = (h + s - 1) / s;
+    const size_t nl = (size_t)wl * hl;
+    int rl = (int)lround((double)prm->radius / s);
+    if (rl < 1)
+        rl = 1;
+
+    float *Il = NULL, *pl = NULL, *st = NULL, *mco = NULL;
+    int r = HSQ_ENOMEM;
+    /* The low-resolution guide (or luma) and input. At s = 1 the colour
+     * guide and p are used where they are. */
+    const float *Iuse = guide, *puse = p;
+    if (s > 1 || ci == 1) {
+        Il = hsq_trymalloc(nl * 3 * sizeof(float));
+        if (!Il)
+            goto done;
+        if (s > 1)
+            downsample_box(guide, w, h, 3, s, Il);
+        else
+            memcpy(Il, guide, nl * 3 * sizeof(float));
+        if (ci == 1)
+            for (size_t i = 0; i < nl; i++)
+                Il[i] = luma601(Il + 3 * i); /* i <= 3i: in place is safe */
+        Iuse = Il;
+    }
+    if (s > 1) {
+        pl = hsq_trymalloc(nl * sizeof(float));
+        if (!pl)
+            goto done;
+        downsample_box(p, w, h, 1, s, pl);
+        puse = pl;
+    }
+    st = hsq_trymalloc(nl * (size_t)nst * sizeof(float));
+    mco = hsq_trymalloc(nl * (size_t)nco * sizeof(float));
+    if (!st || !mco)
+        goto done;
+    gf_rows g = {Iuse, puse, wl, ci};
+    if ((r = box_mean(gf_stats_row, &g, wl, hl, nst, rl, st)) != 0)
+        goto done;
+    gf_coeffs(st, nl, ci, prm->eps);
+    if ((r = box_mean_buf(st, wl, hl, nco, rl, mco)) != 0)
+        goto done;
+    free(st);
+    st = NULL;
+
+    /* q = mean_a . I + mean_b at full size, the coefficients sampled
+     * bilinearly from the low-resolution grid (exactly, at s = 1). */
+    lerp_axis ax, ay;
+    if ((r = lerp_axis_build(&ax, w, wl, (double)s)) != 0)
+        goto done;
+    if ((r = lerp_axis_build(&ay, h, hl, (double)s)) != 0) {
+        lerp_axis_free(&ax);
+        goto done;
+    }
+    for (uint32_t y = 0; y < h; y++) {
+        const float *r0 = mco + (size_t)ay.i0[y] * wl * nco,
+                    *r1 = mco + (size_t)ay.i1[y] * wl * nco;
+        float fy = ay.f[y];
+        for (uint32_t x = 0; x < w; x++) {
+            size_t a = (size_t)ax.i0[x] * nco, b = (size_t)ax.i1[x] * nco;
+            float fx = ax.f[x], c[4];
+            for (int k = 0; k < nco; k++)
+                c[k] = lerpf(lerpf(r0[a + k], r0[b + k], fx), lerpf(r1[a + k], r1[b + k], fx), fy);
+            const float *I = guide + ((size_t)y * w + x) * 3;
+            size_t i = (size_t)y * w + x;
+            if (ci == 3)
+                q[i] = c[0] * I[0] + c[1] * I[1] + c[2] * I[2] + c[3];
+            else
+                q[i] = c[0] * luma601(I) + c[1];
+        }
+    }
+    lerp_axis_free(&ax);
+    lerp_axis_free(&ay);
+    r = 0;
+done:
+    free(Il);
+    free(pl);
+    free(st);
+    free(mco);
+    return r;
+}
+
+/* ---- matte refinement ---- */
+
+void hsq_cmp_matte_default(hsq_cmp_matte *m) {
+    m->radius = 0;
+    m->eps = 1e-4f;
+    m->contrast = 4.0f;
+    m->subsample = 0;
+    m->lo = 0.02f;
+    m->hi = 0.98f;
+}
+
+int hsq_cmp_matte_refine(const float *rgb, uint32_t w, uint32_t h, const float *coarse, uint32_t cw,
+                         uint32_t ch, const hsq_cmp_matte *prm, float *alpha) {
+    hsq_cmp_matte m;
+    hsq_cmp_matte_default(&m);
+    if (prm)
+        m = *prm;
+    if (!rgb || !coarse || !alpha || !dims_ok(w, h) || !dims_ok(cw, ch) || m.radius < 0 ||
+        !(m.eps > 0) || !(m.contrast >= 1 && m.contrast <= 1000) || m.subsample < 0 ||
+        !(m.lo >= 0 && m.hi <= 1 && m.lo < m.hi))
+        return HSQ_EINVAL;
+    int r = m.radius;
+    if (r == 0) {
+        /* Two coarse pixels: about the width of the model's soft edge. */
+        double sc = fmax((double)w / cw, (double)h / ch);
+        r = (int)lround(2 * sc);
+        r = r < 2 ? 2 : r > 64 ? 64 : r;
+    }
+    int s = m.subsample;
+    if (s == 0) {
+        double mp = (double)w * h / 1e6;
+        s = mp <= 1 ? 1 : (int)ceil(sqrt(mp));
+        while (s > 1 && r / s < 2)
+            s--;
+    }
+    int rc;
+    if (cw == w && ch == h)
+        memcpy(alpha, coarse, sizeof(float) * w * h);
+    else if ((rc = hsq_cmp_mask_upsample(coarse, cw, ch, alpha, w, h)) != 0)
+        return rc;
+    if (m.contrast != 1)
+        for (size_t i = 0, n = (size_t)w * h; i < n; i++)
+            alpha[i] = clamp01((alpha[i] - 0.5f) * m.contrast + 0.5f);
+    hsq_cmp_gf g = {r, m.eps, s, 1};
+    if ((rc = hsq_cmp_guided_filter(rgb, alpha, w, h, &g, alpha)) != 0)
+        return rc;
+    float span = m.hi - m.lo;
+    for (size_t i = 0, n = (size_t)w * h; i < n; i++)
+        alpha[i] = clamp01((alpha[i] - m.lo) / span);
+    return 0;
+}
+
+/* ---- foreground colour estimation (blur fusion) ---- */
+
+typedef struct {
+    const float *F, *B, *a;
+    uint32_t w;
+} bf_rows;
+
+/* F*a (3), a, B*(1-a) (3), 1-a: 8 channels. */
+static const float *bf_row(void *ctx, uint32_t y, float *o) {
+    const bf_rows *b = ctx;
+    size_t off = (size_t)y * b->w;
+    for (uint32_t x = 0; x < b->w; x++) {
+        float a = b->a[off + x], na = 1.0f - a;
+        const float *F = b->F + (off + x) * 3, *B = b->B + (off + x) * 3;
+        float *d = o + 8 * (size_t)x;
+        d[0] = F[0] * a;
+        d[1] = F[1] * a;
+        d[2] = F[2] * a;
+        d[3] = a;
+        d[4] = B[0] * na;
+        d[5] = B[1] * na;
+        d[6] = B[2] * na;
+        d[7] = na;
+    }
+    return o;
+}
+
+/* One blur-fusion step: Fh = blur(F a) / blur(a), Bh = blur(B (1-a)) /
+ * blur(1-a), then both corrected by the compositing residual
+ * I - a Fh - (1-a) Bh. */
+static int bf_pass(const float *I, const float *a, const float *Fin, const float *Bin, uint32_t w,
+                   uint32_t h, int r, float *m8, float *Fout, float *Bout) {
+    bf_rows br = {Fin, Bin, a, w};
+    int rc = box_mean(bf_row, &br, w, h, 8, r, m8);
+    if (rc)
+        return rc;
+    for (size_t i = 0, n = (size_t)w * h; i < n; i++) {
+        const float *m = m8 + 8 * i, *px = I + 3 * i;
+        float av = a[i], na = 1.0f - av;
+        for (int c = 0; c < 3; c++) {
+            float fh = m[3] > 1e-6f ? m[c] / m[3] : px[c];
+            float bh = m[7] > 1e-6f ? m[4 + c] / m[7] : px[c];
+            float res = px[c] - av * fh - na * bh;
+            Fout[3 * i + c] = clamp01(fh + av * res);
+            Bout[3 * i + c] = clamp01(bh + na * res);
+        }
+    }
+    return 0;
+}
+
+int hsq_cmp_fg_estimate(const float *rgb, const float *alpha, uint32_t w, uint32_t h, float *fg) {
+    if (!rgb || !alpha || !fg || fg == rgb || !dims_ok(w, h))
+        return HSQ_EINVAL;
+    const size_t n = (size_t)w * h;
+    /* Radii of the paper (90 then 6 px at about 1 MP), scaled to the image. */
+    uint32_t side = w > h ? w : h;
+    int r1 = (int)lround(side / 12.0), r2 = (int)lround(side / 170.0);
+    r1 = r1 < 3 ? 3 : r1;
+    r2 = r2 < 1 ? 1 : r2;
+    float *m8 = hsq_trymalloc(n * 8 * sizeof(float));
+    float *F1 = hsq_trymalloc(n * 3 * sizeof(float));
+    float *B1 = hsq_trymalloc(n * 3 * sizeof(float));
+    float *B2 = hsq_trymalloc(n * 3 * sizeof(float));
+    int rc = HSQ_ENOMEM;
+    if (!m8 || !F1 || !B1 || !B2)
+        goto done;
+    if ((rc = bf_pass(rgb, alpha, rgb, rgb, w, h, r1, m8, F1, B1)) != 0)
+        goto done;
+    if ((rc = bf_pass(rgb, alpha, F1, B1, w, h, r2, m8, fg, B2)) != 0)
+        goto done;
+    for (size_t i = 0; i < n; i++)
+        if (!(alpha[i] > 0.0f && alpha[i] < 1.0f))
+            memcpy(fg + 3 * i, rgb + 3 * i, 3 * sizeof(float));
+done:
+    free(m8);
+    free(F1);
+    free(B1);
+    free(B2);
+    return rc;
+}
+
+/* ---- backgrounds ---- */
+
+int hsq_cmp_bg_solid(float *out, uint32_t w, uint32_t h, const float rgb[3]) {
+    if (!out || !dims_ok(w, h) || !rgb_ok(rgb))
+        return HSQ_EINVAL;
+    for (size_t i = 0, n = (size_t)w * h; i < n; i++)
+        memcpy(out + 3 * i, rgb, 3 * sizeof(float));
+    return 0;
+}
+
+int hsq_cmp_bg_gradient(float *out, uint32_t w, uint32_t h, const float top[3],
+                        const float bottom[3]) {
+    if (!out || !dims_ok(w, h) || !rgb_ok(top) || !rgb_ok(bottom))
+        return HSQ_EINVAL;
+    for (uint32_t y = 0; y < h; y++) {
+        float t = h > 1 ? (float)y / (float)(h - 1) : 0.0f, c[3];
+        for (int k = 0; k < 3; k++)
+            c[k] = y + 1 == h && h > 1 ? bottom[k] : lerpf(top[k], bottom[k], t);
+        float *o = out + (size_t)y * w * 3;
+        for (uint32_t x = 0; x < w; x++)
+            memcpy(o + 3 * (size_t)x, c, sizeof c);
+    }
+    return 0;
+}
+
+void hsq_cmp_vignette_default(hsq_cmp_vignette *v, const float rgb[3]) {
+    memcpy(v->rgb, rgb, sizeof v->rgb);
+    v->lift = 0.12f;
+    v->dark = 0.35f;
+    v->cx = 0.5f;
+    v->cy = 0.42f;
+}
+
+int hsq_cmp_bg_vignette(float *out, uint32_t w, uint32_t h, const hsq_cmp_vignette *v) {
+    if (!out || !v || !dims_ok(w, h) || !rgb_ok(v->rgb) || !(v->lift >= 0 && v->lift <= 4) ||
+        !unit(v->dark) || !unit(v->cx) || !unit(v->cy))
+        return HSQ_EINVAL;
+    /* Coordinates in [0, 1] from the first to the last pixel centre: an
+     * isotropic distance there is an ellipse with the image's aspect. */
+    double mx = fmax(v->cx, 1 - v->cx), my = fmax(v->cy, 1 - v->cy);
+    double dmax = sqrt(mx * mx + my * my);
+    for (uint32_t y = 0; y < h; y++) {
+        double dv = (h > 1 ? (double)y / (h - 1) : 0.5) - v->cy;
+        float *o = out + (size_t)y * w * 3;
+        for (uint32_t x = 0; x < w; x++) {
+            double du = (w > 1 ? (double)x / (w - 1) : 0.5) - v->cx;
+            double d = sqrt(du * du + dv * dv) / dmax;
+            if (d > 1)
+                d = 1;
+            double sm = d * d * (3 - 2 * d);
+            double f = (1 + v->lift) - (v->dark + v->lift) * sm;
+            for (int k = 0; k < 3; k++)
+                o[3 * (size_t)x + k] = clamp01((float)(v->rgb[k] * f));
+        }
+    }
+    return 0;
+}
+
+int hsq_cmp_blur(float *buf, uint32_t w, uint32_t h, int channels, float sigma) {
+    if (!buf || !dims_ok(w, h) || channels < 1 || channels > 16 || !(sigma >= 0 || sigma < 0))
+        return HSQ_EINVAL;
+    if (!(sigma > 0.5f))
+        return 0;
+    /* Three box passes whose variances sum to sigma^2 (Kovesi): widths wl
+     * (odd) for the first m passes, wl + 2 for the rest. */
+    double s2 = (double)sigma * sigma;
+    int wl = (int)floor(sqrt(12 * s2 / 3 + 1));
+    if (wl % 2 == 0)
+        wl--;
+    int m = (int)lround((12 * s2 - 3.0 * wl * wl - 12.0 * wl - 9) / (-4.0 * wl - 4));
+    const size_t n = (size_t)w * h * (size_t)channels;
+    float *tmp = hsq_trymalloc(n * sizeof(float));
+    if (!tmp)
+        return HSQ_ENOMEM;
+    float *src = buf, *dst = tmp;
+    for (int pass = 0; pass < 3; pass++) {
+        int r = ((pass < m ? wl : wl + 2) - 1) / 2;
+        if (r < 1)
+            continue;
+        int rc = box_mean_buf(src, w, h, channels, r, dst);
+        if (rc) {
+            free(tmp);
+            return rc;
+        }
+        float *t = src;
+        src = dst;
+        dst = t;
+    }
+    if (src != buf)
+        memcpy(buf, src, n * sizeof(float));
+    free(tmp);
+    return 0;
+}
+
+int hsq_cmp_bg_image(const hsq_img *ref, uint32_t w, uint32_t h, float blur_sigma, float *out) {
+    if (!ref || !ref->rgb || ref->w == 0 || ref->h == 0 || !out || !dims_ok(w, h) ||
+        !(blur_sigma >= 0))
+        return HSQ_EINVAL;
+    hsq_img fit = {0};
+    int r = hsq_img_fit(ref, w, h, &fit);
+    if (r)
+        return r;
+    hsq_cmp_from_u8(fit.rgb, w, h, out);
+    hsq_img_free(&fit);
+    return hsq_cmp_blur(out, w, h, 3, blur_sigma);
+}
+
+/* ---- compositing ---- */
+
+void hsq_cmp_comp_default(hsq_cmp_comp *c) {
+    c->wrap = 0.35f;
+    c->wrap_sigma = 0;
+    c->harmonize = 0.12f;
+}
+
+/* Rec. 709 weights: they sum to 1, so delta - Y(delta) has Y = 0. */
+static float luma709(const double *p) {
+    return (float)(0.2126 * p[0] + 0.7152 * p[1] + 0.0722 * p[2]);
+}
+
+int hsq_cmp_composite(const float *fg, const float *bg, const float *alpha, uint32_t w, uint32_t h,
+                      const hsq_cmp_comp *prm, float *out) {
+    hsq_cmp_comp c;
+    hsq_cmp_comp_default(&c);
+    if (prm)
+        c = *prm;
+    if (!fg || !bg || !alpha || !out || !dims_ok(w, h) || !unit(c.wrap) || !(c.wrap_sigma >= 0) ||
+        !unit(c.harmonize))
+        return HSQ_EINVAL;
+    const size_t n = (size_t)w * h;
+
+    /* Harmonisation: the chroma part of mean(bg, visible) - mean(fg, alpha). */
+    float shift[3] = {0, 0, 0};
+    int do_shift = 0;
+    if (c.harmonize > 0) {
+        double sf[3] = {0, 0, 0}, sb[3] = {0, 0, 0}, sbu[3] = {0, 0, 0}, wf = 0, wb = 0;
+        for (size_t i = 0; i < n; i++) {
+            double a = alpha[i];
+            for (int k = 0; k < 3; k++) {
+                sf[k] += a * fg[3 * i + k];
+                sb[k] += (1 - a) * bg[3 * i + k];
+                sbu[k] += bg[3 * i + k];
+            }
+            wf += a;
+            wb += 1 - a;
+        }
+        if (wf >= 1) {
+            double d[3];
+            for (int k = 0; k < 3; k++)
+                d[k] = (wb >= 1 ? sb[k] / wb : sbu[k] / (double)n) - sf[k] / wf;
+            float y = luma709(d);
+            for (int k = 0; k < 3; k++)
+                shift[k] = c.harmonize * ((float)d[k] - y);
+            do_shift = shift[0] != 0 || shift[1] != 0 || shift[2] != 0;
+        }
+    }
+
+    /* Light wrap: blur(bg * (1 - alpha)), only where it is needed. */
+    float *light = NULL;
+    if (c.wrap > 0) {
+        float sigma = c.wrap_sigma;
+        if (sigma == 0) {
+            sigma = 0.006f * (float)(w > h ? w : h);
+            if (sigma < 2)
+                sigma = 2;
+        }
+        light = hsq_trymalloc(n * 3 * sizeof(float));
+        if (!light)
+            return HSQ_ENOMEM;
+        for (size_t i = 0; i < n; i++)
+            for (int k = 0; k < 3; k++)
+                light[3 * i + k] = bg[3 * i + k] * (1.0f - alpha[i]);
+        int rc = hsq_cmp_blur(light, w, h, 3, sigma);
+        if (rc) {
+            free(light);
+            return rc;
+        }
+    }
+
+    for (size_t i = 0; i < n; i++) {
+        float a = alpha[i];
+        for (int k = 0; k < 3; k++) {
+            float f = fg[3 * i + k], b = bg[3 * i + k];
+            if (light) {
+                float l = c.wrap * a * light[3 * i + k];
+                if (l > 0)
+                    f = 1.0f - (1.0f - f) * (1.0f - clamp01(l)); /* screen */
+            }
+            if (do_shift)
+                f = clamp01(f + shift[k]);
+            out[3 * i + k] = a * f + (1.0f - a) * b;
+        }
+    }
+    free(light);
+    return 0;
+}
+
+/* ---- CIE Lab ---- */
+
+/* sRGB D65 -> XYZ (IEC 61966-2-1) and back; the white point is the first
+ * matrix's row sums, so sRGB white is exactly L = 100, a = b = 0. */
+static const double M_RGB2XYZ[3][3] = {{0.4124564, 0.3575761, 0.1804375},
+                                       {0.2126729, 0.7151522, 0.0721750},
+                                       {0.0193339, 0.1191920, 0.9503041}};
+static const double M_XYZ2RGB[3][3] = {{3.2404542, -1.5371385, -0.4985314},
+                                       {-0.9692660, 1.8760108, 0.0415560},
+                                       {0.0556434, -0.2040259, 1.0572252}};
+#define WHITE_X (0.4124564 + 0.3575761 + 0.1804375)
+#define WHITE_Y (0.2126729 + 0.7151522 + 0.0721750)
+#define WHITE_Z (0.0193339 + 0.1191920 + 0.9503041)
+#define LAB_D (6.0 / 29.0)
+
+static double srgb_to_lin(double c) {
+    return c <= 0.04045 ? c / 12.92 : pow((c + 0.055) / 1.055, 2.4);
+}
+
+static double lin_to_srgb(double c) {
+    return c <= 0.0031308 ? 12.92 * c : 1.055 * pow(c, 1 / 2.4) - 0.055;
+}
+
+/* The sRGB decoding curve tabulated at 4096 steps and interpolated: the
+ * error (about 2e-8 on the curved part) is below float precision of the
+ * results, and the hot loops (tone, clothing) avoid a pow() per channel.
+ * Built per call (4097 pow()s), so there is no shared state. */
+#define LIN_LUT 4096
+
+typedef struct {
+    float v[LIN_LUT + 2];
+} lin_lut;
+
+static void lin_lut_init(lin_lut *t) {
+    for (int i = 0; i <= LIN_LUT + 1; i++)
+        t->v[i] = (float)srgb_to_lin((double)i / LIN_LUT);
+}
+
+static double lin_of(const lin_lut *t, float c) {
+    if (!t || !(c > 0) || c >= 1)
+        return srgb_to_lin(c > 0 || c <= 0 ? c : 0); /* NaN -> 0 */
+    float x = c * LIN_LUT;
+    int i = (int)x;
+    return t->v[i] + (x - (float)i) * (t->v[i + 1] - t->v[i]);
+}
+
+static double lab_f(double t) {
+    return t > LAB_D * LAB_D * LAB_D ? cbrt(t) : t / (3 * LAB_D * LAB_D) + 4.0 / 29.0;
+}
+
+static double lab_finv(double f) {
+    return f > LAB_D ? f * f * f : 3 * LAB_D * LAB_D * (f - 4.0 / 29.0);
+}
+
+/* t NULL = the exact curve. */
+static void px_rgb_to_lab_t(const float *rgb, float *lab, const lin_lut *t) {
+    double l[3], xyz[3];
+    for (int k = 0; k < 3; k++)
+        l[k] = lin_of(t, rgb[k]);
+    for (int r = 0; r < 3; r++)
+        xyz[r] = M_RGB2XYZ[r][0] * l[0] + M_RGB2XYZ[r][1] * l[1] + M_RGB2XYZ[r][2] * l[2];
+    double fx = lab_f(xyz[0] / WHITE_X), fy = lab_f(xyz[1] / WHITE_Y), fz = lab_f(xyz[2] / WHITE_Z);
+    lab[0] = (float)(116 * fy - 16);
+    lab[1] = (float)(500 * (fx - fy));
+    lab[2] = (float)(200 * (fy - fz));
+}
+
+static void px_rgb_to_lab(const float *rgb, float *lab) { px_rgb_to_lab_t(rgb, lab, NULL); }
+
+static void px_lab_to_rgb(const float *lab, float *rgb) {
+    double fy = (lab[0] + 16) / 116.0, fx = fy + lab[1] / 500.0, fz = fy - lab[2] / 200.0;
+    double xyz[3] = {lab_finv(fx) * WHITE_X, lab_finv(fy) * WHITE_Y, lab_finv(fz) * WHITE_Z};
+    for (int r = 0; r < 3; r++) {
+        double v = M_XYZ2RGB[r][0] * xyz[0] + M_XYZ2RGB[r][1] * xyz[1] + M_XYZ2RGB[r][2] * xyz[2];
+        v = v < 0 ? 0 : v > 1 ? 1 : v;
+        rgb[r] = (float)lin_to_srgb(v);
+    }
+}
+
+void hsq_cmp_rgb_to_lab(const float *rgb, size_t n, float *lab) {
+    for (size_t i = 0; i < n; i++) {
+        float t[3];
+        px_rgb_to_lab(rgb + 3 * i, t);
+        memcpy(lab + 3 * i, t, sizeof t);
+    }
+}
+
+void hsq_cmp_lab_to_rgb(const float *lab, size_t n, float *rgb) {
+    for (size_t i = 0; i < n; i++) {
+        float t[3];
+        px_lab_to_rgb(lab + 3 * i, t);
+        memcpy(rgb + 3 * i, t, sizeof t);
+    }
+}
+
+/* Weighted mean and SD accumulators. */
+typedef struct {
+    double w, s[3], s2[3];
+} lab_acc;
+
+static void acc_add(lab_acc *a, const float *lab, double wt) {
+    a->w += wt;
+    for (int k = 0; k < 3; k++) {
+        a->s[k] += wt * lab[k];
+        a->s2[k] += wt * lab[k] * lab[k];
+    }
+}
+
+static void acc_stats(const lab_acc *a, hsq_cmp_lab_stats *out) {
+    out->weight = a->w;
+    for (int k = 0; k < 3; k++) {
+        double m = a->s[k] / a->w, v = a->s2[k] / a->w - m * m;
+        out->mean[k] = (float)m;
+        out->sd[k] = (float)sqrt(v > 0 ? v : 0);
+    }
+}
+
+int hsq_cmp_lab_stats_of(const float *rgb, uint32_t w, uint32_t h, const float *mask,
+                         hsq_cmp_lab_stats *out) {
+    if (!rgb || !out || !dims_ok(w, h))
+        return HSQ_EINVAL;
+    lab_acc a = {0};
+    for (size_t i = 0, n = (size_t)w * h; i < n; i++) {
+        double wt = mask ? mask[i] : 1.0;
+        if (!(wt > 0))
+            continue;
+        float lab[3];
+        px_rgb_to_lab(rgb + 3 * i, lab);
+        acc_add(&a, lab, wt);
+    }
+    if (!(a.w > 0))
+        return HSQ_EINVAL;
+    acc_stats(&a, out);
+    return 0;
+}
+
+/* ---- clothing ---- */
+
+#define KM_K 4
+#define KM_ITERS 12
+#define KM_MERGE_DE 12.0
+#define KM_GRID 128
+
+static double de2(const float *a, const float *b) {
+    double d0 = a[0] - b[0], d1 = a[1] - b[1], d2 = a[2] - b[2];
+    return d0 * d0 + d1 * d1 + d2 * d2;
+}
+
+/* Shades of one colour differ mostly in lightness: L at half weight. */
+static double shade_de2(const float *a, const float *b) {
+    double d0 = 0.5 * (a[0] - b[0]), d1 = a[1] - b[1], d2 = a[2] - b[2];
+    return d0 * d0 + d1 * d1 + d2 * d2;
+}
+
+/* Lab samples on a grid of at most KM_GRID x KM_GRID points, each with a
+ * weight (the mask's value, or a centre-weighting Gaussian) and a flag for
+ * the outer 8 % border. Samples of weight 0 are not kept. */
+typedef struct {
+    float *lab, *wt;
+    uint8_t *border, *label;
+    size_t n;
+} samples;
+
+static void samples_free(samples *s) {
+    free(s->lab);
+    free(s->wt);
+    free(s->border);
+    free(s->label);
+}
+
+static int samples_take(samples *s, const float *rgb, uint32_t w, uint32_t h, const float *mask,
+                        int centre) {
+    memset(s, 0, sizeof *s);
+    uint32_t side = w > h ? w : h;
+    uint32_t step = (side + KM_GRID - 1) / KM_GRID;
+    size_t cap = (size_t)((w + step - 1) / step) * ((h + step - 1) / step);
+    s->lab = hsq_trymalloc(cap * 3 * sizeof(float));
+    s->wt = hsq_trymalloc(cap * sizeof(float));
+    s->border = hsq_trymalloc(cap);
+    s->label = hsq_trymalloc(cap);
+    if (!s->lab || !s->wt || !s->border || !s->label) {
+        samples_free(s);
+        return HSQ_ENOMEM;
+    }
+    for (uint32_t y = step / 2; y < h; y += step)
+        for (uint32_t x = step / 2; x < w && s->n < cap; x += step) {
+            size_t i = (size_t)y * w + x;
+            double u = (x + 0.5) / w - 0.5, v = (y + 0.5) / h - 0.5;
+            float wt = mask ? mask[i] : 1.0f;
+            if (centre)
+                wt *= (float)exp(-0.5 * (u * u + v * v) / (0.35 * 0.35));
+            if (!(wt > 0))
+                continue;
+            px_rgb_to_lab(rgb + 3 * i, s->lab + 3 * s->n);
+            s->wt[s->n] = wt > 1 ? 1 : wt;
+            s->border[s->n] = fabs(u) > 0.42 || fabs(v) > 0.42;
+            s->n++;
+        }
+    return 0;
+}
+
+/* The dominant colour of the samples: weighted k-means (k = 4) in Lab from a
+ * deterministic farthest-point start (the heaviest sample, then each next
+ * centre maximising weight x squared distance to the chosen ones), clusters
+ * that are shades of one colour merged, and the cluster with the largest
+ * weight wins; with border_rule its weight is first multiplied by the share
+ * of its samples off the border (a plain backdrop owns the border). Its
+ * stats are weighted when weighted_stats, plain otherwise.
+ * Errors: HSQ_EINVAL (no samples). */
+static int dominant(samples *s, int border_rule, int weighted_stats, hsq_cmp_lab_stats *out) {
+    const size_t n = s->n;
+    const float *lab = s->lab, *wt = s->wt;
+    if (n == 0)
+        return HSQ_EINVAL;
+    float cen[KM_K][3];
+    int k = 0;
+    size_t best = 0;
+    for (size_t i = 1; i < n; i++)
+        if (wt[i] > wt[best])
+            best = i;
+    memcpy(cen[k++], lab + 3 * best, sizeof cen[0]);
+    while (k < KM_K) {
+        double bs = 0;
+        size_t bi = 0;
+        for (size_t i = 0; i < n; i++) {
+            double d = 1e300;
+            for (int j = 0; j < k; j++)
+                d = fmin(d, de2(lab + 3 * i, cen[j]));
+            if (wt[i] * d > bs) {
+                bs = wt[i] * d;
+                bi = i;
+            }
+        }
+        if (bs <= 1e-9) /* everything already covered: fewer clusters */
+            break;
+        memcpy(cen[k++], lab + 3 * bi, sizeof cen[0]);
+    }
+    for (int it = 0; it < KM_ITERS; it++) {
+        double sum[KM_K][3] = {{0}}, sw[KM_K] = {0};
+        for (size_t i = 0; i < n; i++) {
+            int bj = 0;
+            double bd = de2(lab + 3 * i, cen[0]);
+            for (int j = 1; j < k; j++) {
+                double d = de2(lab + 3 * i, cen[j]);
+                if (d < bd) {
+                    bd = d;
+                    bj = j;
+                }
+            }
+            s->label[i] = (uint8_t)bj;
+            for (int c = 0; c < 3; c++)
+                sum[bj][c] += wt[i] * lab[3 * i + c];
+            sw[bj] += wt[i];
+        }
+        for (int j = 0; j < k; j++)
+            if (sw[j] > 0)
+                for (int c = 0; c < 3; c++)
+                    cen[j][c] = (float)(sum[j][c] / sw[j]);
+    }
+    /* A swatch or a folded garment splits into light and dark halves:
+     * merge clusters that are shades of one colour. */
+    int root[KM_K];
+    for (int j = 0; j < k; j++) {
+        root[j] = j;
+        for (int q = 0; q < j; q++)
+            if (root[q] == q && shade_de2(cen[j], cen[q]) < KM_MERGE_DE * KM_MERGE_DE) {
+                root[j] = q;
+                break;
+            }
+    }
+    double mass[KM_K] = {0}, cnt[KM_K] = {0}, bcnt[KM_K] = {0};
+    for (size_t i = 0; i < n; i++) {
+        int j = root[s->label[i]];
+        mass[j] += wt[i];
+        cnt[j] += 1;
+        bcnt[j] += s->border[i];
+    }
+    int bj = -1;
+    double bscore = -1;
+    for (int j = 0; j < k; j++) {
+        if (root[j] != j || cnt[j] == 0)
+            continue;
+        double score = border_rule ? mass[j] * (1 - bcnt[j] / cnt[j]) : mass[j];
+        if (score > bscore) {
+            bscore = score;
+            bj = j;
+        }
+    }
+    if (bj < 0)
+        return HSQ_EINVAL;
+    lab_acc acc = {0};
+    for (size_t i = 0; i < n; i++)
+        if (root[s->label[i]] == bj)
+            acc_add(&acc, lab + 3 * i, weighted_stats ? wt[i] : 1.0);
+    if (!(acc.w > 0))
+        return HSQ_EINVAL;
+    acc_stats(&acc, out);
+    return 0;
+}
+
+int hsq_cmp_cloth_ref_stats(const float *ref, uint32_t rw, uint32_t rh, const float *ref_mask,
+                            hsq_cmp_lab_stats *out) {
+    if (!ref || !out || !dims_ok(rw, rh))
+        return HSQ_EINVAL;
+    if (ref_mask) /* the caller knows where the garment is */
+        return hsq_cmp_lab_stats_of(ref, rw, rh, ref_mask, out);
+    samples s;
+    int rc = samples_take(&s, ref, rw, rh, NULL, 1);
+    if (rc)
+        return rc;
+    rc = dominant(&s, 1, 0, out);
+    samples_free(&s);
+    return rc;
+}
+
+int hsq_cmp_cloth_src_stats(const float *rgb, uint32_t w, uint32_t h, const float *mask,
+                            hsq_cmp_lab_stats *out) {
+    if (!rgb || !mask || !out || !dims_ok(w, h))
+        return HSQ_EINVAL;
+    samples s;
+    int rc = samples_take(&s, rgb, w, h, mask, 0);
+    if (rc)
+        return rc;
+    rc = dominant(&s, 0, 1, out);
+    samples_free(&s);
+    return rc;
+}
+
+void hsq_cmp_cloth_default(hsq_cmp_cloth *c) {
+    c->strength = 1.0f;
+    c->l_strength = 0.85f;
+    c->max_ratio = 2.0f;
+    c->select = 35.0f;
+}
+
+int hsq_cmp_cloth_transfer(float *rgb, uint32_t w, uint32_t h, const float *mask,
+                           const hsq_cmp_lab_stats *ref, const hsq_cmp_cloth *prm) {
+    hsq_cmp_cloth c;
+    hsq_cmp_cloth_default(&c);
+    if (prm)
+        c = *prm;
+    if (!rgb || !mask || !ref || !dims_ok(w, h) || !unit(c.strength) || !unit(c.l_strength) ||
+        !(c.max_ratio >= 1 && c.max_ratio <= 100) || !(c.select >= 0 && c.select <= 1000))
+        return HSQ_EINVAL;
+    for (int k = 0; k < 3; k++)
+        if (!isfinite(ref->mean[k]) || !(ref->sd[k] >= 0 && isfinite(ref->sd[k])))
+            return HSQ_EINVAL;
+    if (c.strength == 0)
+        return 0;
+    hsq_cmp_lab_stats src;
+    int rc = hsq_cmp_cloth_src_stats(rgb, w, h, mask, &src);
+    if (rc == HSQ_EINVAL)
+        return 0; /* nothing selected */
+    if (rc)
+        return rc;
+    float ratio[3];
+    for (int k = 0; k < 3; k++) {
+        double rt = src.sd[k] > 1e-3f ? ref->sd[k] / src.sd[k] : c.max_ratio;
+        rt = fmax(1.0 / c.max_ratio, fmin(c.max_ratio, rt));
+        ratio[k] = (float)rt;
+    }
+    lin_lut *lut = hsq_trymalloc(sizeof *lut);
+    if (!lut)
+        return HSQ_ENOMEM;
+    lin_lut_init(lut);
+    for (size_t i = 0, n = (size_t)w * h; i < n; i++) {
+        float m = mask[i];
+        if (!(m > 0))
+            continue;
+        float *px = rgb + 3 * i, lab[3], t[3], out[3];
+        px_rgb_to_lab_t(px, lab, lut);
+        float sel = 1;
+        if (c.select > 0) {
+            /* full up to select / 2, smoothstep down to 0 at select */
+            double d = sqrt(shade_de2(lab, src.mean)), d0 = 0.5 * c.select;
+            if (d >= c.select)
+                continue;
+            if (d > d0) {
+                double u = (c.select - d) / (c.select - d0);
+                sel = (float)(u * u * (3 - 2 * u));
+            }
+        }
+        for (int k = 0; k < 3; k++)
+            t[k] = (lab[k] - src.mean[k]) * ratio[k] + ref->mean[k];
+        t[0] = lab[0] + c.l_strength * (t[0] - lab[0]);
+        px_lab_to_rgb(t, out);
+        float s = c.strength * (m < 1 ? m : 1) * sel;
+        for (int k = 0; k < 3; k++)
+            px[k] = px[k] + s * (out[k] - px[k]);
+    }
+    free(lut);
+    return 0;
+}
+
+/* ---- retouch ---- */
+
+typedef struct {
+    const float *x;
+    uint32_t w;
+} self_rows;
+
+/* x_c, x_c^2 for c = 0..2 (6 channels). */
+static const float *self_row(void *ctx, uint32_t y, float *o) {
+    const self_rows *s = ctx;
+    const float *x = s->x + (size_t)y * s->w * 3;
+    for (uint32_t i = 0; i < s->w; i++)
+        for (int c = 0; c < 3; c++) {
+            float v = x[3 * i + c];
+            o[6 * (size_t)i + 2 * c] = v;
+            o[6 * (size_t)i + 2 * c + 1] = v * v;
+        }
+    return o;
+}
+
+#define SKIN_EPS (0.05 * 0.05)
+
+int hsq_cmp_skin_smooth(float *rgb, uint32_t w, uint32_t h, const float *mask, float strength,
+                        int radius) {
+    if (!rgb || !mask || !dims_ok(w, h) || !unit(strength) || radius < 0)
+        return HSQ_EINVAL;
+    if (strength == 0)
+        return 0;
+    uint32_t x0 = w, x1 = 0, y0 = h, y1 = 0;
+    for (uint32_t y = 0; y < h; y++)
+        for (uint32_t x = 0; x < w; x++)
+            if (mask[(size_t)y * w + x] > 0) {
+                x0 = x < x0 ? x : x0;
+                x1 = x > x1 ? x : x1;
+                y0 = y < y0 ? y : y0;
+                y1 = y > y1 ? y : y1;
+            }
+    if (x0 > x1)
+        return 0; /* empty mask */
+    int r = radius ? radius : (int)lround((x1 - x0 + 1) / 60.0);
+    if (r < 2)
+        r = 2;
+    /* The box plus a margin of r, so windows near the mask see real pixels. */
+    uint32_t bx0 = x0 > (uint32_t)r ? x0 - (uint32_t)r : 0,
+             by0 = y0 > (uint32_t)r ? y0 - (uint32_t)r : 0;
+    uint32_t bx1 = x1 + (uint32_t)r < w ? x1 + (uint32_t)r : w - 1;
+    uint32_t by1 = y1 + (uint32_t)r < h ? y1 + (uint32_t)r : h - 1;
+    uint32_t cw = bx1 - bx0 + 1, ch = by1 - by0 + 1;
+    size_t n = (size_t)cw * ch;
+    float *crop = hsq_trymalloc(n * 3 * sizeof(float));
+    float *st = hsq_trymalloc(n * 6 * sizeof(float));
+    float *mc = hsq_trymalloc(n * 6 * sizeof(float));
+    int rc = HSQ_ENOMEM;
+    if (!crop || !st || !mc)
+        goto done;
+    for (uint32_t y = 0; y < ch; y++)
+        memcpy(crop + (size_t)y * cw * 3, rgb + ((size_t)(by0 + y) * w + bx0) * 3,
+               (size_t)cw * 3 * sizeof(float));
+    self_rows sr = {crop, cw};
+    if ((rc = box_mean(self_row, &sr, cw, ch, 6, r, st)) != 0)
+        goto done;
+    /* Self-guided: a = var / (var + eps), b = (1 - a) mean, per channel. */
+    for (size_t i = 0; i < n * 3; i++) {
+        double mean = st[2 * i], var = st[2 * i + 1] - mean * mean;
+        double a = var > 0 ? var / (var + SKIN_EPS) : 0;
+        st[2 * i] = (float)a;
+        st[2 * i + 1] = (float)((1 - a) * mean);
+    }
+    if ((rc = box_mean_buf(st, cw, ch, 6, r, mc)) != 0)
+        goto done;
+    for (uint32_t y = 0; y < ch; y++)
+        for (uint32_t x = 0; x < cw; x++) {
+            size_t gi = (size_t)(by0 + y) * w + bx0 + x, li = (size_t)y * cw + x;
+            float m = mask[gi];
+            if (!(m > 0))
+                continue;
+            float s = strength * (m < 1 ? m : 1);
+            for (int c = 0; c < 3; c++) {
+                float v = rgb[3 * gi + c];
+                float sm = mc[6 * li + 2 * c] * v + mc[6 * li + 2 * c + 1];
+                rgb[3 * gi + c] = clamp01(v + s * (sm - v));
+            }
+        }
+    rc = 0;
+done:
+    free(crop);
+    free(st);
+    free(mc);
+    return rc;
+}
+
+/* ---- tone ---- */
+
+#define TONE_BINS 4096
+#define TONE_TARGET 0.80  /* linear luminance of the 99th percentile */
+#define TONE_SHOULDER 0.8 /* linear: above this, gains roll off instead of clipping */
+
+static double pct(const double *hist, double total, double q) {
+    double want = q * total, run = 0;
+    for (int b = 0; b < TONE_BINS; b++) {
+        run += hist[b];
+        if (run >= want)
+            return (b + 0.5) / TONE_BINS;
+    }
+    return 1.0;
+}
+
+static double shoulder(double y) {
+    const double k = TONE_SHOULDER;
+    return y <= k ? y : k + (1 - k) * (1 - exp(-(y - k) / (1 - k)));
+}
+
+int hsq_cmp_tone(float *rgb, uint32_t w, uint32_t h, const float *mask, float strength) {
+    if (!rgb || !dims_ok(w, h) || !unit(strength))
+        return HSQ_EINVAL;
+    if (strength == 0)
+        return 0;
+    const size_t n = (size_t)w * h;
+    double *hist = hsq_trymalloc(TONE_BINS * sizeof(double));
+    lin_lut *lut = hsq_trymalloc(sizeof *lut);
+    if (!hist || !lut) {
+        free(hist);
+        free(lut);
+        return HSQ_ENOMEM;
+    }
+    lin_lut_init(lut);
+    memset(hist, 0, TONE_BINS * sizeof(double));
+    double total = 0, clipped = 0;
+    for (size_t i = 0; i < n; i++) {
+        double wt = mask ? mask[i] : 1.0;
+        if (!(wt > 0))
+            continue;
+        const float *p = rgb + 3 * i;
+        double y =
+            0.2126 * lin_of(lut, p[0]) + 0.7152 * lin_of(lut, p[1]) + 0.0722 * lin_of(lut, p[2]);
+        int b = (int)(y * TONE_BINS);
+        hist[b < 0 ? 0 : b >= TONE_BINS ? TONE_BINS - 1 : b] += wt;
+        total += wt;
+        if (fmaxf(p[0], fmaxf(p[1], p[2])) >= 0.995f)
+            clipped += wt;
+    }
+    if (!(total > 0)) {
+        free(hist);
+        free(lut);
+        return 0;
+    }
+    double p95 = pct(hist, total, 0.95), p99 = pct(hist, total, 0.99);
+    double p995 = pct(hist, total, 0.995);
+    free(hist);
+
+    /* Exposure from the highlights, so that darker skin is not "normalised"
+     * towards a fixed mean. */
+    double g = p99 > 0 ? TONE_TARGET / p99 : 1.6;
+    g = fmax(0.85, fmin(1.6, g));
+    if (clipped > 0.005 * total && g < 1)
+        g = 1;
+
+    /* White balance from the bright, unclipped pixels. */
+    double s[3] = {0, 0, 0}, sw = 0;
+    for (size_t i = 0; i < n; i++) {
+        double wt = mask ? mask[i] : 1.0;
+        if (!(wt > 0))
+            continue;
+        const float *p = rgb + 3 * i;
+        if (fmaxf(p[0], fmaxf(p[1], p[2])) >= 0.98f)
+            continue;
+        double l[3] = {lin_of(lut, p[0]), lin_of(lut, p[1]), lin_of(lut, p[2])};
+        double y = 0.2126 * l[0] + 0.7152 * l[1] + 0.0722 * l[2];
+        if (y < p95 - 0.5 / TONE_BINS || y > p995 + 0.5 / TONE_BINS)
+            continue;
+        for (int k = 0; k < 3; k++)
+            s[k] += wt * l[k];
+        sw += wt;
+    }
+    double gain[3] = {g, g, g};
+    if (sw > 0.001 * total && s[0] > 0 && s[1] > 0 && s[2] > 0) {
+        double ym = (0.2126 * s[0] + 0.7152 * s[1] + 0.0722 * s[2]) / sw;
+        for (int k = 0; k < 3; k++)
+            gain[k] *= fmax(0.9, fmin(1.1, ym / (s[k] / sw)));
+    }
+    for (int k = 0; k < 3; k++)
+        gain[k] = pow(gain[k], strength);
+
+    for (size_t i = 0; i < n; i++) {
+        float m = mask ? mask[i] : 1.0f;
+        if (!(m > 0))
+            continue;
+        m = m < 1 ? m : 1;
+        float *p = rgb + 3 * i;
+        for (int k = 0; k < 3; k++) {
+            double y = lin_of(lut, p[k]) * gain[k];
+            if (gain[k] > 1)
+                y = shoulder(y);
+            float v = (float)lin_to_srgb(y < 0 ? 0 : y > 1 ? 1 : y);
+            p[k] = m == 1 ? v : p[k] + m * (v - p[k]);
+        }
+    }
+    free(lut);
+    return 0;
+}
+
+/* ---- sharpening ---- */
+
+int hsq_cmp_sharpen(float *rgb, uint32_t w, uint32_t h, float amount, float sigma) {
+    if (!rgb || !dims_ok(w, h) || !unit(amount) || !(sigma >= 0))
+        return HSQ_EINVAL;
+    if (amount == 0)
+        return 0;
+    if (sigma == 0)
+        sigma = 1.0f;
+    const size_t n = (size_t)w * h;
+    float *y = hsq_trymalloc(n * sizeof(float));
+    float *yb = hsq_trymalloc(n * sizeof(float));
+    if (!y || !yb) {
+        free(y);
+        free(yb);
+        return HSQ_ENOMEM;
+    }
+    for (size_t i = 0; i < n; i++)
+        y[i] = yb[i] = luma601(rgb + 3 * i);
+    int rc = hsq_cmp_blur(yb, w, h, 1, sigma);
+    if (rc == 0)
+        for (size_t i = 0; i < n; i++) {
+            float d = amount * (y[i] - yb[i]);
+            for (int k = 0; k < 3; k++)
+                rgb[3 * i + k] = clamp01(rgb[3 * i + k] + d);
+        }
+    free(y);
+    free(yb);
+    return rc;
+}
