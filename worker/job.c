@@ -1,6 +1,8 @@
 /* job.c - one job through the CPU pipeline (see job.h). */
 #include "worker/job.h"
 
+#include "worker/resize.h"
+
 #include "common/alloc.h"
 #include "schemas/err.h"
 
@@ -20,6 +22,16 @@ static void copy_str(char *dst, size_t cap, hsq_str s) {
     dst[n] = '\0';
 }
 
+static int kind_index(hsq_str kind) {
+    if (hsq_str_eq(kind, "portrait"))
+        return HSQ_JOB_IN_PORTRAIT;
+    if (hsq_str_eq(kind, "clothing"))
+        return HSQ_JOB_IN_CLOTHING;
+    if (hsq_str_eq(kind, "background"))
+        return HSQ_JOB_IN_BACKGROUND;
+    return -1;
+}
+
 int hsq_job_new(hsq_job **out, const hsq_wire_job *wj, const hsq_bytes *frames, size_t nframes) {
     hsq_job *j = hsq_xcalloc(1, sizeof *j);
     j->task = wj->task;
@@ -29,49 +41,68 @@ int hsq_job_new(hsq_job **out, const hsq_wire_job *wj, const hsq_bytes *frames, 
     copy_str(j->out_prefix, sizeof j->out_prefix, wj->out_prefix);
     j->n_specs = wj->n_outputs <= HSQ_MAX_OUTPUTS ? wj->n_outputs : HSQ_MAX_OUTPUTS;
     memcpy(j->specs, wj->outputs, sizeof(hsq_wire_outspec) * j->n_specs);
+    if (wj->settings.len) {
+        j->settings = hsq_trymalloc(wj->settings.len);
+        if (!j->settings) {
+            hsq_job_free(&j);
+            return HSQ_ENOMEM;
+        }
+        memcpy(j->settings, wj->settings.ptr, wj->settings.len);
+        j->settings_len = wj->settings.len;
+    }
 
     for (uint32_t i = 0; i < wj->n_inputs && i < HSQ_MAX_INPUTS; i++) {
         const hsq_wire_input *in = &wj->inputs[i];
-        if (!hsq_str_eq(in->kind, "portrait"))
+        int k = kind_index(in->kind);
+        if (k < 0 || j->in[k].present)
             continue;
-        j->has_portrait = 1;
-        copy_str(j->in_name, sizeof j->in_name, in->name);
+        j->in[k].present = 1;
+        copy_str(j->in[k].name, sizeof j->in[k].name, in->name);
         if (in->key.len > 0) {
-            copy_str(j->in_key, sizeof j->in_key, in->key);
-        } else {
-            if (in->frame >= nframes) {
-                free(j);
-                return HSQ_EBADREQ;
-            }
-            const hsq_bytes *f = &frames[in->frame];
-            j->in_data = hsq_trymalloc(f->len);
-            if (!j->in_data) {
-                free(j);
-                return HSQ_ENOMEM;
-            }
-            if (f->len)
-                memcpy(j->in_data, f->ptr, f->len);
-            j->in_len = f->len;
+            copy_str(j->in[k].key, sizeof j->in[k].key, in->key);
+            continue;
         }
-        break;
+        if (in->frame >= nframes) {
+            hsq_job_free(&j);
+            return HSQ_EBADREQ;
+        }
+        const hsq_bytes *f = &frames[in->frame];
+        j->in[k].data = hsq_trymalloc(f->len ? f->len : 1);
+        if (!j->in[k].data) {
+            hsq_job_free(&j);
+            return HSQ_ENOMEM;
+        }
+        if (f->len)
+            memcpy(j->in[k].data, f->ptr, f->len);
+        j->in[k].len = f->len;
     }
+    j->has_portrait = j->in[HSQ_JOB_IN_PORTRAIT].present;
     *out = j;
     return 0;
+}
+
+static void drop_inputs(hsq_job *j) {
+    for (int k = 0; k < 3; k++) {
+        free(j->in[k].data);
+        j->in[k].data = NULL;
+        j->in[k].len = 0;
+    }
 }
 
 void hsq_job_free(hsq_job **jp) {
     hsq_job *j = *jp;
     if (!j)
         return;
-    free(j->in_data);
+    drop_inputs(j);
+    free(j->settings);
     free(j);
     *jp = NULL;
 }
 
-int hsq_job_output_key(const hsq_job *j, uint32_t i, char *out, size_t outlen) {
-    hsq_img_fmt fmt = j->specs[i].format == HSQ_FMT_PNG ? HSQ_IMG_PNG : HSQ_IMG_JPEG;
+int hsq_job_output_key(const hsq_job *j, uint32_t i, uint8_t fmt, char *out, size_t outlen) {
+    hsq_img_fmt f = fmt == HSQ_FMT_PNG ? HSQ_IMG_PNG : HSQ_IMG_JPEG;
     int n = snprintf(out, outlen, "%sout-%u-%llu.%s", j->out_prefix, i,
-                     (unsigned long long)j->token, hsq_img_fmt_ext(fmt));
+                     (unsigned long long)j->token, hsq_img_fmt_ext(f));
     if (n < 0 || (size_t)n >= outlen || n > HSQ_MAX_KEY_LEN || !hsq_blob_key_ok(out))
         return HSQ_EINVAL;
     return 0;
@@ -105,11 +136,12 @@ static hsq_job_status set_failed(hsq_job *j, int err, int retryable, const char 
 }
 
 /* "portrait 'me.jpg'" or "portrait" when the client sent no name. */
-static void photo_label(const hsq_job *j, char *out, size_t cap) {
-    if (j->in_name[0])
-        snprintf(out, cap, "portrait '%s'", j->in_name);
+static void photo_label(const hsq_job *j, int k, char *out, size_t cap) {
+    static const char *const what[3] = {"portrait", "clothing", "background"};
+    if (j->in[k].name[0])
+        snprintf(out, cap, "%s '%s'", what[k], j->in[k].name);
     else
-        snprintf(out, cap, "portrait");
+        snprintf(out, cap, "%s", what[k]);
 }
 
 /* Storage errors travel as hsq codes: a full disk as disk_full, anything else
@@ -130,117 +162,147 @@ static hsq_job_status fail_stored(hsq_job *j, hsq_blob *blob, hsq_job_status st)
     return st;
 }
 
-static hsq_job_status run(hsq_job *j, const hsq_job_env *env) {
-    char label[HSQ_MAX_NAME_LEN + 16];
-    photo_label(j, label, sizeof label);
-
-    if (is_aborted(j))
-        return j->status = HSQ_JOB_ABORTED;
-    if (!j->has_portrait)
-        return set_failed(j, HSQ_EBADREQ, 0, "job has no portrait input");
-    if (j->n_specs == 0)
-        return set_failed(j, HSQ_EBADREQ, 0, "job requests no outputs");
-
-    /* fetch */
-    uint8_t *data = j->in_data;
-    size_t len = j->in_len;
-    uint8_t *fetched = NULL;
-    if (j->in_key[0]) {
-        int r = hsq_blob_get(env->blob, j->in_key, env->lim.max_bytes, &fetched, &len);
+/* Fetch the blob-store inputs of j into its in[].data. 0, or j FAILED. */
+static int fetch(hsq_job *j, const hsq_job_env *env) {
+    for (int k = 0; k < 3; k++) {
+        if (!j->in[k].present || !j->in[k].key[0] || j->in[k].data)
+            continue;
+        char label[HSQ_MAX_NAME_LEN + 16];
+        photo_label(j, k, label, sizeof label);
+        uint8_t *data = NULL;
+        size_t len = 0;
+        int r = hsq_blob_get(env->blob, j->in[k].key, env->lim.max_bytes, &data, &len);
         if (r == HSQ_ETOOLARGE)
-            return set_failed(j, HSQ_EIMGTOOLARGE, 0, "%s: %s", label,
-                              hsq_strerror(HSQ_EIMGTOOLARGE));
-        if (r == HSQ_EINVAL)
-            return set_failed(j, HSQ_EBADREQ, 0, "%s: invalid blob key", label);
-        if (r == -ENOENT)
-            return set_failed(j, HSQ_ESTORE, 1, "%s: input is missing from the blob store", label);
+            set_failed(j, HSQ_EIMGTOOLARGE, 0, "fetch: %s: %s", label,
+                       hsq_strerror(HSQ_EIMGTOOLARGE));
+        else if (r == HSQ_EINVAL)
+            set_failed(j, HSQ_EBADREQ, 0, "fetch: %s: invalid blob key", label);
+        else if (r == -ENOENT)
+            set_failed(j, HSQ_ESTORE, 1, "fetch: %s: input is missing from the blob store", label);
+        else if (r)
+            set_failed(j, store_code(r), 1, "fetch: %s: cannot read input: %s", label,
+                       hsq_strerror(r));
         if (r)
-            return set_failed(j, store_code(r), 1, "%s: cannot read input: %s", label,
-                              hsq_strerror(r));
-        data = fetched;
+            return r;
+        j->in[k].data = data;
+        j->in[k].len = len;
     }
-    if (is_aborted(j)) {
-        free(fetched);
-        return j->status = HSQ_JOB_ABORTED;
-    }
+    return 0;
+}
 
-    /* decode, at a reduced JPEG scale when every output is much smaller */
-    hsq_img_size targets[HSQ_MAX_OUTPUTS];
-    for (uint32_t i = 0; i < j->n_specs; i++) {
-        targets[i].w = j->specs[i].width;
-        targets[i].h = j->specs[i].height;
-    }
-    hsq_img src = {0};
-    int r = hsq_img_decode(data, len, &env->lim, targets, j->n_specs, &src);
-    free(fetched);
-    free(j->in_data); /* the input is no longer needed */
-    j->in_data = NULL;
-    j->in_len = 0;
-    if (r == HSQ_ENOMEM)
-        return set_failed(j, r, 1, "%s: out of memory while decoding", label);
-    if (r)
-        return set_failed(j, r, 0, "%s: %s", label, hsq_strerror(r));
+static hsq_pipe_input pipe_input(const hsq_job *j, int k) {
+    if (!j->in[k].present || !j->in[k].data)
+        return (hsq_pipe_input){NULL, 0, NULL};
+    return (hsq_pipe_input){j->in[k].data, j->in[k].len, j->in[k].name};
+}
 
-    /* each output: crop + resize, encode, store */
-    for (uint32_t i = 0; i < j->n_specs; i++) {
-        const hsq_wire_outspec *sp = &j->specs[i];
-        if (is_aborted(j)) {
-            hsq_img_free(&src);
-            return fail_stored(j, env->blob, j->status = HSQ_JOB_ABORTED);
-        }
+/* Store the pipeline's outputs of j under its keys and record them. */
+static hsq_job_status store(hsq_job *j, hsq_pipe_job *pj, hsq_blob *blob) {
+    for (uint32_t i = 0; i < pj->n_out; i++) {
+        if (is_aborted(j))
+            return fail_stored(j, blob, j->status = HSQ_JOB_ABORTED);
+        const hsq_pipe_output *po = &pj->out[i];
         char *key = j->out_keys[i];
-        r = hsq_job_output_key(j, i, key, sizeof j->out_keys[i]);
-        if (r) {
-            hsq_img_free(&src);
-            return fail_stored(j, env->blob,
-                               set_failed(j, HSQ_EINTERNAL, 0, "output %u: bad output key", i));
-        }
-        hsq_img fit = {0};
-        r = hsq_img_fit(&src, sp->width, sp->height, &fit);
-        uint8_t *enc = NULL;
-        size_t enclen = 0;
-        if (r == 0) {
-            if (sp->format == HSQ_FMT_PNG)
-                r = hsq_img_encode_png(&fit, 0, &enc, &enclen);
-            else
-                r = hsq_img_encode_jpeg(&fit, sp->quality, &enc, &enclen);
-        }
-        hsq_img_free(&fit);
-        if (r) {
-            hsq_img_free(&src);
-            return fail_stored(j, env->blob,
-                               set_failed(j, r == HSQ_ENOMEM ? r : HSQ_EINTERNAL, 1,
-                                          "output %u: %s", i, hsq_strerror(r)));
-        }
-        r = hsq_blob_put(env->blob, key, enc, enclen, HSQ_BLOB_SYNC);
-        if (r) {
-            free(enc);
-            hsq_img_free(&src);
-            return fail_stored(
-                j, env->blob,
-                set_failed(j, store_code(r), 1, "output %u: cannot store: %s", i, hsq_strerror(r)));
-        }
+        if (hsq_job_output_key(j, i, po->format, key, sizeof j->out_keys[i]))
+            return fail_stored(j, blob,
+                               set_failed(j, HSQ_EINTERNAL, 0, "store: output %u: bad key", i));
+        int r = hsq_blob_put(blob, key, po->data, po->len, HSQ_BLOB_SYNC);
+        if (r)
+            return fail_stored(j, blob,
+                               set_failed(j, store_code(r), 1, "store: output %u: %s", i,
+                                          hsq_strerror(r)));
         hsq_wire_output *o = &j->out[i];
+        memset(o, 0, sizeof *o);
         o->key = hsq_str_c(key);
-        o->size = enclen;
-        hsq_sha256(enc, enclen, o->sha256);
-        o->width = sp->width;
-        o->height = sp->height;
-        o->format = sp->format == HSQ_FMT_PNG ? HSQ_FMT_PNG : HSQ_FMT_JPEG;
+        o->size = po->len;
+        hsq_sha256(po->data, po->len, o->sha256);
+        o->width = po->width;
+        o->height = po->height;
+        o->format = po->format;
+        o->background = po->background;
+        o->style = po->style;
+        o->spec = po->spec;
         j->n_out = i + 1;
-        free(enc);
     }
-    hsq_img_free(&src);
-    if (is_aborted(j))
-        return fail_stored(j, env->blob, j->status = HSQ_JOB_ABORTED);
     return j->status = HSQ_JOB_DONE;
 }
 
-hsq_job_status hsq_job_run(hsq_job *j, const hsq_job_env *env) {
+static void reset(hsq_job *j) {
     j->status = HSQ_JOB_PENDING;
     j->err = 0;
     j->retryable = 0;
     j->errmsg[0] = '\0';
     j->n_out = 0;
-    return run(j, env);
+    j->info_len = 0;
+}
+
+void hsq_job_run_batch(hsq_job *const *jobs, size_t n, const hsq_job_env *env) {
+    hsq_pipe_job *pj = hsq_xcalloc(n, sizeof *pj);
+    hsq_pipe_job **run = hsq_xcalloc(n, sizeof *run);
+    hsq_job **who = hsq_xcalloc(n, sizeof *who);
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++) {
+        hsq_job *j = jobs[i];
+        reset(j);
+        if (is_aborted(j)) {
+            j->status = HSQ_JOB_ABORTED;
+            continue;
+        }
+        if (!j->has_portrait) {
+            set_failed(j, HSQ_EBADREQ, 0, "job has no portrait input");
+            continue;
+        }
+        if (j->n_specs == 0) {
+            set_failed(j, HSQ_EBADREQ, 0, "job requests no outputs");
+            continue;
+        }
+        if (fetch(j, env))
+            continue;
+        hsq_pipe_job *p = &pj[m];
+        p->portrait = pipe_input(j, HSQ_JOB_IN_PORTRAIT);
+        p->clothing = pipe_input(j, HSQ_JOB_IN_CLOTHING);
+        p->background = pipe_input(j, HSQ_JOB_IN_BACKGROUND);
+        p->n_specs = j->n_specs;
+        p->specs = j->specs;
+        p->settings = (hsq_bytes){j->settings, j->settings_len};
+        p->abort = &j->aborted;
+        run[m] = p;
+        who[m++] = j;
+    }
+    if (m > 0 && env->pipe) {
+        hsq_pipe_run(env->pipe, run, m);
+    } else {
+        for (size_t i = 0; i < m; i++)
+            hsq_resize_run(run[i], &env->lim);
+    }
+    for (size_t i = 0; i < m; i++) {
+        hsq_job *j = who[i];
+        hsq_pipe_job *p = run[i];
+        drop_inputs(j); /* no longer needed */
+        if (p->aborted || is_aborted(j)) {
+            j->status = HSQ_JOB_ABORTED;
+        } else if (p->err) {
+            set_failed(j, p->err, p->retryable, "%s", p->errmsg);
+        } else if (store(j, p, env->blob) == HSQ_JOB_DONE) {
+            hsq_wbuf wb;
+            hsq_wbuf_init(&wb);
+            if (hsq_wire_info_encode(&p->info, &wb) == 0 && wb.len <= sizeof j->info) {
+                memcpy(j->info, wb.data, wb.len);
+                j->info_len = wb.len;
+            }
+            hsq_wbuf_free(&wb);
+            if (is_aborted(j))
+                fail_stored(j, env->blob, j->status = HSQ_JOB_ABORTED);
+        }
+        hsq_pipe_job_clear(p);
+    }
+    free(pj);
+    free(run);
+    free(who);
+}
+
+hsq_job_status hsq_job_run(hsq_job *j, const hsq_job_env *env) {
+    hsq_job *one[1] = {j};
+    hsq_job_run_batch(one, 1, env);
+    return j->status;
 }

@@ -1,6 +1,6 @@
-/* job.h - one leased job as the worker holds it, and the CPU pipeline that
- * runs it (fetch input, decode, centre-crop + resize per output, encode,
- * store).
+/* job.h - one leased job as the worker holds it, and the glue that runs a
+ * batch of them: fetch the inputs from the blob store, run the headshot
+ * pipeline (worker/pipeline.h), store the outputs, encode the info map.
  *
  * An hsq_job owns copies of everything it needs from the lease reply, so it
  * outlives the message it came in. Threading contract (worker.c): the main
@@ -19,6 +19,7 @@
 #include "common/buf.h"
 #include "schemas/wire.h"
 #include "worker/img.h"
+#include "worker/pipeline.h"
 
 #include <stdatomic.h>
 #include <stddef.h>
@@ -42,8 +43,17 @@ typedef struct hsq_job {
     uint64_t session; /* set by the owner: connection it came on */
     char out_prefix[HSQ_MAX_KEY_LEN + 1];
     int has_portrait;
-    char in_name[HSQ_MAX_NAME_LEN + 1]; /* client's file name; may be empty */
-    char in_key[HSQ_MAX_KEY_LEN + 1];   /* blob key, or "" when inline */
+    /* The inputs by kind (the first of each): JOB_IN_PORTRAIT, _CLOTHING,
+     * _BACKGROUND. name "" when the client sent none; key "" when inline. */
+    struct {
+        int present;
+        char name[HSQ_MAX_NAME_LEN + 1];
+        char key[HSQ_MAX_KEY_LEN + 1];
+        uint8_t *data; /* inline bytes (owned), or NULL */
+        size_t len;
+    } in[3];
+    uint8_t *settings; /* raw settings map (owned), or NULL */
+    size_t settings_len;
     uint32_t n_specs;
     hsq_wire_outspec specs[HSQ_MAX_OUTPUTS];
 
@@ -51,8 +61,6 @@ typedef struct hsq_job {
     atomic_int aborted;
 
     /* owned by whoever holds the job (see above) */
-    uint8_t *in_data; /* inline bytes (owned), or NULL */
-    size_t in_len;
     hsq_job_status status;
     int err; /* hsq code when FAILED */
     int retryable;
@@ -60,21 +68,27 @@ typedef struct hsq_job {
     uint32_t n_out;                       /* outputs stored so far */
     hsq_wire_output out[HSQ_MAX_OUTPUTS]; /* out[i].key points into out_keys[i] */
     char out_keys[HSQ_MAX_OUTPUTS][HSQ_MAX_KEY_LEN + 1];
+    uint8_t info[HSQ_MAX_INFO_BYTES]; /* encoded hsq_wire_info for `done` */
+    size_t info_len;
     uint64_t ms; /* pipeline time, set by the shell */
 
     struct hsq_job *next;  /* main thread's list link */
     struct hsq_job *qnext; /* hand-off queue link (worker.c, locked) */
 } hsq_job;
 
+enum { HSQ_JOB_IN_PORTRAIT = 0, HSQ_JOB_IN_CLOTHING = 1, HSQ_JOB_IN_BACKGROUND = 2 };
+
 typedef struct {
     hsq_blob *blob; /* the calling thread's own handle */
     hsq_img_limits lim;
+    hsq_pipe *pipe; /* models and pool, used by one thread at a time; NULL = resize pipeline */
 } hsq_job_env;
 
 /* Copy one job out of a decoded lease reply. frames are the binary frames
  * that followed the reply's meta (inline inputs refer to them by index);
- * they are copied, so the message may be freed afterwards. Only the first
- * "portrait" input is kept: the CPU pipeline uses nothing else yet.
+ * they are copied, so the message may be freed afterwards, and so are the
+ * settings. The first input of each kind (portrait, clothing, background)
+ * is kept.
  * Errors: HSQ_ENOMEM (copying an inline input), HSQ_EBADREQ (an inline frame
  * index with no frame: the codec should have refused it). */
 int hsq_job_new(hsq_job **out, const hsq_wire_job *wj, const hsq_bytes *frames, size_t nframes);
@@ -83,15 +97,21 @@ int hsq_job_new(hsq_job **out, const hsq_wire_job *wj, const hsq_bytes *frames, 
  * not touched: see hsq_job_delete_outputs. */
 void hsq_job_free(hsq_job **j);
 
-/* The output key for spec i: out_prefix + "out-<i>-<token>.<ext>". The token
+/* The key of output i (the i-th combination, format fmt):
+ * out_prefix + "out-<i>-<token>.<ext>". The token
  * makes keys unique per lease, so a worker whose lease was lost can delete
  * what it wrote without touching the outputs of the lease that replaced it.
  * Errors: HSQ_EINVAL (too long, or not a valid blob key). */
-int hsq_job_output_key(const hsq_job *j, uint32_t i, char *out, size_t outlen);
+int hsq_job_output_key(const hsq_job *j, uint32_t i, uint8_t fmt, char *out, size_t outlen);
 
-/* Run the pipeline, setting j->status (DONE, FAILED or ABORTED) and the
- * result fields. `aborted` is checked between stages; an aborted or failed
- * job leaves nothing in the blob store. Returns the status. */
+/* Run n jobs (1..HSQ_MAX_BATCH) as one pipeline batch, setting each job's
+ * status (DONE, FAILED or ABORTED) and result fields (outputs with their
+ * background/style/spec, the encoded info). `aborted` is checked between
+ * stages; an aborted or failed job leaves nothing in the blob store, and
+ * one job's failure does not fail the others. */
+void hsq_job_run_batch(hsq_job *const *jobs, size_t n, const hsq_job_env *env);
+
+/* hsq_job_run_batch of one job; returns its status. */
 hsq_job_status hsq_job_run(hsq_job *j, const hsq_job_env *env);
 
 /* Delete the outputs recorded in j (after a refused `done`, or a job dropped

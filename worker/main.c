@@ -10,8 +10,11 @@
 static void usage(FILE *f) {
     fprintf(f, "usage: hsq-worker [--config PATH] [--set key=value ...] [--log-time]\n"
                "\n"
-               "Runs jobs leased from hsqd: decode the portrait, crop and resize it to each\n"
-               "requested size, encode, store in the blob store, report to hsqd.\n"
+               "Runs jobs leased from hsqd in batches through the headshot pipeline: decode,\n"
+               "face detection, eye levelling and head-and-shoulders framing, segmentation,\n"
+               "matte, backgrounds, clothing colour, retouch, encode; stores the outputs in\n"
+               "the blob store and reports to hsqd. Needs the two models in models_dir\n"
+               "(scripts/models).\n"
                "\n"
                "options:\n"
                "  --config PATH     read 'key = value' lines from PATH\n"

@@ -11,7 +11,9 @@
  * edge-triggered ZMQ_FD pitfalls do not apply; we still drain each socket
  * with ZMQ_DONTWAIT until EAGAIN on every wake-up.
  *
- * The processing thread owns its own blob handle. Jobs travel between the
+ * The processing thread owns its own blob handle and the pipeline (models,
+ * model contexts and the pipeline's pool), and runs the jobs it finds
+ * queued, up to max_batch at a time, as one batch. Jobs travel between the
  * threads through two FIFO queues under one mutex (handoff): `todo` (main ->
  * processing, with a condition variable) and `back` (processing -> main, with
  * an eventfd that the main thread's zmq_poll watches). A mutex rather than an
@@ -58,6 +60,7 @@
 #include "schemas/wire.h"
 #include "worker/img.h"
 #include "worker/job.h"
+#include "worker/pipeline.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -105,6 +108,13 @@ const hsq_conf_item hsq_worker_conf_items[] = {
      "largest input width or height (default 20000)"},
     {"job_delay", HSQ_CONF_MS, OFF(job_delay), 0, 3600000,
      "TESTING AID: pause before each job (default 0)"},
+    {"pipeline", HSQ_CONF_STR, OFF(pipeline), 0, 0,
+     "headshot (face detection, framing, cut-out, backgrounds, styles) or resize (plain "
+     "centre-crop and resize, no models) (default headshot)"},
+    {"models_dir", HSQ_CONF_STR, OFF(models_dir), 0, 0,
+     "directory with the two .tflite models (default /usr/share/hsq/models)"},
+    {"threads", HSQ_CONF_U64, OFF(threads), 1, HSQ_PIPE_MAX_THREADS,
+     "pipeline threads: decode/compose/encode of a batch in parallel (default 2)"},
     {"log_level", HSQ_CONF_STR, OFF(log_level), 0, 0,
      "err, warn, notice, info, debug (default info)"},
     {"curve_server_key", HSQ_CONF_STR, OFF(curve_server_key), 0, 0,
@@ -132,6 +142,9 @@ void hsq_worker_conf_defaults(hsq_worker_conf *c) {
     c->max_image_pixels = HSQ_IMG_DEFAULT_MAX_PIXELS;
     c->max_image_side = HSQ_IMG_DEFAULT_MAX_SIDE;
     c->job_delay = 0;
+    hsq_conf_set_str(&c->models_dir, "/usr/share/hsq/models");
+    hsq_conf_set_str(&c->pipeline, "headshot");
+    c->threads = 2;
     hsq_conf_set_str(&c->log_level, "info");
     hsq_conf_set_str(&c->curve_server_key, "");
     hsq_conf_set_str(&c->curve_public_key, "");
@@ -145,6 +158,14 @@ int hsq_worker_conf_check(const hsq_worker_conf *c, char *err, size_t errlen) {
     }
     if (!c->blob_dir[0]) {
         snprintf(err, errlen, "blob_dir must not be empty");
+        return HSQ_EINVAL;
+    }
+    if (strcmp(c->pipeline, "headshot") != 0 && strcmp(c->pipeline, "resize") != 0) {
+        snprintf(err, errlen, "pipeline must be headshot or resize, not '%s'", c->pipeline);
+        return HSQ_EINVAL;
+    }
+    if (!c->models_dir[0]) {
+        snprintf(err, errlen, "models_dir must not be empty");
         return HSQ_EINVAL;
     }
     if (strlen(c->name) > HSQ_MAX_NAME_LEN) {
@@ -209,6 +230,7 @@ typedef struct {
     pthread_t thr;
     int thr_started;
     hsq_blob *blob_main, *blob_proc;
+    hsq_pipe *pipe; /* processing thread only (after setup) */
     int sigfd;
     handoff ho;
     int ho_init;
@@ -538,6 +560,7 @@ static void send_done(worker *w, hsq_job *j) {
     m.req.done.token = j->token;
     m.req.done.n_outputs = j->n_out;
     memcpy(m.req.done.outputs, j->out, sizeof(hsq_wire_output) * j->n_out);
+    m.req.done.info = (hsq_bytes){j->info, j->info_len};
     int r = send_req(w, &m, liveness_ms(w), j);
     if (r) {
         /* The broker never saw this `done`: nothing refers to the outputs. */
@@ -911,32 +934,41 @@ static void job_delay(hsq_job *j, uint64_t ms) {
     }
 }
 
+/* Take up to max_batch jobs from `todo`, run them as one pipeline batch
+ * (one model run per stage for all of them), hand them all back. */
 static void *proc_main(void *arg) {
     worker *w = arg;
     handoff *h = &w->ho;
-    hsq_job_env env = {w->blob_proc, w->lim};
+    hsq_job_env env = {w->blob_proc, w->lim, w->pipe};
+    hsq_job *batch[HSQ_MAX_BATCH];
     for (;;) {
+        size_t n = 0;
         pthread_mutex_lock(&h->mu);
         while (!h->todo && !h->quit)
             pthread_cond_wait(&h->cv, &h->mu);
-        hsq_job *j = h->todo;
-        if (j) {
+        while (h->todo && n < w->conf->max_batch && n < HSQ_MAX_BATCH) {
+            hsq_job *j = h->todo;
             h->todo = j->qnext;
             if (!h->todo)
                 h->todo_tail = NULL;
+            batch[n++] = j;
         }
         pthread_mutex_unlock(&h->mu);
-        if (!j)
+        if (n == 0)
             break; /* quit, and every job handed over has gone back */
 
         uint64_t t0 = now_ms();
         if (w->conf->job_delay)
-            job_delay(j, w->conf->job_delay);
-        hsq_job_run(j, &env);
-        j->ms = now_ms() - t0;
+            for (size_t i = 0; i < n; i++)
+                job_delay(batch[i], w->conf->job_delay);
+        hsq_job_run_batch(batch, n, &env);
+        uint64_t ms = now_ms() - t0;
 
         pthread_mutex_lock(&h->mu);
-        q_push(&h->back, &h->back_tail, j);
+        for (size_t i = 0; i < n; i++) {
+            batch[i]->ms = ms;
+            q_push(&h->back, &h->back_tail, batch[i]);
+        }
         pthread_mutex_unlock(&h->mu);
         uint64_t one = 1;
         while (write(h->efd, &one, sizeof one) < 0 && errno == EINTR)
@@ -1061,6 +1093,17 @@ static int setup(worker *w, const hsq_worker_conf *c, sigset_t *mask) {
         return HSQ_WORKER_EXIT_CONFIG;
     }
 
+    /* Both models are loaded before we announce ourselves: a worker without
+     * them would fail every job. */
+    char perr[512];
+    r = strcmp(c->pipeline, "resize") == 0
+            ? 0 /* no models: job.c runs the resize pipeline when pipe is NULL */
+            : hsq_pipe_new(&w->pipe, c->models_dir, (int)c->threads, &w->lim, perr, sizeof perr);
+    if (r) {
+        hsq_log(HSQ_LOG_ERR, "worker", "%s", perr);
+        return HSQ_WORKER_EXIT_CONFIG;
+    }
+
     w->zctx = zmq_ctx_new();
     if (!w->zctx)
         return HSQ_WORKER_EXIT_SOFTWARE;
@@ -1114,6 +1157,7 @@ static void teardown(worker *w) {
     close_dealer(w);
     if (w->zctx)
         zmq_ctx_term(w->zctx);
+    hsq_pipe_free(&w->pipe);
     hsq_blob_close(&w->blob_main);
     hsq_blob_close(&w->blob_proc);
     if (w->sigfd >= 0)
@@ -1128,8 +1172,10 @@ int hsq_worker_run(const hsq_worker_conf *c) {
     sigset_t mask;
     int code = setup(w, c, &mask);
     if (code == 0) {
-        hsq_log(HSQ_LOG_NOTICE, "worker", "start name=%s device=\"%s\" max_batch=%llu", w->name,
-                w->device, (unsigned long long)c->max_batch);
+        hsq_log(HSQ_LOG_NOTICE, "worker",
+                "start name=%s device=\"%s\" max_batch=%llu threads=%llu models_dir=%s", w->name,
+                w->device, (unsigned long long)c->max_batch, (unsigned long long)c->threads,
+                c->models_dir);
         w->st = ST_BACKOFF;
         w->connect_at = now_ms();
         for (;;) {

@@ -1,8 +1,8 @@
 /* worker.h - hsq-worker: configuration and the main loop.
  *
  * The worker connects a DEALER socket to hsqd's worker endpoint, announces
- * itself with `ready`, then long-polls `lease` for jobs, runs them on one
- * processing thread, and reports `done`/`fail`, heartbeating its leases while
+ * itself with `ready`, then long-polls `lease` for jobs, runs them in batches
+ * on one processing thread (the headshot pipeline, worker/pipeline.h), and reports `done`/`fail`, heartbeating its leases while
  * jobs are in progress. See docs/worker.md for the operator's view.
  */
 #ifndef HSQ_WORKER_WORKER_H
@@ -38,6 +38,9 @@ typedef struct {
     uint64_t max_image_pixels;
     uint64_t max_image_side;
     uint64_t job_delay; /* ms; testing aid */
+    char *models_dir;
+    char *pipeline; /* "headshot" or "resize" */   /* the two .tflite files (worker/pipeline.h) */
+    uint64_t threads;   /* pipeline pool size, caller included */
     char *log_level;
     char *curve_server_key; /* Z85; all three or none */
     char *curve_public_key;

@@ -67,6 +67,11 @@ class Skip(Exception):
     pass
 
 
+def skip(msg):
+    sys.stderr.write("SKIP: %s\n" % msg)
+    sys.exit(EXIT_SKIP)
+
+
 def fail(msg):
     raise TestFailure(msg)
 
@@ -148,6 +153,33 @@ def make_png(width, height, seed=0):
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) +
             chunk(b"IDAT", zlib.compress(bytes(rows), 6)) + chunk(b"IEND", b""))
+
+
+def sample_portrait(seed=0):
+    """samples/astronaut.png from the source tree (scripts/samples): a real
+    face, for jobs that must succeed now that the worker runs a face detector
+    (a synthetic make_png image has no face: the job fails with no_face).
+    seed > 0 appends a private ancillary chunk so that uploads differ byte-wise
+    while decoding to the same picture. Skips (77) when samples/ is missing."""
+    path = os.path.join(SRC, "samples", "astronaut.png")
+    if not os.path.exists(path):
+        skip("samples/astronaut.png missing (run scripts/samples)")
+    with open(path, "rb") as f:
+        data = f.read()
+    if seed:
+        body = struct.pack(">I", seed)
+        c = struct.pack(">I", len(body)) + b"hsQt" + body
+        c += struct.pack(">I", zlib.crc32(b"hsQt" + body) & 0xFFFFFFFF)
+        data = data[:33] + c + data[33:]  # after IHDR
+    return data
+
+
+def models_dir():
+    """The models the worker needs (scripts/models); skips (77) without them."""
+    d = os.path.join(SRC, "models")
+    if not os.path.exists(os.path.join(d, "face_detection_short_range.tflite")):
+        skip("models/ missing (run scripts/models)")
+    return d
 
 
 def png_size(data):
@@ -461,14 +493,21 @@ class Harness:
         return self._worker_help
 
     def start_worker(self, hsqd, name=None, max_batch=None, job_delay_ms=None,
-                     extra=None, blob_dir=None):
+                     extra=None, blob_dir=None, pipeline="resize"):
         """Start hsq-worker against hsqd's worker endpoint and blob store.
-        Every setting goes through --set KEY=VALUE (see hsq-worker --help)."""
+        Every setting goes through --set KEY=VALUE (see hsq-worker --help).
+        Queue-level tests use the plain resize pipeline (real decode, crop,
+        resize, encode; no models, so synthetic images work and 1,000 jobs
+        take seconds); pipeline="headshot" runs the full pipeline, which
+        needs models/ and a photo with a face."""
         exe = require(worker_path(), "hsq-worker")
         name = self._uniq(name or "worker")
         conf = {"endpoint": hsqd.worker, "blob_dir": blob_dir or hsqd.blob_dir, "name": name,
+                "pipeline": pipeline,
                 "stop_timeout": "%dms" % int(tmo(5) * 1000), "log_level": "info",
                 "reconnect_min": "50ms", "reconnect_max": "500ms"}
+        if pipeline == "headshot":
+            conf["models_dir"] = models_dir()
         if max_batch is not None:
             conf["max_batch"] = str(max_batch)
         if job_delay_ms is not None:

@@ -100,7 +100,7 @@ class Env:
         if self.worker is None:
             self.worker = Proc([self.worker_bin, "--set", "endpoint=" + self.worker_ep,
                                 "--set", "blob_dir=" + os.path.join(self.dir, "data", "blobs"),
-                                "--set", "lease_wait=1s"],
+                                "--set", "lease_wait=1s", "--set", "pipeline=resize"],
                                os.path.join(self.dir, "worker.err"))
 
     def cli(self, *args):

@@ -150,8 +150,8 @@ def via_raw(h, d, img):
 def main(h):
     d = h.start_hsqd(transport=TRANSPORT)
     check(d.client.startswith(TRANSPORT + "://"), "endpoint %r is not %s" % (d.client, TRANSPORT))
-    h.start_worker(d, name="w1")
-    img = harness.make_png(120, 150, seed=3)
+    h.start_worker(d, name="w1", pipeline="headshot")
+    img = harness.sample_portrait(seed=3)  # a real face: the worker detects it
     photo = h.path("portrait.png")
     with open(photo, "wb") as f:
         f.write(img)
