@@ -75,6 +75,7 @@ typedef struct {
     keyset found;    /* keys present in the blob store */
     keyset orphans;
     uint64_t max_id; /* tasks above this were created after pass 1 began */
+    int64_t now;
     int repair;
     FILE *log;
     hsq_fsck_report *r;
@@ -190,6 +191,12 @@ static int dangling(hsq_store *st, fsck_ctx *c) {
                 snprintf(key, sizeof key, "%.*s", (int)in->key.len, in->key.ptr);
                 if (set_has(&c->found, key))
                     continue;
+                int64_t due = hsq_str_eq(in->kind, "portrait") ? t.inputs_expire_ms
+                                                               : t.refs_expire_ms;
+                if (due > 0 && due <= c->now) {
+                    c->r->pending++; /* the sweeper deleted it; its record update is next */
+                    continue;
+                }
                 c->r->dangling++;
                 if (c->log)
                     fprintf(c->log, "task %" PRIu64 " input %u: missing blob %s\n", t.id, i, key);
@@ -202,7 +209,9 @@ static int dangling(hsq_store *st, fsck_ctx *c) {
                 char key[HSQ_BLOB_KEY_MAX + 1];
                 snprintf(key, sizeof key, "%.*s", (int)t.outputs[i].key.len,
                          t.outputs[i].key.ptr);
-                if (set_has(&c->found, key)) {
+                if (set_has(&c->found, key) || (t.expires_ms > 0 && t.expires_ms <= c->now)) {
+                    if (!set_has(&c->found, key))
+                        c->r->pending++;
                     t.outputs[kept++] = t.outputs[i];
                     continue;
                 }
@@ -235,9 +244,10 @@ static int dangling(hsq_store *st, fsck_ctx *c) {
     }
 }
 
-int hsq_fsck_run(hsq_store *st, hsq_blob *blob, int repair, FILE *log, hsq_fsck_report *out) {
+int hsq_fsck_run(hsq_store *st, hsq_blob *blob, int repair, int64_t now_ms, FILE *log,
+                 hsq_fsck_report *out) {
     memset(out, 0, sizeof *out);
-    fsck_ctx c = {.blob = blob, .repair = repair, .log = log, .r = out};
+    fsck_ctx c = {.blob = blob, .repair = repair, .log = log, .r = out, .now = now_ms};
     int rc = collect(st, &c);
     if (rc == 0)
         rc = hsq_blob_walk(blob, on_blob, &c);

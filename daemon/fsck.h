@@ -23,13 +23,17 @@ typedef struct {
     uint64_t orphans;      /* blobs without a record */
     uint64_t orphan_bytes;
     uint64_t dangling;     /* references to missing blobs */
+    uint64_t pending;      /* missing blobs whose deletion is due but not yet recorded
+                              (a sweep interrupted by a crash: the next pass finishes it) */
     uint64_t repaired;     /* orphans deleted + references dropped */
     uint64_t tmp_removed;  /* stale temp files of crashed writes */
 } hsq_fsck_report;
 
-/* Run the check; with `log` non-NULL, one line per finding is written there
- * (keys only: they hold no user id). Errors: HSQ_ESTORE, HSQ_ECORRUPT,
- * -errno from the blob walk. */
-int hsq_fsck_run(hsq_store *st, hsq_blob *blob, int repair, FILE *log, hsq_fsck_report *out);
+/* Run the check at wall-clock time now_ms (a missing blob whose retention
+ * date has passed is pending, not dangling); with `log` non-NULL, one line
+ * per finding is written there (keys only: they hold no user id).
+ * Errors: HSQ_ESTORE, HSQ_ECORRUPT, -errno from the blob walk. */
+int hsq_fsck_run(hsq_store *st, hsq_blob *blob, int repair, int64_t now_ms, FILE *log,
+                 hsq_fsck_report *out);
 
 #endif

@@ -1469,6 +1469,9 @@ static void sweep_audit(hsq_queue *q, uint32_t budget) {
 
 /* ---- purge ---- */
 
+#define PURGE_MAX 2000      /* entries deleted per purge request */
+#define PURGE_DRY_MAX 20000 /* entries counted per dry-run request (reads only) */
+
 static uint32_t sweep(hsq_queue *q, uint32_t budget, int dry, hsq_sweep_counts *sc);
 
 static void h_purge(req_ctx *c) {
@@ -1476,7 +1479,10 @@ static void h_purge(req_ctx *c) {
     const hsq_req_purge *r = &c->m->req.purge;
     hsq_sweep_counts sc;
     memset(&sc, 0, sizeof sc);
-    uint32_t limit = r->limit ? r->limit : 100000;
+    /* Bounded work per request, like every turn: the loop keeps serving
+     * submits while a big purge runs; clients ask again while `more`. */
+    uint32_t cap = r->dry_run ? PURGE_DRY_MAX : PURGE_MAX;
+    uint32_t limit = r->limit && r->limit < cap ? r->limit : cap;
     uint32_t n = sweep(q, limit, r->dry_run, &sc);
     if (q->turn_err) {
         fail_store(c, q->turn_err);
@@ -2252,11 +2258,22 @@ static int sweep_entry(hsq_queue *q, uint64_t id, int64_t at, uint8_t kind, int 
         if (at != (kind == EXP_INPUTS ? t.inputs_expire_ms : t.refs_expire_ms))
             return 0;
         if (!hsq_state_is_terminal(t.state)) {
-            /* Outlived retention_pending without running. */
+            /* Outlived retention_pending without running: cancelled, and
+             * its inputs go now (their time is up), not a day later. */
             sc->cancelled++;
-            return dry ? 0
-                       : cancel_task(q, &t, HSQ_ECANCELLED,
-                                     HSQ_STR_LIT("expired before it could run"));
+            if (dry)
+                return 0;
+            rc = cancel_task(q, &t, HSQ_ECANCELLED, HSQ_STR_LIT("expired before it could run"));
+            if (rc == 0)
+                rc = delete_inputs(q, &t, 0, sc);
+            if (rc == 0)
+                rc = delete_inputs(q, &t, 1, sc);
+            if (rc == 0) {
+                t.inputs_expire_ms = q->now;
+                t.refs_expire_ms = q->now;
+                rc = save_task(q, &t);
+            }
+            return rc;
         }
         if (dry) {
             for (uint32_t i = 0; i < t.n_inputs; i++)

@@ -841,7 +841,7 @@ static void test_retention_classes(void) {
 }
 
 /* A task that never ran is cancelled at retention_pending, and its inputs
- * then follow the failed-task class. */
+ * are deleted at that moment. */
 static void test_retention_pending(void) {
     fresh();
     int64_t id = submit("uma", NULL);
@@ -853,9 +853,9 @@ static void test_retention_pending(void) {
     captured *r = task_op(HSQ_OP_STATUS, (uint64_t)id, NULL);
     HSQ_ASSERT_EQ(r->m.rep.task.task.state, HSQ_STATE_CANCELLED);
     HSQ_ASSERT_VIEW_EQ(r->m.rep.task.task.err_msg, "expired before it could run");
-    HSQ_ASSERT(inline_exists((uint64_t)id, 0));
-    tick_at(t0 + 8 * day); /* failed inputs: 1 day */
     HSQ_ASSERT(!inline_exists((uint64_t)id, 0));
+    tick_at(t0 + 8 * day); /* the failed-inputs entry finds nothing left */
+    HSQ_ASSERT_EQ(state_of((uint64_t)id), HSQ_STATE_CANCELLED);
     HSQ_ASSERT_EQ(lease1("w1", NULL), 0);
 }
 
@@ -870,7 +870,7 @@ static void test_fsck(void) {
     HSQ_ASSERT_U64_EQ(lease1("w1", &tb), (uint64_t)b);
     HSQ_ASSERT_EQ(done("w1", (uint64_t)b, tb, "vic")->m.kind, HSQ_KIND_REPLY);
     hsq_fsck_report r;
-    HSQ_OK(hsq_fsck_run(st, bl, 0, NULL, &r));
+    HSQ_OK(hsq_fsck_run(st, bl, 0, now, NULL, &r));
     HSQ_ASSERT_EQ(r.orphans, 0);
     HSQ_ASSERT_EQ(r.dangling, 0);
     HSQ_ASSERT_EQ(r.tasks, 2);
@@ -881,12 +881,12 @@ static void test_fsck(void) {
     HSQ_OK(hsq_blob_put(bl, key, "x", 1, HSQ_BLOB_SYNC));
     snprintf(key, sizeof key, "%s%lld/out-0.jpg", prefix, (long long)b);
     HSQ_OK(hsq_blob_delete(bl, key));
-    HSQ_OK(hsq_fsck_run(st, bl, 0, NULL, &r));
+    HSQ_OK(hsq_fsck_run(st, bl, 0, now, NULL, &r));
     HSQ_ASSERT_EQ(r.orphans, 1);
     HSQ_ASSERT_EQ(r.dangling, 1);
-    HSQ_OK(hsq_fsck_run(st, bl, 1, NULL, &r));
+    HSQ_OK(hsq_fsck_run(st, bl, 1, now, NULL, &r));
     HSQ_ASSERT_EQ(r.repaired, 2);
-    HSQ_OK(hsq_fsck_run(st, bl, 0, NULL, &r));
+    HSQ_OK(hsq_fsck_run(st, bl, 0, now, NULL, &r));
     HSQ_ASSERT_EQ(r.orphans, 0);
     HSQ_ASSERT_EQ(r.dangling, 0);
 }
