@@ -9,6 +9,7 @@
  */
 #include "client/cli_args.h"
 #include "client/cli_json.h"
+#include "client/cli_retention.h"
 #include "client/hsq.h"
 
 #include "common/alloc.h"
@@ -17,14 +18,18 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <poll.h>
+#include <signal.h>
 #include <sodium.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <termios.h>
 #include <time.h>
 #include <unistd.h>
+#include <zmq.h>
 
 #ifndef HSQ_VERSION
 #define HSQ_VERSION "dev"
@@ -122,6 +127,75 @@ static const char *err_name(int32_t code) {
 
 /* ---- task output ---- */
 
+/* The settings as the worker applies them (defaults filled in), or 0 when
+ * the stored map cannot be read. */
+static int task_settings(const hsq_wire_task *t, hsq_wire_settings *s) {
+    char e[160];
+    if (hsq_wire_settings_decode(t->settings, s, e, sizeof e) != 0)
+        return 0;
+    if (s->n_backgrounds == 0) {
+        s->n_backgrounds = 1;
+        s->backgrounds[0] = (hsq_wire_background){HSQ_BG_VIGNETTE, {214, 214, 214}, {0, 0, 0}, 0};
+    }
+    if (s->n_styles == 0) {
+        s->n_styles = 1;
+        s->styles[0] = (hsq_wire_style){HSQ_STR_LIT("natural"), 30, 50, 30, 80};
+    }
+    return 1;
+}
+
+/* "vignette #d6d6d6", "gradient #ffffff-#203040", "reference blur 8" */
+static void describe_bg(const hsq_wire_background *b, char *out, size_t cap) {
+    switch (b->kind) {
+    case HSQ_BG_GRADIENT:
+        snprintf(out, cap, "gradient #%02x%02x%02x-#%02x%02x%02x", b->color[0], b->color[1],
+                 b->color[2], b->color2[0], b->color2[1], b->color2[2]);
+        break;
+    case HSQ_BG_REFERENCE:
+        snprintf(out, cap, "reference blur %u", b->blur_px);
+        break;
+    default:
+        snprintf(out, cap, "%s #%02x%02x%02x", hsq_bg_name((hsq_bg_kind)b->kind), b->color[0],
+                 b->color[1], b->color[2]);
+        break;
+    }
+}
+
+static void json_combination(hsq_cli_json *j, const hsq_wire_task *t, const hsq_wire_output *o) {
+    hsq_wire_settings s;
+    char bg[64];
+    hsq_cli_json_u64(j, "background", o->background);
+    hsq_cli_json_u64(j, "style", o->style);
+    hsq_cli_json_u64(j, "spec", o->spec);
+    if (task_settings(t, &s) && o->background < s.n_backgrounds && o->style < s.n_styles) {
+        describe_bg(&s.backgrounds[o->background], bg, sizeof bg);
+        hsq_cli_json_str(j, "background_desc", bg);
+        hsq_cli_json_strn(j, "style_name", s.styles[o->style].name.ptr,
+                          s.styles[o->style].name.len);
+    }
+}
+
+static void json_info(hsq_cli_json *j, const hsq_wire_task *t) {
+    hsq_wire_info in;
+    char e[160];
+    if (!t->info.len || hsq_wire_info_decode(t->info, &in, e, sizeof e) != 0) {
+        hsq_cli_json_null(j, "info");
+        return;
+    }
+    hsq_cli_json_open(j, "info", '{');
+    hsq_cli_json_u64(j, "faces", in.faces);
+    hsq_cli_json_u64(j, "face_score", in.face_score);
+    hsq_cli_json_strn(j, "backend", in.backend.ptr, in.backend.len);
+    hsq_cli_json_open(j, "stages", '{');
+    for (uint32_t i = 0; i < in.n_stages; i++) {
+        char name[40];
+        snprintf(name, sizeof name, "%.*s", (int)in.stages[i].name.len, in.stages[i].name.ptr);
+        hsq_cli_json_u64(j, name, in.stages[i].ms);
+    }
+    hsq_cli_json_close(j, '}');
+    hsq_cli_json_close(j, '}');
+}
+
 static void json_task_members(hsq_cli_json *j, const hsq_wire_task *t) {
     char sha[65];
     hsq_cli_json_u64(j, "id", t->id);
@@ -138,6 +212,8 @@ static void json_task_members(hsq_cli_json *j, const hsq_wire_task *t) {
     hsq_cli_json_i64(j, "created_ms", t->created_ms);
     hsq_cli_json_i64(j, "updated_ms", t->updated_ms);
     hsq_cli_json_i64(j, "expires_ms", t->expires_ms);
+    hsq_cli_json_i64(j, "uploads_expire_ms", t->uploads_expire_ms);
+    hsq_cli_json_i64(j, "refs_expire_ms", t->refs_expire_ms);
     if (t->err_code) {
         hsq_cli_json_open(j, "error", '{');
         hsq_cli_json_str(j, "code", err_name(t->err_code));
@@ -158,9 +234,11 @@ static void json_task_members(hsq_cli_json *j, const hsq_wire_task *t) {
         hsq_cli_json_u64(j, "size", o->size);
         hsq_cli_json_str(j, "sha256", sha);
         hsq_cli_json_strn(j, "blob", o->key.ptr, o->key.len);
+        json_combination(j, t, o);
         hsq_cli_json_close(j, '}');
     }
     hsq_cli_json_close(j, ']');
+    json_info(j, t);
 }
 
 static void text_task(const hsq_wire_task *t) {
@@ -194,7 +272,13 @@ static void text_task(const hsq_wire_task *t) {
     printf("%s\n", tb);
     format_time(t->expires_ms, tb, sizeof tb);
     put_key("expires:");
-    printf("%s\n", tb);
+    printf("%s (outputs and metadata)\n", tb);
+    format_time(t->uploads_expire_ms, tb, sizeof tb);
+    put_key("uploads:");
+    printf("%s (portraits deleted)\n", tb);
+    format_time(t->refs_expire_ms, tb, sizeof tb);
+    put_key("refs:");
+    printf("%s (clothing and background deleted)\n", tb);
     if (t->err_code) {
         put_key("error:");
         printf("%s: ", err_name(t->err_code));
@@ -210,6 +294,28 @@ static void text_task(const hsq_wire_task *t) {
         hex(o->sha256, sizeof o->sha256, sha);
         printf("  %" PRIu32 ": %" PRIu32 "x%" PRIu32 " %s, %" PRIu64 " bytes, sha256 %s\n", i,
                o->width, o->height, fmt_name(o->format), o->size, sha);
+        hsq_wire_settings st;
+        char bg[64];
+        if (task_settings(t, &st) && o->background < st.n_backgrounds && o->style < st.n_styles) {
+            describe_bg(&st.backgrounds[o->background], bg, sizeof bg);
+            printf("     background %u (%s), style %u (%.*s), size %u\n", o->background, bg,
+                   o->style, (int)st.styles[o->style].name.len, st.styles[o->style].name.ptr,
+                   o->spec);
+        }
+    }
+    hsq_wire_info in;
+    char e[160];
+    if (t->info.len && hsq_wire_info_decode(t->info, &in, e, sizeof e) == 0) {
+        put_key("faces:");
+        printf("%u (score %.3f)\n", in.faces, in.face_score / 1000.0);
+        put_key("timings:");
+        uint32_t total = 0;
+        for (uint32_t i = 0; i < in.n_stages; i++) {
+            printf("%s%.*s %u ms", i ? ", " : "", (int)in.stages[i].name.len,
+                   in.stages[i].name.ptr, in.stages[i].ms);
+            total += in.stages[i].ms;
+        }
+        printf(" (%u ms, %.*s)\n", total, (int)in.backend.len, in.backend.ptr);
     }
 }
 
@@ -385,6 +491,9 @@ static int cmd_submit(cli *x) {
         .inputs = inputs,
         .n_outputs = cmd->n_outputs,
         .outputs = cmd->outputs,
+        .settings = cmd->settings.n_backgrounds || cmd->settings.n_styles || cmd->settings.dpi
+                        ? &cmd->settings
+                        : NULL,
     };
     hsq_rep_submit rep;
     int rc = hsq_client_submit(x->c, &job, &rep);
@@ -535,6 +644,7 @@ static int cmd_result(cli *x) {
             hsq_cli_json_str(&x->j, "format", fmt_name(o->format));
             hsq_cli_json_u64(&x->j, "size", o->size);
             hsq_cli_json_str(&x->j, "sha256", sums[i]);
+            json_combination(&x->j, &res->task, o);
             hsq_cli_json_close(&x->j, '}');
         } else {
             printf("%s\n", path);
@@ -542,6 +652,7 @@ static int cmd_result(cli *x) {
     }
     if (cmd->json) {
         hsq_cli_json_close(&x->j, ']');
+        json_info(&x->j, &res->task);
         hsq_cli_json_close(&x->j, '}');
     }
 out:
@@ -630,6 +741,171 @@ static int cmd_stats(cli *x) {
     return HSQ_CLI_EXIT_OK;
 }
 
+/* ---- top ---- */
+
+static volatile sig_atomic_t top_quit;
+
+static void top_on_signal(int sig) {
+    (void)sig;
+    top_quit = 1;
+}
+
+static void top_frame(const hsq_wire_stats *s, const hsq_wire_stats *prev, double dt_s,
+                      int clear) {
+    double sub, done;
+    const char *per;
+    if (prev && dt_s > 0) {
+        sub = (double)(s->submitted_total - prev->submitted_total) / dt_s;
+        done = (double)(s->completed_total - prev->completed_total) / dt_s;
+        per = "/s";
+    } else {
+        /* No earlier sample: the average since hsqd started. */
+        double up = s->uptime_s ? (double)s->uptime_s : 1.0;
+        sub = (double)s->submitted_total / up;
+        done = (double)s->completed_total / up;
+        per = "/s avg";
+    }
+    char age[32] = "-";
+    if (s->oldest_queued_ms > 0) {
+        int64_t a = hsq_clock_wall_ms() - s->oldest_queued_ms;
+        snprintf(age, sizeof age, "%.1fs", a > 0 ? (double)a / 1000.0 : 0.0);
+    }
+    if (clear)
+        fputs("\033[H\033[2J", stdout);
+    printf("hsq top - uptime %" PRIu64 "s   (q or Ctrl-C quits)\n\n", s->uptime_s);
+    printf("queue    depth %-8" PRIu64 " high %-8" PRIu64 " normal %-8" PRIu64
+           " low %-8" PRIu64 " delayed %" PRIu64 "\n",
+           s->queued, s->queued_by_prio[HSQ_PRIO_HIGH], s->queued_by_prio[HSQ_PRIO_NORMAL],
+           s->queued_by_prio[HSQ_PRIO_LOW], s->delayed);
+    printf("oldest   queued %s\n", age);
+    printf("rate     submitted %.1f%s   completed %.1f%s\n", sub, per, done, per);
+    uint64_t busy = s->workers_busy <= s->workers ? s->workers_busy : s->workers;
+    printf("workers  %-8" PRIu64 " busy %-8" PRIu64 " idle %-8" PRIu64 " leases %" PRIu64 "\n",
+           s->workers, busy, s->workers - busy, s->leased);
+    printf("done     succeeded %-8" PRIu64 " failed %-8" PRIu64 " dead %-8" PRIu64
+           " cancelled %-8" PRIu64 " expired %" PRIu64 "\n",
+           s->succeeded, s->failed, s->dead, s->cancelled, s->expired);
+    printf("retries  %" PRIu64 " since start\n", s->retries_total);
+    fflush(stdout);
+}
+
+static int cmd_top(cli *x) {
+    hsq_wire_stats cur, prev;
+    int rc = hsq_client_stats(x->c, &cur);
+    if (rc != 0)
+        return fail_lib(x, rc);
+    if (x->cmd->once) {
+        top_frame(&cur, NULL, 0, 0);
+        return HSQ_CLI_EXIT_OK;
+    }
+    /* Keys without Enter, no echo; restored on every way out. */
+    int tty = isatty(STDIN_FILENO);
+    struct termios saved, raw;
+    if (tty && tcgetattr(STDIN_FILENO, &saved) == 0) {
+        raw = saved;
+        raw.c_lflag &= ~(tcflag_t)(ICANON | ECHO);
+        raw.c_cc[VMIN] = 0;
+        raw.c_cc[VTIME] = 0;
+        tcsetattr(STDIN_FILENO, TCSANOW, &raw);
+    } else {
+        tty = 0;
+    }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = top_on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    uint64_t t_prev = hsq_clock_mono_us();
+    top_frame(&cur, NULL, 0, 1);
+    int ret = HSQ_CLI_EXIT_OK;
+    while (!top_quit) {
+        struct pollfd pfd = {STDIN_FILENO, POLLIN, 0};
+        int n = poll(&pfd, 1, 1000);
+        if (n > 0 && (pfd.revents & POLLIN)) {
+            char ch;
+            ssize_t r = read(STDIN_FILENO, &ch, 1);
+            if (r == 0 && !tty)
+                break; /* stdin closed: nobody can press q */
+            if (r == 1 && (ch == 'q' || ch == 'Q' || ch == 3))
+                break;
+            continue;
+        }
+        if (n > 0 && (pfd.revents & (POLLHUP | POLLNVAL)) && !tty)
+            break;
+        if (top_quit)
+            break;
+        prev = cur;
+        rc = hsq_client_stats(x->c, &cur);
+        if (rc != 0) {
+            ret = fail_lib(x, rc);
+            break;
+        }
+        uint64_t t = hsq_clock_mono_us();
+        top_frame(&cur, &prev, (double)(t - t_prev) / 1e6, 1);
+        t_prev = t;
+    }
+    if (tty)
+        tcsetattr(STDIN_FILENO, TCSANOW, &saved);
+    return ret;
+}
+
+/* ---- keygen ---- */
+
+/* Write one Z85 key line to a new file (never over an existing one). */
+static int write_key_file(const char *path, const char *key, mode_t mode) {
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+    if (fd < 0)
+        return -errno;
+    int rc = fchmod(fd, mode) == 0 ? 0 : -errno; /* whatever the umask */
+    char line[41];
+    memcpy(line, key, 40);
+    line[40] = '\n';
+    if (rc == 0 && write(fd, line, sizeof line) != (ssize_t)sizeof line)
+        rc = errno ? -errno : -EIO;
+    if (rc == 0 && fsync(fd) != 0)
+        rc = -errno;
+    sodium_memzero(line, sizeof line);
+    if (close(fd) != 0 && rc == 0)
+        rc = -errno;
+    if (rc != 0)
+        unlink(path);
+    return rc;
+}
+
+static int cmd_keygen(cli *x) {
+    const char *prefix = x->cmd->prefix ? x->cmd->prefix : "hsq";
+    char kpath[4096], ppath[4096];
+    if (snprintf(kpath, sizeof kpath, "%s.key", prefix) >= (int)sizeof kpath ||
+        snprintf(ppath, sizeof ppath, "%s.pub", prefix) >= (int)sizeof ppath)
+        return fail(x, HSQ_CLI_EXIT_USAGE, hsq_errname(HSQ_EINVAL), "-o: prefix too long");
+    if (!zmq_has("curve"))
+        return fail(x, HSQ_CLI_EXIT_IO, hsq_errname(HSQ_EINTERNAL),
+                    "this libzmq was built without CURVE");
+    if (access(kpath, F_OK) == 0 || access(ppath, F_OK) == 0)
+        return fail(x, HSQ_CLI_EXIT_IO, IO_ERROR_NAME, "%s or %s exists; not overwriting", kpath,
+                    ppath);
+    char pub[41], sec[41];
+    if (zmq_curve_keypair(pub, sec) != 0)
+        return fail(x, HSQ_CLI_EXIT_IO, hsq_errname(HSQ_EINTERNAL), "zmq_curve_keypair failed");
+    int rc = write_key_file(kpath, sec, 0600);
+    sodium_memzero(sec, sizeof sec);
+    if (rc == 0 && (rc = write_key_file(ppath, pub, 0644)) != 0)
+        unlink(kpath);
+    if (rc != 0)
+        return fail(x, HSQ_CLI_EXIT_IO, IO_ERROR_NAME, "cannot write %s.{key,pub}: %s", prefix,
+                    strerror(-rc));
+    if (x->cmd->json) {
+        hsq_cli_json_open(&x->j, NULL, '{');
+        hsq_cli_json_str(&x->j, "public_key", pub);
+        hsq_cli_json_str(&x->j, "secret_key_file", kpath);
+        hsq_cli_json_str(&x->j, "public_key_file", ppath);
+        hsq_cli_json_close(&x->j, '}');
+    } else {
+        printf("public key  %s\nsecret key  %s (0600)\npublic key  %s\n", pub, kpath, ppath);
+    }
+    return HSQ_CLI_EXIT_OK;
+}
+
 /* ---- main ---- */
 
 static int setup_curve(cli *x) {
@@ -668,6 +944,10 @@ int main(int argc, char **argv) {
     }
     if (sodium_init() < 0)
         return fail(&x, HSQ_CLI_EXIT_IO, hsq_errname(HSQ_EINTERNAL), "libsodium failed to start");
+    if (cmd.verb == HSQ_CLI_KEYGEN) /* local: no daemon involved */
+        return cmd_keygen(&x);
+    if (cmd.verb == HSQ_CLI_FSCK) /* works on the data directory */
+        return hsq_cli_fsck(&cmd);
 
     int rc = hsq_client_open(&x.c, cmd.endpoint, cmd.timeout_ms);
     if (rc != 0)
@@ -695,6 +975,18 @@ int main(int argc, char **argv) {
             break;
         case HSQ_CLI_STATS:
             ret = cmd_stats(&x);
+            break;
+        case HSQ_CLI_TOP:
+            ret = cmd_top(&x);
+            break;
+        case HSQ_CLI_PURGE:
+            ret = hsq_cli_purge(&cmd, x.c);
+            break;
+        case HSQ_CLI_ERASE_USER:
+            ret = hsq_cli_erase_user(&cmd, x.c);
+            break;
+        case HSQ_CLI_EXPORT_USER:
+            ret = hsq_cli_export_user(&cmd, x.c);
             break;
         default:
             ret = HSQ_CLI_EXIT_USAGE;

@@ -27,6 +27,12 @@ static const char overview[] =
     "                                         list a user's tasks, newest first\n"
     "  stats                                  queue and worker counters\n"
     "  requeue  TASK                          put a failed or cancelled task back in the queue\n"
+    "  top      [--once]                      live view: depth, throughput, workers (q quits)\n"
+    "  keygen   [-o PREFIX]                   write a CURVE key pair (PREFIX.key, PREFIX.pub)\n"
+    "  purge    [--dry-run] [--data-dir DIR]  delete what the retention policy says is due\n"
+    "  erase-user USER                        erase every task and image of USER (receipt)\n"
+    "  export-user USER -o FILE.tar           one archive of USER's tasks and images\n"
+    "  fsck     --data-dir DIR [--repair]     find (and fix) orphan blobs and dangling records\n"
     "  help [COMMAND]                         this text, or one command's options\n"
     "\n"
     "Global options (also accepted after the command):\n"
@@ -57,12 +63,21 @@ static const struct {
     {"submit",
      "usage: hsq submit --user U [--key K] [--prio high|normal|low] [--size WxH[:FORMAT]]...\n"
      "                  [--format jpeg|png] [--quality Q] [--prompt TEXT]\n"
-     "                  [--clothing FILE] [--background FILE] PHOTO...\n"
+     "                  [--clothing FILE] [--background-photo FILE] [--background SPEC]...\n"
+     "                  [--style NAME:R,T,S,C]... [--dpi N] PHOTO...\n"
      "\n"
      "Queue one job: PHOTO files are the portraits (1 to 8 images in all,\n"
-     "counting --clothing and --background). Each --size adds one output\n"
-     "(default: one 1024x1280 jpeg). --format and --quality apply to every\n"
-     "output that does not name its own format; --quality (1-100) only to jpeg.\n"
+     "counting --clothing and --background-photo). Each --size (WxH, or portrait,\n"
+     "square, passport; optionally :jpeg|png) adds one output size (default: one\n"
+     "1024x1280 jpeg). --format and --quality apply to every output that does not\n"
+     "name its own format; --quality (1-100) only to jpeg.\n"
+     "--background (up to 4): solid:#RRGGBB, gradient:#TOP:#BOTTOM, vignette:#RRGGBB\n"
+     "or reference[:BLUR] (the --background-photo, blurred by BLUR px, 0-64);\n"
+     "default: one light-grey studio vignette. --style (up to 4): a name and the\n"
+     "strengths 0-100 of retouch, tone, sharpen and clothing colour, e.g.\n"
+     "natural:30,50,30,80; default: that one. --dpi (72-1200) is written into the\n"
+     "files (passport-size outputs get 300 otherwise). Every background x style x\n"
+     "size is one output, 16 at most.\n"
      "--key makes the submit idempotent: the same user and key return the same task.\n"
      "Prints the task id, its state and whether it was created.\n"},
     {"status",
@@ -88,6 +103,48 @@ static const struct {
     {"requeue",
      "usage: hsq requeue TASK [--user U]\n\nPut a failed or cancelled task back in the queue "
      "(operators). Prints the task.\n"},
+    {"top", "usage: hsq top [--once]\n"
+            "\n"
+            "A live view refreshed once a second: queue depth by class, submitted and\n"
+            "completed per second, workers busy and idle, the oldest queued task, failures\n"
+            "and dead letters. q or Ctrl-C quits. --once prints one frame (rates averaged\n"
+            "since hsqd started) and exits.\n"},
+    {"keygen", "usage: hsq keygen [-o PREFIX]\n"
+               "\n"
+               "Write a new CURVE key pair: PREFIX.key (the secret key, mode 0600) and\n"
+               "PREFIX.pub (the public key), each one Z85 line; PREFIX defaults to \"hsq\".\n"
+               "Existing files are never overwritten. Give hsqd its .key\n"
+               "(curve_secret_key_file) and clients their copy of its .pub; list each\n"
+               "client's .pub in hsqd's clients_file with a role. Needs no daemon.\n"},
+    {"purge", "usage: hsq purge [--dry-run] [--data-dir DIR] [--blob-dir DIR] [--config FILE]\n"
+              "\n"
+              "Ask hsqd for one retention pass now: delete the uploads, references, outputs\n"
+              "and tombstones whose time has come, cancel tasks past retention_pending.\n"
+              "Prints counts and bytes freed. --dry-run counts and deletes nothing.\n"
+              "When hsqd cannot be reached and --data-dir is given (or data_dir is in\n"
+              "--config, hsqd's config file), the pass runs directly on the data directory\n"
+              "with hsqd's own code and retention settings, and says so. For cron and the\n"
+              "hsq-purge.timer; exit 0 when the pass succeeded.\n"},
+    {"erase-user", "usage: hsq erase-user USER\n"
+                   "\n"
+                   "Erase every task, image, index entry and idempotency key of USER, queued\n"
+                   "and running tasks included (workers are told to stop). hsqd records the\n"
+                   "request in its deletion ledger first, so an erasure cut short by a crash\n"
+                   "completes on restart. Prints the receipt: tasks, active tasks, bytes, time\n"
+                   "and the subject hash the audit log uses. Running it again is harmless.\n"},
+    {"export-user", "usage: hsq export-user USER -o FILE.tar\n"
+                    "\n"
+                    "Write one POSIX tar archive of USER's data: tasks/<id>/inputs/<i>-<kind>.<ext>,\n"
+                    "tasks/<id>/outputs/<i>.<ext> for every image still stored, and manifest.json\n"
+                    "(every task's metadata, prompt, settings, dates and retention dates). One\n"
+                    "task at a time: memory stays bounded. Output checksums are verified. The\n"
+                    "archive is written to FILE.tmp and renamed when complete.\n"},
+    {"fsck", "usage: hsq fsck --data-dir DIR [--blob-dir DIR] [--repair]\n"
+             "\n"
+             "Cross-check hsqd's records and its blob store: blobs no record references\n"
+             "(orphans) and records naming blobs that are gone (dangling). --repair deletes\n"
+             "the orphans and drops the dangling references. Works directly on the data\n"
+             "directory (safe while hsqd runs). Exit 0 when clean, 1 when problems remain.\n"},
 };
 
 int hsq_cli_help(FILE *f, const char *topic) {
@@ -162,7 +219,26 @@ static int parse_dim(const char *s, size_t len, uint32_t *out) {
     return 0;
 }
 
+static const struct {
+    const char *name;
+    uint32_t w, h;
+} size_presets[] = {{"portrait", 1024, 1280}, {"square", 1024, 1024}, {"passport", 600, 600}};
+
 int hsq_cli_parse_size(const char *s, hsq_wire_outspec *o) {
+    for (size_t i = 0; i < sizeof size_presets / sizeof size_presets[0]; i++) {
+        size_t n = strlen(size_presets[i].name);
+        if (strncmp(s, size_presets[i].name, n) != 0 || (s[n] != '\0' && s[n] != ':'))
+            continue;
+        hsq_wire_outspec v = {size_presets[i].w, size_presets[i].h, 0, 0};
+        if (s[n] == ':') {
+            hsq_fmt f;
+            if (hsq_cli_parse_format(s + n + 1, &f) != 0)
+                return HSQ_EINVAL;
+            v.format = (uint8_t)f;
+        }
+        *o = v;
+        return 0;
+    }
     const char *x = strchr(s, 'x');
     if (!x)
         return HSQ_EINVAL;
@@ -179,6 +255,81 @@ int hsq_cli_parse_size(const char *s, hsq_wire_outspec *o) {
         v.format = (uint8_t)f;
     }
     *o = v; /* format 0 = "not given": the caller applies --format */
+    return 0;
+}
+
+/* "#RRGGBB" at s (exactly 7 characters). */
+static int parse_color(const char *s, size_t len, uint8_t out[3]) {
+    if (len != 7 || s[0] != '#')
+        return HSQ_EINVAL;
+    for (int i = 0; i < 3; i++) {
+        unsigned v = 0;
+        for (int k = 0; k < 2; k++) {
+            char c = s[1 + 2 * i + k];
+            int d = c >= '0' && c <= '9'   ? c - '0'
+                    : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                    : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                           : -1;
+            if (d < 0)
+                return HSQ_EINVAL;
+            v = v * 16 + (unsigned)d;
+        }
+        out[i] = (uint8_t)v;
+    }
+    return 0;
+}
+
+int hsq_cli_parse_background(const char *s, hsq_wire_background *o) {
+    hsq_wire_background v;
+    memset(&v, 0, sizeof v);
+    if (strncmp(s, "solid:", 6) == 0 || strncmp(s, "vignette:", 9) == 0) {
+        const char *c = strchr(s, ':') + 1;
+        v.kind = s[0] == 's' ? HSQ_BG_SOLID : HSQ_BG_VIGNETTE;
+        if (parse_color(c, strlen(c), v.color))
+            return HSQ_EINVAL;
+    } else if (strncmp(s, "gradient:", 9) == 0) {
+        const char *c = s + 9, *c2 = strchr(c, ':');
+        v.kind = HSQ_BG_GRADIENT;
+        if (!c2 || parse_color(c, (size_t)(c2 - c), v.color) ||
+            parse_color(c2 + 1, strlen(c2 + 1), v.color2))
+            return HSQ_EINVAL;
+    } else if (strcmp(s, "reference") == 0 || strncmp(s, "reference:", 10) == 0) {
+        uint64_t b = 0;
+        v.kind = HSQ_BG_REFERENCE;
+        if (s[9] == ':' && (hsq_cli_parse_u64(s + 10, &b) != 0 || b > 64))
+            return HSQ_EINVAL;
+        v.blur_px = (uint16_t)b;
+    } else {
+        return HSQ_EINVAL;
+    }
+    *o = v;
+    return 0;
+}
+
+int hsq_cli_parse_style(const char *s, hsq_wire_style *o) {
+    const char *colon = strrchr(s, ':');
+    if (!colon || colon - s > 32)
+        return HSQ_EINVAL;
+    uint8_t vals[4];
+    const char *p = colon + 1;
+    for (int i = 0; i < 4; i++) {
+        const char *end = i < 3 ? strchr(p, ',') : p + strlen(p);
+        char num[8];
+        if (!end || end == p || (size_t)(end - p) >= sizeof num)
+            return HSQ_EINVAL;
+        memcpy(num, p, (size_t)(end - p));
+        num[end - p] = '\0';
+        uint64_t v;
+        if (hsq_cli_parse_u64(num, &v) != 0 || v > 100)
+            return HSQ_EINVAL;
+        vals[i] = (uint8_t)v;
+        p = end + 1;
+    }
+    o->name = (hsq_str){s, (size_t)(colon - s)};
+    o->retouch = vals[0];
+    o->tone = vals[1];
+    o->sharpen = vals[2];
+    o->clothing = vals[3];
     return 0;
 }
 
@@ -215,10 +366,19 @@ enum {
     OPT_PROMPT,
     OPT_CLOTHING,
     OPT_BACKGROUND,
+    OPT_BG_SPEC,
+    OPT_STYLE,
+    OPT_DPI,
     OPT_TIMEOUT_S,
     OPT_SINCE,
     OPT_LIMIT,
-    OPT_BEFORE
+    OPT_BEFORE,
+    OPT_ONCE,
+    OPT_DRY_RUN,
+    OPT_REPAIR,
+    OPT_DATA_DIR,
+    OPT_BLOB_DIR,
+    OPT_CONFIG
 };
 
 /* Options by command; the global ones are accepted everywhere. */
@@ -239,7 +399,10 @@ static const struct option submit_opts[] = {
     {"quality", required_argument, NULL, OPT_QUALITY},
     {"prompt", required_argument, NULL, OPT_PROMPT},
     {"clothing", required_argument, NULL, OPT_CLOTHING},
-    {"background", required_argument, NULL, OPT_BACKGROUND},
+    {"background-photo", required_argument, NULL, OPT_BACKGROUND},
+    {"background", required_argument, NULL, OPT_BG_SPEC},
+    {"style", required_argument, NULL, OPT_STYLE},
+    {"dpi", required_argument, NULL, OPT_DPI},
     {NULL, 0, NULL, 0}};
 static const struct option task_opts[] = {
     GLOBAL_OPTS, {"user", required_argument, NULL, OPT_USER}, {NULL, 0, NULL, 0}};
@@ -257,6 +420,23 @@ static const struct option list_opts[] = {GLOBAL_OPTS,
                                           {"limit", required_argument, NULL, OPT_LIMIT},
                                           {"before", required_argument, NULL, OPT_BEFORE},
                                           {NULL, 0, NULL, 0}};
+static const struct option top_opts[] = {
+    GLOBAL_OPTS, {"once", no_argument, NULL, OPT_ONCE}, {NULL, 0, NULL, 0}};
+static const struct option keygen_opts[] = {
+    GLOBAL_OPTS, {"output", required_argument, NULL, 'o'}, {NULL, 0, NULL, 0}};
+static const struct option purge_opts[] = {GLOBAL_OPTS,
+                                           {"dry-run", no_argument, NULL, OPT_DRY_RUN},
+                                           {"data-dir", required_argument, NULL, OPT_DATA_DIR},
+                                           {"blob-dir", required_argument, NULL, OPT_BLOB_DIR},
+                                           {"config", required_argument, NULL, OPT_CONFIG},
+                                           {NULL, 0, NULL, 0}};
+static const struct option export_opts[] = {
+    GLOBAL_OPTS, {"output", required_argument, NULL, 'o'}, {NULL, 0, NULL, 0}};
+static const struct option fsck_opts[] = {GLOBAL_OPTS,
+                                          {"repair", no_argument, NULL, OPT_REPAIR},
+                                          {"data-dir", required_argument, NULL, OPT_DATA_DIR},
+                                          {"blob-dir", required_argument, NULL, OPT_BLOB_DIR},
+                                          {NULL, 0, NULL, 0}};
 /* clang-format on */
 
 static const struct {
@@ -264,7 +444,7 @@ static const struct {
     hsq_cli_verb verb;
     const struct option *opts;
     const char *shortopts;
-    int npos; /* positional arguments: 1 = TASK, 0 = none, -1 = PHOTO... */
+    int npos; /* positional arguments: 1 = TASK, 0 = none, -1 = PHOTO..., 2 = USER */
 } verbs[] = {
     {"submit", HSQ_CLI_SUBMIT, submit_opts, ":e:h", -1},
     {"status", HSQ_CLI_STATUS, task_opts, ":e:h", 1},
@@ -274,6 +454,12 @@ static const struct {
     {"list", HSQ_CLI_LIST, list_opts, ":e:h", 0},
     {"stats", HSQ_CLI_STATS, global_opts, ":e:h", 0},
     {"requeue", HSQ_CLI_REQUEUE, task_opts, ":e:h", 1},
+    {"top", HSQ_CLI_TOP, top_opts, ":e:h", 0},
+    {"keygen", HSQ_CLI_KEYGEN, keygen_opts, ":e:ho:", 0},
+    {"purge", HSQ_CLI_PURGE, purge_opts, ":e:h", 0},
+    {"erase-user", HSQ_CLI_ERASE_USER, global_opts, ":e:h", 2},
+    {"export-user", HSQ_CLI_EXPORT_USER, export_opts, ":e:ho:", 2},
+    {"fsck", HSQ_CLI_FSCK, fsck_opts, ":e:h", 0},
 };
 
 __attribute__((format(printf, 3, 4))) static int usage(char *err, size_t errlen, const char *fmt,
@@ -393,6 +579,33 @@ static int parse_verb_opts(int argc, char **argv, hsq_cli_cmd *cmd, size_t vi, c
         case OPT_BACKGROUND:
             cmd->background = optarg;
             break;
+        case OPT_BG_SPEC:
+            if (cmd->settings.n_backgrounds == HSQ_MAX_BACKGROUNDS)
+                return usage(err, errlen, "--background: at most %d per job",
+                             HSQ_MAX_BACKGROUNDS);
+            if (hsq_cli_parse_background(optarg,
+                                         &cmd->settings.backgrounds[cmd->settings.n_backgrounds]))
+                return usage(err, errlen,
+                             "--background: expected solid:#RRGGBB, gradient:#RRGGBB:#RRGGBB, "
+                             "vignette:#RRGGBB or reference[:BLUR] (0..64), got \"%s\"",
+                             optarg);
+            cmd->settings.n_backgrounds++;
+            break;
+        case OPT_STYLE:
+            if (cmd->settings.n_styles == HSQ_MAX_STYLES)
+                return usage(err, errlen, "--style: at most %d per job", HSQ_MAX_STYLES);
+            if (hsq_cli_parse_style(optarg, &cmd->settings.styles[cmd->settings.n_styles]))
+                return usage(err, errlen,
+                             "--style: expected NAME:retouch,tone,sharpen,clothing with a name "
+                             "of up to 32 bytes and each value 0..100, got \"%s\"",
+                             optarg);
+            cmd->settings.n_styles++;
+            break;
+        case OPT_DPI:
+            if (hsq_cli_parse_u64(optarg, &v) != 0 || v < 72 || v > 1200)
+                return usage(err, errlen, "--dpi: expected 72..1200, got \"%s\"", optarg);
+            cmd->settings.dpi = (uint16_t)v;
+            break;
         case OPT_TIMEOUT_S:
             if (hsq_cli_parse_u64(optarg, &v) != 0 || v > 366ull * 86400)
                 return usage(err, errlen, "--timeout-s: expected seconds, got \"%s\"", optarg);
@@ -407,8 +620,38 @@ static int parse_verb_opts(int argc, char **argv, hsq_cli_cmd *cmd, size_t vi, c
             break;
         case 'o':
             if (!*optarg)
-                return usage(err, errlen, "-o: empty directory");
-            cmd->outdir = optarg;
+                return usage(err, errlen, "-o: empty %s",
+                             cmd->verb == HSQ_CLI_KEYGEN ? "prefix" : "directory");
+            if (cmd->verb == HSQ_CLI_KEYGEN)
+                cmd->prefix = optarg;
+            else if (cmd->verb == HSQ_CLI_EXPORT_USER)
+                cmd->outfile = optarg;
+            else
+                cmd->outdir = optarg;
+            break;
+        case OPT_DRY_RUN:
+            cmd->dry_run = 1;
+            break;
+        case OPT_REPAIR:
+            cmd->repair = 1;
+            break;
+        case OPT_DATA_DIR:
+        case OPT_BLOB_DIR:
+        case OPT_CONFIG:
+            if (!*optarg)
+                return usage(err, errlen, "--%s: empty path",
+                             ch == OPT_DATA_DIR   ? "data-dir"
+                             : ch == OPT_BLOB_DIR ? "blob-dir"
+                                                  : "config");
+            if (ch == OPT_DATA_DIR)
+                cmd->data_dir = optarg;
+            else if (ch == OPT_BLOB_DIR)
+                cmd->blob_dir = optarg;
+            else
+                cmd->config = optarg;
+            break;
+        case OPT_ONCE:
+            cmd->once = 1;
             break;
         case OPT_LIMIT:
             if (hsq_cli_parse_u64(optarg, &v) != 0 || v < 1 || v > HSQ_MAX_LIST)
@@ -439,6 +682,12 @@ static int parse_verb_opts(int argc, char **argv, hsq_cli_cmd *cmd, size_t vi, c
     } else if (verbs[vi].npos == 0) {
         if (npos != 0)
             return usage(err, errlen, "%s: unexpected argument \"%s\"", vname, pos[0]);
+    } else if (verbs[vi].npos == 2) {
+        if (npos != 1)
+            return usage(err, errlen, "%s: expected one USER, got %d arguments", vname, npos);
+        if (!*pos[0] || strlen(pos[0]) > HSQ_MAX_USER_LEN)
+            return usage(err, errlen, "%s: USER must be 1 to %d bytes", vname, HSQ_MAX_USER_LEN);
+        cmd->user = pos[0];
     }
 
     switch (cmd->verb) {
@@ -456,11 +705,23 @@ static int parse_verb_opts(int argc, char **argv, hsq_cli_cmd *cmd, size_t vi, c
         for (int i = 0; i < npos; i++)
             cmd->photos[i] = pos[i];
         cmd->n_photos = (size_t)npos;
+        int wants_ref = 0;
+        for (uint32_t i = 0; i < cmd->settings.n_backgrounds; i++)
+            wants_ref |= cmd->settings.backgrounds[i].kind == HSQ_BG_REFERENCE;
+        if (wants_ref && !cmd->background)
+            return usage(err, errlen,
+                         "--background reference needs the photo: --background-photo FILE");
         if (cmd->n_outputs == 0) {
             cmd->outputs[0] =
                 (hsq_wire_outspec){HSQ_CLI_DEFAULT_WIDTH, HSQ_CLI_DEFAULT_HEIGHT, 0, 0};
             cmd->n_outputs = 1;
         }
+        size_t combos = (cmd->settings.n_backgrounds ? cmd->settings.n_backgrounds : 1) *
+                        (cmd->settings.n_styles ? cmd->settings.n_styles : 1) * cmd->n_outputs;
+        if (combos > HSQ_MAX_OUTPUTS)
+            return usage(err, errlen,
+                         "submit: %zu outputs (backgrounds x styles x sizes); at most %d",
+                         combos, HSQ_MAX_OUTPUTS);
         for (size_t i = 0; i < cmd->n_outputs; i++) {
             hsq_wire_outspec *o = &cmd->outputs[i];
             if (o->format == 0)
@@ -472,6 +733,14 @@ static int parse_verb_opts(int argc, char **argv, hsq_cli_cmd *cmd, size_t vi, c
     case HSQ_CLI_LIST:
         if (!cmd->user)
             return usage(err, errlen, "list: --user is required");
+        break;
+    case HSQ_CLI_EXPORT_USER:
+        if (!cmd->outfile)
+            return usage(err, errlen, "export-user: -o FILE is required");
+        break;
+    case HSQ_CLI_FSCK:
+        if (!cmd->data_dir)
+            return usage(err, errlen, "fsck: --data-dir is required");
         break;
     default:
         break;

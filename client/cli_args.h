@@ -41,7 +41,13 @@ typedef enum {
     HSQ_CLI_CANCEL,
     HSQ_CLI_LIST,
     HSQ_CLI_STATS,
-    HSQ_CLI_REQUEUE
+    HSQ_CLI_REQUEUE,
+    HSQ_CLI_TOP,   /* live view of stats; --once prints one frame */
+    HSQ_CLI_KEYGEN, /* write a CURVE key pair; needs no daemon */
+    HSQ_CLI_PURGE,       /* one retention pass (daemon, or the data dir directly) */
+    HSQ_CLI_ERASE_USER,  /* erase everything of one user; prints the receipt */
+    HSQ_CLI_EXPORT_USER, /* one tar archive of a user's tasks and images */
+    HSQ_CLI_FSCK         /* cross-check records and blobs on a data dir; no daemon */
 } hsq_cli_verb;
 
 #define HSQ_CLI_DEFAULT_WAIT_S 300
@@ -66,12 +72,22 @@ typedef struct {
     size_t n_photos;
     const char *photos[HSQ_MAX_INPUTS];
     const char *clothing;
-    const char *background;
+    const char *background; /* --background-photo: the reference backdrop file */
+    hsq_wire_settings settings; /* --background SPEC, --style, --dpi */
     uint64_t wait_s;    /* wait: total time to wait */
     hsq_state since;    /* wait: HSQ_STATE_NONE = until terminal */
     const char *outdir; /* result */
     uint32_t limit;     /* list: 0 = daemon default */
     uint64_t before;    /* list: 0 = newest */
+    int once;           /* top: one frame, then exit */
+    const char *prefix; /* keygen: files PREFIX.key and PREFIX.pub */
+    /* retention and privacy */
+    int dry_run;          /* purge */
+    int repair;           /* fsck */
+    const char *data_dir; /* purge (offline fallback), fsck (required) */
+    const char *blob_dir; /* default <data_dir>/blobs */
+    const char *config;   /* hsqd's config file: data_dir, blob_dir, retention */
+    const char *outfile;  /* export-user -o FILE */
 } hsq_cli_cmd;
 
 /* Parse argv into *cmd. On a usage error returns HSQ_EINVAL with a one-line
@@ -88,7 +104,14 @@ int hsq_cli_exit_code(int err);
 
 /* Small parsers, exposed for tests. Each returns 0 or HSQ_EINVAL. */
 int hsq_cli_parse_u64(const char *s, uint64_t *out);        /* decimal, no sign, no junk */
-int hsq_cli_parse_size(const char *s, hsq_wire_outspec *o); /* "WxH" or "WxH:jpeg|png" */
+/* "WxH", a preset (portrait 1024x1280, square 1024x1024, passport 600x600),
+ * either with ":jpeg|png". */
+int hsq_cli_parse_size(const char *s, hsq_wire_outspec *o);
+/* --background SPEC: solid:#RRGGBB, gradient:#RRGGBB:#RRGGBB, vignette:#RRGGBB,
+ * reference[:BLUR] (BLUR 0..64 px). */
+int hsq_cli_parse_background(const char *s, hsq_wire_background *o);
+/* --style NAME:retouch,tone,sharpen,clothing, each 0..100; o->name views s. */
+int hsq_cli_parse_style(const char *s, hsq_wire_style *o);
 int hsq_cli_parse_state(const char *s, hsq_state *out);     /* "queued" ... "expired" */
 int hsq_cli_parse_prio(const char *s, hsq_prio *out);       /* "high" | "normal" | "low" */
 int hsq_cli_parse_format(const char *s, hsq_fmt *out);      /* "jpeg" ("jpg") | "png" */

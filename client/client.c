@@ -29,7 +29,7 @@
 #include <string.h>
 #include <zmq.h>
 
-#define MAX_PARTS (1 + HSQ_MAX_OUTPUTS)
+#define MAX_PARTS (1 + HSQ_MAX_INPUTS + HSQ_MAX_OUTPUTS) /* export replies */
 #define ERRMSG_CAP (HSQ_MAX_ERRMSG_LEN + 128)
 
 /* One received reply: its frames and the message decoded from frame 0. */
@@ -208,8 +208,11 @@ static int call(hsq_client *c, hsq_wire_msg *req, const hsq_client_input *frames
     if (!c->sock && (rc = sock_open(c)) != 0)
         return rc;
 
-    uint64_t deadline = hsq_clock_mono_ms() + (uint64_t)c->timeout_ms + extra_ms;
-    rc = sock_wait(c, ZMQ_POLLOUT, deadline);
+    /* Handing the request over takes at most the timeout; extra_ms (a wait,
+     * a purge) extends only the wait for the reply. */
+    uint64_t start = hsq_clock_mono_ms();
+    uint64_t deadline = start + (uint64_t)c->timeout_ms + extra_ms;
+    rc = sock_wait(c, ZMQ_POLLOUT, start + (uint64_t)c->timeout_ms);
     if (rc == 0) {
         set_err(c, "cannot reach hsqd at %s within %d ms (is it running?)", c->endpoint,
                 c->timeout_ms);
@@ -488,8 +491,20 @@ int hsq_client_submit(hsq_client *c, const hsq_client_job *job, hsq_rep_submit *
     }
     s->n_outputs = (uint32_t)job->n_outputs;
     memcpy(s->outputs, job->outputs, job->n_outputs * sizeof *job->outputs);
+    hsq_wbuf sb;
+    hsq_wbuf_init(&sb);
+    if (job->settings) {
+        if (hsq_wire_settings_encode(job->settings, &sb) != 0) {
+            hsq_wbuf_free(&sb);
+            set_err(c, "settings outside their limits");
+            return HSQ_EINVAL;
+        }
+        s->settings = (hsq_bytes){(const uint8_t *)sb.data, sb.len};
+    }
 
-    if ((rc = call(c, &req, job->inputs, job->n_inputs, 0, &c->last)) != 0)
+    rc = call(c, &req, job->inputs, job->n_inputs, 0, &c->last);
+    hsq_wbuf_free(&sb);
+    if (rc != 0)
         return rc;
     if (out)
         *out = c->last.msg.rep.submit;
@@ -636,4 +651,114 @@ int hsq_client_stats(hsq_client *c, hsq_wire_stats *out) {
     if (out)
         *out = c->last.msg.rep.stats;
     return 0;
+}
+
+/* ---- retention and privacy ---- */
+
+int hsq_client_purge(hsq_client *c, int dry_run, uint32_t limit, hsq_rep_purge *out) {
+    hsq_wire_msg req;
+    begin(c, &req, HSQ_OP_PURGE);
+    if (limit > 1000000) {
+        set_err(c, "purge limit %u is over the maximum of 1000000", (unsigned)limit);
+        return HSQ_EINVAL;
+    }
+    req.req.purge.dry_run = dry_run != 0;
+    req.req.purge.limit = limit ? limit : 100000;
+    int rc = call(c, &req, NULL, 0, HSQ_CLIENT_SLOW_MS, &c->last);
+    if (rc != 0)
+        return rc;
+    if (out)
+        *out = c->last.msg.rep.purge;
+    return 0;
+}
+
+int hsq_client_erase(hsq_client *c, const char *user, hsq_rep_erase *out) {
+    hsq_wire_msg req;
+    begin(c, &req, HSQ_OP_ERASE);
+    int rc = check_str(c, "user", user, HSQ_MAX_USER_LEN, 1);
+    if (rc != 0)
+        return rc;
+    req.req.erase.user = hsq_str_c(user);
+    if ((rc = call(c, &req, NULL, 0, HSQ_CLIENT_SLOW_MS, &c->last)) != 0)
+        return rc;
+    if (out)
+        *out = c->last.msg.rep.erase;
+    return 0;
+}
+
+/* Export objects own their reply, like result objects. */
+typedef struct {
+    hsq_client_export pub;
+    reply rep;
+} export_box;
+
+/* The bytes of frame f (an index among the binary frames), checked against
+ * the recorded size; HSQ_NO_FRAME leaves *out empty. */
+static int export_frame(hsq_client *c, export_box *box, uint32_t f, uint64_t size,
+                        const char *what, uint32_t i, hsq_bytes *out) {
+    out->ptr = NULL;
+    out->len = 0;
+    if (f == HSQ_NO_FRAME)
+        return 0;
+    if ((size_t)f + 1 >= box->rep.n) {
+        set_err(c, "export: %s %u names frame %u, which is missing", what, i, f);
+        return HSQ_EBADREQ;
+    }
+    zmq_msg_t *m = &box->rep.parts[1 + f];
+    out->ptr = zmq_msg_data(m);
+    out->len = zmq_msg_size(m);
+    if (out->len != size) {
+        set_err(c, "export: %s %u is %zu bytes, its metadata says %llu", what, i, out->len,
+                (unsigned long long)size);
+        return HSQ_EBADREQ;
+    }
+    return 0;
+}
+
+int hsq_client_export_next(hsq_client *c, const char *user, uint64_t after,
+                           hsq_client_export **out) {
+    hsq_wire_msg req;
+    begin(c, &req, HSQ_OP_EXPORT);
+    *out = NULL;
+    int rc = check_str(c, "user", user, HSQ_MAX_USER_LEN, 1);
+    if (rc != 0)
+        return rc;
+    req.req.export_.user = hsq_str_c(user);
+    req.req.export_.after = after;
+    export_box *box = hsq_xcalloc(1, sizeof *box);
+    if ((rc = call(c, &req, NULL, 0, 0, &box->rep)) != 0) {
+        free(box);
+        return rc;
+    }
+    hsq_client_export *e = &box->pub;
+    e->rep = box->rep.msg.rep.export_;
+    e->priv_ = box;
+    if (!e->rep.has_task) {
+        reply_release(&box->rep);
+        free(box);
+        return 0;
+    }
+    for (uint32_t i = 0; i < e->rep.n_inputs; i++)
+        if ((rc = export_frame(c, box, e->rep.inputs[i].frame, e->rep.inputs[i].size, "input", i,
+                               &e->in_data[i])) != 0)
+            goto bad;
+    for (uint32_t i = 0; i < e->rep.task.n_outputs; i++)
+        if ((rc = export_frame(c, box, e->rep.out_frames[i], e->rep.task.outputs[i].size,
+                               "output", i, &e->out_data[i])) != 0)
+            goto bad;
+    *out = e;
+    return 0;
+bad:
+    reply_release(&box->rep);
+    free(box);
+    return rc;
+}
+
+void hsq_client_export_free(hsq_client_export **ep) {
+    if (!ep || !*ep)
+        return;
+    export_box *box = (*ep)->priv_;
+    reply_release(&box->rep);
+    free(box);
+    *ep = NULL;
 }

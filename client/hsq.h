@@ -1,7 +1,7 @@
 /* hsq.h - libhsq, the C client library of the hsq job system.
  *
  * One function per protocol operation (submit, status, wait, result, cancel,
- * list, stats, requeue), each a blocking request/reply over a ZeroMQ DEALER
+ * list, stats, requeue; purge, erase, export for operators), each a blocking request/reply over a ZeroMQ DEALER
  * socket connected to hsqd's client endpoint. The wire format and the types
  * reused below come from schemas/wire.h; schemas/PROTOCOL.md is the spec.
  *
@@ -57,6 +57,7 @@ extern "C" {
 #define HSQ_CLIENT_DEFAULT_EVENTS "ipc:///run/hsq/events.sock"
 #define HSQ_CLIENT_ENDPOINT_ENV "HSQ_ENDPOINT" /* overrides the default endpoint */
 #define HSQ_CLIENT_DEFAULT_TIMEOUT_MS 10000
+#define HSQ_CLIENT_SLOW_MS 60000 /* added to the timeout of purge and erase */
 
 typedef struct hsq_client hsq_client;
 
@@ -109,6 +110,7 @@ typedef struct {
     const hsq_client_input *inputs;
     size_t n_outputs;                /* 1..HSQ_MAX_OUTPUTS */
     const hsq_wire_outspec *outputs; /* width, height, format, quality (0 = default) */
+    const hsq_wire_settings *settings; /* backgrounds, styles, dpi; NULL = defaults */
 } hsq_client_job;
 
 /* Submit a job. On success *out holds the task id, its state and whether it
@@ -184,6 +186,53 @@ int hsq_client_list(hsq_client *c, const char *user, uint32_t limit, uint64_t be
 /* Queue and worker counters (no views).
  * Errors: HSQ_EFORBIDDEN, HSQ_EUNAVAIL, HSQ_ETIMEOUT, ... */
 int hsq_client_stats(hsq_client *c, hsq_wire_stats *out);
+
+/* ---- retention and privacy (operators) ----
+ * On CURVE endpoints these need an operator key (else HSQ_EFORBIDDEN). */
+
+/* Run the retention sweeper now over at most `limit` due index entries
+ * (0 = the daemon's default, 100000; else 1..1000000). With dry_run, count
+ * what would go and delete nothing. out->more is 1 when due entries remain:
+ * call again. The call waits up to HSQ_CLIENT_SLOW_MS on top of the timeout
+ * (a pass deletes files). No views.
+ * Errors: HSQ_EINVAL, HSQ_EFORBIDDEN, HSQ_EDISKFULL, HSQ_EUNAVAIL, HSQ_ETIMEOUT, ... */
+int hsq_client_purge(hsq_client *c, int dry_run, uint32_t limit, hsq_rep_purge *out);
+
+/* Erase every task, file, index entry and idempotency key of `user`,
+ * including queued and running tasks (their workers are told to abort). hsqd
+ * answers after the erasure is complete: it first commits a ledger entry
+ * (which finishes the erasure after a crash) and erases in a later loop turn,
+ * so the call waits up to HSQ_CLIENT_SLOW_MS on top of the timeout.
+ * Idempotent: erasing a user with nothing left returns a receipt of zeros.
+ * out->subject (the keyed hash the audit log names, never the user id) is a
+ * view valid until the next call on c.
+ * Errors: HSQ_EINVAL, HSQ_EFORBIDDEN, HSQ_EDISKFULL or HSQ_EUNAVAIL (the
+ * erasure will complete by itself; ask again), HSQ_ETIMEOUT, ... */
+int hsq_client_erase(hsq_client *c, const char *user, hsq_rep_erase *out);
+
+/* One exported task: its record, prompt and inputs (rep), and the bytes of
+ * every image still stored. in_data[i] is inputs[i]'s bytes, out_data[i]
+ * task.outputs[i]'s; an entry with ptr NULL was deleted by retention. The
+ * library checks each length against the recorded size. The object owns the
+ * reply: every view stays valid until hsq_client_export_free(). */
+typedef struct {
+    hsq_rep_export rep; /* has_task is 1; rep.next is the cursor for the next call */
+    hsq_bytes in_data[HSQ_MAX_INPUTS];
+    hsq_bytes out_data[HSQ_MAX_OUTPUTS];
+    void *priv_;
+} hsq_client_export;
+
+/* Fetch the user's next task with id > after (0 = the first), one task per
+ * call so memory stays bounded. *out is NULL when there are no more tasks,
+ * else an object to free with hsq_client_export_free(); loop with
+ * after = (*out)->rep.next while it is non-zero.
+ * Errors: HSQ_EINVAL, HSQ_EFORBIDDEN, HSQ_EBADREQ (frames do not match the
+ * metadata), HSQ_EUNAVAIL, HSQ_ETIMEOUT, ... */
+int hsq_client_export_next(hsq_client *c, const char *user, uint64_t after,
+                           hsq_client_export **out);
+
+/* Free an export object and set *e to NULL; NULL and *e == NULL are no-ops. */
+void hsq_client_export_free(hsq_client_export **e);
 
 #ifdef __cplusplus
 }

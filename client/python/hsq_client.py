@@ -311,6 +311,81 @@ class Client:
         rep, _ = self._call("stats", {})
         return {k: v for k, v in rep.items() if k not in ("v", "rid", "re")}
 
+    # ---- retention and privacy (operators) ----
+
+    SLOW_MS = 60000  # added to the timeout of purge and erase (they delete files)
+
+    def purge(self, dry_run=False, limit=5000):
+        """One retention pass now, repeated while hsqd says more entries are
+        due (a dry run asks once, for up to 1000000 entries). Returns the
+        summed counts: {inputs, outputs, tasks, tombstones, cancelled, bytes,
+        errors, dry_run, more}."""
+        if not 1 <= limit <= 1000000:
+            raise HsqError("invalid_argument", "limit must be 1..1000000")
+        keys = ("inputs", "outputs", "tasks", "tombstones", "cancelled", "bytes", "errors")
+        total = dict.fromkeys(keys, 0)
+        while True:
+            body = {"limit": 1000000 if dry_run else int(limit)}
+            if dry_run:
+                body["dry_run"] = True
+            rep, _ = self._call("purge", body, extra_ms=self.SLOW_MS)
+            for k in keys:
+                total[k] += rep[k]
+            total["dry_run"] = bool(rep["dry_run"])
+            total["more"] = bool(rep["more"])
+            if dry_run or not rep["more"]:
+                return total
+
+    def erase_user(self, user):
+        """Erase every task and image of user, queued and running tasks
+        included; hsqd answers once it is done (ledger first, so a crash
+        cannot lose the request). Idempotent. Returns the receipt {tasks,
+        active, bytes, at_ms, subject}: subject is the keyed hash the audit
+        log names, never the user id."""
+        rep, _ = self._call("erase", {"user": user}, extra_ms=self.SLOW_MS)
+        return {k: rep[k] for k in ("tasks", "active", "bytes", "at_ms", "subject")}
+
+    def export_user(self, user):
+        """Generator over user's tasks, oldest first, one request per task:
+        yields (task dict, frames) where the task dict carries "prompt" and
+        "inputs" ([{kind, name, size, data or None}]) and each output in
+        task["outputs"] gains "data" (bytes, or None when retention deleted
+        it); frames is the raw list of binary frames. Output sizes and
+        sha256 are checked (HsqError "corrupt")."""
+        after = 0
+        while True:
+            body = {"user": user}
+            if after:
+                body["after"] = after
+            rep, frames = self._call("export", body)
+            if not rep["has_task"]:
+                return
+            frames = [bytes(f) for f in frames]
+            t = _task(rep["task"])
+            t["prompt"] = rep.get("prompt", "")
+            ins = []
+            for i in rep.get("inputs", []):
+                f = i.get("frame")
+                d = frames[f] if f is not None and f < len(frames) else None
+                if d is not None and len(d) != i["size"]:
+                    raise HsqError("corrupt", "input of task %d has the wrong size" % t["id"])
+                ins.append({"kind": i["kind"], "name": i.get("name", ""), "size": i["size"],
+                            "data": d})
+            t["inputs"] = ins
+            out_frames = rep.get("out_frames", [])
+            for k, o in enumerate(t["outputs"]):
+                f = out_frames[k] if k < len(out_frames) else None
+                d = frames[f] if f is not None and f < len(frames) else None
+                if d is not None and (len(d) != o["size"] or
+                                      hashlib.sha256(d).hexdigest() != o["sha256"]):
+                    raise HsqError("corrupt", "output %d of task %d does not match its metadata"
+                                   % (k, t["id"]))
+                o["data"] = d
+            yield t, frames
+            after = rep.get("next", 0)
+            if not after:
+                return
+
 
 class Events:
     """Task events of one user from hsqd's PUB socket.

@@ -54,7 +54,21 @@ static void test_usage_errors(void) {
         {"submit --user u --format gif p.jpg", "--format"},
         {"submit --user u --quality 0 p.jpg", "--quality"},
         {"submit --user u --quality 101 p.jpg", "--quality"},
-        {"submit --user u 1 2 3 4 5 6 7 --clothing c --background b", "at most 8 images"},
+        {"submit --user u 1 2 3 4 5 6 7 --clothing c --background-photo b", "at most 8 images"},
+        {"submit --user u --background blue p.jpg", "--background"},
+        {"submit --user u --background solid:#12345 p.jpg", "--background"},
+        {"submit --user u --background solid:#12345g p.jpg", "--background"},
+        {"submit --user u --background gradient:#ffffff p.jpg", "--background"},
+        {"submit --user u --background reference:65 --background-photo b p.jpg", "--background"},
+        {"submit --user u --background reference p.jpg", "--background-photo"},
+        {"submit --user u --style natural p.jpg", "--style"},
+        {"submit --user u --style n:1,2,3 p.jpg", "--style"},
+        {"submit --user u --style n:1,2,3,101 p.jpg", "--style"},
+        {"submit --user u --dpi 71 p.jpg", "--dpi"},
+        {"submit --user u --size huge p.jpg", "--size"},
+        {"submit --user u --background solid:#000000 --background solid:#111111 --style a:0,0,0,0 "
+         "--style b:0,0,0,0 --size 1x1 --size 2x2 --size 3x3 --size 4x4 --size 5x5 p.jpg",
+         "at most 16"},
         {"status", "expected one TASK"},
         {"status 1 2", "expected one TASK"},
         {"status abc", "is not a task id"},
@@ -87,7 +101,7 @@ static void test_submit(void) {
     char err[256];
     HSQ_OK(parse("-e tcp://h:1 submit --user alice --key k1 --prio high --size 512x640 "
                  "--size 256x256:png --format jpeg --quality 80 --prompt hi --clothing c.png "
-                 "--background b.jpg a.jpg b.jpg --json",
+                 "--background-photo b.jpg a.jpg b.jpg --json",
                  &cmd, err, sizeof err));
     HSQ_ASSERT_EQ(cmd.verb, HSQ_CLI_SUBMIT);
     HSQ_ASSERT_STR_EQ(cmd.endpoint, "tcp://h:1");
@@ -108,6 +122,38 @@ static void test_submit(void) {
     HSQ_ASSERT_EQ(cmd.outputs[0].quality, 80);
     HSQ_ASSERT_EQ(cmd.outputs[1].format, HSQ_FMT_PNG);
     HSQ_ASSERT_EQ(cmd.outputs[1].quality, 0); /* quality is JPEG only */
+    HSQ_ASSERT_EQ(cmd.settings.n_backgrounds, 0);
+    HSQ_ASSERT_EQ(cmd.settings.n_styles, 0);
+
+    /* backgrounds, styles, dpi, presets */
+    HSQ_OK(parse("submit --user u --background solid:#FF8000 --background gradient:#ffffff:#203040 "
+                 "--background vignette:#d6d6d6 --background reference:12 --background-photo bg.jpg "
+                 "--style natural:30,50,30,80 --style crisp:0,0,100,0 --dpi 300 --size passport "
+                 "--size portrait:png p.jpg",
+                 &cmd, err, sizeof err));
+    HSQ_ASSERT_STR_EQ(cmd.background, "bg.jpg");
+    HSQ_ASSERT_EQ(cmd.settings.n_backgrounds, 4);
+    HSQ_ASSERT_EQ(cmd.settings.backgrounds[0].kind, HSQ_BG_SOLID);
+    HSQ_ASSERT_EQ(cmd.settings.backgrounds[0].color[0], 255);
+    HSQ_ASSERT_EQ(cmd.settings.backgrounds[0].color[1], 128);
+    HSQ_ASSERT_EQ(cmd.settings.backgrounds[0].color[2], 0);
+    HSQ_ASSERT_EQ(cmd.settings.backgrounds[1].kind, HSQ_BG_GRADIENT);
+    HSQ_ASSERT_EQ(cmd.settings.backgrounds[1].color2[2], 0x40);
+    HSQ_ASSERT_EQ(cmd.settings.backgrounds[2].kind, HSQ_BG_VIGNETTE);
+    HSQ_ASSERT_EQ(cmd.settings.backgrounds[3].kind, HSQ_BG_REFERENCE);
+    HSQ_ASSERT_EQ(cmd.settings.backgrounds[3].blur_px, 12);
+    HSQ_ASSERT_EQ(cmd.settings.n_styles, 2);
+    HSQ_ASSERT_VIEW_EQ(cmd.settings.styles[0].name, "natural");
+    HSQ_ASSERT_EQ(cmd.settings.styles[0].retouch, 30);
+    HSQ_ASSERT_EQ(cmd.settings.styles[0].clothing, 80);
+    HSQ_ASSERT_EQ(cmd.settings.styles[1].sharpen, 100);
+    HSQ_ASSERT_EQ(cmd.settings.dpi, 300);
+    HSQ_ASSERT_EQ(cmd.n_outputs, 2);
+    HSQ_ASSERT_EQ(cmd.outputs[0].width, 600);
+    HSQ_ASSERT_EQ(cmd.outputs[0].height, 600);
+    HSQ_ASSERT_EQ(cmd.outputs[1].width, 1024);
+    HSQ_ASSERT_EQ(cmd.outputs[1].height, 1280);
+    HSQ_ASSERT_EQ(cmd.outputs[1].format, HSQ_FMT_PNG);
 
     /* defaults: one 1024x1280 jpeg, normal priority, --format applies */
     HSQ_OK(parse("submit --user u --format png p.jpg", &cmd, err, sizeof err));
