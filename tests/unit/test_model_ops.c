@@ -983,6 +983,22 @@ static void test_graph(void) {
             hsq_model_ctx_free(&ctx);
         }
         hsq_ops_force_portable(0);
+        /* Image i of a batch is bit-identical to a batch-1 run of it. */
+        if (n > 1) {
+            hsq_model_ctx *cb, *c1;
+            HSQ_OK(hsq_model_ctx_new(&cb, m));
+            HSQ_OK(hsq_model_ctx_new(&c1, m));
+            const float *in[1] = {x}, *ob[2], *o1[2];
+            HSQ_OK(hsq_model_run(cb, n, in, ob));
+            for (int i = 0; i < n; i++) {
+                const float *xi[1] = {x + (size_t)i * h * w * ic};
+                HSQ_OK(hsq_model_run(c1, 1, xi, o1));
+                HSQ_ASSERT(memcmp(o1[0], ob[0] + (size_t)i * nf, nf * sizeof(float)) == 0);
+                HSQ_ASSERT(memcmp(o1[1], ob[1] + (size_t)i * np, np * sizeof(float)) == 0);
+            }
+            hsq_model_ctx_free(&cb);
+            hsq_model_ctx_free(&c1);
+        }
         expect_free(&e0);
         expect_free(&e1);
         free(r);

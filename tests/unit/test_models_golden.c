@@ -289,13 +289,20 @@ static void test_face(void) {
             HSQ_ASSERT(iou(d.box, best.box) > 0.3);
     }
 
-    /* The naive reference kernels agree with the fast ones. */
+    /* The naive reference kernels, and the portable ones (what a CPU
+     * without AVX2 runs), agree with the fast ones. */
     const hsq_img *one[1] = {&astro};
-    face_run(m, 1, one, 1, rreg, rcls);
-    for (int i = 0; i < NA * 16; i++)
-        near("reference regressor", rreg[i], reg[i], 1e-3 * (1 + fabs(reg[i])));
-    for (int i = 0; i < NA; i++)
-        near("reference logit", rcls[i], cls[i], 1e-3 * (1 + fabs(cls[i])));
+    for (int pass = 0; pass < 2; pass++) {
+        hsq_ops_force_portable(pass == 1);
+        face_run(m, pass == 0, one, 1, rreg, rcls);
+        hsq_ops_force_portable(0);
+        for (int i = 0; i < NA * 16; i++)
+            near(pass ? "portable regressor" : "reference regressor", rreg[i], reg[i],
+                 1e-3 * (1 + fabs(reg[i])));
+        for (int i = 0; i < NA; i++)
+            near(pass ? "portable logit" : "reference logit", rcls[i], cls[i],
+                 1e-3 * (1 + fabs(cls[i])));
+    }
 
     /* Letterbox path: the centred 320x512 portrait crop moves the box by
      * the crop offset (96) and keeps the score. */
@@ -366,6 +373,12 @@ static void test_segmentation(void) {
         HSQ_ASSERT(mask[i] >= 0.0f && mask[i] <= 1.0f);
         near("reference mask", routs[0][i], mask[i], 1e-4);
     }
+    hsq_ops_force_portable(1);
+    hsq_model_ctx_set_reference(rc, 0);
+    HSQ_OK(hsq_model_run(rc, 1, in, routs));
+    hsq_ops_force_portable(0);
+    for (int i = 0; i < SD * SD; i++)
+        near("portable mask", routs[0][i], mask[i], 1e-4);
     /* The mask back at image size (bilinear, pixel centres, edges clamped). */
     long over = 0;
     double bx = (double)SD / im.w, by = (double)SD / im.h;

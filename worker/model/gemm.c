@@ -26,11 +26,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* AVX2+FMA kernels on x86 with gcc/clang (-DHSQ_HAVE_AVX2_KERNELS=0 builds
+ * the portable kernels alone, as on other CPUs). */
+#ifndef HSQ_HAVE_AVX2_KERNELS
 #if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
 #define HSQ_HAVE_AVX2_KERNELS 1
-#include <immintrin.h>
 #else
 #define HSQ_HAVE_AVX2_KERNELS 0
+#endif
+#endif
+#if HSQ_HAVE_AVX2_KERNELS
+#include <immintrin.h>
 #endif
 
 #define MR 6

@@ -10,6 +10,19 @@
  * Threads: a loaded hsq_model is immutable and may be shared; each thread
  * that runs it needs its own hsq_model_run state (hsq_model_ctx), which owns
  * the activation buffers, sized for the largest batch it has seen.
+ *
+ * Ops: CONV_2D, DEPTHWISE_CONV_2D, ADD, MUL (broadcasting), RELU, RELU6,
+ * RELU_N1_TO_1, HARD_SWISH, LOGISTIC, AVERAGE_POOL_2D, MAX_POOL_2D, PAD,
+ * RESHAPE, CONCATENATION, RESIZE_BILINEAR, DEQUANTIZE of fp16/fp32
+ * constants, and MediaPipe's custom Convolution2DTransposeBias; TFLite's
+ * SAME/VALID padding, strides, dilation and fused activations. Activations
+ * are float32 with batch 1 in the file; no quantized tensors, no control
+ * flow, one subgraph.
+ *
+ * CPU backend: AVX2+FMA kernels when the CPU has them (checked at run time;
+ * the binary needs only baseline x86-64), portable C otherwise; one thread.
+ * A batch runs image by image, so image i of a batch is bit-identical to a
+ * batch-1 run of that image. A run uses about 30 KiB of stack.
  */
 #ifndef HSQ_WORKER_MODEL_MODEL_H
 #define HSQ_WORKER_MODEL_MODEL_H
@@ -38,7 +51,8 @@ typedef struct {
  * HSQ_ENOMEM. */
 int hsq_model_load(hsq_model **out, const char *path, char *err, size_t errlen);
 
-/* Same, from bytes in memory (copied as needed; buf may be freed after). */
+/* Same, from bytes in memory (copied as needed; buf may be freed after).
+ * name (NULL = "model") prefixes the error sentence. */
 int hsq_model_load_mem(hsq_model **out, const void *buf, size_t len, const char *name, char *err,
                        size_t errlen);
 
@@ -58,13 +72,19 @@ uint64_t hsq_model_macs(const hsq_model *m);
  * hsq_model_run grows to; weights and scratch not included). */
 size_t hsq_model_arena_bytes(const hsq_model *m, int n);
 
+/* A run context for m, which must outlive it. The activation arena is
+ * allocated by the first run (hsq_model_arena_bytes(m, n) for batch n) and
+ * grown when a larger batch comes.
+ * Errors: HSQ_ENOMEM. */
 int hsq_model_ctx_new(hsq_model_ctx **out, const hsq_model *m);
 void hsq_model_ctx_free(hsq_model_ctx **c);
 
 /* Run a batch of n images. in[i] points at the i-th graph input holding n
  * images back to back (NHWC float32). On success outs[j] points at output j
  * for all n images, owned by ctx and valid until the next run or free.
- * Errors: HSQ_EINVAL (n < 1 or > 64), HSQ_ENOMEM. */
+ * Outputs are laid out like inputs: output j of image i starts at
+ * outs[j] + i * (elements of one image of output j).
+ * Errors: HSQ_EINVAL (n < 1 or > 64, a NULL input), HSQ_ENOMEM. */
 int hsq_model_run(hsq_model_ctx *c, int n, const float *const *in, const float **outs);
 
 #ifdef __cplusplus
