@@ -70,6 +70,7 @@
 
 #define MAX_PRODUCERS 64
 #define MAX_EXTRA_ARGS 64
+#define CURVE_FLOOR 0.5 /* CURVE throughput / plaintext: below this a full run fails */
 #define BS_TUBE_TTR 600 /* s: far beyond a run, so no job is ever auto-released */
 
 /* ------------------------------------------------------------------ */
@@ -87,6 +88,7 @@ typedef struct {
     int keep; /* keep the temp dir */
     int run_hsqd, run_bs;
     int run_paced, run_rss, run_big;
+    int run_curve; /* the throughput runs again with CURVE on */
     double secs;         /* one throughput run */
     int repeat;          /* throughput runs per system; median reported */
     int producers;       /* hsqd producer threads */
@@ -997,9 +999,12 @@ typedef struct {
 } hsqd_server;
 
 /* Split the template on blanks, substituting %D (data dir), %F (ready fd)
- * and %% (a percent sign) inside each word. */
-static int build_hsqd_argv(const opts *o, const char *data, const char *blob_dir, int ready_fd,
-                           char **argv, int max) {
+ * and %% (a percent sign) inside each word. With curve_dir (the CURVE run),
+ * hsqd gets <curve_dir>/server.key and <curve_dir>/clients and the
+ * template's --insecure is dropped, so a plaintext fallback cannot pass for
+ * an encrypted run. */
+static int build_hsqd_argv(const opts *o, const char *data, const char *blob_dir,
+                           const char *curve_dir, int ready_fd, char **argv, int max) {
     int n = 0;
     argv[n++] = xstrdup(o->hsqd);
     const char *s = o->hsqd_args;
@@ -1035,11 +1040,15 @@ static int build_hsqd_argv(const opts *o, const char *data, const char *blob_dir
             w += k;
         }
         word[w] = 0;
+        if (curve_dir && strcmp(word, "--insecure") == 0)
+            continue;
         if (n >= max - 1)
             die("too many hsqd arguments");
         argv[n++] = xstrdup(word);
     }
     for (int i = 0; i < o->n_extra; i++) {
+        if (curve_dir && strcmp(o->extra[i], "--insecure") == 0)
+            continue;
         if (n >= max - 1)
             die("too many hsqd arguments");
         argv[n++] = xstrdup(o->extra[i]);
@@ -1052,13 +1061,24 @@ static int build_hsqd_argv(const opts *o, const char *data, const char *blob_dir
         argv[n++] = xstrdup("--set");
         argv[n++] = xstrdup(kv);
     }
+    if (curve_dir) {
+        if (n >= max - 4)
+            die("too many hsqd arguments");
+        char kv[1200];
+        snprintf(kv, sizeof kv, "curve_secret_key_file=%s/server.key", curve_dir);
+        argv[n++] = xstrdup("--set");
+        argv[n++] = xstrdup(kv);
+        snprintf(kv, sizeof kv, "clients_file=%s/clients", curve_dir);
+        argv[n++] = xstrdup("--set");
+        argv[n++] = xstrdup(kv);
+    }
     argv[n] = NULL;
     return n;
 }
 
 /* Start hsqd on data dir `data` and read its endpoints from the ready fd. */
 static int hsqd_start(const opts *o, hsqd_server *s, const char *data, const char *blob_dir,
-                      const char *log) {
+                      const char *curve_dir, const char *log) {
     memset(s, 0, sizeof *s);
     snprintf(s->data, sizeof s->data, "%s", data);
     if (mkdir(data, 0700) != 0 && errno != EEXIST)
@@ -1067,7 +1087,8 @@ static int hsqd_start(const opts *o, hsqd_server *s, const char *data, const cha
     if (pipe2(pfd, O_CLOEXEC) != 0)
         die("pipe: %s", strerror(errno));
     char *argv[MAX_EXTRA_ARGS + 32];
-    int argc = build_hsqd_argv(o, data, blob_dir, pfd[1], argv, (int)(sizeof argv / sizeof *argv));
+    int argc = build_hsqd_argv(o, data, blob_dir, curve_dir, pfd[1], argv,
+                               (int)(sizeof argv / sizeof *argv));
     if (verbose) {
         fprintf(stderr, "bench-broker: starting");
         for (int i = 0; i < argc; i++)
@@ -1166,10 +1187,21 @@ static void zclose_parts(zmq_msg_t *parts, int n) {
         zmq_msg_close(&parts[i]);
 }
 
-static void *zsocket_dealer(void *ctx, const char *ep) {
+/* A client's CURVE keys (Z85, NUL-terminated): hsqd's public key and the
+ * client's own pair. */
+typedef struct {
+    char server[41], pub[41], sec[41];
+} curve_keys;
+
+/* A DEALER connected to ep; with keys, a CURVE client (NULL: plaintext). */
+static void *zsocket_dealer(void *ctx, const char *ep, const curve_keys *keys) {
     void *s = zmq_socket(ctx, ZMQ_DEALER);
     if (!s)
         die("zmq_socket: %s", zmq_strerror(errno));
+    if (keys && (zmq_setsockopt(s, ZMQ_CURVE_SERVERKEY, keys->server, 41) != 0 ||
+                 zmq_setsockopt(s, ZMQ_CURVE_PUBLICKEY, keys->pub, 41) != 0 ||
+                 zmq_setsockopt(s, ZMQ_CURVE_SECRETKEY, keys->sec, 41) != 0))
+        die("CURVE socket options: %s", zmq_strerror(errno));
     int zero = 0;
     zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof zero);
     /* The windows bound what is queued; no HWM drops or blocks on top. */
@@ -1198,6 +1230,7 @@ static int zwait(void *sock, long ms) {
 typedef struct {
     void *ctx;
     const char *ep;
+    const curve_keys *curve; /* NULL: plaintext */
     int index;
     int users;
     double rate;     /* 0 = unpaced */
@@ -1218,7 +1251,7 @@ typedef struct {
 
 static void *hq_prod_main(void *arg) {
     hq_prod *P = arg;
-    void *s = zsocket_dealer(P->ctx, P->ep);
+    void *s = zsocket_dealer(P->ctx, P->ep, P->curve);
     hsq_wbuf wb;
     hsq_wbuf_init(&wb);
     u64vec tsend = {0}; /* indexed by rid - 1 */
@@ -1347,6 +1380,7 @@ out:
 typedef struct {
     void *ctx;
     const char *ep;
+    const curve_keys *curve; /* NULL: plaintext */
     const char *blob_root; /* hsqd's blob store, where the empty outputs go */
     uint32_t wait_ms;
     atomic_int quit;
@@ -1396,7 +1430,7 @@ static const uint8_t sha256_empty[32] = {
 
 static void *hq_worker_main(void *arg) {
     hq_worker *W = arg;
-    void *s = zsocket_dealer(W->ctx, W->ep);
+    void *s = zsocket_dealer(W->ctx, W->ep, W->curve);
     hsq_wbuf wb;
     hsq_wbuf_init(&wb);
     uint64_t rid = 0;
@@ -1543,6 +1577,8 @@ typedef struct {
     hsqd_server srv;
     hq_worker *w; /* NULL: no worker (fill run) */
     pthread_t wt;
+    int curve;                /* CURVE on both endpoints */
+    curve_keys web, worker;   /* the producers' (web role) and the worker's keys */
 } hq_env;
 
 static void hq_worker_start(hq_env *e, const char *blob_root, uint32_t wait_ms) {
@@ -1550,6 +1586,7 @@ static void hq_worker_start(hq_env *e, const char *blob_root, uint32_t wait_ms) 
     memset(W, 0, sizeof *W);
     W->ctx = e->ctx;
     W->ep = e->srv.worker_ep;
+    W->curve = e->curve ? &e->worker : NULL;
     W->blob_root = blob_root;
     W->wait_ms = wait_ms;
     pthread_mutex_init(&W->lock, NULL);
@@ -1597,6 +1634,7 @@ static result hq_run(const opts *o, hq_env *e, int np, double rate, double secs,
         memset(&P[i], 0, sizeof P[i]);
         P[i].ctx = e->ctx;
         P[i].ep = e->srv.client_ep;
+        P[i].curve = e->curve ? &e->web : NULL;
         P[i].index = i;
         P[i].users = o->users;
         P[i].rate = rate;
@@ -1665,18 +1703,53 @@ static result hq_run(const opts *o, hq_env *e, int np, double rate, double secs,
     return r;
 }
 
+static void write_text(const char *path, mode_t mode, const char *text) {
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+    size_t n = strlen(text);
+    if (fd < 0 || write(fd, text, n) != (ssize_t)n || close(fd) != 0)
+        die("write %s: %s", path, strerror(errno));
+}
+
+/* Keys for a CURVE run, as `hsq keygen` and an operator would set them up:
+ * hsqd's secret key in dir/server.key (0600), the producers' key with the
+ * web role and the worker's with the worker role in dir/clients. */
+static void curve_setup(hq_env *e, const char *dir) {
+    char server_pub[41], server_sec[41], path[1200], text[512];
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST)
+        die("mkdir %s: %s", dir, strerror(errno));
+    if (zmq_curve_keypair(server_pub, server_sec) != 0 ||
+        zmq_curve_keypair(e->web.pub, e->web.sec) != 0 ||
+        zmq_curve_keypair(e->worker.pub, e->worker.sec) != 0)
+        die("zmq_curve_keypair: %s (libzmq without CURVE?)", zmq_strerror(errno));
+    memcpy(e->web.server, server_pub, sizeof server_pub);
+    memcpy(e->worker.server, server_pub, sizeof server_pub);
+    snprintf(path, sizeof path, "%s/server.key", dir);
+    snprintf(text, sizeof text, "%s\n", server_sec);
+    write_text(path, 0600, text);
+    snprintf(path, sizeof path, "%s/clients", dir);
+    snprintf(text, sizeof text, "# bench-broker CURVE run\n%s web bench-producers\n%s worker bench-worker\n",
+             e->web.pub, e->worker.pub);
+    write_text(path, 0600, text);
+}
+
 /* Start hsqd (and the worker when with_worker) in data dir `name` under root. */
 /* blob_dir: hsqd's blob store root (NULL: its default, <data dir>/blobs). */
+/* curve: encrypt both endpoints (keys under root/<name>-keys). */
 static int hq_env_start(const opts *o, hq_env *e, const char *root, const char *name,
-                        int with_worker, const char *blob_dir) {
-    char data[1024], log[1100];
+                        int with_worker, const char *blob_dir, int curve) {
+    char data[1024], log[1100], keys[1100];
     snprintf(data, sizeof data, "%s/%s", root, name);
     snprintf(log, sizeof log, "%s/%s.log", root, name);
+    snprintf(keys, sizeof keys, "%s/%s-keys", root, name);
     memset(e, 0, sizeof *e);
+    if (curve) {
+        e->curve = 1;
+        curve_setup(e, keys);
+    }
     e->ctx = zmq_ctx_new();
     if (!e->ctx)
         die("zmq_ctx_new: %s", zmq_strerror(errno));
-    if (hsqd_start(o, &e->srv, data, blob_dir, log) != 0) {
+    if (hsqd_start(o, &e->srv, data, blob_dir, curve ? keys : NULL, log) != 0) {
         zmq_ctx_term(e->ctx);
         e->ctx = NULL;
         return -1;
@@ -1810,7 +1883,7 @@ static void usage(FILE *f) {
             "                       hsqd's data dir, beanstalkd's binlog and the fsync\n"
             "                       probe all live there: pick the disk you care about\n"
             "  --only hsqd|beanstalkd\n"
-            "  --no-paced --no-rss --no-big   skip those parts\n"
+            "  --no-paced --no-rss --no-big --no-curve   skip those parts\n"
             "  --secs S             length of one throughput run (10; quick 2)\n"
             "  --repeat N           throughput runs per system, median shown (3; quick 1)\n"
             "  --producers N        hsqd producer threads (2)\n"
@@ -1859,7 +1932,7 @@ int main(int argc, char **argv) {
     o.hsqd_args = DEFAULT_HSQD_ARGS;
     o.beanstalkd = "/usr/bin/beanstalkd";
     o.dir = getenv("TMPDIR") && *getenv("TMPDIR") ? getenv("TMPDIR") : "/var/tmp";
-    o.run_hsqd = o.run_bs = o.run_paced = o.run_rss = o.run_big = 1;
+    o.run_hsqd = o.run_bs = o.run_paced = o.run_rss = o.run_big = o.run_curve = 1;
     o.secs = -1;
     o.repeat = -1;
     o.producers = 2;
@@ -1895,6 +1968,8 @@ int main(int argc, char **argv) {
             o.run_rss = 0;
         else if (strcmp(a, "--no-big") == 0)
             o.run_big = 0;
+        else if (strcmp(a, "--no-curve") == 0)
+            o.run_curve = 0;
         else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
             usage(stdout);
             return 0;
@@ -2009,7 +2084,7 @@ int main(int argc, char **argv) {
     fflush(stdout);
 
     int failed = 0;
-    sys_res hq = {0}, bs0 = {0}, bs1 = {0};
+    sys_res hq = {0}, cv = {0}, bs0 = {0}, bs1 = {0};
     result *runs = xmalloc((size_t)o.repeat * sizeof *runs);
     uint8_t *small = xmalloc(o.job_bytes);
     fill_random(small, o.job_bytes, 7);
@@ -2029,7 +2104,7 @@ int main(int argc, char **argv) {
          * tmpfs when one is there, so that the figures are hsqd's and not
          * the filesystem's inode allocator's. */
         hq_env e;
-        if (hq_env_start(&o, &e, root, "hsqd", 1, outdir[0] ? outdir : NULL) != 0) {
+        if (hq_env_start(&o, &e, root, "hsqd", 1, outdir[0] ? outdir : NULL, 0) != 0) {
             failed = 1;
         } else {
             hq.ran = 1;
@@ -2047,13 +2122,33 @@ int main(int argc, char **argv) {
             if (hq_env_stop(&e) != 0)
                 failed = 1;
         }
+        /* The same throughput runs with CURVE on both endpoints: a second
+         * hsqd (no --insecure) with a ZAP allowlist, the producers holding a
+         * web key and the worker a worker key. Reported as a ratio to the
+         * plaintext figure of this same run. */
+        if (o.run_curve && hq.ran) {
+            hq_env e;
+            if (hq_env_start(&o, &e, root, "hsqd-curve", 1, outdir[0] ? outdir : NULL, 1) != 0) {
+                failed = 1;
+            } else {
+                cv.ran = 1;
+                for (int i = 0; i < o.repeat; i++) {
+                    runs[i] =
+                        hq_run(&o, &e, o.producers, 0, o.secs, 0, small, o.job_bytes, o.window, NULL);
+                    show_run("hsqd CURVE throughput", &runs[i]);
+                }
+                cv.tput = median_result(runs, o.repeat);
+                if (hq_env_stop(&e) != 0)
+                    failed = 1;
+            }
+        }
         /* Large payloads: a fresh hsqd with its blob store in the data dir,
          * on the disk where the 2 MB inputs are written and fsynced. The disk
          * is probed right before and right after, with hsqd idle, and the
          * better figure is the disk's: on a shared machine a neighbour's burst
          * during one probe would otherwise flatter the ratio. */
         if (o.run_big && hq.ran) {
-            if (hq_env_start(&o, &e, root, "hsqd-big", 1, NULL) != 0) {
+            if (hq_env_start(&o, &e, root, "hsqd-big", 1, NULL, 0) != 0) {
                 failed = 1;
             } else {
                 disk_before = disk_write_mbps(root, o.disk_mb, 2u << 20);
@@ -2074,7 +2169,7 @@ int main(int argc, char **argv) {
         }
         if (o.run_rss && hq.ran) {
             hq_env f;
-            if (hq_env_start(&o, &f, root, "hsqd-fill", 0, NULL) != 0) {
+            if (hq_env_start(&o, &f, root, "hsqd-fill", 0, NULL, 0) != 0) {
                 failed = 1;
             } else {
                 m0 = read_mem(f.srv.p.pid);
@@ -2130,12 +2225,25 @@ int main(int argc, char **argv) {
            "p50 s->l ms", "p99 s->l ms");
     if (o.run_hsqd)
         row(hq_skipped ? "hsqd (not built)" : "hsqd (fsync, group commit)", &hq);
+    if (o.run_hsqd && o.run_curve)
+        row("hsqd CURVE (fsync, group c.)", &cv);
     if (o.run_bs) {
         row("beanstalkd (no binlog)", &bs0);
         row("beanstalkd -b -f0", &bs1);
     }
     if (hq.ran && bs1.ran && hq.tput.ok && bs1.tput.ok && bs1.tput.jobs_s > 0)
         printf("%-30s %9.2fx\n", "ratio hsqd / beanstalkd -f0", hq.tput.jobs_s / bs1.tput.jobs_s);
+    if (cv.ran && hq.tput.ok && cv.tput.ok && hq.tput.jobs_s > 0) {
+        double ratio = cv.tput.jobs_s / hq.tput.jobs_s;
+        int low = ratio < CURVE_FLOOR;
+        printf("%-30s %9.2fx  (floor %.2f%s)\n", "ratio hsqd CURVE / plaintext", ratio,
+               CURVE_FLOOR, low ? ": BELOW" : "");
+        /* A quick run is too short to judge; a full run below the floor fails. */
+        if (low && !o.quick)
+            failed = 1;
+    }
+    if (cv.ran && !cv.tput.ok)
+        failed = 1;
     if (o.run_paced && (hq.ran || bs0.ran || bs1.ran)) {
         printf("\npaced at %.0f jobs/s (latency from the scheduled send time)\n", o.paced_rate);
         paced_row("hsqd", &hq);

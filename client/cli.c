@@ -741,6 +741,35 @@ static int cmd_stats(cli *x) {
     return HSQ_CLI_EXIT_OK;
 }
 
+/* ---- credits ---- */
+
+static int cmd_credits(cli *x) {
+    hsq_rep_credits r;
+    int rc = hsq_client_credits(x->c, x->cmd->user, x->cmd->grant, &r);
+    if (rc != 0)
+        return fail_lib(x, rc);
+    if (x->cmd->json) {
+        hsq_cli_json_open(&x->j, NULL, '{');
+        hsq_cli_json_strn(&x->j, "user", r.user.ptr, r.user.len);
+        if (x->cmd->grant)
+            hsq_cli_json_i64(&x->j, "granted", x->cmd->grant);
+        hsq_cli_json_i64(&x->j, "balance", r.balance);
+        hsq_cli_json_i64(&x->j, "reserved", r.reserved);
+        hsq_cli_json_i64(&x->j, "available", r.balance - r.reserved);
+        hsq_cli_json_close(&x->j, '}');
+        return HSQ_CLI_EXIT_OK;
+    }
+    fputs("user       ", stdout);
+    put_view(r.user);
+    putchar('\n');
+    if (x->cmd->grant)
+        printf("granted    %" PRId64 "\n", x->cmd->grant);
+    printf("balance    %" PRId64 "\n", r.balance);
+    printf("reserved   %" PRId64 "  (held by queued and running tasks)\n", r.reserved);
+    printf("available  %" PRId64 "\n", r.balance - r.reserved);
+    return HSQ_CLI_EXIT_OK;
+}
+
 /* ---- top ---- */
 
 static volatile sig_atomic_t top_quit;
@@ -987,6 +1016,9 @@ int main(int argc, char **argv) {
             break;
         case HSQ_CLI_EXPORT_USER:
             ret = hsq_cli_export_user(&cmd, x.c);
+            break;
+        case HSQ_CLI_CREDITS:
+            ret = cmd_credits(&x);
             break;
         default:
             ret = HSQ_CLI_EXIT_USAGE;

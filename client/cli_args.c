@@ -33,6 +33,7 @@ static const char overview[] =
     "  erase-user USER                        erase every task and image of USER (receipt)\n"
     "  export-user USER -o FILE.tar           one archive of USER's tasks and images\n"
     "  fsck     --data-dir DIR [--repair]     find (and fix) orphan blobs and dangling records\n"
+    "  credits  grant USER N | show USER      a user's credit balance; grant (or take back) N\n"
     "  help [COMMAND]                         this text, or one command's options\n"
     "\n"
     "Global options (also accepted after the command):\n"
@@ -139,6 +140,15 @@ static const struct {
                     "(every task's metadata, prompt, settings, dates and retention dates). One\n"
                     "task at a time: memory stays bounded. Output checksums are verified. The\n"
                     "archive is written to FILE.tmp and renamed when complete.\n"},
+    {"credits", "usage: hsq credits grant USER N\n"
+                "       hsq credits show USER\n"
+                "\n"
+                "Operators: add N credits to USER's balance (a negative N, written after\n"
+                "\"--\", takes credits back, but never those reserved by unfinished tasks),\n"
+                "or show it. Prints the balance, the credits reserved by queued and running\n"
+                "tasks, and what is free to spend. Only matters when hsqd runs with\n"
+                "credits=on: each submit then reserves credit_cost per output (backgrounds x\n"
+                "styles x sizes); success consumes it, failure, cancel and expiry refund it.\n"},
     {"fsck", "usage: hsq fsck --data-dir DIR [--blob-dir DIR] [--repair]\n"
              "\n"
              "Cross-check hsqd's records and its blob store: blobs no record references\n"
@@ -444,7 +454,8 @@ static const struct {
     hsq_cli_verb verb;
     const struct option *opts;
     const char *shortopts;
-    int npos; /* positional arguments: 1 = TASK, 0 = none, -1 = PHOTO..., 2 = USER */
+    int npos; /* positional arguments: 1 = TASK, 0 = none, -1 = PHOTO..., 2 = USER,
+                 3 = grant USER N | show USER */
 } verbs[] = {
     {"submit", HSQ_CLI_SUBMIT, submit_opts, ":e:h", -1},
     {"status", HSQ_CLI_STATUS, task_opts, ":e:h", 1},
@@ -460,6 +471,7 @@ static const struct {
     {"erase-user", HSQ_CLI_ERASE_USER, global_opts, ":e:h", 2},
     {"export-user", HSQ_CLI_EXPORT_USER, export_opts, ":e:ho:", 2},
     {"fsck", HSQ_CLI_FSCK, fsck_opts, ":e:h", 0},
+    {"credits", HSQ_CLI_CREDITS, global_opts, ":e:h", 3},
 };
 
 __attribute__((format(printf, 3, 4))) static int usage(char *err, size_t errlen, const char *fmt,
@@ -688,6 +700,25 @@ static int parse_verb_opts(int argc, char **argv, hsq_cli_cmd *cmd, size_t vi, c
         if (!*pos[0] || strlen(pos[0]) > HSQ_MAX_USER_LEN)
             return usage(err, errlen, "%s: USER must be 1 to %d bytes", vname, HSQ_MAX_USER_LEN);
         cmd->user = pos[0];
+    } else if (verbs[vi].npos == 3) {
+        int grant = npos >= 1 && strcmp(pos[0], "grant") == 0;
+        int show = npos >= 1 && strcmp(pos[0], "show") == 0;
+        if (!(grant && npos == 3) && !(show && npos == 2))
+            return usage(err, errlen, "%s: expected \"grant USER N\" or \"show USER\"", vname);
+        if (!*pos[1] || strlen(pos[1]) > HSQ_MAX_USER_LEN)
+            return usage(err, errlen, "%s: USER must be 1 to %d bytes", vname, HSQ_MAX_USER_LEN);
+        cmd->user = pos[1];
+        if (grant) {
+            const char *n = pos[2];
+            uint64_t v;
+            int neg = n[0] == '-';
+            if (hsq_cli_parse_u64(n + neg, &v) != 0 || v == 0 || v > (uint64_t)INT64_MAX)
+                return usage(err, errlen,
+                             "%s: N must be a non-zero whole number of credits (negative "
+                             "after --), got \"%s\"",
+                             vname, n);
+            cmd->grant = neg ? -(int64_t)v : (int64_t)v;
+        }
     }
 
     switch (cmd->verb) {

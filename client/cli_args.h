@@ -47,7 +47,8 @@ typedef enum {
     HSQ_CLI_PURGE,       /* one retention pass (daemon, or the data dir directly) */
     HSQ_CLI_ERASE_USER,  /* erase everything of one user; prints the receipt */
     HSQ_CLI_EXPORT_USER, /* one tar archive of a user's tasks and images */
-    HSQ_CLI_FSCK         /* cross-check records and blobs on a data dir; no daemon */
+    HSQ_CLI_FSCK,        /* cross-check records and blobs on a data dir; no daemon */
+    HSQ_CLI_CREDITS      /* credits grant USER N | credits show USER (operators) */
 } hsq_cli_verb;
 
 #define HSQ_CLI_DEFAULT_WAIT_S 300
@@ -88,6 +89,7 @@ typedef struct {
     const char *blob_dir; /* default <data_dir>/blobs */
     const char *config;   /* hsqd's config file: data_dir, blob_dir, retention */
     const char *outfile;  /* export-user -o FILE */
+    int64_t grant;        /* credits grant: amount (negative takes back); show: 0 */
 } hsq_cli_cmd;
 
 /* Parse argv into *cmd. On a usage error returns HSQ_EINVAL with a one-line

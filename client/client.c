@@ -686,6 +686,21 @@ int hsq_client_erase(hsq_client *c, const char *user, hsq_rep_erase *out) {
     return 0;
 }
 
+int hsq_client_credits(hsq_client *c, const char *user, int64_t grant, hsq_rep_credits *out) {
+    hsq_wire_msg req;
+    begin(c, &req, HSQ_OP_CREDITS);
+    int rc = check_str(c, "user", user, HSQ_MAX_USER_LEN, 1);
+    if (rc != 0)
+        return rc;
+    req.req.credits.user = hsq_str_c(user);
+    req.req.credits.grant = grant;
+    if ((rc = call(c, &req, NULL, 0, 0, &c->last)) != 0)
+        return rc;
+    if (out)
+        *out = c->last.msg.rep.credits;
+    return 0;
+}
+
 /* Export objects own their reply, like result objects. */
 typedef struct {
     hsq_client_export pub;

@@ -234,6 +234,15 @@ int hsq_client_export_next(hsq_client *c, const char *user, uint64_t after,
 /* Free an export object and set *e to NULL; NULL and *e == NULL are no-ops. */
 void hsq_client_export_free(hsq_client_export **e);
 
+/* ---- credits (operators) ---- */
+
+/* Add `grant` credits to user's balance (negative takes credits back, but
+ * never below what unfinished tasks have reserved: HSQ_ECONFLICT), or with
+ * grant 0 only read it. out gets the balance and reservation afterwards;
+ * out->user is a view valid until the next call on c.
+ * Errors: HSQ_EINVAL, HSQ_EFORBIDDEN, HSQ_ECONFLICT, HSQ_EUNAVAIL, HSQ_ETIMEOUT, ... */
+int hsq_client_credits(hsq_client *c, const char *user, int64_t grant, hsq_rep_credits *out);
+
 #ifdef __cplusplus
 }
 #endif

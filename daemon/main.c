@@ -58,6 +58,8 @@ typedef struct {
     uint64_t retention_audit_ms;
     uint64_t submit_rate;
     uint64_t submit_burst;
+    int credits;
+    uint64_t credit_cost;
 } daemon_conf;
 
 #define F(x) offsetof(daemon_conf, x)
@@ -116,6 +118,10 @@ static const hsq_conf_item items[] = {
      "submits one user may send at once before submit_rate applies"},
     {"sweep_batch", HSQ_CONF_U64, F(sweep_batch), 0, 100000,
      "expired entries the sweeper handles per loop turn (0 = off)"},
+    {"credits", HSQ_CONF_BOOL, F(credits), 0, 1,
+     "charge submits against the per-user credit ledger (`hsq credits`); off = free"},
+    {"credit_cost", HSQ_CONF_U64, F(credit_cost), 0, 1000000,
+     "credits per output (background x style x size) when credits are on"},
 };
 #undef F
 #define N_ITEMS (sizeof items / sizeof items[0])
@@ -152,6 +158,8 @@ static void defaults(daemon_conf *c) {
     c->retention_audit_ms = HSQ_DEF_RETENTION_AUDIT_MS;
     c->submit_rate = 0;
     c->submit_burst = 20;
+    c->credits = 0;
+    c->credit_cost = 1;
 }
 
 static int is_ipc(const char *ep) {
@@ -364,6 +372,8 @@ static int run(int argc, char **argv, daemon_conf *cp) {
         .submit_rate = cp->submit_rate,
         .submit_burst = cp->submit_burst,
         .map_max_bytes = cp->map_max,
+        .credits = cp->credits,
+        .credit_cost = cp->credit_cost,
     };
     rc = hsq_queue_new(&q, st, blob, &qc, hsq_clock_wall_ms());
     if (rc != 0) {

@@ -170,6 +170,9 @@ static int note(hsq_queue *q, int rc) {
     return rc;
 }
 
+static void audit(hsq_queue *q, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void audit_subject(hsq_queue *q, hsq_str user, char out[33]);
+
 /* ---- outbox ---- */
 
 static hsq_out *out_push(hsq_queue *q, hsq_sock sock, const uint8_t *peer, size_t plen) {
@@ -620,6 +623,118 @@ static int stamp_retention(hsq_queue *q, hsq_task *t) {
     return rc;
 }
 
+/* ---- credits ----
+ *
+ * With `credits` on, every user has a ledger record: balance (credits owned)
+ * and reserved (held by the user's unfinished tasks); what a user may still
+ * spend is balance - reserved. A submit reserves its cost and records the
+ * amount in the task (t->credits), so each settlement is exact: success
+ * consumes it (balance and reserved both drop by it), a final failure, a
+ * cancel, an expiry before the task ran or an erasure refunds it (reserved
+ * drops), and a retry keeps it. Settling zeroes t->credits in the same
+ * write as the state change, so no task is settled twice.
+ *
+ * No double spend, without a lock: the loop handles one message after
+ * another inside the turn's single write transaction, and each submit reads
+ * the reservation the previous one wrote. Every ledger change writes an
+ * audit line naming the keyed hash of the user, never the id. Reservations
+ * made while credits were on are settled even if credits are later turned
+ * off, so the ledger stays balanced. */
+
+typedef struct {
+    int64_t balance;
+    int64_t reserved;
+} credit_rec;
+
+static int load_credits(hsq_queue *q, hsq_str user, credit_rec *cr) {
+    uint8_t k[1 + HSQ_MAX_USER_LEN];
+    size_t kl = user_key(k, user);
+    hsq_bytes v;
+    int rc = hsq_store_get(q->st, HSQ_DB_CREDITS, k, kl, &v);
+    memset(cr, 0, sizeof *cr);
+    if (rc == HSQ_ENOTFOUND)
+        return 0;
+    if (rc != 0)
+        return note(q, rc);
+    if (v.len != sizeof *cr)
+        return note(q, HSQ_ECORRUPT);
+    memcpy(cr, v.ptr, sizeof *cr);
+    return 0;
+}
+
+static int save_credits(hsq_queue *q, hsq_str user, const credit_rec *cr) {
+    uint8_t k[1 + HSQ_MAX_USER_LEN];
+    size_t kl = user_key(k, user);
+    return note(q, hsq_store_put(q->st, HSQ_DB_CREDITS, k, kl, cr, sizeof *cr));
+}
+
+/* Outputs a task asks for: every background x style x size (settings the
+ * codec accepted always decode; defaults are one background, one style). */
+static uint64_t task_outputs(const hsq_task *t) {
+    hsq_wire_settings s;
+    char err[160];
+    uint64_t nb = 1, ns = 1;
+    if (t->settings.len && hsq_wire_settings_decode(t->settings, &s, err, sizeof err) == 0) {
+        nb = s.n_backgrounds ? s.n_backgrounds : 1;
+        ns = s.n_styles ? s.n_styles : 1;
+    }
+    return nb * ns * (t->n_specs ? t->n_specs : 1);
+}
+
+/* What t costs, 0 when credits are off. */
+static int64_t task_cost(const hsq_queue *q, const hsq_task *t) {
+    if (!q->conf.credits)
+        return 0;
+    return (int64_t)(task_outputs(t) * q->conf.credit_cost);
+}
+
+/* Hold `cost` credits of t's user for t. The caller checked the balance in
+ * the same turn (credit_check). */
+static int credit_reserve(hsq_queue *q, hsq_task *t, int64_t cost) {
+    if (cost <= 0)
+        return 0;
+    credit_rec cr;
+    int rc = load_credits(q, t->user, &cr);
+    if (rc != 0)
+        return rc;
+    cr.reserved += cost;
+    if ((rc = save_credits(q, t->user, &cr)) != 0)
+        return rc;
+    t->credits = cost;
+    char subject[33];
+    audit_subject(q, t->user, subject);
+    audit(q,
+          "op=credit_reserve subject=%s task=%" PRIu64 " amount=%" PRId64 " balance=%" PRId64
+          " reserved=%" PRId64,
+          subject, t->id, cost, cr.balance, cr.reserved);
+    return 0;
+}
+
+/* Settle t's reservation: consume it (success) or refund it. The caller
+ * saves t afterwards (t->credits becomes 0). */
+static int credit_settle(hsq_queue *q, hsq_task *t, int consume) {
+    if (t->credits <= 0)
+        return 0;
+    credit_rec cr;
+    int rc = load_credits(q, t->user, &cr);
+    if (rc != 0)
+        return rc;
+    int64_t amount = t->credits;
+    cr.reserved = cr.reserved > amount ? cr.reserved - amount : 0;
+    if (consume)
+        cr.balance -= amount;
+    if ((rc = save_credits(q, t->user, &cr)) != 0)
+        return rc;
+    t->credits = 0;
+    char subject[33];
+    audit_subject(q, t->user, subject);
+    audit(q,
+          "op=credit_%s subject=%s task=%" PRIu64 " amount=%" PRId64 " balance=%" PRId64
+          " reserved=%" PRId64,
+          consume ? "consume" : "refund", subject, t->id, amount, cr.balance, cr.reserved);
+    return 0;
+}
+
 /* ---- queue transitions ---- */
 
 static int pending_put(hsq_queue *q, const hsq_task *t) {
@@ -679,6 +794,8 @@ static int retry_or_fail(hsq_queue *q, hsq_task *t, int code, hsq_str why, int r
         t->dead = retryable ? 1 : 0;
         if (t->dead)
             q->counts.dead++;
+        if (rc == 0)
+            rc = credit_settle(q, t, 0);
         if (rc == 0)
             rc = user_active_add(q, t->user, -1);
         if (rc == 0)
@@ -750,6 +867,24 @@ static void turn_blob_note(hsq_queue *q, const char *key) {
         q->turn_blobs = hsq_xrealloc(q->turn_blobs, q->cap_turn_blobs * sizeof(char *));
     }
     q->turn_blobs[q->n_turn_blobs++] = hsq_xstrndup(key, strlen(key));
+}
+
+/* May `user` spend `cost` more credits now? Replies insufficient_credits
+ * (or a store error) when not. */
+static int credit_check(req_ctx *c, hsq_str user, int64_t cost, uint64_t outputs) {
+    credit_rec cr;
+    if (load_credits(c->q, user, &cr) != 0) {
+        fail_store(c, c->q->turn_err);
+        return c->q->turn_err;
+    }
+    if (cr.balance - cr.reserved < cost) {
+        FAIL(c, HSQ_ENOCREDITS,
+             "balance is %" PRId64 " credits (%" PRId64 " reserved by unfinished tasks); this "
+             "task costs %" PRId64 " (%" PRIu64 " outputs x %" PRIu64 ")",
+             cr.balance, cr.reserved, cost, outputs, c->q->conf.credit_cost);
+        return HSQ_ENOCREDITS;
+    }
+    return 0;
 }
 
 static void h_submit(req_ctx *c) {
@@ -845,6 +980,12 @@ static void h_submit(req_ctx *c) {
     memcpy(t.specs, r->outputs, sizeof(hsq_wire_outspec) * r->n_outputs);
     t.settings = r->settings;
 
+    /* Credits are checked before anything is written (the blob puts below
+     * can fail on their own) and reserved with the task's other records. */
+    int64_t cost = task_cost(q, &t);
+    if (cost > 0 && credit_check(c, r->user, cost, task_outputs(&t)) != 0)
+        return;
+
     /* Large inputs go to the blob store first (they can fail on a full disk
      * without touching the transaction); small ones ride inside it. */
     char keys[HSQ_MAX_INPUTS][HSQ_BLOB_KEY_MAX + 1];
@@ -906,6 +1047,8 @@ static void h_submit(req_ctx *c) {
     }
     if (rc == 0)
         rc = stamp_submit(q, &t);
+    if (rc == 0)
+        rc = credit_reserve(q, &t, cost);
     if (rc == 0)
         rc = save_task(q, &t);
     if (rc != 0) {
@@ -1038,6 +1181,8 @@ static int cancel_task(hsq_queue *q, hsq_task *t, int code, hsq_str why) {
     t->err_code = code;
     t->err_msg = why;
     if (rc == 0)
+        rc = credit_settle(q, t, 0);
+    if (rc == 0)
         rc = user_active_add(q, t->user, -1);
     if (rc == 0)
         rc = stamp_retention(q, t);
@@ -1075,6 +1220,10 @@ static void h_requeue(req_ctx *c) {
              "requeued", t.id, hsq_state_name(t.state));
         return;
     }
+    /* A requeued task runs again and is paid for again. */
+    int64_t cost = task_cost(q, &t);
+    if (cost > 0 && credit_check(c, t.user, cost, task_outputs(&t)) != 0)
+        return;
     if (t.dead && q->counts.dead > 0)
         q->counts.dead--;
     user_rec u;
@@ -1100,6 +1249,8 @@ static void h_requeue(req_ctx *c) {
     int rc = save_user(q, t.user, &u);
     if (rc == 0)
         rc = stamp_submit(q, &t);
+    if (rc == 0)
+        rc = credit_reserve(q, &t, cost);
     if (rc == 0)
         rc = pending_put(q, &t);
     if (rc == 0)
@@ -1386,6 +1537,8 @@ static void h_done(req_ctx *c) {
     t.err_code = 0;
     t.err_msg.len = 0;
     if (rc == 0)
+        rc = credit_settle(q, &t, 1);
+    if (rc == 0)
         rc = user_active_add(q, t.user, -1);
     if (rc == 0)
         rc = stamp_retention(q, &t);
@@ -1573,6 +1726,8 @@ static int erase_task(hsq_queue *q, hsq_task *t, uint64_t *active) {
         rc = unlease(q, t);
         (*active)++;
     }
+    if (rc == 0)
+        rc = credit_settle(q, t, 0);
     if (t->dead && q->counts.dead > 0)
         q->counts.dead--;
     uint64_t *cnt = state_count(q, t->state);
@@ -1644,9 +1799,22 @@ static int erase_user_now(hsq_queue *q, hsq_str user, hsq_rep_erase *out) {
         return rc;
     if ((rc = note(q, hsq_store_del(q->st, HSQ_DB_LEDGER, k, ul))) != 0)
         return rc;
-    out->at_ms = q->now;
     char subject[33];
     audit_subject(q, user, subject);
+    /* The credit record goes too (its reservations were refunded above). */
+    hsq_bytes cv;
+    if ((rc = hsq_store_get(q->st, HSQ_DB_CREDITS, k, ul, &cv)) == 0) {
+        credit_rec cr;
+        if ((rc = load_credits(q, user, &cr)) != 0)
+            return rc;
+        if ((rc = note(q, hsq_store_del(q->st, HSQ_DB_CREDITS, k, ul))) != 0)
+            return rc;
+        audit(q, "op=credit_erase subject=%s balance=%" PRId64 " reserved=%" PRId64, subject,
+              cr.balance, cr.reserved);
+    } else if (rc != HSQ_ENOTFOUND) {
+        return note(q, rc);
+    }
+    out->at_ms = q->now;
     audit(q,
           "op=erase_user subject=%s tasks=%" PRIu64 " active=%" PRIu64 " bytes=%" PRIu64,
           subject, out->tasks, out->active, out->bytes);
@@ -1792,6 +1960,54 @@ static void h_export(req_ctx *c) {
     o->nframes = nf;
 }
 
+/* ---- credits (operator) ---- */
+
+static void h_credits(req_ctx *c) {
+    hsq_queue *q = c->q;
+    const hsq_req_credits *r = &c->m->req.credits;
+    credit_rec cr;
+    if (load_credits(q, r->user, &cr) != 0) {
+        fail_store(c, q->turn_err);
+        return;
+    }
+    if (r->grant != 0) {
+        int64_t balance;
+        if (__builtin_add_overflow(cr.balance, r->grant, &balance)) {
+            FAIL(c, HSQ_EINVAL, "granting %" PRId64 " credits overflows the balance of %" PRId64,
+                 r->grant, cr.balance);
+            return;
+        }
+        /* Reserved credits belong to running tasks: they cannot be taken
+         * back, or a success would drive the balance below zero. */
+        if (balance < cr.reserved) {
+            FAIL(c, HSQ_ECONFLICT,
+                 "taking back %" PRId64 " credits would leave %" PRId64 ", below the %" PRId64
+                 " reserved by unfinished tasks",
+                 -r->grant, balance, cr.reserved);
+            return;
+        }
+        cr.balance = balance;
+        if (save_credits(q, r->user, &cr) != 0) {
+            fail_store(c, q->turn_err);
+            return;
+        }
+        char subject[33];
+        audit_subject(q, r->user, subject);
+        audit(q,
+              "op=credit_grant subject=%s amount=%" PRId64 " balance=%" PRId64
+              " reserved=%" PRId64,
+              subject, r->grant, cr.balance, cr.reserved);
+    }
+    hsq_wire_msg m;
+    memset(&m, 0, sizeof m);
+    m.op = HSQ_OP_CREDITS;
+    m.rid = c->m->rid;
+    m.rep.credits.user = r->user;
+    m.rep.credits.balance = cr.balance;
+    m.rep.credits.reserved = cr.reserved;
+    reply(q, c->sock, c->peer, c->plen, &m);
+}
+
 typedef void (*handler)(req_ctx *);
 
 #define R(r) (1u << (r))
@@ -1821,6 +2037,7 @@ static const struct {
     [HSQ_OP_PURGE] = {h_purge, HSQ_SOCK_CLIENT, OPS},
     [HSQ_OP_ERASE] = {h_erase, HSQ_SOCK_CLIENT, OPS},
     [HSQ_OP_EXPORT] = {h_export, HSQ_SOCK_CLIENT, OPS},
+    [HSQ_OP_CREDITS] = {h_credits, HSQ_SOCK_CLIENT, OPS},
 };
 
 static const char *const role_names[] = {"any", "web", "worker", "operator"};
@@ -1864,7 +2081,7 @@ void hsq_queue_handle(hsq_queue *q, hsq_sock sock, hsq_role role, const uint8_t 
          * purged) must be on disk before the reply leaves; what workers are
          * told can be redone after a power cut. */
         if (m.op == HSQ_OP_SUBMIT || m.op == HSQ_OP_CANCEL || m.op == HSQ_OP_REQUEUE ||
-            m.op == HSQ_OP_ERASE || m.op == HSQ_OP_PURGE)
+            m.op == HSQ_OP_ERASE || m.op == HSQ_OP_PURGE || m.op == HSQ_OP_CREDITS)
             q->durable = 1;
         handlers[m.op].fn(&c);
     }

@@ -60,6 +60,8 @@ typedef struct {
     uint64_t submit_rate;          /* submits per second per user (token bucket); 0 = no limit */
     uint64_t submit_burst;         /* bucket size: submits a user may send at once */
     uint64_t map_max_bytes;        /* the map may grow up to this */
+    int credits;                   /* charge submits against the per-user credit ledger */
+    uint64_t credit_cost;          /* credits per output (background x style x size) */
 } hsq_queue_conf;
 
 typedef enum { HSQ_SOCK_CLIENT = 0, HSQ_SOCK_WORKER = 1, HSQ_SOCK_EVENTS = 2 } hsq_sock;

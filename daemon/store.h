@@ -36,6 +36,7 @@ typedef enum {
     HSQ_DB_INPUTS,   /* u64be id | u8 index -> bytes (small inputs, inline) */
     HSQ_DB_LEDGER,   /* u8 len | user -> u64be requested_at: erasures not yet complete */
     HSQ_DB_AUDIT,    /* u64be at | u64be seq -> one text line, no personal data */
+    HSQ_DB_CREDITS,  /* u8 len | user -> {int64 balance, int64 reserved} (host order) */
     HSQ_DB_COUNT_
 } hsq_db;
 

@@ -16,6 +16,7 @@
 static const char *const db_names[HSQ_DB_COUNT_] = {
     "meta",   "tasks", "pending", "delayed", "leases", "users",
     "history", "idem", "expiry",  "inputs",  "ledger", "audit",
+    "credits",
 };
 
 struct hsq_store {

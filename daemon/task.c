@@ -81,6 +81,7 @@ void hsq_task_encode(const hsq_task *t, hsq_wbuf *b) {
     }
     put_str(b, (hsq_str){(const char *)t->settings.ptr, t->settings.len});
     put_str(b, (hsq_str){(const char *)t->info.ptr, t->info.len});
+    put_u64(b, (uint64_t)t->credits);
 }
 
 /* ---- reader: every get checks the remaining length ---- */
@@ -195,6 +196,9 @@ int hsq_task_decode(const void *buf, size_t len, hsq_task *t) {
     hsq_str settings = get_str(&r), info = get_str(&r);
     t->settings = (hsq_bytes){(const uint8_t *)settings.ptr, settings.len};
     t->info = (hsq_bytes){(const uint8_t *)info.ptr, info.len};
+    /* Records written before credits existed end here: nothing reserved. */
+    if (!r.bad && r.left >= 8)
+        t->credits = (int64_t)get_u64(&r);
     if (r.bad || r.left != 0 || t->state == HSQ_STATE_NONE || t->state >= HSQ_STATE_COUNT_ ||
         t->prio >= HSQ_PRIO_COUNT_)
         return HSQ_ECORRUPT;

@@ -61,6 +61,8 @@ typedef struct {
     hsq_wire_output outputs[HSQ_MAX_OUTPUTS];
     hsq_bytes settings;     /* raw msgpack map from the submit (validated by the codec) */
     hsq_bytes info;         /* raw msgpack map from the worker's done */
+    int64_t credits;        /* credits reserved for this task, not yet consumed or
+                               refunded (0 when credits are off or settled) */
 } hsq_task;
 
 /* Append the record for t to out (out is not reset first). */

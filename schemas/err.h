@@ -46,7 +46,8 @@ extern "C" {
     XX(UNKNOWNOP, 24, "unknown_op", "unknown operation")                                   \
     XX(DISKFULL, 25, "disk_full", "storage is full")                                       \
     XX(LOST, 26, "lease_expired", "worker stopped renewing its lease")                       \
-    XX(RATELIMITED, 27, "rate_limited", "too many submits; retry after the time given")
+    XX(RATELIMITED, 27, "rate_limited", "too many submits; retry after the time given")      \
+    XX(NOCREDITS, 28, "insufficient_credits", "not enough credits for the outputs asked for")
 
 typedef enum {
 #define HSQ_ERR_ENUM_(s, off, name, msg) HSQ_E##s = HSQ_ERR_BASE - (off),

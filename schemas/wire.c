@@ -46,6 +46,7 @@ static const char *const op_names[HSQ_OP_COUNT_] = {
     [HSQ_OP_DONE] = "done",     [HSQ_OP_FAIL] = "fail",           [HSQ_OP_ABORT] = "abort",
     [HSQ_OP_EVENT] = "event",
     [HSQ_OP_PURGE] = "purge",   [HSQ_OP_ERASE] = "erase",         [HSQ_OP_EXPORT] = "export",
+    [HSQ_OP_CREDITS] = "credits",
 };
 
 static const char *const state_names[HSQ_STATE_COUNT_] = {
@@ -634,6 +635,20 @@ static const field rep_export_f[] = {
     FLD(hsq_rep_export, next, T_U64, 8, 0, 0, NOLIM, 0),
 };
 
+/* -- credit ledger (operator) -- */
+
+static const field credits_f[] = {
+    STR(hsq_req_credits, user, F_REQ, 1, HSQ_MAX_USER_LEN),
+    I64OPT(hsq_req_credits, grant),
+};
+static const field rep_credits_f[] = {
+    STR(hsq_rep_credits, user, F_REQ, 1, HSQ_MAX_USER_LEN),
+    I64(hsq_rep_credits, balance),
+    I64(hsq_rep_credits, reserved),
+};
+static const shape credits_s = SHAPE("credits", credits_f, false, NULL);
+static const shape rep_credits_s = SHAPE("credits reply", rep_credits_f, false, NULL);
+
 static const shape purge_s = SHAPE("purge", purge_f, false, NULL);
 static const shape erase_s = SHAPE("erase", erase_f, false, NULL);
 static const shape export_s = SHAPE("export", export_f, false, NULL);
@@ -732,6 +747,7 @@ static const struct {
     [HSQ_OP_PURGE] = {&purge_s, &rep_purge_s},
     [HSQ_OP_ERASE] = {&erase_s, &rep_erase_s},
     [HSQ_OP_EXPORT] = {&export_s, &rep_export_s},
+    [HSQ_OP_CREDITS] = {&credits_s, &rep_credits_s},
 };
 
 /* Body shape for kind/op, or NULL when that message does not exist. Any

@@ -79,6 +79,8 @@ typedef enum {
     HSQ_OP_PURGE,  /* run the retention sweeper now */
     HSQ_OP_ERASE,  /* erase-user */
     HSQ_OP_EXPORT, /* export-user, one task per reply */
+    /* operator -> hsqd: the credit ledger */
+    HSQ_OP_CREDITS, /* show a user's credits, or grant (or take back) some */
     HSQ_OP_COUNT_
 } hsq_op;
 
@@ -349,6 +351,11 @@ typedef struct {
     uint64_t after;       /* cursor: the next task with id > after; 0 = first */
 } hsq_req_export;
 
+typedef struct {
+    hsq_str user;         /* required */
+    int64_t grant;        /* added to the balance (negative takes back); 0 = show only */
+} hsq_req_credits;
+
 /* hsqd -> worker */
 typedef struct {
     uint64_t task;
@@ -418,6 +425,13 @@ typedef struct {
     hsq_str subject;      /* hex keyed hash of the user id, as in the audit log */
 } hsq_rep_erase;
 
+/* A user's credits after a credits request. */
+typedef struct {
+    hsq_str user;
+    int64_t balance;      /* credits owned, reservations included */
+    int64_t reserved;     /* held by the user's unfinished tasks */
+} hsq_rep_credits;
+
 /* One task of an export: the full record, inputs and outputs as frames. */
 typedef struct {
     uint8_t has_task;     /* 0: no more tasks (task is empty) */
@@ -450,6 +464,7 @@ typedef struct {
         hsq_req_purge purge;
         hsq_req_erase erase;
         hsq_req_export export_;
+        hsq_req_credits credits;
     } req;
     union {
         hsq_rep_submit submit;
@@ -463,6 +478,7 @@ typedef struct {
         hsq_rep_purge purge;
         hsq_rep_erase erase;
         hsq_rep_export export_;
+        hsq_rep_credits credits;
         /* progress, done, fail: empty success */
     } rep;
     char errmsg[160];     /* decode failure detail, NUL-terminated */

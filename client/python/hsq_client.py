@@ -48,6 +48,10 @@ MAX_FRAME_BYTES = 50 * 1024 * 1024
 STATES = ("queued", "leased", "succeeded", "failed", "cancelled", "expired")
 TERMINAL = frozenset(("succeeded", "failed", "cancelled", "expired"))
 PRIOS = ("high", "normal", "low")
+BG_KINDS = ("solid", "gradient", "vignette", "reference")
+MAX_BACKGROUNDS = 4
+MAX_STYLES = 4
+STYLE_KNOBS = ("retouch", "tone", "sharpen", "clothing")
 FORMATS = ("jpeg", "png")
 
 
@@ -88,7 +92,70 @@ def _task(t):
         o["sha256"] = bytes(o["sha256"]).hex()
         outs.append(o)
     out["outputs"] = outs
+    # settings and info travel as nested maps: msgpack hands them over decoded
+    out["settings"] = dict(out.get("settings") or {})
+    out["info"] = dict(out.get("info") or {})
     return out
+
+
+def _rgb(v, what):
+    if (not isinstance(v, (list, tuple)) or len(v) != 3
+            or not all(isinstance(c, int) and 0 <= c <= 255 for c in v)):
+        raise HsqError("invalid_argument", "%s must be [r, g, b], each 0..255" % what)
+    return [int(c) for c in v]
+
+
+def _settings(backgrounds, styles, dpi, has_background):
+    """The submit's settings map, as schemas/PROTOCOL.md section 5 specifies;
+    None when everything is the default (the key is then left out)."""
+    st = {}
+    if backgrounds:
+        if len(backgrounds) > MAX_BACKGROUNDS:
+            raise HsqError("invalid_argument", "at most %d backgrounds" % MAX_BACKGROUNDS)
+        bgs = []
+        for i, b in enumerate(backgrounds):
+            kind = b.get("kind")
+            if kind not in BG_KINDS:
+                raise HsqError("invalid_argument", "backgrounds[%d].kind must be one of %s"
+                               % (i, ", ".join(BG_KINDS)))
+            m = {"kind": kind}
+            if "color" in b:
+                m["color"] = _rgb(b["color"], "backgrounds[%d].color" % i)
+            if "color2" in b:
+                m["color2"] = _rgb(b["color2"], "backgrounds[%d].color2" % i)
+            if b.get("blur_px"):
+                if not 0 <= int(b["blur_px"]) <= 64:
+                    raise HsqError("invalid_argument", "backgrounds[%d].blur_px must be 0..64" % i)
+                m["blur_px"] = int(b["blur_px"])
+            if kind == "reference" and not has_background:
+                raise HsqError("invalid_argument",
+                               "a 'reference' background needs the background photo")
+            bgs.append(m)
+        st["backgrounds"] = bgs
+    if styles:
+        if len(styles) > MAX_STYLES:
+            raise HsqError("invalid_argument", "at most %d styles" % MAX_STYLES)
+        sts = []
+        for i, y in enumerate(styles):
+            m = {}
+            if y.get("name"):
+                name = str(y["name"])
+                if len(name.encode()) > 32:
+                    raise HsqError("invalid_argument", "styles[%d].name is over 32 bytes" % i)
+                m["name"] = name
+            for k in STYLE_KNOBS:
+                v = int(y.get(k, 0) or 0)
+                if not 0 <= v <= 100:
+                    raise HsqError("invalid_argument", "styles[%d].%s must be 0..100" % (i, k))
+                if v:
+                    m[k] = v
+            sts.append(m)
+        st["styles"] = sts
+    if dpi:
+        if not 72 <= int(dpi) <= 1200:
+            raise HsqError("invalid_argument", "dpi must be 0 or 72..1200")
+        st["dpi"] = int(dpi)
+    return st or None
 
 
 def _curve(sock, curve):
@@ -197,11 +264,16 @@ class Client:
     # ---- operations ----
 
     def submit(self, user, photos, clothing=None, background=None, outputs=None, key=None,
-               prio="normal", prompt=None):
+               prio="normal", prompt=None, backgrounds=None, styles=None, dpi=0):
         """Queue a job. photos: list of (bytes, name) or bytes; clothing and
         background likewise (optional). outputs: list of {"width", "height",
         "format" ("jpeg"|"png"), "quality" (optional, 1-100)}; default one
-        1024x1280 jpeg. Returns {"task": id, "state": str, "created": bool}."""
+        1024x1280 jpeg. backgrounds: up to 4 of {"kind": "solid" | "gradient"
+        | "vignette" | "reference", "color": [r, g, b], "color2": [r, g, b],
+        "blur_px": 0..64}; styles: up to 4 of {"name", "retouch", "tone",
+        "sharpen", "clothing"} (each 0..100); dpi: 0 or 72..1200. Every
+        background x style x output is one image, at most 16 (PROTOCOL.md
+        section 5). Returns {"task": id, "state": str, "created": bool}."""
         if prio not in PRIOS:
             raise HsqError("invalid_argument", "prio must be one of %s" % ", ".join(PRIOS))
         images = [(p, "portrait") for p in photos]
@@ -229,6 +301,14 @@ class Client:
                 w["quality"] = int(o["quality"])
             outs.append(w)
         body = {"user": user, "inputs": inputs, "outputs": outs}
+        settings = _settings(backgrounds, styles, dpi, background is not None)
+        if settings:
+            combos = (max(1, len(settings.get("backgrounds", ())))
+                      * max(1, len(settings.get("styles", ()))) * len(outs))
+            if combos > MAX_OUTPUTS:
+                raise HsqError("too_large", "%d outputs (backgrounds x styles x sizes); at most %d"
+                               % (combos, MAX_OUTPUTS))
+            body["settings"] = settings
         if key:
             body["key"] = key
         if prio != "normal":
@@ -385,6 +465,19 @@ class Client:
             after = rep.get("next", 0)
             if not after:
                 return
+
+    # ---- credits (operators) ----
+
+    def credits(self, user, grant=0):
+        """Add grant credits to user's balance (negative takes credits back,
+        never below what unfinished tasks reserved: HsqError "conflict"), or
+        with grant=0 only read it. Returns {user, balance, reserved}; what the
+        user may still spend is balance - reserved."""
+        body = {"user": user}
+        if grant:
+            body["grant"] = int(grant)
+        rep, _ = self._call("credits", body)
+        return {"user": rep["user"], "balance": rep["balance"], "reserved": rep["reserved"]}
 
 
 class Events:

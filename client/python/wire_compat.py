@@ -64,6 +64,15 @@ def requests():
         lambda: c.list("alice"),
         lambda: c.list("alice", limit=5, before=100),
         lambda: c.stats(),
+        lambda: c.submit("carol", photos=[b"p"], background=(b"bg", "beach.jpg"),
+                         outputs=[{"width": 600, "height": 600, "format": "png"}],
+                         backgrounds=[{"kind": "solid", "color": [255, 255, 255]},
+                                      {"kind": "gradient", "color": [10, 20, 30],
+                                       "color2": [200, 210, 220]},
+                                      {"kind": "reference", "blur_px": 12}],
+                         styles=[{"name": "natural", "retouch": 30, "tone": 50, "sharpen": 30},
+                                 {"name": "suit", "clothing": 80}],
+                         dpi=300),
     ]
     for call in calls:
         try:

@@ -132,6 +132,32 @@ static void test_requests(void) {
             HSQ_ASSERT_EQ(m.req.list.limit, 5);
             HSQ_ASSERT_U64_EQ(m.req.list.before, 100);
             break;
+        case 12: { /* settings built in Python, decoded by the worker's decoder */
+            HSQ_ASSERT_VIEW_EQ(s->user, "carol");
+            HSQ_ASSERT(s->settings.len > 0);
+            hsq_wire_settings st;
+            char err[160];
+            HSQ_OK(hsq_wire_settings_decode(s->settings, &st, err, sizeof err));
+            HSQ_ASSERT_EQ(st.n_backgrounds, 3);
+            HSQ_ASSERT_EQ(st.backgrounds[0].kind, HSQ_BG_SOLID);
+            HSQ_ASSERT_EQ(st.backgrounds[0].color[0], 255);
+            HSQ_ASSERT_EQ(st.backgrounds[0].color[2], 255);
+            HSQ_ASSERT_EQ(st.backgrounds[1].kind, HSQ_BG_GRADIENT);
+            HSQ_ASSERT_EQ(st.backgrounds[1].color[1], 20);
+            HSQ_ASSERT_EQ(st.backgrounds[1].color2[2], 220);
+            HSQ_ASSERT_EQ(st.backgrounds[2].kind, HSQ_BG_REFERENCE);
+            HSQ_ASSERT_EQ(st.backgrounds[2].blur_px, 12);
+            HSQ_ASSERT_EQ(st.n_styles, 2);
+            HSQ_ASSERT_VIEW_EQ(st.styles[0].name, "natural");
+            HSQ_ASSERT_EQ(st.styles[0].retouch, 30);
+            HSQ_ASSERT_EQ(st.styles[0].tone, 50);
+            HSQ_ASSERT_EQ(st.styles[0].sharpen, 30);
+            HSQ_ASSERT_EQ(st.styles[0].clothing, 0);
+            HSQ_ASSERT_VIEW_EQ(st.styles[1].name, "suit");
+            HSQ_ASSERT_EQ(st.styles[1].clothing, 80);
+            HSQ_ASSERT_EQ(st.dpi, 300);
+            break;
+        }
         default:
             break;
         }
@@ -140,7 +166,7 @@ static void test_requests(void) {
     }
     free(line);
     HSQ_ASSERT_EQ(pclose(p), 0);
-    HSQ_ASSERT_EQ(n, 12);
+    HSQ_ASSERT_EQ(n, 13);
 }
 
 /* ---- 2. C replies -> Python methods ---- */
@@ -211,9 +237,31 @@ static void test_replies(void) {
     m.rep.submit = (hsq_rep_submit){.task = 7, .state = HSQ_STATE_QUEUED, .created = 0};
     emit(f, &m, NULL, 0);
 
+    /* settings and info encoded by the C codec, decoded by Python */
     reply_msg(&m, HSQ_OP_STATUS, 1);
     sample_task(&m.rep.task.task, 42, img, 3);
+    hsq_wire_settings st = {0};
+    st.n_backgrounds = 1;
+    st.backgrounds[0] = (hsq_wire_background){HSQ_BG_VIGNETTE, {214, 215, 216}, {0, 0, 0}, 0};
+    st.n_styles = 1;
+    st.styles[0] = (hsq_wire_style){HSQ_STR_LIT("crisp"), 10, 20, 30, 40};
+    st.dpi = 300;
+    hsq_wire_info info = {0};
+    info.faces = 2;
+    info.face_score = 931;
+    info.backend = HSQ_STR_LIT("cpu");
+    info.n_stages = 1;
+    info.stages[0] = (hsq_wire_stage){HSQ_STR_LIT("matte"), 17};
+    hsq_wbuf sb, ib;
+    hsq_wbuf_init(&sb);
+    hsq_wbuf_init(&ib);
+    HSQ_OK(hsq_wire_settings_encode(&st, &sb));
+    HSQ_OK(hsq_wire_info_encode(&info, &ib));
+    m.rep.task.task.settings = (hsq_bytes){(const uint8_t *)sb.data, sb.len};
+    m.rep.task.task.info = (hsq_bytes){(const uint8_t *)ib.data, ib.len};
     emit(f, &m, NULL, 0);
+    hsq_wbuf_free(&sb);
+    hsq_wbuf_free(&ib);
 
     reply_msg(&m, HSQ_OP_CANCEL, 1); /* optional fields absent, error set */
     memset(&m.rep.task.task, 0, sizeof m.rep.task.task);
@@ -297,6 +345,14 @@ static void test_replies(void) {
            "\"sha256\": \"ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad\"");
     expect(got[1], "status", "\"format\": \"png\"");
     expect(got[1], "status", "\"key\": \"u/ab/42/0\"");
+    expect(got[1], "status", "\"dpi\": 300");
+    expect(got[1], "status", "\"color\": [214, 215, 216]");
+    expect(got[1], "status", "\"kind\": \"vignette\"");
+    expect(got[1], "status", "\"name\": \"crisp\"");
+    expect(got[1], "status", "\"clothing\": 40");
+    expect(got[1], "status", "\"face_score\": 931");
+    expect(got[1], "status", "\"stages\": [{\"ms\": 17, \"name\": \"matte\"}]");
+    expect(got[2], "cancel", "\"settings\": {}");
     expect(got[2], "cancel", "\"err_code\": \"no_face\"");
     expect(got[2], "cancel", "\"err_msg\": \"no face found\"");
     expect(got[2], "cancel", "\"key\": \"\"");

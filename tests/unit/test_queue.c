@@ -9,6 +9,7 @@
 #include "schemas/wire.h"
 #include "test.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -939,6 +940,291 @@ static void test_stats(void) {
     HSQ_ASSERT_EQ(r->m.rep.stats.submitted_total, 3);
 }
 
+/* ---- credits ---- */
+
+/* Grant (or show with grant 0); fills balance and reserved, returns the
+ * error code or 0. */
+static int credits_op(const char *user, int64_t grant, int64_t *balance, int64_t *reserved) {
+    hsq_wire_msg m;
+    memset(&m, 0, sizeof m);
+    m.op = HSQ_OP_CREDITS;
+    m.rid = rid_seq++;
+    m.req.credits.user = hsq_str_c(user);
+    m.req.credits.grant = grant;
+    begin();
+    feed(HSQ_SOCK_CLIENT, "ops", &m, NULL, 0);
+    turn();
+    captured *r = reply_to(m.rid);
+    if (r->m.kind == HSQ_KIND_ERROR)
+        return r->m.rep.error.code;
+    HSQ_ASSERT_VIEW_EQ(r->m.rep.credits.user, user);
+    if (balance)
+        *balance = r->m.rep.credits.balance;
+    if (reserved)
+        *reserved = r->m.rep.credits.reserved;
+    return 0;
+}
+
+#define ASSERT_CREDITS(user, bal, res)                                                             \
+    do {                                                                                           \
+        int64_t got_bal = -1, got_res = -1;                                                        \
+        HSQ_OK(credits_op(user, 0, &got_bal, &got_res));                                           \
+        HSQ_ASSERT_EQ(got_bal, bal);                                                               \
+        HSQ_ASSERT_EQ(got_res, res);                                                               \
+    } while (0)
+
+static captured *worker_fail(const char *peer, uint64_t task, uint64_t token, int retryable) {
+    hsq_wire_msg m;
+    memset(&m, 0, sizeof m);
+    m.op = HSQ_OP_FAIL;
+    m.rid = rid_seq++;
+    m.req.fail.task = task;
+    m.req.fail.token = token;
+    m.req.fail.code = retryable ? HSQ_ERETRYABLE : HSQ_ENOFACE;
+    m.req.fail.message = HSQ_STR_LIT("no luck");
+    m.req.fail.retryable = (uint8_t)retryable;
+    begin();
+    feed(HSQ_SOCK_WORKER, peer, &m, NULL, 0);
+    turn();
+    return reply_to(m.rid);
+}
+
+/* A submit asking for 2 backgrounds x 3 styles x 2 sizes = 12 outputs. */
+static int64_t submit_12(const char *user) {
+    hsq_wire_settings set;
+    memset(&set, 0, sizeof set);
+    set.n_backgrounds = 2;
+    set.backgrounds[0].kind = HSQ_BG_SOLID;
+    set.backgrounds[1].kind = HSQ_BG_VIGNETTE;
+    set.n_styles = 3;
+    set.styles[0].name = HSQ_STR_LIT("a");
+    set.styles[1].name = HSQ_STR_LIT("b");
+    set.styles[2].name = HSQ_STR_LIT("c");
+    hsq_wbuf sb;
+    hsq_wbuf_init(&sb);
+    HSQ_OK(hsq_wire_settings_encode(&set, &sb));
+    hsq_wire_msg m;
+    memset(&m, 0, sizeof m);
+    m.op = HSQ_OP_SUBMIT;
+    m.rid = rid_seq++;
+    m.req.submit.user = hsq_str_c(user);
+    m.req.submit.prio = HSQ_PRIO_NORMAL;
+    m.req.submit.n_inputs = 1;
+    m.req.submit.inputs[0].kind = HSQ_STR_LIT("portrait");
+    m.req.submit.inputs[0].frame = 0;
+    m.req.submit.n_outputs = 2;
+    for (int i = 0; i < 2; i++) {
+        m.req.submit.outputs[i].width = 64 + (uint32_t)i;
+        m.req.submit.outputs[i].height = 80;
+        m.req.submit.outputs[i].format = HSQ_FMT_PNG;
+    }
+    m.req.submit.settings = (hsq_bytes){(const uint8_t *)sb.data, sb.len};
+    hsq_bytes f = {tiny, sizeof tiny};
+    begin();
+    feed(HSQ_SOCK_CLIENT, "web-1", &m, &f, 1);
+    turn();
+    hsq_wbuf_free(&sb);
+    captured *r = reply_to(m.rid);
+    if (r->m.kind == HSQ_KIND_ERROR)
+        return r->m.rep.error.code;
+    return (int64_t)r->m.rep.submit.task;
+}
+
+static size_t audit_lines(const char *needle) {
+    size_t n = 0;
+    HSQ_OK(hsq_store_begin(st, 1));
+    hsq_cursor *cur;
+    HSQ_OK(hsq_cursor_open(st, HSQ_DB_AUDIT, &cur));
+    hsq_bytes k, v;
+    int rc = hsq_cursor_get(cur, HSQ_CUR_FIRST, &k, &v);
+    while (rc == 0) {
+        char line[600];
+        snprintf(line, sizeof line, "%.*s", (int)v.len, (const char *)v.ptr);
+        if (strstr(line, needle))
+            n++;
+        rc = hsq_cursor_get(cur, HSQ_CUR_NEXT, &k, &v);
+    }
+    hsq_cursor_close(&cur);
+    hsq_store_abort(st);
+    return n;
+}
+
+/* Reserve, consume and refund are exact on every path; a refused submit
+ * leaves nothing behind; concurrent submits in one turn never spend the
+ * same credit twice. */
+static void test_credits(void) {
+    fresh();
+    /* Off (the default): submits are free and nothing is written. */
+    int64_t free_id = submit("cy", NULL);
+    HSQ_ASSERT(free_id > 0);
+    ASSERT_CREDITS("cy", 0, 0);
+    HSQ_ASSERT_EQ(task_op(HSQ_OP_CANCEL, (uint64_t)free_id, NULL)->m.kind, HSQ_KIND_REPLY);
+
+    conf.credits = 1;
+    conf.credit_cost = 2;
+    close_all();
+    open_all();
+    /* No credits: refused, with balance and cost in the message. */
+    HSQ_ASSERT_EQ(submit("cy", NULL), HSQ_ENOCREDITS);
+    char msg[300];
+    snprintf(msg, sizeof msg, "%.*s", (int)cap[0].m.rep.error.message.len,
+             cap[0].m.rep.error.message.ptr);
+    HSQ_ASSERT(strstr(msg, "balance is 0 credits") != NULL);
+    HSQ_ASSERT(strstr(msg, "costs 2 (1 outputs x 2)") != NULL);
+    HSQ_OK(credits_op("cy", 100, NULL, NULL));
+    ASSERT_CREDITS("cy", 100, 0);
+    HSQ_ASSERT_EQ(audit_lines("op=credit_grant"), 1);
+    HSQ_ASSERT_EQ(audit_lines("cy"), 0); /* subjects only, never the raw id */
+
+    /* Outputs are background x style x size: 12 x 2 = 24 reserved. */
+    int64_t big = submit_12("cy");
+    HSQ_ASSERT(big > 0);
+    ASSERT_CREDITS("cy", 100, 24);
+
+    /* success consumes */
+    uint64_t tok;
+    HSQ_ASSERT_U64_EQ(lease1("w1", &tok), (uint64_t)big);
+    HSQ_ASSERT_EQ(done("w1", (uint64_t)big, tok, "cy")->m.kind, HSQ_KIND_REPLY);
+    ASSERT_CREDITS("cy", 76, 0);
+    /* A late duplicate done is stale and charges nothing. */
+    HSQ_ASSERT_EQ(done("w1", (uint64_t)big, tok, "cy")->m.rep.error.code, HSQ_ESTALE);
+    ASSERT_CREDITS("cy", 76, 0);
+
+    /* final failure after retries refunds; retries keep the reservation */
+    int64_t a = submit("cy", NULL);
+    ASSERT_CREDITS("cy", 76, 2);
+    HSQ_ASSERT_U64_EQ(lease1("w1", &tok), (uint64_t)a);
+    HSQ_ASSERT_EQ(worker_fail("w1", (uint64_t)a, tok, 1)->m.kind, HSQ_KIND_REPLY);
+    HSQ_ASSERT_EQ(state_of((uint64_t)a), HSQ_STATE_QUEUED);
+    ASSERT_CREDITS("cy", 76, 2);
+    now += 500;
+    HSQ_ASSERT_U64_EQ(lease1("w1", &tok), (uint64_t)a);
+    now += 1001; /* the lease expires: a retry as well */
+    begin();
+    turn();
+    ASSERT_CREDITS("cy", 76, 2);
+    now += 500;
+    HSQ_ASSERT_U64_EQ(lease1("w1", &tok), (uint64_t)a);
+    HSQ_ASSERT_EQ(worker_fail("w1", (uint64_t)a, tok, 1)->m.kind, HSQ_KIND_REPLY);
+    HSQ_ASSERT_EQ(state_of((uint64_t)a), HSQ_STATE_FAILED); /* third attempt: dead letter */
+    ASSERT_CREDITS("cy", 76, 0);
+    /* requeue pays again, and a success then consumes */
+    HSQ_ASSERT_EQ(task_op(HSQ_OP_REQUEUE, (uint64_t)a, NULL)->m.kind, HSQ_KIND_REPLY);
+    ASSERT_CREDITS("cy", 76, 2);
+    HSQ_ASSERT_U64_EQ(lease1("w1", &tok), (uint64_t)a);
+    HSQ_ASSERT_EQ(done("w1", (uint64_t)a, tok, "cy")->m.kind, HSQ_KIND_REPLY);
+    ASSERT_CREDITS("cy", 74, 0);
+
+    /* permanent failure refunds at once */
+    int64_t b = submit("cy", NULL);
+    HSQ_ASSERT_U64_EQ(lease1("w1", &tok), (uint64_t)b);
+    HSQ_ASSERT_EQ(worker_fail("w1", (uint64_t)b, tok, 0)->m.kind, HSQ_KIND_REPLY);
+    ASSERT_CREDITS("cy", 74, 0);
+
+    /* cancel of a queued task refunds */
+    int64_t c = submit("cy", NULL);
+    ASSERT_CREDITS("cy", 74, 2);
+    HSQ_ASSERT_EQ(task_op(HSQ_OP_CANCEL, (uint64_t)c, NULL)->m.kind, HSQ_KIND_REPLY);
+    ASSERT_CREDITS("cy", 74, 0);
+    /* cancel of a leased task refunds; the worker's late done charges nothing */
+    int64_t d = submit("cy", NULL);
+    HSQ_ASSERT_U64_EQ(lease1("w1", &tok), (uint64_t)d);
+    HSQ_ASSERT_EQ(task_op(HSQ_OP_CANCEL, (uint64_t)d, NULL)->m.kind, HSQ_KIND_REPLY);
+    ASSERT_CREDITS("cy", 74, 0);
+    HSQ_ASSERT_EQ(done("w1", (uint64_t)d, tok, "cy")->m.rep.error.code, HSQ_ESTALE);
+    ASSERT_CREDITS("cy", 74, 0);
+
+    /* expiry before the run (retention_pending) refunds */
+    int64_t e = submit("cy", NULL);
+    ASSERT_CREDITS("cy", 74, 2);
+    tick_at(now + (int64_t)conf.retention_pending_ms);
+    HSQ_ASSERT_EQ(state_of((uint64_t)e), HSQ_STATE_CANCELLED);
+    ASSERT_CREDITS("cy", 74, 0);
+
+    /* Reserved credits cannot be taken back; free ones can. */
+    int64_t f = submit("cy", NULL);
+    HSQ_ASSERT(f > 0);
+    HSQ_ASSERT_EQ(credits_op("cy", -73, NULL, NULL), HSQ_ECONFLICT);
+    HSQ_OK(credits_op("cy", -72, NULL, NULL));
+    ASSERT_CREDITS("cy", 2, 2);
+    HSQ_ASSERT_EQ(submit("cy", NULL), HSQ_ENOCREDITS); /* all 2 are reserved */
+    HSQ_ASSERT_EQ(credits_op("cy", INT64_MAX, NULL, NULL), HSQ_EINVAL);
+
+    /* No double spend: 10 submits in one turn against 7 free credits at
+     * cost 2 -> exactly 3 accepted, 1 credit stays free. */
+    HSQ_OK(credits_op("dee", 7, NULL, NULL));
+    hsq_bytes fr = {tiny, sizeof tiny};
+    uint64_t rids[10];
+    begin();
+    for (int i = 0; i < 10; i++) {
+        hsq_wire_msg m;
+        memset(&m, 0, sizeof m);
+        m.op = HSQ_OP_SUBMIT;
+        m.rid = rids[i] = rid_seq++;
+        m.req.submit.user = HSQ_STR_LIT("dee");
+        m.req.submit.prio = HSQ_PRIO_NORMAL;
+        m.req.submit.n_inputs = 1;
+        m.req.submit.inputs[0].kind = HSQ_STR_LIT("portrait");
+        m.req.submit.inputs[0].frame = 0;
+        m.req.submit.n_outputs = 1;
+        m.req.submit.outputs[0].width = 64;
+        m.req.submit.outputs[0].height = 80;
+        m.req.submit.outputs[0].format = HSQ_FMT_JPEG;
+        feed(HSQ_SOCK_CLIENT, "web-1", &m, &fr, 1);
+    }
+    HSQ_OK(turn());
+    int ok = 0, refused = 0;
+    for (int i = 0; i < 10; i++) {
+        captured *r = reply_to(rids[i]);
+        if (r->m.kind == HSQ_KIND_REPLY)
+            ok++;
+        else if (r->m.rep.error.code == HSQ_ENOCREDITS)
+            refused++;
+    }
+    HSQ_ASSERT_EQ(ok, 3);
+    HSQ_ASSERT_EQ(refused, 7);
+    ASSERT_CREDITS("dee", 7, 6);
+
+    /* The ledger survives a restart (it is in LMDB, not memory). */
+    close_all();
+    open_all();
+    ASSERT_CREDITS("dee", 7, 6);
+
+    /* erase-user refunds the queued tasks and removes the record. */
+    hsq_wire_msg m;
+    memset(&m, 0, sizeof m);
+    m.op = HSQ_OP_ERASE;
+    m.rid = rid_seq++;
+    m.req.erase.user = HSQ_STR_LIT("dee");
+    begin();
+    feed(HSQ_SOCK_CLIENT, "ops", &m, NULL, 0);
+    turn();
+    begin();
+    turn(); /* the erasure runs in the turn after the ledger commit */
+    captured *r = reply_to(m.rid);
+    HSQ_ASSERT_EQ(r->m.kind, HSQ_KIND_REPLY);
+    HSQ_ASSERT_EQ(r->m.rep.erase.active, 3);
+    HSQ_ASSERT_EQ(audit_lines("op=credit_erase"), 1);
+    HSQ_OK(hsq_store_begin(st, 1));
+    hsq_bytes v;
+    uint8_t k[4] = {3, 'd', 'e', 'e'};
+    HSQ_ASSERT_EQ(hsq_store_get(st, HSQ_DB_CREDITS, k, sizeof k, &v), HSQ_ENOTFOUND);
+    hsq_store_abort(st);
+    ASSERT_CREDITS("dee", 0, 0);
+
+    /* Roles: only an operator may grant. */
+    feed_role = HSQ_ROLE_WEB;
+    HSQ_ASSERT_EQ(credits_op("cy", 5, NULL, NULL), HSQ_EFORBIDDEN);
+    feed_role = HSQ_ROLE_OPERATOR;
+    HSQ_OK(credits_op("cy", 5, NULL, NULL));
+    feed_role = HSQ_ROLE_ANY;
+    HSQ_ASSERT(audit_lines("op=credit_reserve") >= 9);
+    HSQ_ASSERT(audit_lines("op=credit_refund") >= 6);
+    HSQ_ASSERT_EQ(audit_lines("op=credit_consume"), 2);
+    conf.credits = 0;
+    conf.credit_cost = 0;
+}
+
 int main(void) {
     snprintf(dir, sizeof dir, "/tmp/hsq-test-queue-XXXXXX");
     HSQ_ASSERT(mkdtemp(dir) != NULL);
@@ -962,6 +1248,7 @@ int main(void) {
     test_retention_pending();
     test_fsck();
     test_rate_limit();
+    test_credits();
     close_all();
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
