@@ -92,21 +92,34 @@ static int box_mean(row_fn row, void *ctx, uint32_t w, uint32_t h, int nc, int r
         free(scratch);
         return HSQ_ENOMEM;
     }
+    double *inv_nx = hsq_trymalloc((size_t)w * sizeof *inv_nx);
+    if (!inv_nx) {
+        free(col);
+        free(scratch);
+        return HSQ_ENOMEM;
+    }
     memset(col, 0, rw * sizeof *col);
     const int64_t R = r, W = w, H = h;
+    /* Reciprocals of the window widths: a multiply per output instead of a
+     * division. s is an exact sum of floats (n c for a constant c), and
+     * n c * (1/n) is within a double ulp or two of c, which rounds back to
+     * the float c: a constant input still comes out exactly constant. */
+    for (int64_t x = 0; x < W; x++) {
+        int64_t x0 = x - R < 0 ? 0 : x - R, x1 = x + R >= W ? W - 1 : x + R;
+        inv_nx[x] = 1.0 / (double)(x1 - x0 + 1);
+    }
     for (int64_t y = 0; y <= R && y < H; y++)
         col_add(col, row(ctx, (uint32_t)y, scratch), rw, 1.0);
     for (int64_t y = 0; y < H; y++) {
         int64_t y0 = y - R < 0 ? 0 : y - R, y1 = y + R >= H ? H - 1 : y + R;
-        double ny = (double)(y1 - y0 + 1);
+        double inv_ny = 1.0 / (double)(y1 - y0 + 1);
         float *o = dst + (size_t)y * rw;
         for (int c = 0; c < nc; c++) {
             double s = 0;
             for (int64_t x = 0; x <= R && x < W; x++)
                 s += col[x * nc + c];
             for (int64_t x = 0; x < W; x++) {
-                int64_t x0 = x - R < 0 ? 0 : x - R, x1 = x + R >= W ? W - 1 : x + R;
-                o[x * nc + c] = (float)(s / ((double)(x1 - x0 + 1) * ny));
+                o[x * nc + c] = (float)(s * (inv_nx[x] * inv_ny));
                 if (x + R + 1 < W)
                     s += col[(x + R + 1) * nc + c];
                 if (x - R >= 0)
@@ -118,6 +131,7 @@ static int box_mean(row_fn row, void *ctx, uint32_t w, uint32_t h, int nc, int r
         if (y - R >= 0)
             col_add(col, row(ctx, (uint32_t)(y - R), scratch), rw, -1.0);
     }
+    free(inv_nx);
     free(col);
     free(scratch);
     return 0;
@@ -141,6 +155,8 @@ static void lerp_axis_free(lerp_axis *a) {
     free(a->i0);
     free(a->i1);
     free(a->f);
+    a->i0 = a->i1 = NULL;
+    a->f = NULL;
 }
 
 static int lerp_axis_build(lerp_axis *a, uint32_t dn, uint32_t sn, double scale) {
@@ -475,57 +491,155 @@ static const float *bf_row(void *ctx, uint32_t y, float *o) {
     return o;
 }
 
-/* One blur-fusion step: Fh = blur(F a) / blur(a), Bh = blur(B (1-a)) /
- * blur(1-a), then both corrected by the compositing residual
- * I - a Fh - (1-a) Bh. */
-static int bf_pass(const float *I, const float *a, const float *Fin, const float *Bin, uint32_t w,
-                   uint32_t h, int r, float *m8, float *Fout, float *Bout) {
+/* The window means of one blur-fusion step: Fh = blur(F a) / blur(a),
+ * Bh = blur(B (1-a)) / blur(1-a) (the photo's own pixel where a window has
+ * no weight on that side). */
+static int bf_means(const float *I, const float *a, const float *Fin, const float *Bin, uint32_t w,
+                    uint32_t h, int r, float *m8, float *Fh, float *Bh) {
     bf_rows br = {Fin, Bin, a, w};
     int rc = box_mean(bf_row, &br, w, h, 8, r, m8);
     if (rc)
         return rc;
     for (size_t i = 0, n = (size_t)w * h; i < n; i++) {
         const float *m = m8 + 8 * i, *px = I + 3 * i;
-        float av = a[i], na = 1.0f - av;
         for (int c = 0; c < 3; c++) {
-            float fh = m[3] > 1e-6f ? m[c] / m[3] : px[c];
-            float bh = m[7] > 1e-6f ? m[4 + c] / m[7] : px[c];
-            float res = px[c] - av * fh - na * bh;
-            Fout[3 * i + c] = clamp01(fh + av * res);
-            Bout[3 * i + c] = clamp01(bh + na * res);
+            Fh[3 * i + c] = m[3] > 1e-6f ? m[c] / m[3] : px[c];
+            Bh[3 * i + c] = m[7] > 1e-6f ? m[4 + c] / m[7] : px[c];
         }
     }
     return 0;
+}
+
+/* The compositing-residual correction of one pixel: with res = I - a Fh -
+ * (1-a) Bh, F = Fh + a res and B = Bh + (1-a) res, clamped. */
+static void bf_correct(const float *px, float av, const float *fh, const float *bh, float *F,
+                       float *B) {
+    float na = 1.0f - av;
+    for (int c = 0; c < 3; c++) {
+        float res = px[c] - av * fh[c] - na * bh[c];
+        F[c] = clamp01(fh[c] + av * res);
+        if (B)
+            B[c] = clamp01(bh[c] + na * res);
+    }
+}
+
+/* Blur fusion on one grid (the image itself, or a reduced copy): pass 1 at
+ * radius r1 gives corrected F1, B1; pass 2 at r2 over them gives the means
+ * Fh, Bh, which the caller corrects against the full-size pixels. */
+static int bf_grid(const float *I, const float *a, uint32_t w, uint32_t h, int r1, int r2,
+                   float *Fh, float *Bh) {
+    const size_t n = (size_t)w * h;
+    float *m8 = hsq_trymalloc(n * 8 * sizeof(float));
+    float *F1 = hsq_trymalloc(n * 3 * sizeof(float));
+    float *B1 = hsq_trymalloc(n * 3 * sizeof(float));
+    int rc = HSQ_ENOMEM;
+    if (!m8 || !F1 || !B1)
+        goto done;
+    /* pass 1 means into Fh, Bh (scratch), corrected into F1, B1 */
+    if ((rc = bf_means(I, a, I, I, w, h, r1, m8, Fh, Bh)) != 0)
+        goto done;
+    for (size_t i = 0; i < n; i++)
+        bf_correct(I + 3 * i, a[i], Fh + 3 * i, Bh + 3 * i, F1 + 3 * i, B1 + 3 * i);
+    rc = bf_means(I, a, F1, B1, w, h, r2, m8, Fh, Bh);
+done:
+    free(m8);
+    free(F1);
+    free(B1);
+    return rc;
 }
 
 int hsq_cmp_fg_estimate(const float *rgb, const float *alpha, uint32_t w, uint32_t h, float *fg) {
     if (!rgb || !alpha || !fg || fg == rgb || !dims_ok(w, h))
         return HSQ_EINVAL;
     const size_t n = (size_t)w * h;
+    memcpy(fg, rgb, n * 3 * sizeof(float));
+    /* Only the soft band (0 < alpha < 1) changes: its bounding box, plus the
+     * reach of the filters, is all that is computed. */
+    uint32_t bx0 = w, bx1 = 0, by0 = h, by1 = 0;
+    for (uint32_t y = 0; y < h; y++) {
+        const float *ar = alpha + (size_t)y * w;
+        for (uint32_t x = 0; x < w; x++)
+            if (ar[x] > 0.0f && ar[x] < 1.0f) {
+                bx0 = x < bx0 ? x : bx0;
+                bx1 = x > bx1 ? x : bx1;
+                by0 = y < by0 ? y : by0;
+                by1 = y > by1 ? y : by1;
+            }
+    }
+    if (bx0 > bx1)
+        return 0; /* a hard matte: nothing to estimate */
     /* Radii of the paper (90 then 6 px at about 1 MP), scaled to the image. */
     uint32_t side = w > h ? w : h;
     int r1 = (int)lround(side / 12.0), r2 = (int)lround(side / 170.0);
     r1 = r1 < 3 ? 3 : r1;
     r2 = r2 < 1 ? 1 : r2;
-    float *m8 = hsq_trymalloc(n * 8 * sizeof(float));
-    float *F1 = hsq_trymalloc(n * 3 * sizeof(float));
-    float *B1 = hsq_trymalloc(n * 3 * sizeof(float));
-    float *B2 = hsq_trymalloc(n * 3 * sizeof(float));
+    /* Both passes are window means: smooth at the scale of r2 (8 px at
+     * 1280), so they are computed on an s-times smaller grid (keeping r2 / s
+     * >= 4) and sampled bilinearly at the full-size band pixels, where the
+     * residual correction against the full-size photo restores the detail
+     * (as the fast guided filter does with its coefficients). */
+    uint32_t s = r2 / 4 > 1 ? (uint32_t)(r2 / 4) : 1;
+    const uint32_t wl = (w + s - 1) / s, hl = (h + s - 1) / s;
+    const size_t nl = (size_t)wl * hl;
+    int r1l = (int)lround((double)r1 / s), r2l = (int)lround((double)r2 / s);
+    r1l = r1l < 1 ? 1 : r1l;
+    r2l = r2l < 1 ? 1 : r2l;
+    float *Il = NULL, *al = NULL;
+    float *Fh = hsq_trymalloc(nl * 3 * sizeof(float));
+    float *Bh = hsq_trymalloc(nl * 3 * sizeof(float));
+    lerp_axis ax = {0}, ay = {0};
     int rc = HSQ_ENOMEM;
-    if (!m8 || !F1 || !B1 || !B2)
+    if (!Fh || !Bh)
         goto done;
-    if ((rc = bf_pass(rgb, alpha, rgb, rgb, w, h, r1, m8, F1, B1)) != 0)
+    const float *Iuse = rgb, *ause = alpha;
+    if (s > 1) {
+        Il = hsq_trymalloc(nl * 3 * sizeof(float));
+        al = hsq_trymalloc(nl * sizeof(float));
+        if (!Il || !al)
+            goto done;
+        downsample_box(rgb, w, h, 3, s, Il);
+        downsample_box(alpha, w, h, 1, s, al);
+        Iuse = Il;
+        ause = al;
+    }
+    if ((rc = bf_grid(Iuse, ause, wl, hl, r1l, r2l, Fh, Bh)) != 0)
         goto done;
-    if ((rc = bf_pass(rgb, alpha, F1, B1, w, h, r2, m8, fg, B2)) != 0)
+    if ((rc = lerp_axis_build(&ax, w, wl, (double)s)) != 0 ||
+        (rc = lerp_axis_build(&ay, h, hl, (double)s)) != 0)
         goto done;
-    for (size_t i = 0; i < n; i++)
-        if (!(alpha[i] > 0.0f && alpha[i] < 1.0f))
-            memcpy(fg + 3 * i, rgb + 3 * i, 3 * sizeof(float));
+    for (uint32_t y = by0; y <= by1; y++) {
+        const size_t r0 = (size_t)ay.i0[y] * wl * 3, r1o = (size_t)ay.i1[y] * wl * 3;
+        const float fy = ay.f[y];
+        for (uint32_t x = bx0; x <= bx1; x++) {
+            size_t i = (size_t)y * w + x;
+            float av = alpha[i];
+            if (!(av > 0.0f && av < 1.0f))
+                continue;
+            float fh[3], bh[3];
+            if (s == 1) {
+                memcpy(fh, Fh + 3 * i, sizeof fh);
+                memcpy(bh, Bh + 3 * i, sizeof bh);
+            } else {
+                size_t a0 = (size_t)ax.i0[x] * 3, a1 = (size_t)ax.i1[x] * 3;
+                float fx = ax.f[x];
+                for (int c = 0; c < 3; c++) {
+                    fh[c] = lerpf(lerpf(Fh[r0 + a0 + c], Fh[r0 + a1 + c], fx),
+                                  lerpf(Fh[r1o + a0 + c], Fh[r1o + a1 + c], fx), fy);
+                    bh[c] = lerpf(lerpf(Bh[r0 + a0 + c], Bh[r0 + a1 + c], fx),
+                                  lerpf(Bh[r1o + a0 + c], Bh[r1o + a1 + c], fx), fy);
+                }
+            }
+            bf_correct(rgb + 3 * i, av, fh, bh, fg + 3 * i, NULL);
+        }
+    }
+    rc = 0;
 done:
-    free(m8);
-    free(F1);
-    free(B1);
-    free(B2);
+    lerp_axis_free(&ax);
+    lerp_axis_free(&ay);
+    free(Il);
+    free(al);
+    free(Fh);
+    free(Bh);
     return rc;
 }
 
@@ -688,6 +802,8 @@ int hsq_cmp_composite(const float *fg, const float *bg, const float *alpha, uint
 
     /* Light wrap: blur(bg * (1 - alpha)), only where it is needed. */
     float *light = NULL;
+    uint32_t ls = 1, lw = w, lh = h;
+    lerp_axis ax = {0}, ay = {0};
     if (c.wrap > 0) {
         float sigma = c.wrap_sigma;
         if (sigma == 0) {
@@ -695,34 +811,76 @@ int hsq_cmp_composite(const float *fg, const float *bg, const float *alpha, uint
             if (sigma < 2)
                 sigma = 2;
         }
-        light = hsq_trymalloc(n * 3 * sizeof(float));
+        /* A wide blur is smooth at the scale of sigma: computed on a grid
+         * ls times smaller (block means of bg (1 - alpha), sigma / ls >= 2.5)
+         * and sampled bilinearly where alpha > 0, the only place it is used. */
+        ls = (uint32_t)(sigma / 2.5f);
+        ls = ls < 1 ? 1 : ls > 8 ? 8 : ls;
+        lw = (w + ls - 1) / ls;
+        lh = (h + ls - 1) / ls;
+        light = hsq_trymalloc((size_t)lw * lh * 3 * sizeof(float));
         if (!light)
             return HSQ_ENOMEM;
-        for (size_t i = 0; i < n; i++)
-            for (int k = 0; k < 3; k++)
-                light[3 * i + k] = bg[3 * i + k] * (1.0f - alpha[i]);
-        int rc = hsq_cmp_blur(light, w, h, 3, sigma);
+        for (uint32_t ly = 0; ly < lh; ly++)
+            for (uint32_t lx = 0; lx < lw; lx++) {
+                uint32_t y0 = ly * ls, y1 = y0 + ls < h ? y0 + ls : h;
+                uint32_t x0 = lx * ls, x1 = x0 + ls < w ? x0 + ls : w;
+                float acc[3] = {0, 0, 0};
+                for (uint32_t y = y0; y < y1; y++)
+                    for (uint32_t x = x0; x < x1; x++) {
+                        size_t i = (size_t)y * w + x;
+                        float na = 1.0f - alpha[i];
+                        for (int k = 0; k < 3; k++)
+                            acc[k] += bg[3 * i + k] * na;
+                    }
+                float inv = 1.0f / (float)((y1 - y0) * (x1 - x0));
+                for (int k = 0; k < 3; k++)
+                    light[((size_t)ly * lw + lx) * 3 + k] = acc[k] * inv;
+            }
+        int rc = hsq_cmp_blur(light, lw, lh, 3, sigma / (float)ls);
+        if (!rc && ls > 1 &&
+            ((rc = lerp_axis_build(&ax, w, lw, (double)ls)) != 0 ||
+             (rc = lerp_axis_build(&ay, h, lh, (double)ls)) != 0))
+            lerp_axis_free(&ax);
         if (rc) {
             free(light);
             return rc;
         }
     }
 
-    for (size_t i = 0; i < n; i++) {
-        float a = alpha[i];
-        for (int k = 0; k < 3; k++) {
-            float f = fg[3 * i + k], b = bg[3 * i + k];
-            if (light) {
-                float l = c.wrap * a * light[3 * i + k];
-                if (l > 0)
-                    f = 1.0f - (1.0f - f) * (1.0f - clamp01(l)); /* screen */
+    for (uint32_t y = 0; y < h; y++) {
+        for (uint32_t x = 0; x < w; x++) {
+            size_t i = (size_t)y * w + x;
+            float a = alpha[i], lt[3] = {0, 0, 0};
+            if (light && a > 0) {
+                if (ls == 1) {
+                    memcpy(lt, light + 3 * i, sizeof lt);
+                } else {
+                    const float *r0 = light + (size_t)ay.i0[y] * lw * 3,
+                                *r1 = light + (size_t)ay.i1[y] * lw * 3;
+                    size_t a0 = (size_t)ax.i0[x] * 3, a1 = (size_t)ax.i1[x] * 3;
+                    float fx = ax.f[x], fy = ay.f[y];
+                    for (int k = 0; k < 3; k++)
+                        lt[k] = lerpf(lerpf(r0[a0 + k], r0[a1 + k], fx),
+                                      lerpf(r1[a0 + k], r1[a1 + k], fx), fy);
+                }
             }
-            if (do_shift)
-                f = clamp01(f + shift[k]);
-            out[3 * i + k] = a * f + (1.0f - a) * b;
+            for (int k = 0; k < 3; k++) {
+                float f = fg[3 * i + k], b = bg[3 * i + k];
+                if (light) {
+                    float l = c.wrap * a * lt[k];
+                    if (l > 0)
+                        f = 1.0f - (1.0f - f) * (1.0f - clamp01(l)); /* screen */
+                }
+                if (do_shift)
+                    f = clamp01(f + shift[k]);
+                out[3 * i + k] = a * f + (1.0f - a) * b;
+            }
         }
     }
     free(light);
+    lerp_axis_free(&ax);
+    lerp_axis_free(&ay);
     return 0;
 }
 
@@ -757,11 +915,25 @@ static double lin_to_srgb(double c) {
 
 typedef struct {
     float v[LIN_LUT + 2];
+    float e[LIN_LUT + 2]; /* the encoding curve, linear -> sRGB, same steps */
 } lin_lut;
 
 static void lin_lut_init(lin_lut *t) {
-    for (int i = 0; i <= LIN_LUT + 1; i++)
+    for (int i = 0; i <= LIN_LUT + 1; i++) {
         t->v[i] = (float)srgb_to_lin((double)i / LIN_LUT);
+        t->e[i] = (float)lin_to_srgb((double)i / LIN_LUT);
+    }
+}
+
+/* lin_to_srgb(y) for y in [0, 1] from the table: exact on the linear toe,
+ * within about 2e-5 just above the knee (the curve's bend is largest there)
+ * and 1e-7 elsewhere, far below an 8-bit output step; tone runs it three
+ * times per subject pixel, where pow() was a third of its time. */
+static float srgb_of(const lin_lut *t, double y) {
+    float x = (float)y * LIN_LUT;
+    int i = (int)x;
+    i = i < 0 ? 0 : i > LIN_LUT ? LIN_LUT : i;
+    return t->e[i] + (x - (float)i) * (t->e[i + 1] - t->e[i]);
 }
 
 static double lin_of(const lin_lut *t, float c) {
@@ -1313,7 +1485,7 @@ int hsq_cmp_tone(float *rgb, uint32_t w, uint32_t h, const float *mask, float st
             double y = lin_of(lut, p[k]) * gain[k];
             if (gain[k] > 1)
                 y = shoulder(y);
-            float v = (float)lin_to_srgb(y < 0 ? 0 : y > 1 ? 1 : y);
+            float v = srgb_of(lut, y < 0 ? 0 : y > 1 ? 1 : y);
             p[k] = m == 1 ? v : p[k] + m * (v - p[k]);
         }
     }

@@ -103,8 +103,9 @@ int hsq_img_probe(const void *data, size_t len, const hsq_img_limits *lim, hsq_i
 /* Decode data into *out (RGB8; PNG alpha composited over white, grey, palette
  * and 16-bit converted). For a JPEG much larger than needed, pass the output
  * sizes the caller will produce (targets, n): the decoder then uses the
- * smallest DCT scale at which the centre crop for every target is still at
- * least twice the target in both dimensions. targets may be NULL (n = 0) for
+ * smallest DCT scale of 1/2, 1/4 and 1/8 (the fast ones) at which the centre
+ * crop for every target is still at least twice the target in both
+ * dimensions. targets may be NULL (n = 0) for
  * full size. Targets are in displayed orientation, like the result: EXIF
  * orientation is applied. *out is untouched on failure.
  * Errors: as hsq_img_probe, plus HSQ_EIMGTOOLARGE for a JPEG with more than

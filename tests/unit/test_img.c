@@ -469,12 +469,13 @@ static void test_scaled_decode(void) {
     HSQ_ASSERT_EQ(dec.h, 1200);
     hsq_img_free(&dec);
 
-    /* 200x200 needs a >= 400x400 crop: 3/8 gives 600x450 (crop 450), 1/4
-     * gives 400x300 (crop 300, too small). */
+    /* 200x200 needs a >= 400x400 crop: 1/4 gives 400x300 (crop 300, too
+     * small), so 1/2 (crop 600); 3/8 would do too, but only the
+     * power-of-two scales are candidates (they have fast IDCTs). */
     hsq_img_size t1[] = {{200, 200}};
     HSQ_OK(hsq_img_decode(buf, len, NULL, t1, 1, &dec));
-    HSQ_ASSERT_EQ(dec.w, 600);
-    HSQ_ASSERT_EQ(dec.h, 450);
+    HSQ_ASSERT_EQ(dec.w, 800);
+    HSQ_ASSERT_EQ(dec.h, 600);
     hsq_img_free(&dec);
 
     /* Every target counts: a second, larger one forces 1/2 (crop 600 >= 600). */
@@ -1129,12 +1130,13 @@ static void test_scaled_oriented(void) {
     memcpy(jpg, base, 2);
     memcpy(jpg + 2, seg, sn);
     memcpy(jpg + 2 + sn, base + 2, blen - 2);
-    /* Displayed 1200 x 1600; 200x200 needs a >= 400 crop: 3/8 -> 450 x 600. */
+    /* Displayed 1200 x 1600; 200x200 needs a >= 400 crop: 1/2 -> 600 x 800
+     * (1/4, 300 x 400, is too small; 3/8 is not a candidate). */
     hsq_img_size t1[] = {{200, 200}};
     hsq_img dec = {0};
     HSQ_OK(hsq_img_decode(jpg, blen + sn, NULL, t1, 1, &dec));
-    HSQ_ASSERT_EQ(dec.w, 450);
-    HSQ_ASSERT_EQ(dec.h, 600);
+    HSQ_ASSERT_EQ(dec.w, 600);
+    HSQ_ASSERT_EQ(dec.h, 800);
     hsq_img_free(&dec);
     /* A tall target 300 x 800 in the displayed frame: 1/2 (600 x 800) has a
      * crop of 300 x 800 < 2x, so only full size (1200 x 1600) works. */
