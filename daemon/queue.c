@@ -280,26 +280,36 @@ static int save_task(hsq_queue *q, hsq_task *t) {
     return save_task_into(q, t, &q->scratch);
 }
 
-static int load_user(hsq_queue *q, hsq_str user, user_rec *u) {
+/* Fixed-size per-user records (users, credits): a missing one reads as
+ * zeros. */
+static int load_per_user(hsq_queue *q, hsq_db db, hsq_str user, void *rec, size_t size) {
     uint8_t k[1 + HSQ_MAX_USER_LEN];
     size_t kl = user_key(k, user);
     hsq_bytes v;
-    int rc = hsq_store_get(q->st, HSQ_DB_USERS, k, kl, &v);
-    memset(u, 0, sizeof *u);
+    int rc = hsq_store_get(q->st, db, k, kl, &v);
+    memset(rec, 0, size);
     if (rc == HSQ_ENOTFOUND)
         return 0;
     if (rc != 0)
         return note(q, rc);
-    if (v.len != sizeof *u)
+    if (v.len != size)
         return note(q, HSQ_ECORRUPT);
-    memcpy(u, v.ptr, sizeof *u);
+    memcpy(rec, v.ptr, size);
     return 0;
 }
 
-static int save_user(hsq_queue *q, hsq_str user, const user_rec *u) {
+static int save_per_user(hsq_queue *q, hsq_db db, hsq_str user, const void *rec, size_t size) {
     uint8_t k[1 + HSQ_MAX_USER_LEN];
     size_t kl = user_key(k, user);
-    return note(q, hsq_store_put(q->st, HSQ_DB_USERS, k, kl, u, sizeof *u));
+    return note(q, hsq_store_put(q->st, db, k, kl, rec, size));
+}
+
+static int load_user(hsq_queue *q, hsq_str user, user_rec *u) {
+    return load_per_user(q, HSQ_DB_USERS, user, u, sizeof *u);
+}
+
+static int save_user(hsq_queue *q, hsq_str user, const user_rec *u) {
+    return save_per_user(q, HSQ_DB_USERS, user, u, sizeof *u);
 }
 
 static int user_active_add(hsq_queue *q, hsq_str user, int delta) {
@@ -647,25 +657,11 @@ typedef struct {
 } credit_rec;
 
 static int load_credits(hsq_queue *q, hsq_str user, credit_rec *cr) {
-    uint8_t k[1 + HSQ_MAX_USER_LEN];
-    size_t kl = user_key(k, user);
-    hsq_bytes v;
-    int rc = hsq_store_get(q->st, HSQ_DB_CREDITS, k, kl, &v);
-    memset(cr, 0, sizeof *cr);
-    if (rc == HSQ_ENOTFOUND)
-        return 0;
-    if (rc != 0)
-        return note(q, rc);
-    if (v.len != sizeof *cr)
-        return note(q, HSQ_ECORRUPT);
-    memcpy(cr, v.ptr, sizeof *cr);
-    return 0;
+    return load_per_user(q, HSQ_DB_CREDITS, user, cr, sizeof *cr);
 }
 
 static int save_credits(hsq_queue *q, hsq_str user, const credit_rec *cr) {
-    uint8_t k[1 + HSQ_MAX_USER_LEN];
-    size_t kl = user_key(k, user);
-    return note(q, hsq_store_put(q->st, HSQ_DB_CREDITS, k, kl, cr, sizeof *cr));
+    return save_per_user(q, HSQ_DB_CREDITS, user, cr, sizeof *cr);
 }
 
 /* Outputs a task asks for: every background x style x size (settings the
