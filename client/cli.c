@@ -92,17 +92,6 @@ static void put_key(const char *k) {
     printf("%-10s ", k);
 }
 
-static void format_time(int64_t ms, char *buf, size_t len) {
-    if (ms <= 0) {
-        snprintf(buf, len, "-");
-        return;
-    }
-    time_t secs = (time_t)(ms / 1000);
-    struct tm tm;
-    gmtime_r(&secs, &tm);
-    snprintf(buf, len, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
-             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ms % 1000));
-}
 
 static void hex(const uint8_t *p, size_t n, char *out) {
     static const char d[] = "0123456789abcdef";
@@ -264,19 +253,19 @@ static void text_task(const hsq_wire_task *t) {
         put_view(t->stage);
     }
     putchar('\n');
-    format_time(t->created_ms, tb, sizeof tb);
+    hsq_cli_iso_time(t->created_ms, tb, sizeof tb);
     put_key("created:");
     printf("%s\n", tb);
-    format_time(t->updated_ms, tb, sizeof tb);
+    hsq_cli_iso_time(t->updated_ms, tb, sizeof tb);
     put_key("updated:");
     printf("%s\n", tb);
-    format_time(t->expires_ms, tb, sizeof tb);
+    hsq_cli_iso_time(t->expires_ms, tb, sizeof tb);
     put_key("expires:");
     printf("%s (outputs and metadata)\n", tb);
-    format_time(t->uploads_expire_ms, tb, sizeof tb);
+    hsq_cli_iso_time(t->uploads_expire_ms, tb, sizeof tb);
     put_key("uploads:");
     printf("%s (portraits deleted)\n", tb);
-    format_time(t->refs_expire_ms, tb, sizeof tb);
+    hsq_cli_iso_time(t->refs_expire_ms, tb, sizeof tb);
     put_key("refs:");
     printf("%s (clothing and background deleted)\n", tb);
     if (t->err_code) {
@@ -686,7 +675,7 @@ static int cmd_list(cli *x) {
     for (uint32_t i = 0; i < page.n; i++) {
         const hsq_wire_task *t = &page.tasks[i];
         char tb[80];
-        format_time(t->created_ms, tb, sizeof tb);
+        hsq_cli_iso_time(t->created_ms, tb, sizeof tb);
         printf("%-20" PRIu64 " %-10s %-6s %3" PRIu32 "%% %3" PRIu32 " %-24s %3" PRIu32 " %s\n",
                t->id, state_name(t->state), hsq_prio_name((hsq_prio)t->prio), t->progress,
                t->attempts, tb, t->n_outputs, t->err_code ? err_name(t->err_code) : "-");
@@ -736,7 +725,7 @@ static int cmd_stats(cli *x) {
     for (size_t i = 0; i < nrows; i++)
         printf("%-17s %12" PRIu64 "\n", rows[i].name, rows[i].v);
     char tb[80];
-    format_time(s.oldest_queued_ms, tb, sizeof tb);
+    hsq_cli_iso_time(s.oldest_queued_ms, tb, sizeof tb);
     printf("%-17s %12s\n", "oldest_queued", tb);
     return HSQ_CLI_EXIT_OK;
 }

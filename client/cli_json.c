@@ -3,6 +3,7 @@
 #include <assert.h>
 #include <inttypes.h>
 #include <string.h>
+#include <time.h>
 
 void hsq_cli_json_init(hsq_cli_json *j, FILE *f) {
     memset(j, 0, sizeof *j);
@@ -158,4 +159,16 @@ void hsq_cli_json_bool(hsq_cli_json *j, const char *key, int v) {
 void hsq_cli_json_null(hsq_cli_json *j, const char *key) {
     member(j, key);
     fputs("null", j->f);
+}
+
+void hsq_cli_iso_time(int64_t ms, char *buf, size_t len) {
+    if (ms <= 0) {
+        snprintf(buf, len, "-");
+        return;
+    }
+    time_t secs = (time_t)(ms / 1000);
+    struct tm tm;
+    gmtime_r(&secs, &tm);
+    snprintf(buf, len, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ms % 1000));
 }

@@ -47,4 +47,8 @@ void hsq_cli_json_escape(FILE *f, const char *s, size_t len);
 }
 #endif
 
+/* UTC ISO-8601 with milliseconds ("2026-11-29T03:00:00.000Z") for a time in
+ * ms since the epoch, or "-" for 0/negative (not set), into buf. */
+void hsq_cli_iso_time(int64_t ms, char *buf, size_t len);
+
 #endif

@@ -39,79 +39,63 @@
 
 #define IO_ERROR_NAME "io_error"
 #define PURGE_CHUNK 5000
-#define PURGE_PROBE_MS 2000 /* how long to look for hsqd before going offline  \
-                             */
+#define PURGE_PROBE_MS                                                                             \
+    2000 /* how long to look for hsqd before going offline                                         \
+          */
 
 /* ---- errors and output (as in cli.c) ---- */
 
-__attribute__((format(printf, 4, 5))) static int fail(const hsq_cli_cmd *cmd,
-                                                      int exit_code,
-                                                      const char *name,
-                                                      const char *fmt, ...) {
-  char msg[2048];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(msg, sizeof msg, fmt, ap);
-  va_end(ap);
-  fprintf(stderr, "hsq: %s: %s\n", name, msg);
-  if (cmd->json) {
-    hsq_cli_json j;
-    hsq_cli_json_init(&j, stdout);
-    hsq_cli_json_open(&j, NULL, '{');
-    hsq_cli_json_open(&j, "error", '{');
-    hsq_cli_json_str(&j, "code", name);
-    hsq_cli_json_str(&j, "message", msg);
-    hsq_cli_json_close(&j, '}');
-    hsq_cli_json_close(&j, '}');
-  }
-  return exit_code;
+__attribute__((format(printf, 4, 5))) static int fail(const hsq_cli_cmd *cmd, int exit_code,
+                                                      const char *name, const char *fmt, ...) {
+    char msg[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "hsq: %s: %s\n", name, msg);
+    if (cmd->json) {
+        hsq_cli_json j;
+        hsq_cli_json_init(&j, stdout);
+        hsq_cli_json_open(&j, NULL, '{');
+        hsq_cli_json_open(&j, "error", '{');
+        hsq_cli_json_str(&j, "code", name);
+        hsq_cli_json_str(&j, "message", msg);
+        hsq_cli_json_close(&j, '}');
+        hsq_cli_json_close(&j, '}');
+    }
+    return exit_code;
 }
 
 static int fail_lib(const hsq_cli_cmd *cmd, hsq_client *c, int rc) {
-  const char *msg = c ? hsq_client_errmsg(c) : "";
-  if (!msg || !*msg)
-    msg = hsq_strerror(rc);
-  return fail(cmd, hsq_cli_exit_code(rc), hsq_errname(rc), "%s", msg);
-}
-
-static void iso_time(int64_t ms, char *buf, size_t len) {
-  if (ms <= 0) {
-    snprintf(buf, len, "-");
-    return;
-  }
-  time_t secs = (time_t)(ms / 1000);
-  struct tm tm;
-  gmtime_r(&secs, &tm);
-  snprintf(buf, len, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
-           tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-           (int)(ms % 1000));
+    const char *msg = c ? hsq_client_errmsg(c) : "";
+    if (!msg || !*msg)
+        msg = hsq_strerror(rc);
+    return fail(cmd, hsq_cli_exit_code(rc), hsq_errname(rc), "%s", msg);
 }
 
 static void human_bytes(uint64_t b, char *buf, size_t len) {
-  static const char *const units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-  double v = (double)b;
-  int u = 0;
-  while (v >= 1024 && u < 4) {
-    v /= 1024;
-    u++;
-  }
-  if (u == 0)
-    snprintf(buf, len, "%" PRIu64 " B", b);
-  else
-    snprintf(buf, len, "%.1f %s", v, units[u]);
+    static const char *const units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    double v = (double)b;
+    int u = 0;
+    while (v >= 1024 && u < 4) {
+        v /= 1024;
+        u++;
+    }
+    if (u == 0)
+        snprintf(buf, len, "%" PRIu64 " B", b);
+    else
+        snprintf(buf, len, "%.1f %s", v, units[u]);
 }
 
 /* ---- offline settings: hsqd's defaults and config file ---- */
 
 typedef struct {
-  char *data_dir;
-  char *blob_dir;
-  uint64_t map_size, map_max;
-  uint64_t max_attempts, backoff_base_ms, backoff_max_ms, lease_ms, inline_max,
-      max_image;
-  uint64_t ret_outputs, ret_uploads, ret_failed, ret_refs, ret_pending,
-      ret_tomb, ret_audit;
-  uint64_t sweep_batch;
+    char *data_dir;
+    char *blob_dir;
+    uint64_t map_size, map_max;
+    uint64_t max_attempts, backoff_base_ms, backoff_max_ms, lease_ms, inline_max, max_image;
+    uint64_t ret_outputs, ret_uploads, ret_failed, ret_refs, ret_pending, ret_tomb, ret_audit;
+    uint64_t sweep_batch;
 } offline_conf;
 
 /* The subset of hsqd's keys (daemon/main.c) that a purge or fsck needs; any
@@ -144,843 +128,816 @@ static const hsq_conf_item offline_items[] = {
 #define N_OFFLINE (sizeof offline_items / sizeof offline_items[0])
 
 static void offline_defaults(offline_conf *o) {
-  memset(o, 0, sizeof *o);
-  hsq_conf_set_str(&o->data_dir, "");
-  hsq_conf_set_str(&o->blob_dir, "");
-  o->map_size = 1ull << 30;
-  o->map_max = 64ull << 30;
-  o->lease_ms = 30000;
-  o->max_attempts = 3;
-  o->backoff_base_ms = 1000;
-  o->backoff_max_ms = 60000;
-  o->inline_max = 64 << 10;
-  o->max_image = 50 << 20;
-  o->ret_outputs = HSQ_DEF_RETENTION_OUTPUTS_MS;
-  o->ret_uploads = HSQ_DEF_RETENTION_UPLOADS_MS;
-  o->ret_failed = HSQ_DEF_RETENTION_FAILED_MS;
-  o->ret_refs = HSQ_DEF_RETENTION_REFERENCES_MS;
-  o->ret_pending = HSQ_DEF_RETENTION_PENDING_MS;
-  o->ret_tomb = HSQ_DEF_RETENTION_TOMBSTONE_MS;
-  o->ret_audit = HSQ_DEF_RETENTION_AUDIT_MS;
-  o->sweep_batch = HSQ_DEF_SWEEP_BATCH;
+    memset(o, 0, sizeof *o);
+    hsq_conf_set_str(&o->data_dir, "");
+    hsq_conf_set_str(&o->blob_dir, "");
+    o->map_size = 1ull << 30;
+    o->map_max = 64ull << 30;
+    o->lease_ms = 30000;
+    o->max_attempts = 3;
+    o->backoff_base_ms = 1000;
+    o->backoff_max_ms = 60000;
+    o->inline_max = 64 << 10;
+    o->max_image = 50 << 20;
+    o->ret_outputs = HSQ_DEF_RETENTION_OUTPUTS_MS;
+    o->ret_uploads = HSQ_DEF_RETENTION_UPLOADS_MS;
+    o->ret_failed = HSQ_DEF_RETENTION_FAILED_MS;
+    o->ret_refs = HSQ_DEF_RETENTION_REFERENCES_MS;
+    o->ret_pending = HSQ_DEF_RETENTION_PENDING_MS;
+    o->ret_tomb = HSQ_DEF_RETENTION_TOMBSTONE_MS;
+    o->ret_audit = HSQ_DEF_RETENTION_AUDIT_MS;
+    o->sweep_batch = HSQ_DEF_SWEEP_BATCH;
 }
 
 /* Read hsqd's config file (same syntax as common/conf.h), applying the keys
  * above. Errors: -errno, HSQ_EINVAL (message in err). */
-static int offline_load(offline_conf *o, const char *path, char *err,
-                        size_t errlen) {
-  FILE *f = fopen(path, "r");
-  if (!f) {
-    int e = errno;
-    snprintf(err, errlen, "cannot read %s: %s", path, strerror(e));
-    return -e;
-  }
-  char line[4096], e2[512];
-  int lineno = 0, rc = 0;
-  while (rc == 0 && fgets(line, sizeof line, f)) {
-    lineno++;
-    char *hash = strchr(line, '#');
-    if (hash)
-      *hash = '\0';
-    char *eq = strchr(line, '=');
-    if (!eq)
-      continue; /* blank, comment, or a line hsqd will refuse itself */
-    *eq = '\0';
-    char *k = line, *v = eq + 1;
-    while (*k == ' ' || *k == '\t')
-      k++;
-    for (char *p = k + strlen(k); p > k && strchr(" \t", p[-1]); p--)
-      p[-1] = '\0';
-    while (*v == ' ' || *v == '\t')
-      v++;
-    for (char *p = v + strlen(v); p > v && strchr(" \t\r\n", p[-1]); p--)
-      p[-1] = '\0';
-    for (size_t i = 0; i < N_OFFLINE; i++) {
-      if (strcmp(k, offline_items[i].key) != 0)
-        continue;
-      if (hsq_conf_set(offline_items, N_OFFLINE, o, k, v, e2, sizeof e2) != 0) {
-        snprintf(err, errlen, "%s:%d: %s", path, lineno, e2);
-        rc = HSQ_EINVAL;
-      }
-      break;
+static int offline_load(offline_conf *o, const char *path, char *err, size_t errlen) {
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        int e = errno;
+        snprintf(err, errlen, "cannot read %s: %s", path, strerror(e));
+        return -e;
     }
-  }
-  fclose(f);
-  return rc;
+    char line[4096], e2[512];
+    int lineno = 0, rc = 0;
+    while (rc == 0 && fgets(line, sizeof line, f)) {
+        lineno++;
+        char *hash = strchr(line, '#');
+        if (hash)
+            *hash = '\0';
+        char *eq = strchr(line, '=');
+        if (!eq)
+            continue; /* blank, comment, or a line hsqd will refuse itself */
+        *eq = '\0';
+        char *k = line, *v = eq + 1;
+        while (*k == ' ' || *k == '\t')
+            k++;
+        for (char *p = k + strlen(k); p > k && strchr(" \t", p[-1]); p--)
+            p[-1] = '\0';
+        while (*v == ' ' || *v == '\t')
+            v++;
+        for (char *p = v + strlen(v); p > v && strchr(" \t\r\n", p[-1]); p--)
+            p[-1] = '\0';
+        for (size_t i = 0; i < N_OFFLINE; i++) {
+            if (strcmp(k, offline_items[i].key) != 0)
+                continue;
+            if (hsq_conf_set(offline_items, N_OFFLINE, o, k, v, e2, sizeof e2) != 0) {
+                snprintf(err, errlen, "%s:%d: %s", path, lineno, e2);
+                rc = HSQ_EINVAL;
+            }
+            break;
+        }
+    }
+    fclose(f);
+    return rc;
 }
 
 /* Settings for an offline run: defaults, then --config, then the flags. */
-static int offline_setup(const hsq_cli_cmd *cmd, offline_conf *o, char *err,
-                         size_t errlen) {
-  offline_defaults(o);
-  if (cmd->config) {
-    int rc = offline_load(o, cmd->config, err, errlen);
-    if (rc != 0)
-      return rc;
-  }
-  if (cmd->data_dir)
-    hsq_conf_set_str(&o->data_dir, cmd->data_dir);
-  if (cmd->blob_dir)
-    hsq_conf_set_str(&o->blob_dir, cmd->blob_dir);
-  return 0;
+static int offline_setup(const hsq_cli_cmd *cmd, offline_conf *o, char *err, size_t errlen) {
+    offline_defaults(o);
+    if (cmd->config) {
+        int rc = offline_load(o, cmd->config, err, errlen);
+        if (rc != 0)
+            return rc;
+    }
+    if (cmd->data_dir)
+        hsq_conf_set_str(&o->data_dir, cmd->data_dir);
+    if (cmd->blob_dir)
+        hsq_conf_set_str(&o->blob_dir, cmd->blob_dir);
+    return 0;
 }
 
 typedef struct {
-  hsq_store *st;
-  hsq_blob *blob;
+    hsq_store *st;
+    hsq_blob *blob;
 } data_dir;
 
 /* Open <data_dir>/db and the blob store. Errors as hsq_store_open and
  * hsq_blob_open; err says which. */
-static int data_open(const offline_conf *o, data_dir *d, char *err,
-                     size_t errlen) {
-  char db[PATH_MAX], blobs[PATH_MAX];
-  memset(d, 0, sizeof *d);
-  snprintf(db, sizeof db, "%s/db", o->data_dir);
-  if (o->blob_dir[0])
-    snprintf(blobs, sizeof blobs, "%s", o->blob_dir);
-  else
-    snprintf(blobs, sizeof blobs, "%s/blobs", o->data_dir);
-  struct stat sb;
-  if (stat(db, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
-    snprintf(err, errlen, "%s is not an hsqd data directory (no db/)",
-             o->data_dir);
-    return HSQ_ENOTFOUND;
-  }
-  int rc = hsq_store_open(&d->st, db, o->map_size);
-  if (rc != 0) {
-    snprintf(err, errlen, "cannot open the store %.900s: %s", db,
-             hsq_strerror(rc));
-    return rc;
-  }
-  rc = hsq_blob_open(&d->blob, blobs);
-  if (rc != 0) {
-    snprintf(err, errlen, "cannot open the blob store %.900s: %s", blobs,
-             hsq_strerror(rc));
-    hsq_store_close(&d->st);
-    return rc;
-  }
-  return 0;
+static int data_open(const offline_conf *o, data_dir *d, char *err, size_t errlen) {
+    char db[PATH_MAX], blobs[PATH_MAX];
+    memset(d, 0, sizeof *d);
+    snprintf(db, sizeof db, "%s/db", o->data_dir);
+    if (o->blob_dir[0])
+        snprintf(blobs, sizeof blobs, "%s", o->blob_dir);
+    else
+        snprintf(blobs, sizeof blobs, "%s/blobs", o->data_dir);
+    struct stat sb;
+    if (stat(db, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
+        snprintf(err, errlen, "%s is not an hsqd data directory (no db/)", o->data_dir);
+        return HSQ_ENOTFOUND;
+    }
+    int rc = hsq_store_open(&d->st, db, o->map_size);
+    if (rc != 0) {
+        snprintf(err, errlen, "cannot open the store %.900s: %s", db, hsq_strerror(rc));
+        return rc;
+    }
+    rc = hsq_blob_open(&d->blob, blobs);
+    if (rc != 0) {
+        snprintf(err, errlen, "cannot open the blob store %.900s: %s", blobs, hsq_strerror(rc));
+        hsq_store_close(&d->st);
+        return rc;
+    }
+    return 0;
 }
 
 static void data_close(data_dir *d) {
-  hsq_blob_close(&d->blob);
-  hsq_store_close(&d->st);
+    hsq_blob_close(&d->blob);
+    hsq_store_close(&d->st);
 }
 
 /* ---- purge ---- */
 
 static void purge_add(hsq_rep_purge *sum, const hsq_rep_purge *p) {
-  sum->inputs += p->inputs;
-  sum->outputs += p->outputs;
-  sum->tasks += p->tasks;
-  sum->tombstones += p->tombstones;
-  sum->cancelled += p->cancelled;
-  sum->bytes += p->bytes;
-  sum->errors += p->errors;
-  sum->more = p->more;
-  sum->dry_run = p->dry_run;
+    sum->inputs += p->inputs;
+    sum->outputs += p->outputs;
+    sum->tasks += p->tasks;
+    sum->tombstones += p->tombstones;
+    sum->cancelled += p->cancelled;
+    sum->bytes += p->bytes;
+    sum->errors += p->errors;
+    sum->more = p->more;
+    sum->dry_run = p->dry_run;
 }
 
-static void purge_print(const hsq_cli_cmd *cmd, const hsq_rep_purge *s,
-                        const char *offline) {
-  if (cmd->json) {
-    hsq_cli_json j;
-    hsq_cli_json_init(&j, stdout);
-    hsq_cli_json_open(&j, NULL, '{');
-    hsq_cli_json_bool(&j, "dry_run", s->dry_run);
-    hsq_cli_json_bool(&j, "offline", offline != NULL);
-    if (offline)
-      hsq_cli_json_str(&j, "data_dir", offline);
-    hsq_cli_json_u64(&j, "inputs", s->inputs);
-    hsq_cli_json_u64(&j, "outputs", s->outputs);
-    hsq_cli_json_u64(&j, "tasks", s->tasks);
-    hsq_cli_json_u64(&j, "tombstones", s->tombstones);
-    hsq_cli_json_u64(&j, "cancelled", s->cancelled);
-    hsq_cli_json_u64(&j, "bytes", s->bytes);
-    hsq_cli_json_u64(&j, "errors", s->errors);
-    hsq_cli_json_bool(&j, "more", s->more);
-    hsq_cli_json_close(&j, '}');
-    return;
-  }
-  char hb[32];
-  human_bytes(s->bytes, hb, sizeof hb);
-  const char *verb = s->dry_run ? "would delete" : "deleted";
-  printf("%-12s %" PRIu64 " uploads and references, %" PRIu64 " outputs\n",
-         verb, s->inputs, s->outputs);
-  printf("%-12s %" PRIu64 " tasks reduced to tombstones, %" PRIu64
-         " tombstones removed\n",
-         "", s->tasks, s->tombstones);
-  printf("%-12s %" PRIu64 " unfinished tasks past retention_pending\n",
-         s->dry_run ? "would cancel" : "cancelled", s->cancelled);
-  printf("%-12s %s (%" PRIu64 " bytes)\n", s->dry_run ? "would free" : "freed",
-         hb, s->bytes);
-  if (s->errors)
-    printf("%-12s %" PRIu64 " (blob store failures; retried a minute later)\n",
-           "errors", s->errors);
-  if (s->dry_run && s->more)
-    printf("(more entries are due beyond the first 1000000)\n");
+static void purge_print(const hsq_cli_cmd *cmd, const hsq_rep_purge *s, const char *offline) {
+    if (cmd->json) {
+        hsq_cli_json j;
+        hsq_cli_json_init(&j, stdout);
+        hsq_cli_json_open(&j, NULL, '{');
+        hsq_cli_json_bool(&j, "dry_run", s->dry_run);
+        hsq_cli_json_bool(&j, "offline", offline != NULL);
+        if (offline)
+            hsq_cli_json_str(&j, "data_dir", offline);
+        hsq_cli_json_u64(&j, "inputs", s->inputs);
+        hsq_cli_json_u64(&j, "outputs", s->outputs);
+        hsq_cli_json_u64(&j, "tasks", s->tasks);
+        hsq_cli_json_u64(&j, "tombstones", s->tombstones);
+        hsq_cli_json_u64(&j, "cancelled", s->cancelled);
+        hsq_cli_json_u64(&j, "bytes", s->bytes);
+        hsq_cli_json_u64(&j, "errors", s->errors);
+        hsq_cli_json_bool(&j, "more", s->more);
+        hsq_cli_json_close(&j, '}');
+        return;
+    }
+    char hb[32];
+    human_bytes(s->bytes, hb, sizeof hb);
+    const char *verb = s->dry_run ? "would delete" : "deleted";
+    printf("%-12s %" PRIu64 " uploads and references, %" PRIu64 " outputs\n", verb, s->inputs,
+           s->outputs);
+    printf("%-12s %" PRIu64 " tasks reduced to tombstones, %" PRIu64 " tombstones removed\n", "",
+           s->tasks, s->tombstones);
+    printf("%-12s %" PRIu64 " unfinished tasks past retention_pending\n",
+           s->dry_run ? "would cancel" : "cancelled", s->cancelled);
+    printf("%-12s %s (%" PRIu64 " bytes)\n", s->dry_run ? "would free" : "freed", hb, s->bytes);
+    if (s->errors)
+        printf("%-12s %" PRIu64 " (blob store failures; retried a minute later)\n", "errors",
+               s->errors);
+    if (s->dry_run && s->more)
+        printf("(more entries are due beyond the first 1000000)\n");
 }
 
 /* One purge request through hsqd's core on an open data dir. */
-static int offline_turn(hsq_queue *q, uint64_t rid, int dry, uint32_t limit,
-                        hsq_rep_purge *out, char *err, size_t errlen) {
-  hsq_wire_msg m;
-  memset(&m, 0, sizeof m);
-  m.v = HSQ_WIRE_VERSION;
-  m.kind = HSQ_KIND_REQUEST;
-  m.op = HSQ_OP_PURGE;
-  m.rid = rid;
-  m.req.purge.dry_run = (uint8_t)(dry != 0);
-  m.req.purge.limit = limit;
-  hsq_wbuf req;
-  hsq_wbuf_init(&req);
-  int rc = hsq_wire_encode(&m, &req);
-  if (rc == 0)
-    rc = hsq_queue_begin_turn(q, hsq_clock_wall_ms());
-  if (rc != 0) {
-    snprintf(err, errlen, "cannot start a transaction: %s", hsq_strerror(rc));
-    hsq_wbuf_free(&req);
-    return rc;
-  }
-  static const uint8_t peer[] = "hsq-purge";
-  hsq_bytes frame = {(const uint8_t *)req.data, req.len};
-  hsq_queue_handle(q, HSQ_SOCK_CLIENT, HSQ_ROLE_ANY, peer, sizeof peer - 1,
-                   &frame, 1);
-  int trc = hsq_queue_end_turn(q);
-  size_t n;
-  hsq_out *outs = hsq_queue_outbox(q, &n);
-  rc = HSQ_EINTERNAL;
-  snprintf(err, errlen, "no reply from the core");
-  for (size_t i = 0; i < n; i++) {
-    if (!outs[i].is_reply || outs[i].rid != rid)
-      continue;
-    hsq_wire_msg r;
-    rc = hsq_wire_decode(outs[i].meta.data, outs[i].meta.len, outs[i].nframes,
-                         &r);
+static int offline_turn(hsq_queue *q, uint64_t rid, int dry, uint32_t limit, hsq_rep_purge *out,
+                        char *err, size_t errlen) {
+    hsq_wire_msg m;
+    memset(&m, 0, sizeof m);
+    m.v = HSQ_WIRE_VERSION;
+    m.kind = HSQ_KIND_REQUEST;
+    m.op = HSQ_OP_PURGE;
+    m.rid = rid;
+    m.req.purge.dry_run = (uint8_t)(dry != 0);
+    m.req.purge.limit = limit;
+    hsq_wbuf req;
+    hsq_wbuf_init(&req);
+    int rc = hsq_wire_encode(&m, &req);
+    if (rc == 0)
+        rc = hsq_queue_begin_turn(q, hsq_clock_wall_ms());
     if (rc != 0) {
-      snprintf(err, errlen, "malformed reply from the core: %s", r.errmsg);
-    } else if (r.kind == HSQ_KIND_ERROR) {
-      rc = r.rep.error.code;
-      snprintf(err, errlen, "%.*s", (int)r.rep.error.message.len,
-               r.rep.error.message.ptr);
-    } else {
-      *out = r.rep.purge;
-      rc = 0;
+        snprintf(err, errlen, "cannot start a transaction: %s", hsq_strerror(rc));
+        hsq_wbuf_free(&req);
+        return rc;
     }
-    hsq_wire_msg_free(&r);
-    break;
-  }
-  hsq_queue_outbox_clear(q);
-  hsq_wbuf_free(&req);
-  if (rc == 0 && trc != 0) {
-    rc = trc;
-    snprintf(err, errlen, "commit failed: %s", hsq_strerror(trc));
-  }
-  return rc;
+    static const uint8_t peer[] = "hsq-purge";
+    hsq_bytes frame = {(const uint8_t *)req.data, req.len};
+    hsq_queue_handle(q, HSQ_SOCK_CLIENT, HSQ_ROLE_ANY, peer, sizeof peer - 1, &frame, 1);
+    int trc = hsq_queue_end_turn(q);
+    size_t n;
+    hsq_out *outs = hsq_queue_outbox(q, &n);
+    rc = HSQ_EINTERNAL;
+    snprintf(err, errlen, "no reply from the core");
+    for (size_t i = 0; i < n; i++) {
+        if (!outs[i].is_reply || outs[i].rid != rid)
+            continue;
+        hsq_wire_msg r;
+        rc = hsq_wire_decode(outs[i].meta.data, outs[i].meta.len, outs[i].nframes, &r);
+        if (rc != 0) {
+            snprintf(err, errlen, "malformed reply from the core: %s", r.errmsg);
+        } else if (r.kind == HSQ_KIND_ERROR) {
+            rc = r.rep.error.code;
+            snprintf(err, errlen, "%.*s", (int)r.rep.error.message.len, r.rep.error.message.ptr);
+        } else {
+            *out = r.rep.purge;
+            rc = 0;
+        }
+        hsq_wire_msg_free(&r);
+        break;
+    }
+    hsq_queue_outbox_clear(q);
+    hsq_wbuf_free(&req);
+    if (rc == 0 && trc != 0) {
+        rc = trc;
+        snprintf(err, errlen, "commit failed: %s", hsq_strerror(trc));
+    }
+    return rc;
 }
 
 static int purge_offline(const hsq_cli_cmd *cmd, const offline_conf *o) {
-  char err[1024] = "";
-  data_dir d;
-  int rc = data_open(o, &d, err, sizeof err);
-  if (rc != 0)
-    return fail(cmd,
-                rc == HSQ_ENOTFOUND ? HSQ_CLI_EXIT_IO : HSQ_CLI_EXIT_REFUSED,
-                hsq_errname(rc), "%s", err);
-  hsq_queue_conf qc = {
-      .max_queued = 2000000,
-      .max_queued_per_user = 1000,
-      .lease_ms = o->lease_ms,
-      .heartbeat_ms = 5000,
-      .max_attempts = o->max_attempts,
-      .backoff_base_ms = o->backoff_base_ms,
-      .backoff_max_ms = o->backoff_max_ms,
-      .inline_max = o->inline_max,
-      .max_frame_bytes = o->max_image,
-      .retention_outputs_ms = o->ret_outputs,
-      .retention_uploads_ms = o->ret_uploads,
-      .retention_failed_ms = o->ret_failed,
-      .retention_references_ms = o->ret_refs,
-      .retention_pending_ms = o->ret_pending,
-      .retention_tombstone_ms = o->ret_tomb,
-      .sweep_batch = o->sweep_batch,
-      .retention_audit_ms = o->ret_audit,
-      .map_max_bytes = o->map_max,
-  };
-  hsq_queue *q = NULL;
-  rc = hsq_queue_new(&q, d.st, d.blob, &qc, hsq_clock_wall_ms());
-  if (rc != 0) {
+    char err[1024] = "";
+    data_dir d;
+    int rc = data_open(o, &d, err, sizeof err);
+    if (rc != 0)
+        return fail(cmd, rc == HSQ_ENOTFOUND ? HSQ_CLI_EXIT_IO : HSQ_CLI_EXIT_REFUSED,
+                    hsq_errname(rc), "%s", err);
+    hsq_queue_conf qc = {
+        .max_queued = 2000000,
+        .max_queued_per_user = 1000,
+        .lease_ms = o->lease_ms,
+        .heartbeat_ms = 5000,
+        .max_attempts = o->max_attempts,
+        .backoff_base_ms = o->backoff_base_ms,
+        .backoff_max_ms = o->backoff_max_ms,
+        .inline_max = o->inline_max,
+        .max_frame_bytes = o->max_image,
+        .retention_outputs_ms = o->ret_outputs,
+        .retention_uploads_ms = o->ret_uploads,
+        .retention_failed_ms = o->ret_failed,
+        .retention_references_ms = o->ret_refs,
+        .retention_pending_ms = o->ret_pending,
+        .retention_tombstone_ms = o->ret_tomb,
+        .sweep_batch = o->sweep_batch,
+        .retention_audit_ms = o->ret_audit,
+        .map_max_bytes = o->map_max,
+    };
+    hsq_queue *q = NULL;
+    rc = hsq_queue_new(&q, d.st, d.blob, &qc, hsq_clock_wall_ms());
+    if (rc != 0) {
+        data_close(&d);
+        return fail(cmd, HSQ_CLI_EXIT_REFUSED, hsq_errname(rc), "cannot load %s: %s", o->data_dir,
+                    hsq_strerror(rc));
+    }
+    if (!cmd->json)
+        printf("hsqd not running: purged %s directly\n", o->data_dir);
+    hsq_rep_purge sum, one;
+    memset(&sum, 0, sizeof sum);
+    uint64_t rid = 0;
+    do {
+        memset(&one, 0, sizeof one);
+        rc = offline_turn(q, ++rid, cmd->dry_run, cmd->dry_run ? 1000000 : PURGE_CHUNK, &one, err,
+                          sizeof err);
+        if (rc == 0)
+            purge_add(&sum, &one);
+    } while (rc == 0 && one.more && !cmd->dry_run && rid < 100000);
+    hsq_queue_free(&q);
     data_close(&d);
-    return fail(cmd, HSQ_CLI_EXIT_REFUSED, hsq_errname(rc),
-                "cannot load %s: %s", o->data_dir, hsq_strerror(rc));
-  }
-  if (!cmd->json)
-    printf("hsqd not running: purged %s directly\n", o->data_dir);
-  hsq_rep_purge sum, one;
-  memset(&sum, 0, sizeof sum);
-  uint64_t rid = 0;
-  do {
-    memset(&one, 0, sizeof one);
-    rc = offline_turn(q, ++rid, cmd->dry_run,
-                      cmd->dry_run ? 1000000 : PURGE_CHUNK, &one, err,
-                      sizeof err);
-    if (rc == 0)
-      purge_add(&sum, &one);
-  } while (rc == 0 && one.more && !cmd->dry_run && rid < 100000);
-  hsq_queue_free(&q);
-  data_close(&d);
-  if (rc != 0)
-    return fail(cmd, HSQ_CLI_EXIT_REFUSED, hsq_errname(rc),
-                "purge of %s failed: %s", o->data_dir, err);
-  purge_print(cmd, &sum, o->data_dir);
-  return HSQ_CLI_EXIT_OK;
+    if (rc != 0)
+        return fail(cmd, HSQ_CLI_EXIT_REFUSED, hsq_errname(rc), "purge of %s failed: %s",
+                    o->data_dir, err);
+    purge_print(cmd, &sum, o->data_dir);
+    return HSQ_CLI_EXIT_OK;
 }
 
 int hsq_cli_purge(const hsq_cli_cmd *cmd, hsq_client *c) {
-  offline_conf o;
-  char err[1024] = "";
-  int rc = offline_setup(cmd, &o, err, sizeof err);
-  if (rc != 0) {
-    hsq_conf_free(offline_items, N_OFFLINE, &o);
-    return fail(cmd, HSQ_CLI_EXIT_USAGE, hsq_errname(HSQ_EINVAL), "%s", err);
-  }
-  int can_offline = o.data_dir[0] != '\0';
-  /* With a fallback at hand, do not wait the full timeout for a daemon
-   * that is not there. */
-  if (can_offline && cmd->timeout_ms == 0)
-    hsq_client_set_timeout(c, PURGE_PROBE_MS);
-  hsq_rep_purge sum, one;
-  memset(&sum, 0, sizeof sum);
-  int ret = HSQ_CLI_EXIT_OK;
-  for (int round = 0;; round++) {
-    memset(&one, 0, sizeof one);
-    rc = hsq_client_purge(c, cmd->dry_run, cmd->dry_run ? 1000000 : PURGE_CHUNK,
-                          &one);
-    if (rc == HSQ_EUNAVAIL && round == 0 && can_offline) {
-      ret = purge_offline(cmd, &o);
-      goto out;
-    }
+    offline_conf o;
+    char err[1024] = "";
+    int rc = offline_setup(cmd, &o, err, sizeof err);
     if (rc != 0) {
-      ret = fail_lib(cmd, c, rc);
-      goto out;
+        hsq_conf_free(offline_items, N_OFFLINE, &o);
+        return fail(cmd, HSQ_CLI_EXIT_USAGE, hsq_errname(HSQ_EINVAL), "%s", err);
     }
-    hsq_client_set_timeout(c, cmd->timeout_ms);
-    purge_add(&sum, &one);
-    if (!one.more || cmd->dry_run || round > 100000)
-      break;
-  }
-  purge_print(cmd, &sum, NULL);
+    int can_offline = o.data_dir[0] != '\0';
+    /* With a fallback at hand, do not wait the full timeout for a daemon
+     * that is not there. */
+    if (can_offline && cmd->timeout_ms == 0)
+        hsq_client_set_timeout(c, PURGE_PROBE_MS);
+    hsq_rep_purge sum, one;
+    memset(&sum, 0, sizeof sum);
+    int ret = HSQ_CLI_EXIT_OK;
+    for (int round = 0;; round++) {
+        memset(&one, 0, sizeof one);
+        rc = hsq_client_purge(c, cmd->dry_run, cmd->dry_run ? 1000000 : PURGE_CHUNK, &one);
+        if (rc == HSQ_EUNAVAIL && round == 0 && can_offline) {
+            ret = purge_offline(cmd, &o);
+            goto out;
+        }
+        if (rc != 0) {
+            ret = fail_lib(cmd, c, rc);
+            goto out;
+        }
+        hsq_client_set_timeout(c, cmd->timeout_ms);
+        purge_add(&sum, &one);
+        if (!one.more || cmd->dry_run || round > 100000)
+            break;
+    }
+    purge_print(cmd, &sum, NULL);
 out:
-  hsq_conf_free(offline_items, N_OFFLINE, &o);
-  return ret;
+    hsq_conf_free(offline_items, N_OFFLINE, &o);
+    return ret;
 }
 
 /* ---- erase-user ---- */
 
 int hsq_cli_erase_user(const hsq_cli_cmd *cmd, hsq_client *c) {
-  hsq_rep_erase r;
-  int rc = hsq_client_erase(c, cmd->user, &r);
-  if (rc != 0)
-    return fail_lib(cmd, c, rc);
-  char tb[64], hb[32];
-  iso_time(r.at_ms, tb, sizeof tb);
-  if (cmd->json) {
-    hsq_cli_json j;
-    hsq_cli_json_init(&j, stdout);
-    hsq_cli_json_open(&j, NULL, '{');
-    hsq_cli_json_u64(&j, "tasks", r.tasks);
-    hsq_cli_json_u64(&j, "active", r.active);
-    hsq_cli_json_u64(&j, "bytes", r.bytes);
-    hsq_cli_json_i64(&j, "at_ms", r.at_ms);
-    hsq_cli_json_str(&j, "at", tb);
-    hsq_cli_json_strn(&j, "subject", r.subject.ptr, r.subject.len);
-    hsq_cli_json_close(&j, '}');
+    hsq_rep_erase r;
+    int rc = hsq_client_erase(c, cmd->user, &r);
+    if (rc != 0)
+        return fail_lib(cmd, c, rc);
+    char tb[64], hb[32];
+    hsq_cli_iso_time(r.at_ms, tb, sizeof tb);
+    if (cmd->json) {
+        hsq_cli_json j;
+        hsq_cli_json_init(&j, stdout);
+        hsq_cli_json_open(&j, NULL, '{');
+        hsq_cli_json_u64(&j, "tasks", r.tasks);
+        hsq_cli_json_u64(&j, "active", r.active);
+        hsq_cli_json_u64(&j, "bytes", r.bytes);
+        hsq_cli_json_i64(&j, "at_ms", r.at_ms);
+        hsq_cli_json_str(&j, "at", tb);
+        hsq_cli_json_strn(&j, "subject", r.subject.ptr, r.subject.len);
+        hsq_cli_json_close(&j, '}');
+        return HSQ_CLI_EXIT_OK;
+    }
+    human_bytes(r.bytes, hb, sizeof hb);
+    printf("erased     %" PRIu64 " tasks (%" PRIu64 " queued or running, cancelled)\n", r.tasks,
+           r.active);
+    printf("freed      %s (%" PRIu64 " bytes)\n", hb, r.bytes);
+    printf("completed  %s\n", tb);
+    printf("subject    %.*s  (the audit log's name for this user)\n", (int)r.subject.len,
+           r.subject.ptr);
     return HSQ_CLI_EXIT_OK;
-  }
-  human_bytes(r.bytes, hb, sizeof hb);
-  printf("erased     %" PRIu64 " tasks (%" PRIu64
-         " queued or running, cancelled)\n",
-         r.tasks, r.active);
-  printf("freed      %s (%" PRIu64 " bytes)\n", hb, r.bytes);
-  printf("completed  %s\n", tb);
-  printf("subject    %.*s  (the audit log's name for this user)\n",
-         (int)r.subject.len, r.subject.ptr);
-  return HSQ_CLI_EXIT_OK;
 }
 
 /* ---- export-user: a ustar writer ---- */
 
 typedef struct {
-  int fd;
-  uint64_t off;
-  int err; /* first -errno */
+    int fd;
+    uint64_t off;
+    int err; /* first -errno */
 } tar_out;
 
 static void tar_write(tar_out *t, const void *p, size_t n) {
-  const uint8_t *b = p;
-  while (n > 0 && t->err == 0) {
-    ssize_t w = write(t->fd, b, n);
-    if (w < 0 && errno == EINTR)
-      continue;
-    if (w < 0) {
-      t->err = -errno;
-      return;
+    const uint8_t *b = p;
+    while (n > 0 && t->err == 0) {
+        ssize_t w = write(t->fd, b, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0) {
+            t->err = -errno;
+            return;
+        }
+        b += w;
+        n -= (size_t)w;
+        t->off += (uint64_t)w;
     }
-    b += w;
-    n -= (size_t)w;
-    t->off += (uint64_t)w;
-  }
 }
 
 static void tar_pad(tar_out *t) {
-  static const uint8_t zero[512];
-  size_t r = (size_t)(t->off % 512);
-  if (r)
-    tar_write(t, zero, 512 - r);
+    static const uint8_t zero[512];
+    size_t r = (size_t)(t->off % 512);
+    if (r)
+        tar_write(t, zero, 512 - r);
 }
 
 /* An 11-digit octal field plus NUL (sizes below 8 GiB, times below 2242). */
 static void tar_octal(uint8_t *field, uint64_t v) {
-  char tmp[32];
-  snprintf(tmp, sizeof tmp, "%011" PRIo64, (uint64_t)(v & 077777777777u));
-  memcpy(field, tmp, 12);
+    char tmp[32];
+    snprintf(tmp, sizeof tmp, "%011" PRIo64, (uint64_t)(v & 077777777777u));
+    memcpy(field, tmp, 12);
 }
 
 /* One ustar header for a regular file of `size` bytes (names are ASCII and
  * shorter than 100 bytes: we build them). */
-static void tar_header(tar_out *t, const char *name, uint64_t size,
-                       int64_t mtime_s) {
-  uint8_t h[512];
-  memset(h, 0, sizeof h);
-  snprintf((char *)h, 100, "%s", name);
-  snprintf((char *)h + 100, 8, "%07o", 0644);
-  snprintf((char *)h + 108, 8, "%07o", 0);
-  snprintf((char *)h + 116, 8, "%07o", 0);
-  tar_octal(h + 124, size);
-  tar_octal(h + 136, (uint64_t)(mtime_s > 0 ? mtime_s : 0));
-  memset(h + 148, ' ', 8);
-  h[156] = '0';
-  memcpy(h + 257, "ustar", 6);
-  memcpy(h + 263, "00", 2);
-  unsigned sum = 0;
-  for (size_t i = 0; i < sizeof h; i++)
-    sum += h[i];
-  snprintf((char *)h + 148, 8, "%06o", sum);
-  h[155] = ' ';
-  tar_write(t, h, sizeof h);
+static void tar_header(tar_out *t, const char *name, uint64_t size, int64_t mtime_s) {
+    uint8_t h[512];
+    memset(h, 0, sizeof h);
+    snprintf((char *)h, 100, "%s", name);
+    snprintf((char *)h + 100, 8, "%07o", 0644);
+    snprintf((char *)h + 108, 8, "%07o", 0);
+    snprintf((char *)h + 116, 8, "%07o", 0);
+    tar_octal(h + 124, size);
+    tar_octal(h + 136, (uint64_t)(mtime_s > 0 ? mtime_s : 0));
+    memset(h + 148, ' ', 8);
+    h[156] = '0';
+    memcpy(h + 257, "ustar", 6);
+    memcpy(h + 263, "00", 2);
+    unsigned sum = 0;
+    for (size_t i = 0; i < sizeof h; i++)
+        sum += h[i];
+    snprintf((char *)h + 148, 8, "%06o", sum);
+    h[155] = ' ';
+    tar_write(t, h, sizeof h);
 }
 
-static void tar_file(tar_out *t, const char *name, const void *data, size_t len,
-                     int64_t mtime_s) {
-  tar_header(t, name, len, mtime_s);
-  tar_write(t, data, len);
-  tar_pad(t);
+static void tar_file(tar_out *t, const char *name, const void *data, size_t len, int64_t mtime_s) {
+    tar_header(t, name, len, mtime_s);
+    tar_write(t, data, len);
+    tar_pad(t);
 }
 
 /* File extension from the bytes themselves (what the user uploaded may not
  * match its name). */
 static const char *magic_ext(const uint8_t *p, size_t n) {
-  if (n >= 8 && memcmp(p, "\x89PNG\r\n\x1a\n", 8) == 0)
-    return "png";
-  if (n >= 3 && p[0] == 0xff && p[1] == 0xd8 && p[2] == 0xff)
-    return "jpg";
-  if (n >= 12 && memcmp(p, "RIFF", 4) == 0 && memcmp(p + 8, "WEBP", 4) == 0)
-    return "webp";
-  if (n >= 6 && (memcmp(p, "GIF87a", 6) == 0 || memcmp(p, "GIF89a", 6) == 0))
-    return "gif";
-  return "bin";
+    if (n >= 8 && memcmp(p, "\x89PNG\r\n\x1a\n", 8) == 0)
+        return "png";
+    if (n >= 3 && p[0] == 0xff && p[1] == 0xd8 && p[2] == 0xff)
+        return "jpg";
+    if (n >= 12 && memcmp(p, "RIFF", 4) == 0 && memcmp(p + 8, "WEBP", 4) == 0)
+        return "webp";
+    if (n >= 6 && (memcmp(p, "GIF87a", 6) == 0 || memcmp(p, "GIF89a", 6) == 0))
+        return "gif";
+    return "bin";
 }
 
 static void json_settings(hsq_cli_json *j, hsq_bytes raw) {
-  hsq_wire_settings s;
-  char err[160];
-  if (raw.len == 0) {
-    hsq_cli_json_null(j, "settings");
-    return;
-  }
-  if (hsq_wire_settings_decode(raw, &s, err, sizeof err) != 0) {
-    hsq_cli_json_str(j, "settings", "(undecodable)");
-    return;
-  }
-  hsq_cli_json_open(j, "settings", '{');
-  hsq_cli_json_open(j, "backgrounds", '[');
-  for (uint32_t i = 0; i < s.n_backgrounds; i++) {
-    const hsq_wire_background *b = &s.backgrounds[i];
-    hsq_cli_json_open(j, NULL, '{');
-    hsq_cli_json_str(j, "kind", hsq_bg_name((hsq_bg_kind)b->kind));
-    hsq_cli_json_open(j, "color", '[');
-    for (int k = 0; k < 3; k++)
-      hsq_cli_json_u64(j, NULL, b->color[k]);
-    hsq_cli_json_close(j, ']');
-    if (b->kind == HSQ_BG_GRADIENT) {
-      hsq_cli_json_open(j, "color2", '[');
-      for (int k = 0; k < 3; k++)
-        hsq_cli_json_u64(j, NULL, b->color2[k]);
-      hsq_cli_json_close(j, ']');
+    hsq_wire_settings s;
+    char err[160];
+    if (raw.len == 0) {
+        hsq_cli_json_null(j, "settings");
+        return;
     }
-    if (b->kind == HSQ_BG_REFERENCE)
-      hsq_cli_json_u64(j, "blur_px", b->blur_px);
+    if (hsq_wire_settings_decode(raw, &s, err, sizeof err) != 0) {
+        hsq_cli_json_str(j, "settings", "(undecodable)");
+        return;
+    }
+    hsq_cli_json_open(j, "settings", '{');
+    hsq_cli_json_open(j, "backgrounds", '[');
+    for (uint32_t i = 0; i < s.n_backgrounds; i++) {
+        const hsq_wire_background *b = &s.backgrounds[i];
+        hsq_cli_json_open(j, NULL, '{');
+        hsq_cli_json_str(j, "kind", hsq_bg_name((hsq_bg_kind)b->kind));
+        hsq_cli_json_open(j, "color", '[');
+        for (int k = 0; k < 3; k++)
+            hsq_cli_json_u64(j, NULL, b->color[k]);
+        hsq_cli_json_close(j, ']');
+        if (b->kind == HSQ_BG_GRADIENT) {
+            hsq_cli_json_open(j, "color2", '[');
+            for (int k = 0; k < 3; k++)
+                hsq_cli_json_u64(j, NULL, b->color2[k]);
+            hsq_cli_json_close(j, ']');
+        }
+        if (b->kind == HSQ_BG_REFERENCE)
+            hsq_cli_json_u64(j, "blur_px", b->blur_px);
+        hsq_cli_json_close(j, '}');
+    }
+    hsq_cli_json_close(j, ']');
+    hsq_cli_json_open(j, "styles", '[');
+    for (uint32_t i = 0; i < s.n_styles; i++) {
+        const hsq_wire_style *st = &s.styles[i];
+        hsq_cli_json_open(j, NULL, '{');
+        hsq_cli_json_strn(j, "name", st->name.ptr, st->name.len);
+        hsq_cli_json_u64(j, "retouch", st->retouch);
+        hsq_cli_json_u64(j, "tone", st->tone);
+        hsq_cli_json_u64(j, "sharpen", st->sharpen);
+        hsq_cli_json_u64(j, "clothing", st->clothing);
+        hsq_cli_json_close(j, '}');
+    }
+    hsq_cli_json_close(j, ']');
+    hsq_cli_json_u64(j, "dpi", s.dpi);
     hsq_cli_json_close(j, '}');
-  }
-  hsq_cli_json_close(j, ']');
-  hsq_cli_json_open(j, "styles", '[');
-  for (uint32_t i = 0; i < s.n_styles; i++) {
-    const hsq_wire_style *st = &s.styles[i];
-    hsq_cli_json_open(j, NULL, '{');
-    hsq_cli_json_strn(j, "name", st->name.ptr, st->name.len);
-    hsq_cli_json_u64(j, "retouch", st->retouch);
-    hsq_cli_json_u64(j, "tone", st->tone);
-    hsq_cli_json_u64(j, "sharpen", st->sharpen);
-    hsq_cli_json_u64(j, "clothing", st->clothing);
-    hsq_cli_json_close(j, '}');
-  }
-  hsq_cli_json_close(j, ']');
-  hsq_cli_json_u64(j, "dpi", s.dpi);
-  hsq_cli_json_close(j, '}');
 }
 
 static void json_info(hsq_cli_json *j, hsq_bytes raw) {
-  hsq_wire_info in;
-  char err[160];
-  if (raw.len == 0) {
-    hsq_cli_json_null(j, "info");
-    return;
-  }
-  if (hsq_wire_info_decode(raw, &in, err, sizeof err) != 0) {
-    hsq_cli_json_str(j, "info", "(undecodable)");
-    return;
-  }
-  hsq_cli_json_open(j, "info", '{');
-  hsq_cli_json_u64(j, "faces", in.faces);
-  hsq_cli_json_u64(j, "face_score", in.face_score);
-  hsq_cli_json_strn(j, "backend", in.backend.ptr, in.backend.len);
-  hsq_cli_json_open(j, "stages", '[');
-  for (uint32_t i = 0; i < in.n_stages; i++) {
-    hsq_cli_json_open(j, NULL, '{');
-    hsq_cli_json_strn(j, "name", in.stages[i].name.ptr, in.stages[i].name.len);
-    hsq_cli_json_u64(j, "ms", in.stages[i].ms);
+    hsq_wire_info in;
+    char err[160];
+    if (raw.len == 0) {
+        hsq_cli_json_null(j, "info");
+        return;
+    }
+    if (hsq_wire_info_decode(raw, &in, err, sizeof err) != 0) {
+        hsq_cli_json_str(j, "info", "(undecodable)");
+        return;
+    }
+    hsq_cli_json_open(j, "info", '{');
+    hsq_cli_json_u64(j, "faces", in.faces);
+    hsq_cli_json_u64(j, "face_score", in.face_score);
+    hsq_cli_json_strn(j, "backend", in.backend.ptr, in.backend.len);
+    hsq_cli_json_open(j, "stages", '[');
+    for (uint32_t i = 0; i < in.n_stages; i++) {
+        hsq_cli_json_open(j, NULL, '{');
+        hsq_cli_json_strn(j, "name", in.stages[i].name.ptr, in.stages[i].name.len);
+        hsq_cli_json_u64(j, "ms", in.stages[i].ms);
+        hsq_cli_json_close(j, '}');
+    }
+    hsq_cli_json_close(j, ']');
     hsq_cli_json_close(j, '}');
-  }
-  hsq_cli_json_close(j, ']');
-  hsq_cli_json_close(j, '}');
 }
 
 static void json_date(hsq_cli_json *j, const char *key, int64_t ms) {
-  char tb[64];
-  if (ms <= 0) {
-    hsq_cli_json_null(j, key);
-    return;
-  }
-  iso_time(ms, tb, sizeof tb);
-  hsq_cli_json_str(j, key, tb);
+    char tb[64];
+    if (ms <= 0) {
+        hsq_cli_json_null(j, key);
+        return;
+    }
+    hsq_cli_iso_time(ms, tb, sizeof tb);
+    hsq_cli_json_str(j, key, tb);
 }
 
 static void hexs(const uint8_t *p, size_t n, char *out) {
-  static const char d[] = "0123456789abcdef";
-  for (size_t i = 0; i < n; i++) {
-    out[2 * i] = d[p[i] >> 4];
-    out[2 * i + 1] = d[p[i] & 15];
-  }
-  out[2 * n] = '\0';
+    static const char d[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = d[p[i] >> 4];
+        out[2 * i + 1] = d[p[i] & 15];
+    }
+    out[2 * n] = '\0';
 }
 
 typedef struct {
-  uint64_t tasks, images, bytes;
+    uint64_t tasks, images, bytes;
 } export_sum;
 
 /* Write one task's images into the archive and its manifest entry into j.
  * Returns 0, or HSQ_ECORRUPT with err set when an output fails its sha256. */
-static int export_task(tar_out *t, hsq_cli_json *j, const hsq_client_export *e,
-                       export_sum *sum, char *err, size_t errlen) {
-  const hsq_wire_task *tk = &e->rep.task;
-  int64_t mt = tk->updated_ms / 1000;
-  char name[160], sha[65];
-  hsq_cli_json_open(j, NULL, '{');
-  hsq_cli_json_u64(j, "id", tk->id);
-  hsq_cli_json_str(j, "state", hsq_state_name((hsq_state)tk->state));
-  hsq_cli_json_str(j, "prio", hsq_prio_name((hsq_prio)tk->prio));
-  hsq_cli_json_u64(j, "attempts", tk->attempts);
-  if (tk->key.len)
-    hsq_cli_json_strn(j, "key", tk->key.ptr, tk->key.len);
-  hsq_cli_json_i64(j, "created_ms", tk->created_ms);
-  json_date(j, "created", tk->created_ms);
-  hsq_cli_json_i64(j, "updated_ms", tk->updated_ms);
-  json_date(j, "updated", tk->updated_ms);
-  hsq_cli_json_open(j, "retention", '{');
-  json_date(j, "uploads", tk->uploads_expire_ms);
-  json_date(j, "references", tk->refs_expire_ms);
-  json_date(j, "outputs", tk->expires_ms);
-  hsq_cli_json_close(j, '}');
-  if (tk->err_code) {
-    hsq_cli_json_open(j, "error", '{');
-    hsq_cli_json_str(j, "code", hsq_errname(tk->err_code));
-    hsq_cli_json_strn(j, "message", tk->err_msg.ptr, tk->err_msg.len);
-    hsq_cli_json_close(j, '}');
-  }
-  hsq_cli_json_strn(j, "prompt", e->rep.prompt.ptr, e->rep.prompt.len);
-  json_settings(j, tk->settings);
-  json_info(j, tk->info);
-  hsq_cli_json_open(j, "inputs", '[');
-  for (uint32_t i = 0; i < e->rep.n_inputs; i++) {
-    const hsq_wire_input *in = &e->rep.inputs[i];
+static int export_task(tar_out *t, hsq_cli_json *j, const hsq_client_export *e, export_sum *sum,
+                       char *err, size_t errlen) {
+    const hsq_wire_task *tk = &e->rep.task;
+    int64_t mt = tk->updated_ms / 1000;
+    char name[160], sha[65];
     hsq_cli_json_open(j, NULL, '{');
-    hsq_cli_json_u64(j, "index", i);
-    hsq_cli_json_strn(j, "kind", in->kind.ptr, in->kind.len);
-    hsq_cli_json_strn(j, "name", in->name.ptr, in->name.len);
-    hsq_cli_json_u64(j, "size", in->size);
-    if (e->in_data[i].ptr) {
-      /* kind is one of three fixed words: safe in a path */
-      snprintf(name, sizeof name, "tasks/%" PRIu64 "/inputs/%u-%.*s.%s", tk->id,
-               i, (int)in->kind.len, in->kind.ptr,
-               magic_ext(e->in_data[i].ptr, e->in_data[i].len));
-      tar_file(t, name, e->in_data[i].ptr, e->in_data[i].len, mt);
-      hsq_cli_json_str(j, "file", name);
-      sum->images++;
-      sum->bytes += e->in_data[i].len;
-    } else {
-      hsq_cli_json_str(j, "file", "deleted");
+    hsq_cli_json_u64(j, "id", tk->id);
+    hsq_cli_json_str(j, "state", hsq_state_name((hsq_state)tk->state));
+    hsq_cli_json_str(j, "prio", hsq_prio_name((hsq_prio)tk->prio));
+    hsq_cli_json_u64(j, "attempts", tk->attempts);
+    if (tk->key.len)
+        hsq_cli_json_strn(j, "key", tk->key.ptr, tk->key.len);
+    hsq_cli_json_i64(j, "created_ms", tk->created_ms);
+    json_date(j, "created", tk->created_ms);
+    hsq_cli_json_i64(j, "updated_ms", tk->updated_ms);
+    json_date(j, "updated", tk->updated_ms);
+    hsq_cli_json_open(j, "retention", '{');
+    json_date(j, "uploads", tk->uploads_expire_ms);
+    json_date(j, "references", tk->refs_expire_ms);
+    json_date(j, "outputs", tk->expires_ms);
+    hsq_cli_json_close(j, '}');
+    if (tk->err_code) {
+        hsq_cli_json_open(j, "error", '{');
+        hsq_cli_json_str(j, "code", hsq_errname(tk->err_code));
+        hsq_cli_json_strn(j, "message", tk->err_msg.ptr, tk->err_msg.len);
+        hsq_cli_json_close(j, '}');
     }
-    hsq_cli_json_close(j, '}');
-  }
-  hsq_cli_json_close(j, ']');
-  hsq_cli_json_open(j, "outputs", '[');
-  for (uint32_t i = 0; i < tk->n_outputs; i++) {
-    const hsq_wire_output *o = &tk->outputs[i];
-    hexs(o->sha256, 32, sha);
-    hsq_cli_json_open(j, NULL, '{');
-    hsq_cli_json_u64(j, "index", i);
-    hsq_cli_json_u64(j, "size", o->size);
-    hsq_cli_json_str(j, "sha256", sha);
-    hsq_cli_json_u64(j, "width", o->width);
-    hsq_cli_json_u64(j, "height", o->height);
-    hsq_cli_json_str(j, "format", hsq_fmt_name((hsq_fmt)o->format));
-    hsq_cli_json_open(j, "combination", '{');
-    hsq_cli_json_u64(j, "background", o->background);
-    hsq_cli_json_u64(j, "style", o->style);
-    hsq_cli_json_u64(j, "size", o->spec);
-    hsq_cli_json_close(j, '}');
-    if (e->out_data[i].ptr) {
-      uint8_t got[32];
-      crypto_hash_sha256(got, e->out_data[i].ptr, e->out_data[i].len);
-      if (memcmp(got, o->sha256, 32) != 0) {
-        snprintf(err, errlen,
-                 "output %u of task %" PRIu64 " does not match its sha256", i,
-                 tk->id);
-        return HSQ_ECORRUPT;
-      }
-      snprintf(name, sizeof name, "tasks/%" PRIu64 "/outputs/%u.%s", tk->id, i,
-               magic_ext(e->out_data[i].ptr, e->out_data[i].len));
-      tar_file(t, name, e->out_data[i].ptr, e->out_data[i].len, mt);
-      hsq_cli_json_str(j, "file", name);
-      sum->images++;
-      sum->bytes += e->out_data[i].len;
-    } else {
-      hsq_cli_json_str(j, "file", "deleted");
+    hsq_cli_json_strn(j, "prompt", e->rep.prompt.ptr, e->rep.prompt.len);
+    json_settings(j, tk->settings);
+    json_info(j, tk->info);
+    hsq_cli_json_open(j, "inputs", '[');
+    for (uint32_t i = 0; i < e->rep.n_inputs; i++) {
+        const hsq_wire_input *in = &e->rep.inputs[i];
+        hsq_cli_json_open(j, NULL, '{');
+        hsq_cli_json_u64(j, "index", i);
+        hsq_cli_json_strn(j, "kind", in->kind.ptr, in->kind.len);
+        hsq_cli_json_strn(j, "name", in->name.ptr, in->name.len);
+        hsq_cli_json_u64(j, "size", in->size);
+        if (e->in_data[i].ptr) {
+            /* kind is one of three fixed words: safe in a path */
+            snprintf(name, sizeof name, "tasks/%" PRIu64 "/inputs/%u-%.*s.%s", tk->id, i,
+                     (int)in->kind.len, in->kind.ptr,
+                     magic_ext(e->in_data[i].ptr, e->in_data[i].len));
+            tar_file(t, name, e->in_data[i].ptr, e->in_data[i].len, mt);
+            hsq_cli_json_str(j, "file", name);
+            sum->images++;
+            sum->bytes += e->in_data[i].len;
+        } else {
+            hsq_cli_json_str(j, "file", "deleted");
+        }
+        hsq_cli_json_close(j, '}');
     }
+    hsq_cli_json_close(j, ']');
+    hsq_cli_json_open(j, "outputs", '[');
+    for (uint32_t i = 0; i < tk->n_outputs; i++) {
+        const hsq_wire_output *o = &tk->outputs[i];
+        hexs(o->sha256, 32, sha);
+        hsq_cli_json_open(j, NULL, '{');
+        hsq_cli_json_u64(j, "index", i);
+        hsq_cli_json_u64(j, "size", o->size);
+        hsq_cli_json_str(j, "sha256", sha);
+        hsq_cli_json_u64(j, "width", o->width);
+        hsq_cli_json_u64(j, "height", o->height);
+        hsq_cli_json_str(j, "format", hsq_fmt_name((hsq_fmt)o->format));
+        hsq_cli_json_open(j, "combination", '{');
+        hsq_cli_json_u64(j, "background", o->background);
+        hsq_cli_json_u64(j, "style", o->style);
+        hsq_cli_json_u64(j, "size", o->spec);
+        hsq_cli_json_close(j, '}');
+        if (e->out_data[i].ptr) {
+            uint8_t got[32];
+            crypto_hash_sha256(got, e->out_data[i].ptr, e->out_data[i].len);
+            if (memcmp(got, o->sha256, 32) != 0) {
+                snprintf(err, errlen, "output %u of task %" PRIu64 " does not match its sha256", i,
+                         tk->id);
+                return HSQ_ECORRUPT;
+            }
+            snprintf(name, sizeof name, "tasks/%" PRIu64 "/outputs/%u.%s", tk->id, i,
+                     magic_ext(e->out_data[i].ptr, e->out_data[i].len));
+            tar_file(t, name, e->out_data[i].ptr, e->out_data[i].len, mt);
+            hsq_cli_json_str(j, "file", name);
+            sum->images++;
+            sum->bytes += e->out_data[i].len;
+        } else {
+            hsq_cli_json_str(j, "file", "deleted");
+        }
+        hsq_cli_json_close(j, '}');
+    }
+    hsq_cli_json_close(j, ']');
     hsq_cli_json_close(j, '}');
-  }
-  hsq_cli_json_close(j, ']');
-  hsq_cli_json_close(j, '}');
-  sum->tasks++;
-  return 0;
+    sum->tasks++;
+    return 0;
 }
 
 /* An unlinked temp file in dir (the manifest holds personal data: it never
  * has a name, and goes with the process). */
 static FILE *anon_file(const char *dir) {
-  int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-  if (fd < 0) {
-    char tmpl[PATH_MAX];
-    if ((size_t)snprintf(tmpl, sizeof tmpl, "%s/.hsq-manifest.XXXXXX", dir) >=
-        sizeof tmpl)
-      return NULL;
-    fd = mkostemp(tmpl, O_CLOEXEC);
-    if (fd < 0)
-      return NULL;
-    unlink(tmpl);
-  }
-  FILE *f = fdopen(fd, "w+");
-  if (!f)
-    close(fd);
-  return f;
+    int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        char tmpl[PATH_MAX];
+        if ((size_t)snprintf(tmpl, sizeof tmpl, "%s/.hsq-manifest.XXXXXX", dir) >= sizeof tmpl)
+            return NULL;
+        fd = mkostemp(tmpl, O_CLOEXEC);
+        if (fd < 0)
+            return NULL;
+        unlink(tmpl);
+    }
+    FILE *f = fdopen(fd, "w+");
+    if (!f)
+        close(fd);
+    return f;
 }
 
 int hsq_cli_export_user(const hsq_cli_cmd *cmd, hsq_client *c) {
-  char tmp[PATH_MAX], dir[PATH_MAX], err[512] = "";
-  if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp", cmd->outfile) >= sizeof tmp)
-    return fail(cmd, HSQ_CLI_EXIT_USAGE, hsq_errname(HSQ_EINVAL),
-                "-o: path too long");
-  snprintf(dir, sizeof dir, "%s", cmd->outfile);
-  char *slash = strrchr(dir, '/');
-  if (slash == dir)
-    dir[1] = '\0';
-  else if (slash)
-    *slash = '\0';
-  else
-    snprintf(dir, sizeof dir, ".");
+    char tmp[PATH_MAX], dir[PATH_MAX], err[512] = "";
+    if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp", cmd->outfile) >= sizeof tmp)
+        return fail(cmd, HSQ_CLI_EXIT_USAGE, hsq_errname(HSQ_EINVAL), "-o: path too long");
+    snprintf(dir, sizeof dir, "%s", cmd->outfile);
+    char *slash = strrchr(dir, '/');
+    if (slash == dir)
+        dir[1] = '\0';
+    else if (slash)
+        *slash = '\0';
+    else
+        snprintf(dir, sizeof dir, ".");
 
-  tar_out t = {.fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)};
-  if (t.fd < 0)
-    return fail(cmd, HSQ_CLI_EXIT_IO, IO_ERROR_NAME, "cannot create %s: %s",
-                tmp, strerror(errno));
-  FILE *mf = anon_file(dir);
-  if (!mf) {
-    int e = errno;
-    close(t.fd);
-    unlink(tmp);
-    return fail(cmd, HSQ_CLI_EXIT_IO, IO_ERROR_NAME,
-                "cannot create a temp file in %s: %s", dir, strerror(e));
-  }
-  int64_t now = hsq_clock_wall_ms();
-  hsq_cli_json j;
-  hsq_cli_json_init(&j, mf);
-  hsq_cli_json_open(&j, NULL, '{');
-  hsq_cli_json_str(&j, "format", "hsq-export");
-  hsq_cli_json_u64(&j, "version", 1);
-  hsq_cli_json_str(&j, "user", cmd->user);
-  hsq_cli_json_i64(&j, "exported_ms", now);
-  json_date(&j, "exported", now);
-  hsq_cli_json_open(&j, "tasks", '[');
+    tar_out t = {.fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)};
+    if (t.fd < 0)
+        return fail(cmd, HSQ_CLI_EXIT_IO, IO_ERROR_NAME, "cannot create %s: %s", tmp,
+                    strerror(errno));
+    FILE *mf = anon_file(dir);
+    if (!mf) {
+        int e = errno;
+        close(t.fd);
+        unlink(tmp);
+        return fail(cmd, HSQ_CLI_EXIT_IO, IO_ERROR_NAME, "cannot create a temp file in %s: %s", dir,
+                    strerror(e));
+    }
+    int64_t now = hsq_clock_wall_ms();
+    hsq_cli_json j;
+    hsq_cli_json_init(&j, mf);
+    hsq_cli_json_open(&j, NULL, '{');
+    hsq_cli_json_str(&j, "format", "hsq-export");
+    hsq_cli_json_u64(&j, "version", 1);
+    hsq_cli_json_str(&j, "user", cmd->user);
+    hsq_cli_json_i64(&j, "exported_ms", now);
+    json_date(&j, "exported", now);
+    hsq_cli_json_open(&j, "tasks", '[');
 
-  export_sum sum = {0, 0, 0};
-  int ret = HSQ_CLI_EXIT_OK, rc;
-  uint64_t after = 0;
-  for (;;) {
-    hsq_client_export *e = NULL;
-    rc = hsq_client_export_next(c, cmd->user, after, &e);
-    if (rc != 0) {
-      ret = fail_lib(cmd, c, rc);
-      goto bad;
+    export_sum sum = {0, 0, 0};
+    int ret = HSQ_CLI_EXIT_OK, rc;
+    uint64_t after = 0;
+    for (;;) {
+        hsq_client_export *e = NULL;
+        rc = hsq_client_export_next(c, cmd->user, after, &e);
+        if (rc != 0) {
+            ret = fail_lib(cmd, c, rc);
+            goto bad;
+        }
+        if (!e)
+            break;
+        rc = export_task(&t, &j, e, &sum, err, sizeof err);
+        uint64_t next = e->rep.next;
+        hsq_client_export_free(&e);
+        if (rc != 0) {
+            ret = fail(cmd, HSQ_CLI_EXIT_REFUSED, hsq_errname(rc), "%s", err);
+            goto bad;
+        }
+        if (t.err != 0)
+            break;
+        if (next == 0 || next <= after)
+            break;
+        after = next;
     }
-    if (!e)
-      break;
-    rc = export_task(&t, &j, e, &sum, err, sizeof err);
-    uint64_t next = e->rep.next;
-    hsq_client_export_free(&e);
-    if (rc != 0) {
-      ret = fail(cmd, HSQ_CLI_EXIT_REFUSED, hsq_errname(rc), "%s", err);
-      goto bad;
+    hsq_cli_json_close(&j, ']');
+    hsq_cli_json_close(&j, '}');
+    if (fflush(mf) != 0 || ferror(mf)) {
+        ret = fail(cmd, HSQ_CLI_EXIT_IO, IO_ERROR_NAME, "cannot write the manifest: %s",
+                   strerror(errno));
+        goto bad;
     }
-    if (t.err != 0)
-      break;
-    if (next == 0 || next <= after)
-      break;
-    after = next;
-  }
-  hsq_cli_json_close(&j, ']');
-  hsq_cli_json_close(&j, '}');
-  if (fflush(mf) != 0 || ferror(mf)) {
-    ret = fail(cmd, HSQ_CLI_EXIT_IO, IO_ERROR_NAME,
-               "cannot write the manifest: %s", strerror(errno));
-    goto bad;
-  }
-  /* The manifest goes last: its size is known only now. */
-  long msize = ftell(mf);
-  rewind(mf);
-  tar_header(&t, "manifest.json", (uint64_t)msize, now / 1000);
-  char buf[65536];
-  size_t got;
-  while (t.err == 0 && (got = fread(buf, 1, sizeof buf, mf)) > 0)
-    tar_write(&t, buf, got);
-  tar_pad(&t);
-  static const uint8_t end[1024];
-  tar_write(&t, end, sizeof end);
-  if (t.err == 0 && fsync(t.fd) != 0)
-    t.err = -errno;
-  if (t.err != 0) {
-    ret = fail(cmd, HSQ_CLI_EXIT_IO, IO_ERROR_NAME, "cannot write %s: %s", tmp,
-               strerror(-t.err));
-    goto bad;
-  }
-  if (close(t.fd) != 0 || rename(tmp, cmd->outfile) != 0) {
-    t.fd = -1;
-    ret = fail(cmd, HSQ_CLI_EXIT_IO, IO_ERROR_NAME, "cannot finish %s: %s",
-               cmd->outfile, strerror(errno));
-    goto bad;
-  }
-  fclose(mf);
-  if (cmd->json) {
-    hsq_cli_json o;
-    hsq_cli_json_init(&o, stdout);
-    hsq_cli_json_open(&o, NULL, '{');
-    hsq_cli_json_str(&o, "file", cmd->outfile);
-    hsq_cli_json_u64(&o, "tasks", sum.tasks);
-    hsq_cli_json_u64(&o, "images", sum.images);
-    hsq_cli_json_u64(&o, "bytes", sum.bytes);
-    hsq_cli_json_close(&o, '}');
-  } else {
-    printf("%s: %" PRIu64 " tasks, %" PRIu64 " images (%" PRIu64
-           " bytes) and manifest.json\n",
-           cmd->outfile, sum.tasks, sum.images, sum.bytes);
-  }
-  return HSQ_CLI_EXIT_OK;
+    /* The manifest goes last: its size is known only now. */
+    long msize = ftell(mf);
+    rewind(mf);
+    tar_header(&t, "manifest.json", (uint64_t)msize, now / 1000);
+    char buf[65536];
+    size_t got;
+    while (t.err == 0 && (got = fread(buf, 1, sizeof buf, mf)) > 0)
+        tar_write(&t, buf, got);
+    tar_pad(&t);
+    static const uint8_t end[1024];
+    tar_write(&t, end, sizeof end);
+    if (t.err == 0 && fsync(t.fd) != 0)
+        t.err = -errno;
+    if (t.err != 0) {
+        ret =
+            fail(cmd, HSQ_CLI_EXIT_IO, IO_ERROR_NAME, "cannot write %s: %s", tmp, strerror(-t.err));
+        goto bad;
+    }
+    if (close(t.fd) != 0 || rename(tmp, cmd->outfile) != 0) {
+        t.fd = -1;
+        ret = fail(cmd, HSQ_CLI_EXIT_IO, IO_ERROR_NAME, "cannot finish %s: %s", cmd->outfile,
+                   strerror(errno));
+        goto bad;
+    }
+    fclose(mf);
+    if (cmd->json) {
+        hsq_cli_json o;
+        hsq_cli_json_init(&o, stdout);
+        hsq_cli_json_open(&o, NULL, '{');
+        hsq_cli_json_str(&o, "file", cmd->outfile);
+        hsq_cli_json_u64(&o, "tasks", sum.tasks);
+        hsq_cli_json_u64(&o, "images", sum.images);
+        hsq_cli_json_u64(&o, "bytes", sum.bytes);
+        hsq_cli_json_close(&o, '}');
+    } else {
+        printf("%s: %" PRIu64 " tasks, %" PRIu64 " images (%" PRIu64 " bytes) and manifest.json\n",
+               cmd->outfile, sum.tasks, sum.images, sum.bytes);
+    }
+    return HSQ_CLI_EXIT_OK;
 bad:
-  if (t.fd >= 0)
-    close(t.fd);
-  unlink(tmp);
-  fclose(mf);
-  return ret;
+    if (t.fd >= 0)
+        close(t.fd);
+    unlink(tmp);
+    fclose(mf);
+    return ret;
 }
 
 /* ---- fsck ---- */
 
 int hsq_cli_fsck(const hsq_cli_cmd *cmd) {
-  offline_conf o;
-  char err[1024] = "";
-  offline_defaults(&o);
-  hsq_conf_set_str(&o.data_dir, cmd->data_dir);
-  if (cmd->blob_dir)
-    hsq_conf_set_str(&o.blob_dir, cmd->blob_dir);
-  data_dir d;
-  int rc = data_open(&o, &d, err, sizeof err);
-  hsq_conf_free(offline_items, N_OFFLINE, &o);
-  if (rc != 0)
-    return fail(cmd,
-                rc == HSQ_ENOTFOUND ? HSQ_CLI_EXIT_IO : HSQ_CLI_EXIT_REFUSED,
-                hsq_errname(rc), "%s", err);
-  hsq_fsck_report r;
-  memset(&r, 0, sizeof r);
-  rc = hsq_fsck_run(d.st, d.blob, cmd->repair, hsq_clock_wall_ms(), cmd->json ? stderr : stdout,
+    offline_conf o;
+    char err[1024] = "";
+    offline_defaults(&o);
+    hsq_conf_set_str(&o.data_dir, cmd->data_dir);
+    if (cmd->blob_dir)
+        hsq_conf_set_str(&o.blob_dir, cmd->blob_dir);
+    data_dir d;
+    int rc = data_open(&o, &d, err, sizeof err);
+    hsq_conf_free(offline_items, N_OFFLINE, &o);
+    if (rc != 0)
+        return fail(cmd, rc == HSQ_ENOTFOUND ? HSQ_CLI_EXIT_IO : HSQ_CLI_EXIT_REFUSED,
+                    hsq_errname(rc), "%s", err);
+    hsq_fsck_report r;
+    memset(&r, 0, sizeof r);
+    rc = hsq_fsck_run(d.st, d.blob, cmd->repair, hsq_clock_wall_ms(), cmd->json ? stderr : stdout,
                       &r);
-  data_close(&d);
-  if (rc != 0)
-    return fail(cmd, HSQ_CLI_EXIT_REFUSED, hsq_errname(rc),
-                "fsck of %s failed: %s", cmd->data_dir, hsq_strerror(rc));
-  uint64_t found = r.orphans + r.dangling;
-  uint64_t left = found > r.repaired ? found - r.repaired : 0;
-  if (!cmd->repair)
-    left = found;
-  if (cmd->json) {
-    hsq_cli_json j;
-    hsq_cli_json_init(&j, stdout);
-    hsq_cli_json_open(&j, NULL, '{');
-    hsq_cli_json_u64(&j, "tasks", r.tasks);
-    hsq_cli_json_u64(&j, "blobs", r.blobs);
-    hsq_cli_json_u64(&j, "orphans", r.orphans);
-    hsq_cli_json_u64(&j, "orphan_bytes", r.orphan_bytes);
-    hsq_cli_json_u64(&j, "dangling", r.dangling);
-    hsq_cli_json_u64(&j, "pending", r.pending);
-    hsq_cli_json_u64(&j, "repaired", r.repaired);
-    hsq_cli_json_u64(&j, "tmp_removed", r.tmp_removed);
-    hsq_cli_json_bool(&j, "clean", left == 0);
-    hsq_cli_json_close(&j, '}');
-  } else {
-    printf("checked    %" PRIu64 " task records, %" PRIu64 " blobs\n", r.tasks,
-           r.blobs);
-    printf("orphans    %" PRIu64 " blobs without a record (%" PRIu64
-           " bytes)\n",
-           r.orphans, r.orphan_bytes);
-    printf("dangling   %" PRIu64 " references to missing blobs\n", r.dangling);
-    printf("pending    %" PRIu64 " deletions due and half done (the sweeper finishes them)\n",
-           r.pending);
-    if (cmd->repair)
-      printf("repaired   %" PRIu64 "\n", r.repaired);
-    if (r.tmp_removed)
-      printf("temp files %" PRIu64 " stale ones removed\n", r.tmp_removed);
-    printf("%s\n", left == 0
-                       ? "clean"
-                       : "problems remain (run with --repair to fix them)");
-  }
-  return left == 0 ? HSQ_CLI_EXIT_OK : HSQ_CLI_EXIT_REFUSED;
+    data_close(&d);
+    if (rc != 0)
+        return fail(cmd, HSQ_CLI_EXIT_REFUSED, hsq_errname(rc), "fsck of %s failed: %s",
+                    cmd->data_dir, hsq_strerror(rc));
+    uint64_t found = r.orphans + r.dangling;
+    uint64_t left = found > r.repaired ? found - r.repaired : 0;
+    if (!cmd->repair)
+        left = found;
+    if (cmd->json) {
+        hsq_cli_json j;
+        hsq_cli_json_init(&j, stdout);
+        hsq_cli_json_open(&j, NULL, '{');
+        hsq_cli_json_u64(&j, "tasks", r.tasks);
+        hsq_cli_json_u64(&j, "blobs", r.blobs);
+        hsq_cli_json_u64(&j, "orphans", r.orphans);
+        hsq_cli_json_u64(&j, "orphan_bytes", r.orphan_bytes);
+        hsq_cli_json_u64(&j, "dangling", r.dangling);
+        hsq_cli_json_u64(&j, "pending", r.pending);
+        hsq_cli_json_u64(&j, "repaired", r.repaired);
+        hsq_cli_json_u64(&j, "tmp_removed", r.tmp_removed);
+        hsq_cli_json_bool(&j, "clean", left == 0);
+        hsq_cli_json_close(&j, '}');
+    } else {
+        printf("checked    %" PRIu64 " task records, %" PRIu64 " blobs\n", r.tasks, r.blobs);
+        printf("orphans    %" PRIu64 " blobs without a record (%" PRIu64 " bytes)\n", r.orphans,
+               r.orphan_bytes);
+        printf("dangling   %" PRIu64 " references to missing blobs\n", r.dangling);
+        printf("pending    %" PRIu64 " deletions due and half done (the sweeper finishes them)\n",
+               r.pending);
+        if (cmd->repair)
+            printf("repaired   %" PRIu64 "\n", r.repaired);
+        if (r.tmp_removed)
+            printf("temp files %" PRIu64 " stale ones removed\n", r.tmp_removed);
+        printf("%s\n", left == 0 ? "clean" : "problems remain (run with --repair to fix them)");
+    }
+    return left == 0 ? HSQ_CLI_EXIT_OK : HSQ_CLI_EXIT_REFUSED;
 }
