@@ -320,7 +320,7 @@ static int offline_turn(hsq_queue *q, uint64_t rid, int dry, uint32_t limit, hsq
     }
     static const uint8_t peer[] = "hsq-purge";
     hsq_bytes frame = {(const uint8_t *)req.data, req.len};
-    hsq_queue_handle(q, HSQ_SOCK_CLIENT, HSQ_ROLE_ANY, peer, sizeof peer - 1, &frame, 1);
+    hsq_queue_handle(q, HSQ_SOCK_CLIENT, HSQ_ROLE_ANY, NULL, peer, sizeof peer - 1, &frame, 1);
     int trc = hsq_queue_end_turn(q);
     size_t n;
     hsq_out *outs = hsq_queue_outbox(q, &n);

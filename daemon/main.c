@@ -58,6 +58,8 @@ typedef struct {
     uint64_t retention_audit_ms;
     uint64_t submit_rate;
     uint64_t submit_burst;
+    uint64_t key_submit_rate;
+    uint64_t key_submit_burst;
     int credits;
     uint64_t credit_cost;
 } daemon_conf;
@@ -116,6 +118,10 @@ static const hsq_conf_item items[] = {
      "submits per second per user (token bucket); more answers rate_limited; 0 = no limit"},
     {"submit_burst", HSQ_CONF_U64, F(submit_burst), 1, 1000000,
      "submits one user may send at once before submit_rate applies"},
+    {"key_submit_rate", HSQ_CONF_U64, F(key_submit_rate), 0, 10000000,
+     "submits per second per CURVE client key (one web-tier instance); 0 = no limit"},
+    {"key_submit_burst", HSQ_CONF_U64, F(key_submit_burst), 1, 10000000,
+     "submits one client key may send at once before key_submit_rate applies"},
     {"sweep_batch", HSQ_CONF_U64, F(sweep_batch), 0, 100000,
      "expired entries the sweeper handles per loop turn (0 = off)"},
     {"credits", HSQ_CONF_BOOL, F(credits), 0, 1,
@@ -158,6 +164,8 @@ static void defaults(daemon_conf *c) {
     c->retention_audit_ms = HSQ_DEF_RETENTION_AUDIT_MS;
     c->submit_rate = 0;
     c->submit_burst = 20;
+    c->key_submit_rate = 0;
+    c->key_submit_burst = 200;
     c->credits = 0;
     c->credit_cost = 1;
 }
@@ -371,6 +379,8 @@ static int run(int argc, char **argv, daemon_conf *cp) {
         .retention_audit_ms = cp->retention_audit_ms,
         .submit_rate = cp->submit_rate,
         .submit_burst = cp->submit_burst,
+        .key_submit_rate = cp->key_submit_rate,
+        .key_submit_burst = cp->key_submit_burst,
         .map_max_bytes = cp->map_max,
         .credits = cp->credits,
         .credit_cost = cp->credit_cost,

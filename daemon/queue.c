@@ -452,7 +452,7 @@ static void workers_expire(hsq_queue *q) {
 
 typedef struct rate_bucket {
     struct rate_bucket *next;
-    double tokens;
+    double tokens, rate, burst;
     int64_t last_ms;
     uint8_t len;
     char user[];
@@ -466,16 +466,17 @@ static uint64_t str_hash(hsq_str s) {
 }
 
 static void refill(const hsq_queue *q, rate_bucket *b) {
-    double burst = (double)q->conf.submit_burst;
-    b->tokens += (double)(q->now - b->last_ms) * (double)q->conf.submit_rate / 1000.0;
-    if (b->tokens > burst)
-        b->tokens = burst;
+    b->tokens += (double)(q->now - b->last_ms) * b->rate / 1000.0;
+    if (b->tokens > b->burst)
+        b->tokens = b->burst;
     b->last_ms = q->now;
 }
 
-/* 0 when the user may submit now (a token is taken), else the ms to wait. */
-static int64_t rate_take(hsq_queue *q, hsq_str user) {
-    if (q->conf.submit_rate == 0)
+/* 0 when `who` may submit now (a token is taken), else the ms to wait.
+ * Users and CURVE keys share the table; key names start with a byte no
+ * user id can (the codec requires UTF-8 text, keys get 0x01). */
+static int64_t rate_take(hsq_queue *q, hsq_str user, uint64_t rate, uint64_t burst) {
+    if (rate == 0)
         return 0;
     rate_bucket **pp = &q->rate[str_hash(user) & (RATE_BUCKETS - 1)];
     rate_bucket *b = *pp;
@@ -483,7 +484,9 @@ static int64_t rate_take(hsq_queue *q, hsq_str user) {
         b = b->next;
     if (!b) {
         b = hsq_xmalloc(sizeof *b + user.len);
-        b->tokens = (double)q->conf.submit_burst;
+        b->tokens = (double)burst;
+        b->rate = (double)rate;
+        b->burst = (double)burst;
         b->last_ms = q->now;
         b->len = (uint8_t)user.len;
         memcpy(b->user, user.ptr, user.len);
@@ -496,7 +499,7 @@ static int64_t rate_take(hsq_queue *q, hsq_str user) {
         b->tokens -= 1.0;
         return 0;
     }
-    return (int64_t)((1.0 - b->tokens) * 1000.0 / (double)q->conf.submit_rate) + 1;
+    return (int64_t)((1.0 - b->tokens) * 1000.0 / b->rate) + 1;
 }
 
 static void rate_prune(hsq_queue *q) {
@@ -507,7 +510,7 @@ static void rate_prune(hsq_queue *q) {
         while (*pp) {
             rate_bucket *b = *pp;
             refill(q, b);
-            if (b->tokens >= (double)q->conf.submit_burst) {
+            if (b->tokens >= b->burst) {
                 *pp = b->next;
                 free(b);
                 q->n_rate--;
@@ -809,6 +812,7 @@ static int retry_or_fail(hsq_queue *q, hsq_task *t, int code, hsq_str why, int r
 typedef struct {
     hsq_queue *q;
     hsq_sock sock;
+    const char *key; /* CURVE identity or NULL */
     const uint8_t *peer;
     size_t plen;
     hsq_wire_msg *m;
@@ -935,7 +939,21 @@ static void h_submit(req_ctx *c) {
         }
     }
 
-    int64_t wait_ms = rate_take(q, r->user);
+    if (c->key && q->conf.key_submit_rate) {
+        char kn[1 + HSQ_MAX_USER_LEN];
+        int n = snprintf(kn, sizeof kn, "\x01%s", c->key);
+        hsq_str kname = {kn, n > 0 && (size_t)n < sizeof kn ? (size_t)n : sizeof kn - 1};
+        int64_t kwait = rate_take(q, kname, q->conf.key_submit_rate, q->conf.key_submit_burst);
+        if (kwait > 0) {
+            q->rate_limited_total++;
+            FAIL(c, HSQ_ERATELIMITED,
+                 "key '%s' submits faster than %" PRIu64 " per second (burst %" PRIu64
+                 "); retry after %" PRId64 " ms",
+                 c->key, q->conf.key_submit_rate, q->conf.key_submit_burst, kwait);
+            return;
+        }
+    }
+    int64_t wait_ms = rate_take(q, r->user, q->conf.submit_rate, q->conf.submit_burst);
     if (wait_ms > 0) {
         q->rate_limited_total++;
         FAIL(c, HSQ_ERATELIMITED,
@@ -2049,8 +2067,9 @@ int hsq_role_from_name(const char *name) {
     return -1;
 }
 
-void hsq_queue_handle(hsq_queue *q, hsq_sock sock, hsq_role role, const uint8_t *peer,
-                      size_t plen, const hsq_bytes *frames, size_t nframes) {
+void hsq_queue_handle(hsq_queue *q, hsq_sock sock, hsq_role role, const char *key,
+                      const uint8_t *peer, size_t plen, const hsq_bytes *frames,
+                      size_t nframes) {
     assert(q->in_turn);
     if (nframes == 0) {
         hsq_queue_reject(q, sock, peer, plen, HSQ_EBADREQ, "message has no meta frame");
@@ -2059,7 +2078,7 @@ void hsq_queue_handle(hsq_queue *q, hsq_sock sock, hsq_role role, const uint8_t 
     hsq_wire_msg m;
     memset(&m, 0, sizeof m);
     int rc = hsq_wire_decode(frames[0].ptr, frames[0].len, nframes - 1, &m);
-    req_ctx c = {q, sock, peer, plen, &m, frames + 1, nframes - 1};
+    req_ctx c = {q, sock, key, peer, plen, &m, frames + 1, nframes - 1};
     if (rc != 0) {
         FAIL(&c, rc, "%s", m.errmsg[0] ? m.errmsg : hsq_strerror(rc));
     } else if (m.kind != HSQ_KIND_REQUEST || m.op >= HSQ_OP_COUNT_ || !handlers[m.op].fn) {

@@ -59,6 +59,8 @@ typedef struct {
     uint64_t retention_audit_ms;   /* audit log lines */
     uint64_t submit_rate;          /* submits per second per user (token bucket); 0 = no limit */
     uint64_t submit_burst;         /* bucket size: submits a user may send at once */
+    uint64_t key_submit_rate;      /* submits per second per CURVE key (web-tier instance); 0 = off */
+    uint64_t key_submit_burst;
     uint64_t map_max_bytes;        /* the map may grow up to this */
     int credits;                   /* charge submits against the per-user credit ledger */
     uint64_t credit_cost;          /* credits per output (background x style x size) */
@@ -121,10 +123,13 @@ void hsq_queue_free(hsq_queue **q);
 int hsq_queue_begin_turn(hsq_queue *q, int64_t now_ms);
 
 /* Handle one message: frames[0] is the msgpack meta, frames[1..] binary
- * frames. Frames are borrowed for the duration of the call. Never fails:
- * every problem becomes an error reply in the outbox. */
-void hsq_queue_handle(hsq_queue *q, hsq_sock sock, hsq_role role, const uint8_t *peer,
-                      size_t peer_len, const hsq_bytes *frames, size_t nframes);
+ * frames. key is the sender's CURVE identity (the ZAP user id, "web:eu-1"),
+ * or NULL on plaintext sockets; it selects the per-key submit limit. Frames
+ * and key are borrowed for the duration of the call. Never fails: every
+ * problem becomes an error reply in the outbox. */
+void hsq_queue_handle(hsq_queue *q, hsq_sock sock, hsq_role role, const char *key,
+                      const uint8_t *peer, size_t peer_len, const hsq_bytes *frames,
+                      size_t nframes);
 
 /* Tell the core a peer sent frames that are not a message at all (no meta
  * frame): answers bad_request without an rid. */

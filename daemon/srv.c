@@ -91,10 +91,12 @@ static void discard_rest(void *s) {
  * routing id, which a peer may choose); -1 when it names no role. Plaintext
  * sockets (ipc://, or tcp:// under --insecure) have no identity:
  * HSQ_ROLE_ANY, and only the socket decides. */
-static int peer_role(srv *sv, hsq_sock which, zmq_msg_t *msgs, size_t n) {
+static int peer_role(srv *sv, hsq_sock which, zmq_msg_t *msgs, size_t n, const char **key) {
+    *key = NULL;
     if (!sv->curve[which])
         return HSQ_ROLE_ANY;
     const char *uid = zmq_msg_gets(&msgs[n > 1 ? 1 : 0], "User-Id");
+    *key = uid; /* valid while the message is */
     return hsq_auth_role(uid);
 }
 
@@ -151,7 +153,8 @@ static int drain(srv *sv, hsq_sock which) {
             size_t plen = zmq_msg_size(&msgs[0]);
             size_t before;
             hsq_queue_outbox(sv->q, &before);
-            int role = peer_role(sv, which, msgs, n);
+            const char *key;
+            int role = peer_role(sv, which, msgs, n, &key);
             if (role < 0) {
                 hsq_queue_reject(sv->q, which, peer, plen, HSQ_EFORBIDDEN,
                                  "this CURVE key has no role");
@@ -164,7 +167,7 @@ static int drain(srv *sv, hsq_sock which) {
                     frames[i - 1].ptr = zmq_msg_data(&msgs[i]);
                     frames[i - 1].len = zmq_msg_size(&msgs[i]);
                 }
-                hsq_queue_handle(sv->q, which, (hsq_role)role, peer, plen, frames, n - 1);
+                hsq_queue_handle(sv->q, which, (hsq_role)role, key, peer, plen, frames, n - 1);
             }
             note_receipt(sv, before);
         }

@@ -178,6 +178,23 @@ def main(h):
     r = wc.call("result", {"task": task})
     check(r.error is None and len(r.frames) == 1, "result over CURVE: %r" % r)
 
+    # Per-key submit limit: one web-tier instance (its CURVE key) gets a
+    # bucket across all its users; another key is not affected.
+    d2 = h.start_hsqd(transport="tcp", name="keylimit", extra_sets={
+        "curve_secret_key_file": os.path.join(kdir, "hsqd.key"),
+        "clients_file": clients, "key_submit_rate": "1", "key_submit_burst": "3"})
+    wc2 = curve_sock(h, harness.RawClient, d2.client, srv_pub, web)
+    oc2 = curve_sock(h, harness.RawClient, d2.client, srv_pub, ops)
+    for i in range(3):
+        r = wc2.submit("user-%d" % i)
+        check(r.error is None, "submit %d within the key's burst: %r" % (i, r.meta))
+    r = wc2.submit("user-9")
+    check_eq(r.code, "rate_limited", "the 4th submit from one key at once")
+    check("web:frontend-1" in r.meta["error"]["message"] and "retry after" in
+          r.meta["error"]["message"], "the message names the key and the wait: %r" % r.meta)
+    r = oc2.submit("user-9")
+    check(r.error is None, "another key has its own bucket: %r" % r.meta)
+
 
 if __name__ == "__main__":
     harness.run(main)

@@ -36,6 +36,7 @@ static captured cap[MAX_CAP];
 static size_t ncap;
 static uint64_t rid_seq = 1;
 static hsq_role feed_role = HSQ_ROLE_ANY;
+static const char *feed_key = NULL; /* the CURVE identity of fed messages */
 
 static void cap_clear(void) {
     for (size_t i = 0; i < ncap; i++) {
@@ -100,7 +101,7 @@ static void feed(hsq_sock sock, const char *peer, hsq_wire_msg *m, const hsq_byt
     f[0].len = b.len;
     for (size_t i = 0; i < nframes; i++)
         f[1 + i] = frames[i];
-    hsq_queue_handle(q, sock, feed_role, (const uint8_t *)peer, strlen(peer), f, 1 + nframes);
+    hsq_queue_handle(q, sock, feed_role, feed_key, (const uint8_t *)peer, strlen(peer), f, 1 + nframes);
     hsq_wbuf_free(&b);
 }
 
@@ -583,7 +584,7 @@ static void test_bad_input(void) {
     begin();
     static const uint8_t junk[] = {0xc1, 0xff, 0x00, 0x13};
     hsq_bytes f = {junk, sizeof junk};
-    hsq_queue_handle(q, HSQ_SOCK_CLIENT, HSQ_ROLE_ANY, (const uint8_t *)"p", 1, &f, 1);
+    hsq_queue_handle(q, HSQ_SOCK_CLIENT, HSQ_ROLE_ANY, NULL, (const uint8_t *)"p", 1, &f, 1);
     /* a client op on the worker socket */
     hsq_wire_msg m;
     memset(&m, 0, sizeof m);
@@ -597,7 +598,7 @@ static void test_bad_input(void) {
     m.req.lease.max = 1;
     feed(HSQ_SOCK_CLIENT, "c", &m, NULL, 0);
     /* no frames at all */
-    hsq_queue_handle(q, HSQ_SOCK_CLIENT, HSQ_ROLE_ANY, (const uint8_t *)"p", 1, NULL, 0);
+    hsq_queue_handle(q, HSQ_SOCK_CLIENT, HSQ_ROLE_ANY, NULL, (const uint8_t *)"p", 1, NULL, 0);
     turn();
     HSQ_ASSERT_EQ(ncap, 4);
     HSQ_ASSERT_EQ(cap[0].m.kind, HSQ_KIND_ERROR);
@@ -916,6 +917,21 @@ static void test_rate_limit(void) {
     HSQ_ASSERT(id > 0);
     HSQ_ASSERT_EQ(submit("wes", "k"), id); /* idempotent: no token needed */
     conf.submit_rate = 0;
+
+    /* Per CURVE key (one web-tier instance), across all its users. */
+    conf.key_submit_rate = 1;
+    conf.key_submit_burst = 2;
+    close_all();
+    open_all();
+    feed_key = "web:eu-1";
+    HSQ_ASSERT(submit("u1", NULL) > 0);
+    HSQ_ASSERT(submit("u2", NULL) > 0);
+    HSQ_ASSERT_EQ(submit("u3", NULL), HSQ_ERATELIMITED);
+    feed_key = "web:us-1"; /* another instance has its own bucket */
+    HSQ_ASSERT(submit("u3", NULL) > 0);
+    feed_key = NULL; /* plaintext peers have no key: no per-key limit */
+    HSQ_ASSERT(submit("u4", NULL) > 0);
+    conf.key_submit_rate = 0;
 }
 
 static void test_stats(void) {
