@@ -274,6 +274,26 @@ void hsq_metrics_render(const hsq_metrics_sample *s, hsq_wbuf *b) {
     put(b, "hsq_curve_handshakes_total{result=\"denied\"} %" PRIu64 "\n", s->zap_denied);
     one(b, "hsq_draining", "gauge", "1 while hsqd is shutting down (no submits or leases).",
         s->draining ? 1 : 0);
+    head(b, "hsq_purged_total", "counter",
+         "What the retention sweeper deleted since hsqd started, by kind.");
+    const struct {
+        const char *kind;
+        uint64_t v;
+    } purged[] = {
+        {"inputs", s->swept.inputs},         {"outputs", s->swept.outputs},
+        {"tasks", s->swept.tasks},           {"tombstones", s->swept.tombstones},
+        {"unfinished", s->swept.cancelled},
+    };
+    for (size_t i = 0; i < sizeof purged / sizeof purged[0]; i++)
+        put(b, "hsq_purged_total{kind=\"%s\"} %" PRIu64 "\n", purged[i].kind, purged[i].v);
+    one(b, "hsq_purged_bytes_total", "counter",
+        "Bytes of photos and outputs the retention sweeper deleted since hsqd started.",
+        s->swept.bytes);
+    one(b, "hsq_purge_errors_total", "counter",
+        "Blob store failures while purging (each retried a minute later).", s->swept.errors);
+    one(b, "hsq_rate_limited_total", "counter",
+        "Submits refused by the per-user or per-key rate limit since hsqd started.",
+        s->rate_limited);
 
     hist(b, "hsq_submit_ack_seconds", "Submit receipt to acknowledgement sent (after the commit).",
          s->submit_ack);

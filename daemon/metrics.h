@@ -16,6 +16,7 @@
 #define HSQ_DAEMON_METRICS_H
 
 #include "common/buf.h"
+#include "daemon/queue.h"
 #include "schemas/wire.h"
 
 #include <stddef.h>
@@ -70,6 +71,8 @@ typedef struct {
     uint64_t lmdb_map_bytes;
     uint64_t zap_allowed, zap_denied; /* CURVE handshakes let in / refused */
     int draining;
+    hsq_sweep_counts swept;   /* retention sweeper totals since start */
+    uint64_t rate_limited;    /* submits refused by the rate limits since start */
     const char *version;
     const hsq_hist *submit_ack; /* each may be NULL (not shown) */
     const hsq_hist *queue_wait;

@@ -2802,6 +2802,12 @@ int hsq_queue_recover(hsq_queue *q, uint64_t *removed) {
     return rc;
 }
 
+void hsq_queue_sweep_totals(const hsq_queue *q, hsq_sweep_counts *swept,
+                            uint64_t *rate_limited) {
+    *swept = q->swept;
+    *rate_limited = q->rate_limited_total;
+}
+
 void hsq_queue_drain(hsq_queue *q) {
     q->draining = 1;
 }

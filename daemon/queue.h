@@ -161,6 +161,11 @@ int hsq_queue_recover(hsq_queue *q, uint64_t *removed);
  * unavailable. */
 void hsq_queue_drain(hsq_queue *q);
 
+/* What the sweeper (continuous and on request) removed since start, and
+ * how many submits the rate limits refused. For metrics; no transaction. */
+void hsq_queue_sweep_totals(const hsq_queue *q, hsq_sweep_counts *swept,
+                            uint64_t *rate_limited);
+
 /* Snapshot of counters for logs and tests (no transaction needed). */
 void hsq_queue_stats(hsq_queue *q, hsq_wire_stats *out);
 

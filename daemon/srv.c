@@ -333,6 +333,7 @@ static void render_metrics(srv *sv) {
         hsq_store_usage(c->store, &m.lmdb_used_bytes, &m.lmdb_map_bytes);
     hsq_auth_counts(c->auth, &m.zap_allowed, &m.zap_denied);
     m.draining = sv->stopping;
+    hsq_queue_sweep_totals(sv->q, &m.swept, &m.rate_limited);
     m.version = c->version;
     m.submit_ack = &sv->submit_ack;
     m.queue_wait = &sv->timing.queue_wait;
