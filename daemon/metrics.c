@@ -255,6 +255,10 @@ void hsq_metrics_render(const hsq_metrics_sample *s, hsq_wbuf *b) {
     put(b, "hsq_workers{state=\"idle\"} %" PRIu64 "\n", st->workers - busy);
     put(b, "hsq_workers{state=\"busy\"} %" PRIu64 "\n", busy);
 
+    head(b, "hsq_workers_by_backend", "gauge", "Connected workers, by backend.");
+    put(b, "hsq_workers_by_backend{backend=\"cpu\"} %" PRIu64 "\n", s->workers_cpu);
+    put(b, "hsq_workers_by_backend{backend=\"cuda\"} %" PRIu64 "\n", s->workers_cuda);
+
     one(b, "hsq_leases", "gauge", "Leases held by workers (tasks in state leased).", st->leased);
     one(b, "hsq_dead_letters", "gauge", "Tasks that failed after their last attempt.", st->dead);
     one(b, "hsq_submitted_total", "counter", "Submits accepted since hsqd started.",
@@ -291,6 +295,8 @@ void hsq_metrics_render(const hsq_metrics_sample *s, hsq_wbuf *b) {
         s->swept.bytes);
     one(b, "hsq_purge_errors_total", "counter",
         "Blob store failures while purging (each retried a minute later).", s->swept.errors);
+    one(b, "hsq_blob_store_bytes", "gauge",
+        "Bytes of photos and outputs recorded in the blob store.", s->blob_bytes);
     one(b, "hsq_rate_limited_total", "counter",
         "Submits refused by the per-user or per-key rate limit since hsqd started.",
         s->rate_limited);

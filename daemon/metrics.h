@@ -73,6 +73,8 @@ typedef struct {
     int draining;
     hsq_sweep_counts swept;   /* retention sweeper totals since start */
     uint64_t rate_limited;    /* submits refused by the rate limits since start */
+    uint64_t blob_bytes;      /* hsq_queue_blob_bytes */
+    uint64_t workers_cpu, workers_cuda;
     const char *version;
     const hsq_hist *submit_ack; /* each may be NULL (not shown) */
     const hsq_hist *queue_wait;

@@ -23,6 +23,7 @@ typedef struct {
     uint64_t succeeded, failed, cancelled, expired;
     uint64_t dead;
     uint64_t queued_by_prio[HSQ_PRIO_COUNT_];
+    uint64_t blob_bytes; /* inputs and outputs recorded in the blob store (appended field) */
 } counts_rec;
 
 typedef struct {
@@ -331,9 +332,11 @@ static int load_meta(hsq_queue *q) {
     memset(&q->ids, 0, sizeof q->ids);
     memset(q->rounds, 0, sizeof q->rounds);
     if ((rc = hsq_store_get(q->st, HSQ_DB_META, "counts", 6, &v)) == 0) {
-        if (v.len != sizeof q->counts)
+        /* Fields are only ever appended: an older, shorter record loads
+         * with the new fields at zero. */
+        if (v.len > sizeof q->counts || v.len % sizeof(uint64_t) != 0)
             return HSQ_ECORRUPT;
-        memcpy(&q->counts, v.ptr, sizeof q->counts);
+        memcpy(&q->counts, v.ptr, v.len);
     } else if (rc != HSQ_ENOTFOUND) {
         return rc;
     }
@@ -382,6 +385,17 @@ static uint64_t *state_count(hsq_queue *q, uint8_t state) {
     default:
         return &q->counts.expired;
     }
+}
+
+/* The blob store gauge: bytes hsqd recorded (inputs it wrote, outputs
+ * workers reported) minus what it deleted; never below zero (stray files
+ * of lost leases are deleted but were never counted). */
+static void blob_bytes_add(hsq_queue *q, int64_t delta) {
+    if (delta < 0 && q->counts.blob_bytes < (uint64_t)-delta)
+        q->counts.blob_bytes = 0;
+    else
+        q->counts.blob_bytes += (uint64_t)delta;
+    q->meta_dirty = 1;
 }
 
 /* Move t to a new state, keeping the counters in step. */
@@ -1027,6 +1041,7 @@ static void h_submit(req_ctx *c) {
         }
         turn_blob_note(q, keys[i]);
         in->key = hsq_str_c(keys[i]);
+        blob_bytes_add(q, (int64_t)c->frames[i].len);
     }
 
     int p = t.prio;
@@ -1562,6 +1577,8 @@ static void h_done(req_ctx *c) {
         fail_store(c, rc);
         return;
     }
+    for (uint32_t i = 0; i < r->n_outputs; i++)
+        blob_bytes_add(q, (int64_t)r->outputs[i].size);
     q->completed_total++;
     changed(q, &t);
     reply_empty(c);
@@ -1777,6 +1794,7 @@ static int erase_user_now(hsq_queue *q, hsq_str user, hsq_rep_erase *out) {
     int rc = hsq_blob_delete_prefix(q->blob, prefix, &out->bytes);
     if (rc != 0)
         return rc;
+    blob_bytes_add(q, -(int64_t)out->bytes);
     hsq_fault("erase.after_blobs");
     uint8_t k[1 + HSQ_MAX_USER_LEN + 8];
     size_t ul = user_key(k, user);
@@ -2378,8 +2396,10 @@ static int delete_blob_counted(hsq_queue *q, hsq_str key, uint64_t *bytes) {
     memcpy(k, key.ptr, key.len);
     k[key.len] = '\0';
     uint64_t size = 0;
-    if (hsq_blob_size(q->blob, k, &size) == 0)
+    if (hsq_blob_size(q->blob, k, &size) == 0) {
         *bytes += size;
+        blob_bytes_add(q, -(int64_t)size);
+    }
     return hsq_blob_delete(q->blob, k);
 }
 
@@ -2424,6 +2444,7 @@ static int make_tombstone(hsq_queue *q, hsq_task *t, hsq_sweep_counts *sc) {
         uint64_t b = 0;
         rc = hsq_blob_delete_prefix(q->blob, prefix, &b);
         sc->bytes += b;
+        blob_bytes_add(q, -(int64_t)b);
     }
     if (rc != 0)
         return rc;
@@ -2806,6 +2827,20 @@ void hsq_queue_sweep_totals(const hsq_queue *q, hsq_sweep_counts *swept,
                             uint64_t *rate_limited) {
     *swept = q->swept;
     *rate_limited = q->rate_limited_total;
+}
+
+uint64_t hsq_queue_blob_bytes(const hsq_queue *q) {
+    return q->counts.blob_bytes;
+}
+
+void hsq_queue_workers_by_backend(const hsq_queue *q, uint64_t *cpu, uint64_t *cuda) {
+    *cpu = *cuda = 0;
+    for (size_t i = 0; i < q->n_workers; i++) {
+        if (strcmp(q->workers[i].backend, "cuda") == 0)
+            (*cuda)++;
+        else
+            (*cpu)++;
+    }
 }
 
 void hsq_queue_drain(hsq_queue *q) {

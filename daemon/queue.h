@@ -166,6 +166,13 @@ void hsq_queue_drain(hsq_queue *q);
 void hsq_queue_sweep_totals(const hsq_queue *q, hsq_sweep_counts *swept,
                             uint64_t *rate_limited);
 
+/* Bytes of inputs and outputs hsqd has recorded in the blob store (what it
+ * wrote or was told of, minus what it deleted). For metrics. */
+uint64_t hsq_queue_blob_bytes(const hsq_queue *q);
+
+/* Connected workers by backend ("cuda"; everything else counts as cpu). */
+void hsq_queue_workers_by_backend(const hsq_queue *q, uint64_t *cpu, uint64_t *cuda);
+
 /* Snapshot of counters for logs and tests (no transaction needed). */
 void hsq_queue_stats(hsq_queue *q, hsq_wire_stats *out);
 

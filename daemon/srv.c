@@ -334,6 +334,8 @@ static void render_metrics(srv *sv) {
     hsq_auth_counts(c->auth, &m.zap_allowed, &m.zap_denied);
     m.draining = sv->stopping;
     hsq_queue_sweep_totals(sv->q, &m.swept, &m.rate_limited);
+    m.blob_bytes = hsq_queue_blob_bytes(sv->q);
+    hsq_queue_workers_by_backend(sv->q, &m.workers_cpu, &m.workers_cuda);
     m.version = c->version;
     m.submit_ack = &sv->submit_ack;
     m.queue_wait = &sv->timing.queue_wait;

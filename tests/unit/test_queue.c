@@ -804,6 +804,8 @@ static void test_retention_classes(void) {
     uint64_t tok;
     HSQ_ASSERT_U64_EQ(lease1("w1", &tok), id);
     HSQ_ASSERT_EQ(done("w1", id, tok, "tess")->m.kind, HSQ_KIND_REPLY);
+    /* the 4000-byte portrait went to the blob store, the output is 18 bytes */
+    HSQ_ASSERT_U64_EQ(hsq_queue_blob_bytes(q), 4000 + 18);
     int64_t end = now;
     const int64_t day = 86400000;
 
@@ -828,6 +830,7 @@ static void test_retention_classes(void) {
     HSQ_ASSERT(blob_exists("tess", id, "out-0.jpg"));
     tick_at(end + 30 * day); /* outputs: 30 days -> tombstone */
     HSQ_ASSERT(!blob_exists("tess", id, "out-0.jpg"));
+    HSQ_ASSERT_U64_EQ(hsq_queue_blob_bytes(q), 0);
     captured *r = task_op(HSQ_OP_STATUS, id, "tess");
     HSQ_ASSERT_EQ(r->m.rep.task.task.state, HSQ_STATE_EXPIRED);
     HSQ_ASSERT_EQ(r->m.rep.task.task.n_outputs, 0);
