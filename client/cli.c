@@ -483,6 +483,8 @@ static int cmd_submit(cli *x) {
         .settings = cmd->settings.n_backgrounds || cmd->settings.n_styles || cmd->settings.dpi
                         ? &cmd->settings
                         : NULL,
+        .keep_uploads_s = cmd->keep_uploads_s,
+        .keep_outputs_s = cmd->keep_outputs_s,
     };
     hsq_rep_submit rep;
     int rc = hsq_client_submit(x->c, &job, &rep);

@@ -1,5 +1,7 @@
 #include "client/cli_args.h"
 
+#include "common/conf.h"
+
 #include "schemas/err.h"
 
 #include <errno.h>
@@ -65,7 +67,8 @@ static const struct {
      "usage: hsq submit --user U [--key K] [--prio high|normal|low] [--size WxH[:FORMAT]]...\n"
      "                  [--format jpeg|png] [--quality Q] [--prompt TEXT]\n"
      "                  [--clothing FILE] [--background-photo FILE] [--background SPEC]...\n"
-     "                  [--style NAME:R,T,S,C]... [--dpi N] PHOTO...\n"
+     "                  [--style NAME:R,T,S,C]... [--dpi N]\n"
+     "                  [--keep-uploads DURATION] [--keep-outputs DURATION] PHOTO...\n"
      "\n"
      "Queue one job: PHOTO files are the portraits (1 to 8 images in all,\n"
      "counting --clothing and --background-photo). Each --size (WxH, or portrait,\n"
@@ -79,6 +82,8 @@ static const struct {
      "natural:30,50,30,80; default: that one. --dpi (72-1200) is written into the\n"
      "files (passport-size outputs get 300 otherwise). Every background x style x\n"
      "size is one output, 16 at most.\n"
+     "--keep-uploads / --keep-outputs ask for shorter retention than the policy\n"
+     "(1s: delete the photos as soon as the headshots are ready); never longer.\n"
      "--key makes the submit idempotent: the same user and key return the same task.\n"
      "Prints the task id, its state and whether it was created.\n"},
     {"status",
@@ -379,6 +384,8 @@ enum {
     OPT_BG_SPEC,
     OPT_STYLE,
     OPT_DPI,
+    OPT_KEEP_UPLOADS,
+    OPT_KEEP_OUTPUTS,
     OPT_TIMEOUT_S,
     OPT_SINCE,
     OPT_LIMIT,
@@ -413,6 +420,8 @@ static const struct option submit_opts[] = {
     {"background", required_argument, NULL, OPT_BG_SPEC},
     {"style", required_argument, NULL, OPT_STYLE},
     {"dpi", required_argument, NULL, OPT_DPI},
+    {"keep-uploads", required_argument, NULL, OPT_KEEP_UPLOADS},
+    {"keep-outputs", required_argument, NULL, OPT_KEEP_OUTPUTS},
     {NULL, 0, NULL, 0}};
 static const struct option task_opts[] = {
     GLOBAL_OPTS, {"user", required_argument, NULL, OPT_USER}, {NULL, 0, NULL, 0}};
@@ -617,6 +626,19 @@ static int parse_verb_opts(int argc, char **argv, hsq_cli_cmd *cmd, size_t vi, c
             if (hsq_cli_parse_u64(optarg, &v) != 0 || v < 72 || v > 1200)
                 return usage(err, errlen, "--dpi: expected 72..1200, got \"%s\"", optarg);
             cmd->settings.dpi = (uint16_t)v;
+            break;
+        case OPT_KEEP_UPLOADS:
+        case OPT_KEEP_OUTPUTS:
+            /* A duration like 1s, 2h or 7d; hsqd keeps min(this, its policy). */
+            if (hsq_conf_parse_ms(optarg, &v) != 0 || v < 1000 || v / 1000 > UINT32_MAX)
+                return usage(err, errlen,
+                             "--%s: expected a duration of at least 1s like 1s, 12h or 7d, got "
+                             "\"%s\"",
+                             ch == OPT_KEEP_UPLOADS ? "keep-uploads" : "keep-outputs", optarg);
+            if (ch == OPT_KEEP_UPLOADS)
+                cmd->keep_uploads_s = (uint32_t)(v / 1000);
+            else
+                cmd->keep_outputs_s = (uint32_t)(v / 1000);
             break;
         case OPT_TIMEOUT_S:
             if (hsq_cli_parse_u64(optarg, &v) != 0 || v > 366ull * 86400)

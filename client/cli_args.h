@@ -75,6 +75,8 @@ typedef struct {
     const char *clothing;
     const char *background; /* --background-photo: the reference backdrop file */
     hsq_wire_settings settings; /* --background SPEC, --style, --dpi */
+    uint32_t keep_uploads_s;    /* --keep-uploads DURATION (0 = policy) */
+    uint32_t keep_outputs_s;    /* --keep-outputs DURATION */
     uint64_t wait_s;    /* wait: total time to wait */
     hsq_state since;    /* wait: HSQ_STATE_NONE = until terminal */
     const char *outdir; /* result */

@@ -490,6 +490,8 @@ int hsq_client_submit(hsq_client *c, const hsq_client_job *job, hsq_rep_submit *
         s->inputs[i].frame = (uint32_t)i;
     }
     s->n_outputs = (uint32_t)job->n_outputs;
+    s->keep_uploads_s = job->keep_uploads_s;
+    s->keep_outputs_s = job->keep_outputs_s;
     memcpy(s->outputs, job->outputs, job->n_outputs * sizeof *job->outputs);
     hsq_wbuf sb;
     hsq_wbuf_init(&sb);

@@ -111,6 +111,8 @@ typedef struct {
     size_t n_outputs;                /* 1..HSQ_MAX_OUTPUTS */
     const hsq_wire_outspec *outputs; /* width, height, format, quality (0 = default) */
     const hsq_wire_settings *settings; /* backgrounds, styles, dpi; NULL = defaults */
+    uint32_t keep_uploads_s; /* shorter retention for the photos, s after the end; 0 = policy */
+    uint32_t keep_outputs_s; /* shorter retention for the outputs; 0 = policy */
 } hsq_client_job;
 
 /* Submit a job. On success *out holds the task id, its state and whether it

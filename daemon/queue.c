@@ -627,11 +627,21 @@ static int stamp_submit(hsq_queue *q, hsq_task *t) {
 /* A task reached a terminal state: stamp its retention dates. Dates only
  * ever move earlier than what the policy allows; entries left in the index
  * for older dates are recognised as stale by the sweeper. */
+/* The user may ask for shorter, never longer. */
+static uint64_t asked(uint64_t policy_ms, uint32_t keep_s) {
+    if (keep_s == HSQ_KEEP_POLICY)
+        return policy_ms;
+    uint64_t ms = (uint64_t)keep_s * 1000;
+    return ms < policy_ms ? ms : policy_ms;
+}
+
 static int stamp_retention(hsq_queue *q, hsq_task *t) {
     int ok = t->state == HSQ_STATE_SUCCEEDED;
-    uint64_t out_ms = q->conf.retention_outputs_ms;
-    uint64_t up_ms = ok ? q->conf.retention_uploads_ms : q->conf.retention_failed_ms;
-    uint64_t ref_ms = ok ? q->conf.retention_references_ms : q->conf.retention_failed_ms;
+    uint64_t out_ms = asked(q->conf.retention_outputs_ms, t->keep_outputs_s);
+    uint64_t up_ms = asked(ok ? q->conf.retention_uploads_ms : q->conf.retention_failed_ms,
+                           t->keep_uploads_s);
+    uint64_t ref_ms = asked(ok ? q->conf.retention_references_ms : q->conf.retention_failed_ms,
+                            t->keep_uploads_s);
     if (up_ms > out_ms)
         up_ms = out_ms;
     if (ref_ms > out_ms)
@@ -1007,6 +1017,8 @@ static void h_submit(req_ctx *c) {
     t.n_specs = r->n_outputs;
     memcpy(t.specs, r->outputs, sizeof(hsq_wire_outspec) * r->n_outputs);
     t.settings = r->settings;
+    t.keep_uploads_s = r->keep_uploads_s;
+    t.keep_outputs_s = r->keep_outputs_s;
 
     /* Credits are checked before anything is written (the blob puts below
      * can fail on their own) and reserved with the task's other records. */

@@ -82,6 +82,8 @@ void hsq_task_encode(const hsq_task *t, hsq_wbuf *b) {
     put_str(b, (hsq_str){(const char *)t->settings.ptr, t->settings.len});
     put_str(b, (hsq_str){(const char *)t->info.ptr, t->info.len});
     put_u64(b, (uint64_t)t->credits);
+    put_u32(b, t->keep_uploads_s);
+    put_u32(b, t->keep_outputs_s);
 }
 
 /* ---- reader: every get checks the remaining length ---- */
@@ -199,6 +201,13 @@ int hsq_task_decode(const void *buf, size_t len, hsq_task *t) {
     /* Records written before credits existed end here: nothing reserved. */
     if (!r.bad && r.left >= 8)
         t->credits = (int64_t)get_u64(&r);
+    /* ... and before asked retention: the policy applies. */
+    t->keep_uploads_s = HSQ_KEEP_POLICY;
+    t->keep_outputs_s = HSQ_KEEP_POLICY;
+    if (!r.bad && r.left >= 8) {
+        t->keep_uploads_s = get_u32(&r);
+        t->keep_outputs_s = get_u32(&r);
+    }
     if (r.bad || r.left != 0 || t->state == HSQ_STATE_NONE || t->state >= HSQ_STATE_COUNT_ ||
         t->prio >= HSQ_PRIO_COUNT_)
         return HSQ_ECORRUPT;

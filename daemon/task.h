@@ -59,6 +59,8 @@ typedef struct {
     hsq_wire_outspec specs[HSQ_MAX_OUTPUTS];
     uint32_t n_outputs;
     hsq_wire_output outputs[HSQ_MAX_OUTPUTS];
+    uint32_t keep_uploads_s; /* asked shorter retention (HSQ_KEEP_POLICY = none) */
+    uint32_t keep_outputs_s;
     hsq_bytes settings;     /* raw msgpack map from the submit (validated by the codec) */
     hsq_bytes info;         /* raw msgpack map from the worker's done */
     int64_t credits;        /* credits reserved for this task, not yet consumed or

@@ -512,6 +512,8 @@ static const field submit_f[] = {
     ARR(hsq_req_submit, inputs, n_inputs, F_REQ, 1, HSQ_MAX_INPUTS, input_submit_s),
     ARR(hsq_req_submit, outputs, n_outputs, F_REQ, 1, HSQ_MAX_OUTPUTS, outspec_s),
     RAW(hsq_req_submit, settings, settings_s, HSQ_MAX_SETTINGS_BYTES),
+    U32(hsq_req_submit, keep_uploads_s, 0, 0, UINT32_MAX, 0),
+    U32(hsq_req_submit, keep_outputs_s, 0, 0, UINT32_MAX, 0),
 };
 static const field req_task_f[] = {
     U64(hsq_req_task, task, F_REQ, 1),

@@ -275,7 +275,18 @@ typedef struct {
     uint32_t n_outputs;   /* 1..HSQ_MAX_OUTPUTS */
     hsq_wire_outspec outputs[HSQ_MAX_OUTPUTS];
     hsq_bytes settings;   /* optional raw msgpack map (hsq_wire_settings) */
+    /* Shorter retention asked by the user, in seconds after the task ends;
+     * 0 (HSQ_KEEP_POLICY, the default, omitted on the wire) = the policy's,
+     * so a zeroed struct never deletes early. hsqd applies min(policy,
+     * asked): a submit can shorten, never extend. keep_uploads_s = 1:
+     * "delete my photos as soon as my headshots are ready" (the sweeper's
+     * next turn). keep_uploads_s covers the clothing/background references
+     * too. */
+    uint32_t keep_uploads_s;
+    uint32_t keep_outputs_s;
 } hsq_req_submit;
+
+#define HSQ_KEEP_POLICY 0
 
 /* status, result, cancel, requeue */
 typedef struct {

@@ -264,7 +264,8 @@ class Client:
     # ---- operations ----
 
     def submit(self, user, photos, clothing=None, background=None, outputs=None, key=None,
-               prio="normal", prompt=None, backgrounds=None, styles=None, dpi=0):
+               prio="normal", prompt=None, backgrounds=None, styles=None, dpi=0,
+               keep_uploads_s=0, keep_outputs_s=0):
         """Queue a job. photos: list of (bytes, name) or bytes; clothing and
         background likewise (optional). outputs: list of {"width", "height",
         "format" ("jpeg"|"png"), "quality" (optional, 1-100)}; default one
@@ -273,7 +274,10 @@ class Client:
         "blur_px": 0..64}; styles: up to 4 of {"name", "retouch", "tone",
         "sharpen", "clothing"} (each 0..100); dpi: 0 or 72..1200. Every
         background x style x output is one image, at most 16 (PROTOCOL.md
-        section 5). Returns {"task": id, "state": str, "created": bool}."""
+        section 5). keep_uploads_s / keep_outputs_s: shorter retention than
+        the policy, in seconds after the task ends (0 = the policy; 1 = delete
+        the photos as soon as the headshots are ready); never longer.
+        Returns {"task": id, "state": str, "created": bool}."""
         if prio not in PRIOS:
             raise HsqError("invalid_argument", "prio must be one of %s" % ", ".join(PRIOS))
         images = [(p, "portrait") for p in photos]
@@ -315,6 +319,11 @@ class Client:
             body["prio"] = prio
         if prompt:
             body["prompt"] = prompt
+        for name, v in (("keep_uploads_s", keep_uploads_s), ("keep_outputs_s", keep_outputs_s)):
+            if v:
+                if not 0 < int(v) < 2**32:
+                    raise HsqError("invalid_argument", "%s must be 1..2^32-1 seconds" % name)
+                body[name] = int(v)
         rep, _ = self._call("submit", body, frames)
         return {"task": rep["task"], "state": rep["state"], "created": rep["created"]}
 

@@ -590,8 +590,51 @@ def mode_offline(h):
     check_eq(status(h, d2, t)["state"], "expired", "task after offline purge")
 
 
+# ---------------------------------------------------------------- asked
+
+def mode_asked(h):
+    """A submit asks for shorter retention through the CLI and the Python
+    module; hsqd keeps min(policy, asked): shorter works, longer is capped."""
+    clock = Clock(h)
+    d = h.start_hsqd(extra_sets=SETS)
+    w = h.fake_worker(d.worker)
+    w.ready()
+    photo = h.path("me.png")
+    with open(photo, "wb") as f:
+        f.write(make_png(40, 50, 7))
+    _, _, js = h.cli(d.client, "submit", "--user", "dora", "--keep-uploads", "1s",
+                     "--keep-outputs", "1h", photo, json_out=True)
+    ta, _ = fake_done(h, d, w, d.blob_dir, seed=7)
+    check_eq(ta, js["task"], "CLI task leased")
+    sa = status(h, d, ta)
+    end = sa["updated_ms"]
+    check_eq(sa["uploads_expire_ms"], end + 1000, "asked: photos a second after the end")
+    check_eq(sa["expires_ms"], end + 3600 * 1000, "asked: outputs an hour after the end")
+
+    sys.path.insert(0, os.path.join(harness.SRC, "client", "python"))
+    import hsq_client
+    py = hsq_client.Client(d.client, timeout_ms=int(tmo(10) * 1000))
+    r = py.submit("dora", photos=[(make_png(40, 50, 8), "me2.png")],
+                  outputs=[{"width": 24, "height": 30, "format": "png"}],
+                  keep_outputs_s=100 * 86400)
+    tb, _ = fake_done(h, d, w, d.blob_dir, seed=8)
+    check_eq(tb, r["task"], "Python task leased")
+    sb = status(h, d, tb)
+    check_eq(sb["expires_ms"], sb["updated_ms"] + 30 * DAY, "asked longer: capped at the policy")
+    check_eq(sb["uploads_expire_ms"], sb["updated_ms"] + 7 * DAY, "not asked: the policy")
+    py.close()
+
+    # The sweeper deletes A's photo a second after the end, not before.
+    prefix = blob_prefix_of(d, sa["outputs"][0]["blob"]) + "%d/" % ta
+    clock.at(end + 2000)
+    purge(h, d)
+    check([f for f in task_files(d, prefix) if "/in-" in f] == [],
+          "A's photo gone after its asked second: %r" % task_files(d, prefix))
+
+
 MODES = {"classes": mode_classes, "erase": mode_erase, "export": mode_export,
-         "crash": mode_crash, "diskfull": mode_diskfull, "offline": mode_offline}
+         "crash": mode_crash, "diskfull": mode_diskfull, "offline": mode_offline,
+         "asked": mode_asked}
 
 if __name__ == "__main__":
     if MODE not in MODES:

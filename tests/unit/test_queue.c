@@ -845,6 +845,56 @@ static void test_retention_classes(void) {
     HSQ_ASSERT_EQ(task_op(HSQ_OP_STATUS, id, NULL)->m.rep.error.code, HSQ_ENOTFOUND);
 }
 
+/* A submit may ask for shorter retention (never longer): photos deleted a
+ * second after the task ends, outputs after an hour; an outputs ask longer
+ * than the policy gets the policy. The ask goes through the wire codec. */
+static void test_retention_asked(void) {
+    fresh();
+    static uint8_t big[4000];
+    memset(big, 5, sizeof big);
+    const int64_t day = 86400000;
+    uint64_t ids[2];
+    for (int k = 0; k < 2; k++) {
+        hsq_wire_msg m;
+        memset(&m, 0, sizeof m);
+        m.op = HSQ_OP_SUBMIT;
+        m.rid = rid_seq++;
+        m.req.submit.user = HSQ_STR_LIT("yan");
+        m.req.submit.prio = HSQ_PRIO_NORMAL;
+        m.req.submit.n_inputs = 1;
+        m.req.submit.inputs[0].kind = HSQ_STR_LIT("portrait");
+        m.req.submit.n_outputs = 1;
+        m.req.submit.outputs[0].width = 8;
+        m.req.submit.outputs[0].height = 8;
+        m.req.submit.outputs[0].format = HSQ_FMT_JPEG;
+        m.req.submit.keep_uploads_s = k == 0 ? 1 : 0;              /* 0: the policy */
+        m.req.submit.keep_outputs_s = k == 0 ? 3600 : 100 * 86400; /* 100 d: capped */
+        hsq_bytes f = {big, sizeof big};
+        begin();
+        feed(HSQ_SOCK_CLIENT, "web", &m, &f, 1);
+        turn();
+        ids[k] = reply_to(m.rid)->m.rep.submit.task;
+        uint64_t tok = 0;
+        HSQ_ASSERT_U64_EQ(lease1("w1", &tok), ids[k]);
+        HSQ_ASSERT_EQ(done("w1", ids[k], tok, "yan")->m.kind, HSQ_KIND_REPLY);
+    }
+    int64_t end = now;
+    captured *r = task_op(HSQ_OP_STATUS, ids[0], NULL);
+    HSQ_ASSERT_EQ(r->m.rep.task.task.uploads_expire_ms, end + 1000);
+    HSQ_ASSERT_EQ(r->m.rep.task.task.expires_ms, end + 3600000);
+    r = task_op(HSQ_OP_STATUS, ids[1], NULL);
+    HSQ_ASSERT_EQ(r->m.rep.task.task.uploads_expire_ms, end + 7 * day);
+    HSQ_ASSERT_EQ(r->m.rep.task.task.expires_ms, end + 30 * day); /* never longer */
+    tick_at(end + 999);
+    HSQ_ASSERT(blob_exists("yan", ids[0], "in-0"));
+    tick_at(end + 1000);
+    HSQ_ASSERT(!blob_exists("yan", ids[0], "in-0"));
+    HSQ_ASSERT(blob_exists("yan", ids[1], "in-0"));
+    tick_at(end + 3600000);
+    HSQ_ASSERT_EQ(state_of(ids[0]), HSQ_STATE_EXPIRED);
+    HSQ_ASSERT_EQ(state_of(ids[1]), HSQ_STATE_SUCCEEDED);
+}
+
 /* A task that never ran is cancelled at retention_pending, and its inputs
  * are deleted at that moment. */
 static void test_retention_pending(void) {
@@ -1265,6 +1315,7 @@ int main(void) {
     test_roles();
     test_retention_classes();
     test_retention_pending();
+    test_retention_asked();
     test_fsck();
     test_rate_limit();
     test_credits();
