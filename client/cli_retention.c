@@ -96,6 +96,7 @@ typedef struct {
     uint64_t max_attempts, backoff_base_ms, backoff_max_ms, lease_ms, inline_max, max_image;
     uint64_t ret_outputs, ret_uploads, ret_failed, ret_refs, ret_pending, ret_tomb, ret_audit;
     uint64_t sweep_batch;
+    char *ret_prio[HSQ_PRIO_COUNT_]; /* retention_high/normal/low overrides */
 } offline_conf;
 
 /* The subset of hsqd's keys (daemon/main.c) that a purge or fsck needs; any
@@ -122,6 +123,9 @@ static const hsq_conf_item offline_items[] = {
     {"retention_tombstone", HSQ_CONF_MS, F(ret_tomb), 0, 36500 * DAY, ""},
     {"retention_audit", HSQ_CONF_MS, F(ret_audit), DAY, 36500 * DAY, ""},
     {"sweep_batch", HSQ_CONF_U64, F(sweep_batch), 0, 100000, ""},
+    {"retention_high", HSQ_CONF_STR, F(ret_prio[HSQ_PRIO_HIGH]), 0, 0, ""},
+    {"retention_normal", HSQ_CONF_STR, F(ret_prio[HSQ_PRIO_NORMAL]), 0, 0, ""},
+    {"retention_low", HSQ_CONF_STR, F(ret_prio[HSQ_PRIO_LOW]), 0, 0, ""},
 };
 #undef F
 #undef DAY
@@ -147,6 +151,8 @@ static void offline_defaults(offline_conf *o) {
     o->ret_tomb = HSQ_DEF_RETENTION_TOMBSTONE_MS;
     o->ret_audit = HSQ_DEF_RETENTION_AUDIT_MS;
     o->sweep_batch = HSQ_DEF_SWEEP_BATCH;
+    for (int p = 0; p < HSQ_PRIO_COUNT_; p++)
+        hsq_conf_set_str(&o->ret_prio[p], "");
 }
 
 /* Read hsqd's config file (same syntax as common/conf.h), applying the keys
@@ -379,6 +385,14 @@ static int purge_offline(const hsq_cli_cmd *cmd, const offline_conf *o) {
         .retention_audit_ms = o->ret_audit,
         .map_max_bytes = o->map_max,
     };
+    for (int p = 0; p < HSQ_PRIO_COUNT_; p++) {
+        if (hsq_retention_override_parse(o->ret_prio[p], qc.retention_by_prio[p], err,
+                                          sizeof err) != 0) {
+            data_close(&d);
+            return fail(cmd, HSQ_CLI_EXIT_USAGE, hsq_errname(HSQ_EINVAL), "retention_%s: %s",
+                        hsq_prio_name((hsq_prio)p), err);
+        }
+    }
     hsq_queue *q = NULL;
     rc = hsq_queue_new(&q, d.st, d.blob, &qc, hsq_clock_wall_ms());
     if (rc != 0) {

@@ -56,6 +56,7 @@ typedef struct {
     uint64_t retention_tombstone_ms;
     uint64_t sweep_batch;
     uint64_t retention_audit_ms;
+    char *retention_prio[HSQ_PRIO_COUNT_]; /* per-class overrides, "outputs:90d,..." */
     uint64_t submit_rate;
     uint64_t submit_burst;
     uint64_t key_submit_rate;
@@ -122,6 +123,13 @@ static const hsq_conf_item items[] = {
      "submits per second per CURVE client key (one web-tier instance); 0 = no limit"},
     {"key_submit_burst", HSQ_CONF_U64, F(key_submit_burst), 1, 10000000,
      "submits one client key may send at once before key_submit_rate applies"},
+    {"retention_high", HSQ_CONF_STR, F(retention_prio[HSQ_PRIO_HIGH]), 0, 0,
+     "overrides for high-priority tasks, e.g. outputs:90d,uploads:14d (classes outputs, "
+     "uploads, references, failed)"},
+    {"retention_normal", HSQ_CONF_STR, F(retention_prio[HSQ_PRIO_NORMAL]), 0, 0,
+     "overrides for normal-priority tasks (as retention_high)"},
+    {"retention_low", HSQ_CONF_STR, F(retention_prio[HSQ_PRIO_LOW]), 0, 0,
+     "overrides for low-priority tasks (as retention_high)"},
     {"sweep_batch", HSQ_CONF_U64, F(sweep_batch), 0, 100000,
      "expired entries the sweeper handles per loop turn (0 = off)"},
     {"credits", HSQ_CONF_BOOL, F(credits), 0, 1,
@@ -162,6 +170,8 @@ static void defaults(daemon_conf *c) {
     c->retention_tombstone_ms = HSQ_DEF_RETENTION_TOMBSTONE_MS;
     c->sweep_batch = HSQ_DEF_SWEEP_BATCH;
     c->retention_audit_ms = HSQ_DEF_RETENTION_AUDIT_MS;
+    for (int p = 0; p < HSQ_PRIO_COUNT_; p++)
+        hsq_conf_set_str(&c->retention_prio[p], "");
     c->submit_rate = 0;
     c->submit_burst = 20;
     c->key_submit_rate = 0;
@@ -385,6 +395,16 @@ static int run(int argc, char **argv, daemon_conf *cp) {
         .credits = cp->credits,
         .credit_cost = cp->credit_cost,
     };
+    for (int p = 0; p < HSQ_PRIO_COUNT_; p++) {
+        if (hsq_retention_override_parse(cp->retention_prio[p], qc.retention_by_prio[p], err,
+                                          sizeof err) != 0) {
+            hsq_log(HSQ_LOG_ERR, "hsqd", "retention_%s: %s", hsq_prio_name((hsq_prio)p), err);
+            hsq_blob_close(&blob);
+            hsq_store_close(&st);
+            hsq_auth_free(&auth);
+            return 2;
+        }
+    }
     rc = hsq_queue_new(&q, st, blob, &qc, hsq_clock_wall_ms());
     if (rc != 0) {
         hsq_log(HSQ_LOG_ERR, "hsqd", "cannot load queue state err=%s", hsq_errname(rc));

@@ -1,6 +1,7 @@
 #include "daemon/queue.h"
 
 #include "common/alloc.h"
+#include "common/conf.h"
 #include "common/fault.h"
 #include "daemon/task.h"
 #include "schemas/err.h"
@@ -627,6 +628,47 @@ static int stamp_submit(hsq_queue *q, hsq_task *t) {
 /* A task reached a terminal state: stamp its retention dates. Dates only
  * ever move earlier than what the policy allows; entries left in the index
  * for older dates are recognised as stale by the sweeper. */
+int hsq_retention_override_parse(const char *spec, uint64_t out[HSQ_RET_N_], char *err,
+                                 size_t errlen) {
+    static const char *const names[HSQ_RET_N_] = {"outputs", "uploads", "references", "failed"};
+    memset(out, 0, sizeof(uint64_t) * HSQ_RET_N_);
+    char buf[256];
+    if (strlen(spec) >= sizeof buf) {
+        snprintf(err, errlen, "retention override is longer than %zu bytes", sizeof buf - 1);
+        return HSQ_EINVAL;
+    }
+    snprintf(buf, sizeof buf, "%s", spec);
+    char *save = NULL;
+    for (char *item = strtok_r(buf, ",", &save); item; item = strtok_r(NULL, ",", &save)) {
+        while (*item == ' ')
+            item++;
+        char *colon = strchr(item, ':');
+        int k = -1;
+        if (colon) {
+            *colon = '\0';
+            for (int i = 0; i < HSQ_RET_N_; i++)
+                if (strcmp(item, names[i]) == 0)
+                    k = i;
+        }
+        uint64_t ms = 0;
+        if (k < 0 || hsq_conf_parse_ms(colon + 1, &ms) != 0 || ms == 0) {
+            snprintf(err, errlen,
+                     "retention override '%s': expected CLASS:DURATION[,...] with CLASS one of "
+                     "outputs, uploads, references, failed and a duration like 90d",
+                     spec);
+            return HSQ_EINVAL;
+        }
+        out[k] = ms;
+    }
+    return 0;
+}
+
+/* The policy for one class of a task: its priority's override, if any. */
+static uint64_t policy(const hsq_queue *q, const hsq_task *t, int cls, uint64_t dflt) {
+    uint64_t v = q->conf.retention_by_prio[t->prio][cls];
+    return v ? v : dflt;
+}
+
 /* The user may ask for shorter, never longer. */
 static uint64_t asked(uint64_t policy_ms, uint32_t keep_s) {
     if (keep_s == HSQ_KEEP_POLICY)
@@ -637,11 +679,15 @@ static uint64_t asked(uint64_t policy_ms, uint32_t keep_s) {
 
 static int stamp_retention(hsq_queue *q, hsq_task *t) {
     int ok = t->state == HSQ_STATE_SUCCEEDED;
-    uint64_t out_ms = asked(q->conf.retention_outputs_ms, t->keep_outputs_s);
-    uint64_t up_ms = asked(ok ? q->conf.retention_uploads_ms : q->conf.retention_failed_ms,
-                           t->keep_uploads_s);
-    uint64_t ref_ms = asked(ok ? q->conf.retention_references_ms : q->conf.retention_failed_ms,
-                            t->keep_uploads_s);
+    uint64_t failed = policy(q, t, HSQ_RET_FAILED, q->conf.retention_failed_ms);
+    uint64_t out_ms =
+        asked(policy(q, t, HSQ_RET_OUTPUTS, q->conf.retention_outputs_ms), t->keep_outputs_s);
+    uint64_t up_ms =
+        asked(ok ? policy(q, t, HSQ_RET_UPLOADS, q->conf.retention_uploads_ms) : failed,
+              t->keep_uploads_s);
+    uint64_t ref_ms =
+        asked(ok ? policy(q, t, HSQ_RET_REFERENCES, q->conf.retention_references_ms) : failed,
+              t->keep_uploads_s);
     if (up_ms > out_ms)
         up_ms = out_ms;
     if (ref_ms > out_ms)

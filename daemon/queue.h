@@ -39,6 +39,16 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Retention classes a priority class may override. */
+enum { HSQ_RET_OUTPUTS = 0, HSQ_RET_UPLOADS, HSQ_RET_REFERENCES, HSQ_RET_FAILED, HSQ_RET_N_ };
+
+/* Parse a per-priority override, "outputs:90d,uploads:14d" (classes
+ * outputs, uploads, references, failed; durations as in the config: ms, s,
+ * m, h, d). Unnamed classes stay 0 (= the default). An empty spec is valid.
+ * Errors: HSQ_EINVAL with one sentence in err. */
+int hsq_retention_override_parse(const char *spec, uint64_t out[HSQ_RET_N_], char *err,
+                                 size_t errlen);
+
 typedef struct {
     uint64_t max_queued;           /* active (queued + leased) tasks, all users */
     uint64_t max_queued_per_user;  /* active tasks of one user */
@@ -57,6 +67,8 @@ typedef struct {
     uint64_t retention_tombstone_ms; /* tombstones (no images, no prompt) after outputs expire */
     uint64_t sweep_batch;          /* expiry entries handled per loop turn (0 = sweeper off) */
     uint64_t retention_audit_ms;   /* audit log lines */
+    /* per priority class, per HSQ_RET_*: an override in ms; 0 = the default */
+    uint64_t retention_by_prio[HSQ_PRIO_COUNT_][HSQ_RET_N_];
     uint64_t submit_rate;          /* submits per second per user (token bucket); 0 = no limit */
     uint64_t submit_burst;         /* bucket size: submits a user may send at once */
     uint64_t key_submit_rate;      /* submits per second per CURVE key (web-tier instance); 0 = off */

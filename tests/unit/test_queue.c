@@ -895,6 +895,42 @@ static void test_retention_asked(void) {
     HSQ_ASSERT_EQ(state_of(ids[1]), HSQ_STATE_SUCCEEDED);
 }
 
+/* Per-priority-class overrides: parsing, and a high-priority task keeping
+ * its outputs 90 days while a normal one keeps the default 30. */
+static void test_retention_by_prio(void) {
+    uint64_t v[HSQ_RET_N_];
+    char err[256];
+    HSQ_OK(hsq_retention_override_parse("", v, err, sizeof err));
+    HSQ_ASSERT_U64_EQ(v[HSQ_RET_OUTPUTS], 0);
+    HSQ_OK(hsq_retention_override_parse("outputs:90d, uploads:14d", v, err, sizeof err));
+    HSQ_ASSERT_U64_EQ(v[HSQ_RET_OUTPUTS], 90ull * 86400000);
+    HSQ_ASSERT_U64_EQ(v[HSQ_RET_UPLOADS], 14ull * 86400000);
+    HSQ_ASSERT_U64_EQ(v[HSQ_RET_FAILED], 0);
+    static const char *bad[] = {"outputs", "output:1d", "outputs:", "outputs:0s",
+                                "outputs:3x", ":1d", "outputs:1d,,failed"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        HSQ_ASSERT_EQ(hsq_retention_override_parse(bad[i], v, err, sizeof err), HSQ_EINVAL);
+
+    fresh();
+    HSQ_OK(hsq_retention_override_parse("outputs:90d", conf.retention_by_prio[HSQ_PRIO_HIGH],
+                                        err, sizeof err));
+    close_all();
+    open_all();
+    int64_t hi = submit_prio("zoe", NULL, HSQ_PRIO_HIGH);
+    int64_t lo = submit_prio("zoe", NULL, HSQ_PRIO_NORMAL);
+    for (int i = 0; i < 2; i++) {
+        uint64_t tok = 0;
+        uint64_t id = lease1("w1", &tok);
+        HSQ_ASSERT_EQ(done("w1", id, tok, "zoe")->m.kind, HSQ_KIND_REPLY);
+    }
+    const int64_t day = 86400000;
+    HSQ_ASSERT_EQ(task_op(HSQ_OP_STATUS, (uint64_t)hi, NULL)->m.rep.task.task.expires_ms,
+                  now + 90 * day);
+    HSQ_ASSERT_EQ(task_op(HSQ_OP_STATUS, (uint64_t)lo, NULL)->m.rep.task.task.expires_ms,
+                  now + 30 * day);
+    memset(conf.retention_by_prio, 0, sizeof conf.retention_by_prio);
+}
+
 /* A task that never ran is cancelled at retention_pending, and its inputs
  * are deleted at that moment. */
 static void test_retention_pending(void) {
@@ -1316,6 +1352,7 @@ int main(void) {
     test_retention_classes();
     test_retention_pending();
     test_retention_asked();
+    test_retention_by_prio();
     test_fsck();
     test_rate_limit();
     test_credits();
