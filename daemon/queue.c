@@ -2186,24 +2186,33 @@ void hsq_queue_reject(hsq_queue *q, hsq_sock sock, const uint8_t *peer, size_t p
 
 /* ---- timers and dispatch ---- */
 
+/* The first entry of a (time, id) index when it is due: 1 with *at and *id
+ * set, else 0 (empty, not yet due, or a store error noted for the turn). */
+static int first_due(hsq_queue *q, hsq_db db, int64_t *at, uint64_t *id) {
+    hsq_cursor *cur;
+    if (note(q, hsq_cursor_open(q->st, db, &cur)) != 0)
+        return 0;
+    hsq_bytes k;
+    int rc = hsq_cursor_get(cur, HSQ_CUR_FIRST, &k, NULL);
+    int ok = rc == 0 && k.len == 16;
+    if (ok) {
+        *at = (int64_t)hsq_rd_be64(k.ptr);
+        *id = hsq_rd_be64(k.ptr + 8);
+    }
+    hsq_cursor_close(&cur);
+    return ok && *at <= q->now;
+}
+
 static void expire_leases(hsq_queue *q) {
     int budget = MAX_TIMER_WORK;
     while (budget-- > 0 && q->turn_err == 0) {
-        hsq_cursor *cur;
-        if (note(q, hsq_cursor_open(q->st, HSQ_DB_LEASES, &cur)) != 0)
+        int64_t at;
+        uint64_t id;
+        if (!first_due(q, HSQ_DB_LEASES, &at, &id))
             return;
-        hsq_bytes k;
-        int rc = hsq_cursor_get(cur, HSQ_CUR_FIRST, &k, NULL);
-        uint64_t deadline = 0, id = 0;
-        if (rc == 0 && k.len == 16) {
-            deadline = hsq_rd_be64(k.ptr);
-            id = hsq_rd_be64(k.ptr + 8);
-        }
-        hsq_cursor_close(&cur);
-        if (rc != 0 || (int64_t)deadline > q->now)
-            return;
+        uint64_t deadline = (uint64_t)at;
         hsq_task t;
-        rc = load_task(q, id, &t);
+        int rc = load_task(q, id, &t);
         if (rc != 0 || t.state != HSQ_STATE_LEASED || (uint64_t)t.deadline_ms != deadline) {
             /* An index entry without its lease (cannot happen; heal it). */
             uint8_t kk[16];
@@ -2222,21 +2231,12 @@ static void expire_leases(hsq_queue *q) {
 static void promote_delayed(hsq_queue *q) {
     int budget = MAX_TIMER_WORK;
     while (budget-- > 0 && q->turn_err == 0) {
-        hsq_cursor *cur;
-        if (note(q, hsq_cursor_open(q->st, HSQ_DB_DELAYED, &cur)) != 0)
-            return;
-        hsq_bytes k;
-        int rc = hsq_cursor_get(cur, HSQ_CUR_FIRST, &k, NULL);
-        uint64_t at = 0, id = 0;
-        if (rc == 0 && k.len == 16) {
-            at = hsq_rd_be64(k.ptr);
-            id = hsq_rd_be64(k.ptr + 8);
-        }
-        hsq_cursor_close(&cur);
-        if (rc != 0 || (int64_t)at > q->now)
+        int64_t at;
+        uint64_t id;
+        if (!first_due(q, HSQ_DB_DELAYED, &at, &id))
             return;
         uint8_t kk[16];
-        time_key(kk, (int64_t)at, id);
+        time_key(kk, at, id);
         if (note(q, hsq_store_del(q->st, HSQ_DB_DELAYED, kk, sizeof kk)) != 0)
             return;
         hsq_task t;
