@@ -44,15 +44,16 @@ typedef struct {
     uv_timer_t tick;    /* TICK_MS: metrics snapshot, systemd watchdog */
     const hsq_srv_conf *conf;
     hsq_queue *q;
-    int dirty;        /* a socket signalled, or a timer is due */
+    int dirty; /* a socket signalled, or a timer is due */
     int stopping;
     int commit_fails; /* consecutive */
     int fatal;
-    int announced;    /* readiness reported (ready fd, READY=1) */
-    int curve[3];     /* the socket is a CURVE server: every message carries a ZAP user id */
+    int announced;        /* readiness reported (ready fd, READY=1) */
+    int curve[3];         /* the socket is a CURVE server: every message carries a ZAP user id */
     uint64_t watchdog_ms; /* 0 = systemd's watchdog is off */
     uint64_t last_watchdog_ms, last_render_ms;
     uint64_t turns, msgs;
+    uint64_t end_us, end_max_us; /* time in hsq_queue_end_turn (timers, sweep, commit) */
     /* submit-ack latency: receipt time of the message behind each outbox
      * entry pushed while handling it (indexed like the outbox) */
     uint64_t *recv_us;
@@ -246,7 +247,12 @@ static void run_turn(srv *sv) {
     int n = drain(sv, HSQ_SOCK_CLIENT);
     n += drain(sv, HSQ_SOCK_WORKER);
     sv->msgs += (uint64_t)n;
+    uint64_t t0 = hsq_clock_mono_us();
     rc = hsq_queue_end_turn(sv->q);
+    uint64_t dt = hsq_clock_mono_us() - t0;
+    sv->end_us += dt;
+    if (dt > sv->end_max_us)
+        sv->end_max_us = dt;
     if (rc != 0) {
         sv->commit_fails++;
         hsq_log(HSQ_LOG_ERR, "srv", "turn not committed err=%s msgs=%d detail=\"%s\"",
@@ -444,8 +450,10 @@ static void report_ready(srv *sv, int fd) {
         size_t len = sizeof ep;
         if (sv->zs[i])
             zmq_getsockopt(sv->zs[i], ZMQ_LAST_ENDPOINT, ep, &len);
-        hsq_log(HSQ_LOG_NOTICE, "srv", "listening socket=%s endpoint=%s security=%s", names[i],
-                ep, !sv->zs[i] ? "-" : sv->curve[i] ? "curve" : "plain");
+        hsq_log(HSQ_LOG_NOTICE, "srv", "listening socket=%s endpoint=%s security=%s", names[i], ep,
+                !sv->zs[i]     ? "-"
+                : sv->curve[i] ? "curve"
+                               : "plain");
         int w = snprintf(buf + off, sizeof buf - off, "%s=%s\n", names[i], ep);
         if (w > 0 && (size_t)w < sizeof buf - off)
             off += (size_t)w;
@@ -563,7 +571,9 @@ int hsq_srv_run(const hsq_srv_conf *conf, hsq_queue *q) {
     zmq_ctx_term(sv.zctx);
     free(sv.recv_us);
     hsq_timing_free(&sv.timing);
-    hsq_log(HSQ_LOG_NOTICE, "srv", "stopped turns=%" PRIu64 " msgs=%" PRIu64, sv.turns, sv.msgs);
+    hsq_log(HSQ_LOG_NOTICE, "srv",
+            "stopped turns=%" PRIu64 " msgs=%" PRIu64 " commit_ms=%" PRIu64 " commit_max_ms=%.1f",
+            sv.turns, sv.msgs, sv.end_us / 1000, (double)sv.end_max_us / 1000.0);
     if (rc != 0)
         return rc;
     return sv.fatal ? HSQ_ESTORE : 0;
