@@ -5,7 +5,8 @@
  *   hsqd       the real daemon binary on a temp data dir, driven over ZeroMQ by
  *              P producer threads (DEALER, pipelined submits, a window of
  *              in-flight submits each) and one no-op worker thread (DEALER:
- *              ready, then lease {max 64, wait_ms} in a loop, answering every
+ *              ready {prefetch 2}, then two lease {max 64, wait_ms} requests kept
+ *              in flight (one parked while the other is answered), answering every
  *              job at once with `done`). The worker reports one fake output
  *              per job: an empty file (hsqd checks that it exists with the
  *              reported size), no image bytes, no fsync, on tmpfs when there is
@@ -69,6 +70,7 @@
 #include <unistd.h>
 
 #define MAX_PRODUCERS 64
+#define BENCH_PREFETCH 2 /* the no-op worker keeps two lease requests parked (ready.prefetch) */
 #define MAX_EXTRA_ARGS 64
 #define CURVE_FLOOR 0.5 /* CURVE throughput / plaintext: below this a full run fails */
 #define BS_TUBE_TTR 600 /* s: far beyond a run, so no job is ever auto-released */
@@ -88,7 +90,7 @@ typedef struct {
     int keep; /* keep the temp dir */
     int run_hsqd, run_bs;
     int run_paced, run_rss, run_big;
-    int run_curve; /* the throughput runs again with CURVE on */
+    int run_curve;       /* the throughput runs again with CURVE on */
     double secs;         /* one throughput run */
     int repeat;          /* throughput runs per system; median reported */
     int producers;       /* hsqd producer threads */
@@ -176,7 +178,9 @@ static void sleep_until_ns(uint64_t t) {
         ;
 }
 
-static void sleep_ms(int ms) { sleep_until_ns(now_ns() + (uint64_t)ms * 1000000u); }
+static void sleep_ms(int ms) {
+    sleep_until_ns(now_ns() + (uint64_t)ms * 1000000u);
+}
 
 /* xorshift64*: bytes that no filesystem or transport can compress away. */
 static void fill_random(void *p, size_t n, uint64_t seed) {
@@ -1381,7 +1385,7 @@ typedef struct {
     void *ctx;
     const char *ep;
     const curve_keys *curve; /* NULL: plaintext */
-    const char *blob_root; /* hsqd's blob store, where the empty outputs go */
+    const char *blob_root;   /* hsqd's blob store, where the empty outputs go */
     uint32_t wait_ms;
     atomic_int quit;
     atomic_int failed;           /* set with err when the worker gave up */
@@ -1448,6 +1452,7 @@ static void *hq_worker_main(void *arg) {
     m.req.ready.backend = HSQ_STR_LIT("cpu");
     m.req.ready.device = HSQ_STR_LIT("bench-broker no-op worker (writes no outputs)");
     m.req.ready.max_batch = HSQ_MAX_BATCH;
+    m.req.ready.prefetch = BENCH_PREFETCH;
     if ((rc = hsq_wire_encode(&m, &wb)) != 0 || (rc = zsend_meta(s, &wb, NULL, 0)) != 0) {
         snprintf(W->err, sizeof W->err, "ready: %s", hsq_strerror(rc));
         goto out;
@@ -1455,7 +1460,7 @@ static void *hq_worker_main(void *arg) {
     int ready = 0, lease_out = 0;
     uint64_t pending_done = 0;
     while (!atomic_load(&W->quit)) {
-        if (ready && !lease_out) {
+        while (ready && lease_out < BENCH_PREFETCH) {
             memset(&m, 0, sizeof m);
             m.v = HSQ_WIRE_VERSION;
             m.kind = HSQ_KIND_REQUEST;
@@ -1468,7 +1473,7 @@ static void *hq_worker_main(void *arg) {
                 snprintf(W->err, sizeof W->err, "lease: %s", hsq_strerror(rc));
                 goto out;
             }
-            lease_out = 1;
+            lease_out++;
             W->leases++;
         }
         if (!zwait(s, 100))
@@ -1491,8 +1496,8 @@ static void *hq_worker_main(void *arg) {
                     snprintf(W->err, sizeof W->err, "%s refused: %s: %.*s", hsq_op_name(r.op),
                              hsq_errname(r.rep.error.code), (int)r.rep.error.message.len,
                              r.rep.error.message.ptr);
-                if (r.op == HSQ_OP_LEASE)
-                    lease_out = 0;
+                if (r.op == HSQ_OP_LEASE && lease_out)
+                    lease_out--;
                 else if (r.op == HSQ_OP_DONE && pending_done)
                     pending_done--;
                 else if (r.op == HSQ_OP_READY) {
@@ -1505,9 +1510,11 @@ static void *hq_worker_main(void *arg) {
                 debug("worker ready: lease_ms=%u heartbeat_ms=%u", r.rep.ready.lease_ms,
                       r.rep.ready.heartbeat_ms);
             } else if (r.kind == HSQ_KIND_REPLY && r.op == HSQ_OP_LEASE) {
-                lease_out = 0;
+                if (lease_out)
+                    lease_out--;
                 /* Answer every job at once; the encoded dones go out back to
-                 * back, and the next lease follows them. */
+                 * back, and the next lease follows them while the other one
+                 * stays parked (prefetch). */
                 pthread_mutex_lock(&W->lock);
                 for (uint32_t i = 0; i < r.rep.lease.n; i++)
                     recvec_push(&W->got, r.rep.lease.jobs[i].task, t);
@@ -1577,8 +1584,8 @@ typedef struct {
     hsqd_server srv;
     hq_worker *w; /* NULL: no worker (fill run) */
     pthread_t wt;
-    int curve;                /* CURVE on both endpoints */
-    curve_keys web, worker;   /* the producers' (web role) and the worker's keys */
+    int curve;              /* CURVE on both endpoints */
+    curve_keys web, worker; /* the producers' (web role) and the worker's keys */
 } hq_env;
 
 static void hq_worker_start(hq_env *e, const char *blob_root, uint32_t wait_ms) {
@@ -1727,7 +1734,8 @@ static void curve_setup(hq_env *e, const char *dir) {
     snprintf(text, sizeof text, "%s\n", server_sec);
     write_text(path, 0600, text);
     snprintf(path, sizeof path, "%s/clients", dir);
-    snprintf(text, sizeof text, "# bench-broker CURVE run\n%s web bench-producers\n%s worker bench-worker\n",
+    snprintf(text, sizeof text,
+             "# bench-broker CURVE run\n%s web bench-producers\n%s worker bench-worker\n",
              e->web.pub, e->worker.pub);
     write_text(path, 0600, text);
 }
@@ -1775,9 +1783,13 @@ static int hq_env_stop(hq_env *e) {
     FILE *f = fopen(e->srv.p.log, "r");
     if (f) {
         char line[1024];
-        while (fgets(line, sizeof line, f))
+        while (fgets(line, sizeof line, f)) {
             if (strstr(line, "Sanitizer") || strstr(line, "runtime error:"))
                 bad = 1;
+            const char *s = strstr(line, "stopped turns=");
+            if (s) /* hsqd's own account: loop turns, messages, time committing */
+                note("hsqd %.*s", (int)strcspn(s, "\n"), s);
+        }
         fclose(f);
     }
     if (bad) {
@@ -2133,8 +2145,8 @@ int main(int argc, char **argv) {
             } else {
                 cv.ran = 1;
                 for (int i = 0; i < o.repeat; i++) {
-                    runs[i] =
-                        hq_run(&o, &e, o.producers, 0, o.secs, 0, small, o.job_bytes, o.window, NULL);
+                    runs[i] = hq_run(&o, &e, o.producers, 0, o.secs, 0, small, o.job_bytes,
+                                     o.window, NULL);
                     show_run("hsqd CURVE throughput", &runs[i]);
                 }
                 cv.tput = median_result(runs, o.repeat);
@@ -2236,8 +2248,8 @@ int main(int argc, char **argv) {
     if (cv.ran && hq.tput.ok && cv.tput.ok && hq.tput.jobs_s > 0) {
         double ratio = cv.tput.jobs_s / hq.tput.jobs_s;
         int low = ratio < CURVE_FLOOR;
-        printf("%-30s %9.2fx  (floor %.2f%s)\n", "ratio hsqd CURVE / plaintext", ratio,
-               CURVE_FLOOR, low ? ": BELOW" : "");
+        printf("%-30s %9.2fx  (floor %.2f%s)\n", "ratio hsqd CURVE / plaintext", ratio, CURVE_FLOOR,
+               low ? ": BELOW" : "");
         /* A quick run is too short to judge; a full run below the floor fails. */
         if (low && !o.quick)
             failed = 1;

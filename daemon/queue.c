@@ -8,8 +8,8 @@
 
 #include <assert.h>
 #include <errno.h>
-#include <sodium.h>
 #include <inttypes.h>
+#include <sodium.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,6 +46,7 @@ typedef struct {
     char backend[16];
     char device[64];
     uint32_t max_batch;
+    uint32_t prefetch; /* lease requests it may have parked at once (ready) */
     int64_t last_seen_ms;
     uint32_t leases;
 } worker_rec;
@@ -89,9 +90,9 @@ struct hsq_queue {
 
     /* turn state */
     int in_turn;
-    int turn_err;        /* first store error of the turn (sticky) */
+    int turn_err; /* first store error of the turn (sticky) */
     int dispatch_needed;
-    char **turn_blobs;   /* input blobs written this turn, deleted on failure */
+    char **turn_blobs; /* input blobs written this turn, deleted on failure */
     size_t n_turn_blobs, cap_turn_blobs;
 
     /* outbox */
@@ -123,7 +124,7 @@ struct hsq_queue {
         size_t peer_len;
         uint64_t rid;
         char user[HSQ_MAX_USER_LEN + 1];
-    } *erase_waits;
+    } * erase_waits;
     size_t n_erase_waits, cap_erase_waits;
     int durable;           /* this turn acknowledges something a client was promised */
     int ledger_pending;    /* ledger entries may exist: erase them next turn */
@@ -246,8 +247,7 @@ static hsq_out *reply(hsq_queue *q, hsq_sock sock, const uint8_t *peer, size_t p
     int rc = hsq_wire_encode(m, &o->meta);
     if (rc != 0) {
         hsq_wbuf_reset(&o->meta);
-        hsq_wire_encode_error(m->op, m->rid, HSQ_EINTERNAL, "reply could not be encoded",
-                              &o->meta);
+        hsq_wire_encode_error(m->op, m->rid, HSQ_EINTERNAL, "reply could not be encoded", &o->meta);
     }
     return o;
 }
@@ -434,6 +434,7 @@ static worker_rec *worker_touch(hsq_queue *q, const uint8_t *peer, size_t plen) 
         memcpy(w->peer, peer, plen);
         w->peer_len = plen;
         w->max_batch = HSQ_MAX_BATCH;
+        w->prefetch = 1;
         snprintf(w->name, sizeof w->name, "?");
         snprintf(w->backend, sizeof w->backend, "?");
     }
@@ -463,7 +464,6 @@ static void workers_expire(hsq_queue *q) {
  * them, which errs on the side of letting users in. Full buckets carry no
  * information and are dropped by the periodic prune, so memory follows the
  * number of recently active users. */
-
 
 typedef struct rate_bucket {
     struct rate_bucket *next;
@@ -898,8 +898,7 @@ static void fail_store(req_ctx *c, int rc) {
     if (rc == HSQ_EDISKFULL || rc == -ENOSPC || rc == -EDQUOT)
         FAIL(c, HSQ_EDISKFULL, "storage is full; the request was not accepted, retry later");
     else
-        FAIL(c, HSQ_EUNAVAIL, "storage error (%s); the request was not accepted",
-             hsq_strerror(rc));
+        FAIL(c, HSQ_EUNAVAIL, "storage error (%s); the request was not accepted", hsq_strerror(rc));
 }
 
 /* Find the task and check the optional owner. Replies on failure. */
@@ -1084,8 +1083,7 @@ static void h_submit(req_ctx *c) {
         if (in->where != HSQ_IN_BLOB)
             continue;
         input_blob_key(q, r->user, id, i, keys[i], sizeof keys[i]);
-        int rc = hsq_blob_put(q->blob, keys[i], c->frames[i].ptr, c->frames[i].len,
-                              HSQ_BLOB_DEFER);
+        int rc = hsq_blob_put(q->blob, keys[i], c->frames[i].ptr, c->frames[i].len, HSQ_BLOB_DEFER);
         if (rc != 0) {
             for (uint32_t j = 0; j < i; j++)
                 if (t.inputs[j].where == HSQ_IN_BLOB)
@@ -1173,8 +1171,8 @@ static void h_result(req_ctx *c) {
     if (find_task(c, c->m->req.task.task, c->m->req.task.user, &t) != 0)
         return;
     if (t.state != HSQ_STATE_SUCCEEDED) {
-        FAIL(c, HSQ_ECONFLICT, "task %" PRIu64 " is %s; results exist only once it succeeded",
-             t.id, hsq_state_name(t.state));
+        FAIL(c, HSQ_ECONFLICT, "task %" PRIu64 " is %s; results exist only once it succeeded", t.id,
+             hsq_state_name(t.state));
         return;
     }
     hsq_wire_msg m;
@@ -1303,8 +1301,10 @@ static void h_requeue(req_ctx *c) {
     if (find_task(c, c->m->req.task.task, c->m->req.task.user, &t) != 0)
         return;
     if (t.state != HSQ_STATE_FAILED && t.state != HSQ_STATE_CANCELLED) {
-        FAIL(c, HSQ_ECONFLICT, "task %" PRIu64 " is %s; only failed or cancelled tasks can be "
-             "requeued", t.id, hsq_state_name(t.state));
+        FAIL(c, HSQ_ECONFLICT,
+             "task %" PRIu64 " is %s; only failed or cancelled tasks can be "
+             "requeued",
+             t.id, hsq_state_name(t.state));
         return;
     }
     /* A requeued task runs again and is paid for again. */
@@ -1476,6 +1476,7 @@ static void h_ready(req_ctx *c) {
     snprintf(w->backend, sizeof w->backend, "%.*s", (int)r->backend.len, r->backend.ptr);
     snprintf(w->device, sizeof w->device, "%.*s", (int)r->device.len, r->device.ptr);
     w->max_batch = r->max_batch;
+    w->prefetch = r->prefetch ? r->prefetch : 1;
     hsq_wire_msg m;
     memset(&m, 0, sizeof m);
     m.op = HSQ_OP_READY;
@@ -1488,15 +1489,25 @@ static void h_ready(req_ctx *c) {
 static void h_lease(req_ctx *c) {
     hsq_queue *q = c->q;
     const hsq_req_lease *r = &c->m->req.lease;
-    worker_touch(q, c->peer, c->plen);
-    /* A peer has at most one parked lease request: a new one replaces it. */
+    worker_rec *w = worker_touch(q, c->peer, c->plen);
+    /* A peer has at most `prefetch` lease requests parked (1 unless its ready
+     * said more): one more replaces its oldest, which a worker re-sending
+     * after a local timeout has given up on. Parked requests are served in
+     * arrival order, so a prefetching worker takes its second batch only
+     * after the workers that asked before it. */
+    size_t mine = 0, oldest = SIZE_MAX;
     for (size_t i = 0; i < q->n_parked; i++) {
-        parked_lease *p = &q->parked[i];
+        const parked_lease *p = &q->parked[i];
         if (p->peer_len == c->plen && memcmp(p->peer, c->peer, c->plen) == 0) {
-            memmove(p, p + 1, (q->n_parked - i - 1) * sizeof *p);
-            q->n_parked--;
-            break;
+            if (oldest == SIZE_MAX)
+                oldest = i;
+            mine++;
         }
+    }
+    if (mine >= w->prefetch && oldest != SIZE_MAX) {
+        parked_lease *p = &q->parked[oldest];
+        memmove(p, p + 1, (q->n_parked - oldest - 1) * sizeof *p);
+        q->n_parked--;
     }
     if (q->n_parked == q->cap_parked) {
         q->cap_parked = q->cap_parked ? q->cap_parked * 2 : 16;
@@ -1661,7 +1672,6 @@ static void h_fail(req_ctx *c) {
         q->completed_total++;
     reply_empty(c);
 }
-
 
 /* ---- audit log ---- */
 
@@ -1905,8 +1915,7 @@ static int erase_user_now(hsq_queue *q, hsq_str user, hsq_rep_erase *out) {
         return note(q, rc);
     }
     out->at_ms = q->now;
-    audit(q,
-          "op=erase_user subject=%s tasks=%" PRIu64 " active=%" PRIu64 " bytes=%" PRIu64,
+    audit(q, "op=erase_user subject=%s tasks=%" PRIu64 " active=%" PRIu64 " bytes=%" PRIu64,
           subject, out->tasks, out->active, out->bytes);
     return q->turn_err;
 }
@@ -2084,8 +2093,7 @@ static void h_credits(req_ctx *c) {
         char subject[33];
         audit_subject(q, r->user, subject);
         audit(q,
-              "op=credit_grant subject=%s amount=%" PRId64 " balance=%" PRId64
-              " reserved=%" PRId64,
+              "op=credit_grant subject=%s amount=%" PRId64 " balance=%" PRId64 " reserved=%" PRId64,
               subject, r->grant, cr.balance, cr.reserved);
     }
     hsq_wire_msg m;
@@ -2144,8 +2152,7 @@ int hsq_role_from_name(const char *name) {
 }
 
 void hsq_queue_handle(hsq_queue *q, hsq_sock sock, hsq_role role, const char *key,
-                      const uint8_t *peer, size_t plen, const hsq_bytes *frames,
-                      size_t nframes) {
+                      const uint8_t *peer, size_t plen, const hsq_bytes *frames, size_t nframes) {
     assert(q->in_turn);
     if (nframes == 0) {
         hsq_queue_reject(q, sock, peer, plen, HSQ_EBADREQ, "message has no meta frame");
@@ -2163,8 +2170,7 @@ void hsq_queue_handle(hsq_queue *q, hsq_sock sock, hsq_role role, const char *ke
         FAIL(&c, HSQ_EFORBIDDEN, "'%s' is not allowed on the %s socket", hsq_op_name(m.op),
              sock == HSQ_SOCK_CLIENT ? "client" : "worker");
     } else if (role != HSQ_ROLE_ANY && !(handlers[m.op].roles & R(role))) {
-        FAIL(&c, HSQ_EFORBIDDEN, "a %s key may not '%s'", hsq_role_name(role),
-             hsq_op_name(m.op));
+        FAIL(&c, HSQ_EFORBIDDEN, "a %s key may not '%s'", hsq_role_name(role), hsq_op_name(m.op));
     } else if (q->turn_err) {
         fail_store(&c, q->turn_err);
     } else {
@@ -2881,8 +2887,7 @@ int hsq_queue_recover(hsq_queue *q, uint64_t *removed) {
     return rc;
 }
 
-void hsq_queue_sweep_totals(const hsq_queue *q, hsq_sweep_counts *swept,
-                            uint64_t *rate_limited) {
+void hsq_queue_sweep_totals(const hsq_queue *q, hsq_sweep_counts *swept, uint64_t *rate_limited) {
     *swept = q->swept;
     *rate_limited = q->rate_limited_total;
 }

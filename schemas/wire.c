@@ -44,9 +44,8 @@ static const char *const op_names[HSQ_OP_COUNT_] = {
     [HSQ_OP_STATS] = "stats",   [HSQ_OP_REQUEUE] = "requeue",     [HSQ_OP_READY] = "ready",
     [HSQ_OP_LEASE] = "lease",   [HSQ_OP_HEARTBEAT] = "heartbeat", [HSQ_OP_PROGRESS] = "progress",
     [HSQ_OP_DONE] = "done",     [HSQ_OP_FAIL] = "fail",           [HSQ_OP_ABORT] = "abort",
-    [HSQ_OP_EVENT] = "event",
-    [HSQ_OP_PURGE] = "purge",   [HSQ_OP_ERASE] = "erase",         [HSQ_OP_EXPORT] = "export",
-    [HSQ_OP_CREDITS] = "credits",
+    [HSQ_OP_EVENT] = "event",   [HSQ_OP_PURGE] = "purge",         [HSQ_OP_ERASE] = "erase",
+    [HSQ_OP_EXPORT] = "export", [HSQ_OP_CREDITS] = "credits",
 };
 
 static const char *const state_names[HSQ_STATE_COUNT_] = {
@@ -127,7 +126,7 @@ typedef struct {
     uint32_t cnt_seen;  /* decode: length of the last F_CNTCHK array (see T_U32ARR) */
     const uint8_t *raw; /* decode: the bytes being parsed, for T_RAW byte ranges */
     size_t rawlen;
-    char *err;          /* first failure, NUL-terminated */
+    char *err; /* first failure, NUL-terminated */
     size_t errcap;
     char path[96]; /* where we are, for messages: "submit.inputs[1]" */
 } ctx;
@@ -365,10 +364,8 @@ static const field background_f[] = {
 static const shape background_s = SHAPE("background", background_f, false, check_background);
 
 static const field style_f[] = {
-    STR(hsq_wire_style, name, 0, 0, 32),
-    U8(hsq_wire_style, retouch, 0, 0, 100, 0),
-    U8(hsq_wire_style, tone, 0, 0, 100, 0),
-    U8(hsq_wire_style, sharpen, 0, 0, 100, 0),
+    STR(hsq_wire_style, name, 0, 0, 32),        U8(hsq_wire_style, retouch, 0, 0, 100, 0),
+    U8(hsq_wire_style, tone, 0, 0, 100, 0),     U8(hsq_wire_style, sharpen, 0, 0, 100, 0),
     U8(hsq_wire_style, clothing, 0, 0, 100, 0),
 };
 static const shape style_s = SHAPE("style", style_f, false, NULL);
@@ -535,6 +532,7 @@ static const field ready_f[] = {
     ONEOF(hsq_req_ready, backend, backends),
     STR(hsq_req_ready, device, 0, 0, HSQ_MAX_NAME_LEN),
     U32(hsq_req_ready, max_batch, F_REQ, 1, HSQ_MAX_BATCH, 0),
+    U32(hsq_req_ready, prefetch, 0, 1, HSQ_MAX_PREFETCH, 1),
 };
 static const field lease_f[] = {
     U32(hsq_req_lease, max, F_REQ, 1, HSQ_MAX_BATCH, 0),
@@ -606,17 +604,15 @@ static const field export_f[] = {
     FLD(hsq_req_export, after, T_U64, 8, 0, 0, NOLIM, 0),
 };
 static const field rep_purge_f[] = {
-    BOOL(hsq_rep_purge, dry_run, F_REQ),      BOOL(hsq_rep_purge, more, F_REQ),
-    U64(hsq_rep_purge, inputs, F_REQ, 0),     U64(hsq_rep_purge, outputs, F_REQ, 0),
-    U64(hsq_rep_purge, tasks, F_REQ, 0),      U64(hsq_rep_purge, tombstones, F_REQ, 0),
-    U64(hsq_rep_purge, cancelled, F_REQ, 0),  U64(hsq_rep_purge, bytes, F_REQ, 0),
+    BOOL(hsq_rep_purge, dry_run, F_REQ),     BOOL(hsq_rep_purge, more, F_REQ),
+    U64(hsq_rep_purge, inputs, F_REQ, 0),    U64(hsq_rep_purge, outputs, F_REQ, 0),
+    U64(hsq_rep_purge, tasks, F_REQ, 0),     U64(hsq_rep_purge, tombstones, F_REQ, 0),
+    U64(hsq_rep_purge, cancelled, F_REQ, 0), U64(hsq_rep_purge, bytes, F_REQ, 0),
     U64(hsq_rep_purge, errors, F_REQ, 0),
 };
 static const field rep_erase_f[] = {
-    U64(hsq_rep_erase, tasks, F_REQ, 0),
-    U64(hsq_rep_erase, active, F_REQ, 0),
-    U64(hsq_rep_erase, bytes, F_REQ, 0),
-    I64(hsq_rep_erase, at_ms),
+    U64(hsq_rep_erase, tasks, F_REQ, 0),       U64(hsq_rep_erase, active, F_REQ, 0),
+    U64(hsq_rep_erase, bytes, F_REQ, 0),       I64(hsq_rep_erase, at_ms),
     STR(hsq_rep_erase, subject, F_REQ, 1, 64),
 };
 /* An exported input: no blob key (a storage detail), the frame that holds its
@@ -1667,7 +1663,8 @@ static int raw_decode(ctx *c, const shape *s, hsq_bytes raw, void *out, size_t o
 static int raw_public_decode(const shape *s, size_t max, hsq_bytes raw, void *out, size_t outsize,
                              char *err, size_t errlen) {
     char local[160];
-    ctx c = {.decoding = true, .err = err && errlen ? err : local,
+    ctx c = {.decoding = true,
+             .err = err && errlen ? err : local,
              .errcap = err && errlen ? errlen : sizeof(local)};
     c.err[0] = '\0';
     memset(out, 0, outsize);

@@ -39,17 +39,18 @@ extern "C" {
 #define HSQ_WIRE_VERSION 1
 
 /* Limits enforced by the codec. */
-#define HSQ_MAX_META_BYTES (64 * 1024)    /* frame 0 */
-#define HSQ_MAX_USER_LEN 128              /* user id, idempotency key */
-#define HSQ_MAX_NAME_LEN 255              /* file names, worker names, stages */
-#define HSQ_MAX_KEY_LEN 255               /* blob keys */
+#define HSQ_MAX_META_BYTES (64 * 1024) /* frame 0 */
+#define HSQ_MAX_USER_LEN 128           /* user id, idempotency key */
+#define HSQ_MAX_NAME_LEN 255           /* file names, worker names, stages */
+#define HSQ_MAX_KEY_LEN 255            /* blob keys */
 #define HSQ_MAX_PROMPT_LEN 4096
 #define HSQ_MAX_ERRMSG_LEN 1024
-#define HSQ_MAX_INPUTS 8                  /* images per job */
-#define HSQ_MAX_OUTPUTS 16                /* outputs per job */
-#define HSQ_MAX_BATCH 64                  /* tasks per lease */
-#define HSQ_MAX_LIST 100                  /* tasks per list page */
-#define HSQ_MAX_DIM 8192                  /* output width/height */
+#define HSQ_MAX_INPUTS 8   /* images per job */
+#define HSQ_MAX_OUTPUTS 16 /* outputs per job */
+#define HSQ_MAX_BATCH 64   /* tasks per lease */
+#define HSQ_MAX_PREFETCH 4 /* lease requests a worker may have parked */
+#define HSQ_MAX_LIST 100   /* tasks per list page */
+#define HSQ_MAX_DIM 8192   /* output width/height */
 #define HSQ_MAX_WAIT_MS 60000
 #define HSQ_MAX_FRAME_BYTES (50u * 1024 * 1024) /* one image frame */
 
@@ -118,25 +119,25 @@ typedef enum { HSQ_FMT_JPEG = 1, HSQ_FMT_PNG = 2 } hsq_fmt;
 #define HSQ_MAX_INFO_BYTES 2048
 
 typedef enum {
-    HSQ_BG_SOLID = 1,     /* color */
-    HSQ_BG_GRADIENT = 2,  /* color at the top to color2 at the bottom */
-    HSQ_BG_VIGNETTE = 3,  /* studio: color at the centre, darker toward the edges */
-    HSQ_BG_REFERENCE = 4  /* the job's "background" input, cover-fit, blurred by blur_px */
+    HSQ_BG_SOLID = 1,    /* color */
+    HSQ_BG_GRADIENT = 2, /* color at the top to color2 at the bottom */
+    HSQ_BG_VIGNETTE = 3, /* studio: color at the centre, darker toward the edges */
+    HSQ_BG_REFERENCE = 4 /* the job's "background" input, cover-fit, blurred by blur_px */
 } hsq_bg_kind;
 
 typedef struct {
-    uint8_t kind;       /* hsq_bg_kind; "solid" | "gradient" | "vignette" | "reference" */
-    uint8_t color[3];   /* sRGB */
-    uint8_t color2[3];  /* gradient end */
-    uint16_t blur_px;   /* reference only: Gaussian sigma in output pixels, 0..64 */
+    uint8_t kind;      /* hsq_bg_kind; "solid" | "gradient" | "vignette" | "reference" */
+    uint8_t color[3];  /* sRGB */
+    uint8_t color2[3]; /* gradient end */
+    uint16_t blur_px;  /* reference only: Gaussian sigma in output pixels, 0..64 */
 } hsq_wire_background;
 
 typedef struct {
-    hsq_str name;       /* e.g. "natural"; 0..32 bytes */
-    uint8_t retouch;    /* skin smoothing 0..100 (0 = off) */
-    uint8_t tone;       /* exposure and white balance normalisation 0..100 */
-    uint8_t sharpen;    /* 0..100 */
-    uint8_t clothing;   /* colour transfer from the "clothing" input 0..100 */
+    hsq_str name;     /* e.g. "natural"; 0..32 bytes */
+    uint8_t retouch;  /* skin smoothing 0..100 (0 = off) */
+    uint8_t tone;     /* exposure and white balance normalisation 0..100 */
+    uint8_t sharpen;  /* 0..100 */
+    uint8_t clothing; /* colour transfer from the "clothing" input 0..100 */
 } hsq_wire_style;
 
 /* Every combination background x style x output size is one output; the
@@ -147,49 +148,49 @@ typedef struct {
     hsq_wire_background backgrounds[HSQ_MAX_BACKGROUNDS];
     uint32_t n_styles;
     hsq_wire_style styles[HSQ_MAX_STYLES];
-    uint16_t dpi;       /* pixels per inch written into outputs; 0 = none, 72..1200 */
+    uint16_t dpi; /* pixels per inch written into outputs; 0 = none, 72..1200 */
 } hsq_wire_settings;
 
 typedef struct {
-    hsq_str name;       /* stage: "decode", "detect", "frame", "segment", ... */
+    hsq_str name; /* stage: "decode", "detect", "frame", "segment", ... */
     uint32_t ms;
 } hsq_wire_stage;
 
 /* What a worker reports about a finished job. */
 typedef struct {
-    uint32_t faces;       /* faces seen in the portrait */
-    uint32_t face_score;  /* subject's detection score x 1000 */
-    hsq_str backend;      /* "cpu" | "cuda" */
+    uint32_t faces;      /* faces seen in the portrait */
+    uint32_t face_score; /* subject's detection score x 1000 */
+    hsq_str backend;     /* "cpu" | "cuda" */
     uint32_t n_stages;
     hsq_wire_stage stages[HSQ_MAX_STAGES];
 } hsq_wire_info;
 
-const char *hsq_op_name(hsq_op op);          /* "submit"; "?" when out of range */
-hsq_op hsq_op_from_name(hsq_str name);       /* HSQ_OP_NONE when unknown */
-const char *hsq_state_name(hsq_state s);     /* "queued" ... */
-const char *hsq_prio_name(hsq_prio p);       /* "high" "normal" "low" */
-int hsq_prio_from_name(hsq_str name);        /* -1 when unknown */
-const char *hsq_fmt_name(hsq_fmt f);         /* "jpeg" "png" */
-int hsq_state_is_terminal(hsq_state s);      /* succeeded, failed, cancelled, expired */
+const char *hsq_op_name(hsq_op op);      /* "submit"; "?" when out of range */
+hsq_op hsq_op_from_name(hsq_str name);   /* HSQ_OP_NONE when unknown */
+const char *hsq_state_name(hsq_state s); /* "queued" ... */
+const char *hsq_prio_name(hsq_prio p);   /* "high" "normal" "low" */
+int hsq_prio_from_name(hsq_str name);    /* -1 when unknown */
+const char *hsq_fmt_name(hsq_fmt f);     /* "jpeg" "png" */
+int hsq_state_is_terminal(hsq_state s);  /* succeeded, failed, cancelled, expired */
 
 /* One uploaded image. In a submit, `frame` names the binary frame holding the
  * bytes (required). In a lease, either `key` names a blob-store object or
  * `frame` names an inline frame of the lease reply. */
 #define HSQ_NO_FRAME UINT32_MAX
 typedef struct {
-    hsq_str kind;  /* "portrait" | "clothing" | "background" */
-    hsq_str name;  /* client's file name, for messages; may be empty */
-    hsq_str key;   /* blob key (lease only); empty when inline */
+    hsq_str kind; /* "portrait" | "clothing" | "background" */
+    hsq_str name; /* client's file name, for messages; may be empty */
+    hsq_str key;  /* blob key (lease only); empty when inline */
     uint32_t frame;
     uint64_t size; /* bytes (lease only; set by hsqd) */
 } hsq_wire_input;
 
 /* One requested output. */
 typedef struct {
-    uint32_t width;   /* 1..HSQ_MAX_DIM */
-    uint32_t height;  /* 1..HSQ_MAX_DIM */
-    uint8_t format;   /* hsq_fmt */
-    uint8_t quality;  /* 1..100, JPEG only; 0 = default (90) */
+    uint32_t width;  /* 1..HSQ_MAX_DIM */
+    uint32_t height; /* 1..HSQ_MAX_DIM */
+    uint8_t format;  /* hsq_fmt */
+    uint8_t quality; /* 1..100, JPEG only; 0 = default (90) */
 } hsq_wire_outspec;
 
 /* One produced output, stored in the blob store by the worker. */
@@ -209,22 +210,22 @@ typedef struct {
 typedef struct {
     uint64_t id;
     hsq_str user;
-    hsq_str key;          /* idempotency key; may be empty */
-    uint8_t state;        /* hsq_state */
-    uint8_t prio;         /* hsq_prio */
-    uint32_t attempts;    /* leases handed out so far */
-    int64_t created_ms;   /* wall clock, ms since epoch */
+    hsq_str key;        /* idempotency key; may be empty */
+    uint8_t state;      /* hsq_state */
+    uint8_t prio;       /* hsq_prio */
+    uint32_t attempts;  /* leases handed out so far */
+    int64_t created_ms; /* wall clock, ms since epoch */
     int64_t updated_ms;
-    int64_t expires_ms;   /* when the sweeper deletes its data; 0 = not set yet */
-    uint32_t progress;    /* 0..100 */
-    hsq_str stage;        /* last progress stage; may be empty */
-    int32_t err_code;     /* hsq code of the last error; 0 = none */
-    hsq_str err_msg;      /* may be empty */
+    int64_t expires_ms; /* when the sweeper deletes its data; 0 = not set yet */
+    uint32_t progress;  /* 0..100 */
+    hsq_str stage;      /* last progress stage; may be empty */
+    int32_t err_code;   /* hsq code of the last error; 0 = none */
+    hsq_str err_msg;    /* may be empty */
     uint32_t n_inputs;
-    uint32_t n_outputs;   /* outputs[] valid when state == succeeded */
+    uint32_t n_outputs; /* outputs[] valid when state == succeeded */
     hsq_wire_output outputs[HSQ_MAX_OUTPUTS];
-    hsq_bytes settings;   /* raw msgpack map as submitted; may be empty */
-    hsq_bytes info;       /* raw msgpack map from the worker's done; may be empty */
+    hsq_bytes settings;        /* raw msgpack map as submitted; may be empty */
+    hsq_bytes info;            /* raw msgpack map from the worker's done; may be empty */
     int64_t uploads_expire_ms; /* when the uploaded portraits are deleted */
     int64_t refs_expire_ms;    /* when clothing/background references are deleted */
 } hsq_wire_task;
@@ -232,17 +233,17 @@ typedef struct {
 /* One leased task as handed to a worker. */
 typedef struct {
     uint64_t task;
-    uint64_t token;       /* fencing token; echo it in heartbeat/progress/done/fail */
-    uint32_t attempt;     /* 1 on the first lease */
+    uint64_t token;   /* fencing token; echo it in heartbeat/progress/done/fail */
+    uint32_t attempt; /* 1 on the first lease */
     uint8_t prio;
-    int64_t deadline_ms;  /* lease deadline (wall clock) */
-    hsq_str out_prefix;   /* blob key prefix for this task's outputs ("u/<hash>/<task>/") */
+    int64_t deadline_ms; /* lease deadline (wall clock) */
+    hsq_str out_prefix;  /* blob key prefix for this task's outputs ("u/<hash>/<task>/") */
     hsq_str prompt;
     uint32_t n_inputs;
     hsq_wire_input inputs[HSQ_MAX_INPUTS];
     uint32_t n_outputs;
     hsq_wire_outspec outputs[HSQ_MAX_OUTPUTS];
-    hsq_bytes settings;   /* raw msgpack map; may be empty (defaults) */
+    hsq_bytes settings; /* raw msgpack map; may be empty (defaults) */
 } hsq_wire_job;
 
 typedef struct {
@@ -253,28 +254,28 @@ typedef struct {
 typedef struct {
     uint64_t queued, leased, succeeded, failed, cancelled, expired;
     uint64_t queued_by_prio[HSQ_PRIO_COUNT_];
-    uint64_t delayed;          /* queued but waiting out a retry backoff */
-    uint64_t dead;             /* failed after the last attempt */
-    uint64_t workers;          /* connected, ready workers */
-    uint64_t workers_busy;     /* holding at least one lease */
-    uint64_t submitted_total;  /* since start */
-    uint64_t completed_total;  /* since start */
-    uint64_t retries_total;    /* lease expiries + retryable failures since start */
-    int64_t oldest_queued_ms;  /* created_ms of the oldest queued task; 0 = none */
+    uint64_t delayed;         /* queued but waiting out a retry backoff */
+    uint64_t dead;            /* failed after the last attempt */
+    uint64_t workers;         /* connected, ready workers */
+    uint64_t workers_busy;    /* holding at least one lease */
+    uint64_t submitted_total; /* since start */
+    uint64_t completed_total; /* since start */
+    uint64_t retries_total;   /* lease expiries + retryable failures since start */
+    int64_t oldest_queued_ms; /* created_ms of the oldest queued task; 0 = none */
     uint64_t uptime_s;
 } hsq_wire_stats;
 
 /* ---- requests ---- */
 typedef struct {
-    hsq_str user;         /* required, 1..HSQ_MAX_USER_LEN */
-    hsq_str key;          /* idempotency key, optional */
-    uint8_t prio;         /* default normal */
-    hsq_str prompt;       /* optional */
-    uint32_t n_inputs;    /* 1..HSQ_MAX_INPUTS; inputs[i].frame == i required */
+    hsq_str user;      /* required, 1..HSQ_MAX_USER_LEN */
+    hsq_str key;       /* idempotency key, optional */
+    uint8_t prio;      /* default normal */
+    hsq_str prompt;    /* optional */
+    uint32_t n_inputs; /* 1..HSQ_MAX_INPUTS; inputs[i].frame == i required */
     hsq_wire_input inputs[HSQ_MAX_INPUTS];
-    uint32_t n_outputs;   /* 1..HSQ_MAX_OUTPUTS */
+    uint32_t n_outputs; /* 1..HSQ_MAX_OUTPUTS */
     hsq_wire_outspec outputs[HSQ_MAX_OUTPUTS];
-    hsq_bytes settings;   /* optional raw msgpack map (hsq_wire_settings) */
+    hsq_bytes settings; /* optional raw msgpack map (hsq_wire_settings) */
     /* Shorter retention asked by the user, in seconds after the task ends;
      * 0 (HSQ_KEEP_POLICY, the default, omitted on the wire) = the policy's,
      * so a zeroed struct never deletes early. hsqd applies min(policy,
@@ -290,81 +291,82 @@ typedef struct {
 
 /* status, result, cancel, requeue */
 typedef struct {
-    uint64_t task;        /* required */
-    hsq_str user;         /* optional: when given, must own the task (else not_found) */
+    uint64_t task; /* required */
+    hsq_str user;  /* optional: when given, must own the task (else not_found) */
 } hsq_req_task;
 
 typedef struct {
     uint64_t task;
-    hsq_str user;         /* optional, as above */
-    uint32_t timeout_ms;  /* 0..HSQ_MAX_WAIT_MS */
-    uint8_t since;        /* hsq_state: reply once the state differs from this;
-                             0 = reply once the task is terminal */
+    hsq_str user;        /* optional, as above */
+    uint32_t timeout_ms; /* 0..HSQ_MAX_WAIT_MS */
+    uint8_t since;       /* hsq_state: reply once the state differs from this;
+                            0 = reply once the task is terminal */
 } hsq_req_wait;
 
 typedef struct {
-    hsq_str user;         /* required */
-    uint32_t limit;       /* 1..HSQ_MAX_LIST, default 20 */
-    uint64_t before;      /* page cursor: tasks with id < before; 0 = newest */
+    hsq_str user;    /* required */
+    uint32_t limit;  /* 1..HSQ_MAX_LIST, default 20 */
+    uint64_t before; /* page cursor: tasks with id < before; 0 = newest */
 } hsq_req_list;
 
 typedef struct {
-    hsq_str name;         /* worker name (for logs and stats) */
-    hsq_str backend;      /* "cpu" | "cuda" */
-    hsq_str device;       /* free text, e.g. "NVIDIA H200" */
-    uint32_t max_batch;   /* 1..HSQ_MAX_BATCH */
+    hsq_str name;       /* worker name (for logs and stats) */
+    hsq_str backend;    /* "cpu" | "cuda" */
+    hsq_str device;     /* free text, e.g. "NVIDIA H200" */
+    uint32_t max_batch; /* 1..HSQ_MAX_BATCH */
+    uint32_t prefetch;  /* lease requests it may have parked at once: 1..HSQ_MAX_PREFETCH, 1 */
 } hsq_req_ready;
 
 typedef struct {
-    uint32_t max;         /* 1..HSQ_MAX_BATCH */
-    uint32_t wait_ms;     /* park up to this long when nothing is queued; 0..HSQ_MAX_WAIT_MS */
+    uint32_t max;     /* 1..HSQ_MAX_BATCH */
+    uint32_t wait_ms; /* park up to this long when nothing is queued; 0..HSQ_MAX_WAIT_MS */
 } hsq_req_lease;
 
 typedef struct {
-    uint32_t n;           /* 1..HSQ_MAX_BATCH */
+    uint32_t n; /* 1..HSQ_MAX_BATCH */
     hsq_wire_lease_ref leases[HSQ_MAX_BATCH];
 } hsq_req_heartbeat;
 
 typedef struct {
     uint64_t task;
     uint64_t token;
-    uint32_t pct;         /* 0..100 */
+    uint32_t pct; /* 0..100 */
     hsq_str stage;
 } hsq_req_progress;
 
 typedef struct {
     uint64_t task;
     uint64_t token;
-    uint32_t n_outputs;   /* 1..HSQ_MAX_OUTPUTS */
+    uint32_t n_outputs; /* 1..HSQ_MAX_OUTPUTS */
     hsq_wire_output outputs[HSQ_MAX_OUTPUTS];
-    hsq_bytes info;       /* optional raw msgpack map (hsq_wire_info) */
+    hsq_bytes info; /* optional raw msgpack map (hsq_wire_info) */
 } hsq_req_done;
 
 typedef struct {
     uint64_t task;
     uint64_t token;
-    int32_t code;         /* hsq error code (sent as its wire name) */
+    int32_t code; /* hsq error code (sent as its wire name) */
     hsq_str message;
     uint8_t retryable;
 } hsq_req_fail;
 
 typedef struct {
-    uint8_t dry_run;      /* count what would go, delete nothing */
-    uint32_t limit;       /* index entries to handle, 1..1000000; default 100000 */
+    uint8_t dry_run; /* count what would go, delete nothing */
+    uint32_t limit;  /* index entries to handle, 1..1000000; default 100000 */
 } hsq_req_purge;
 
 typedef struct {
-    hsq_str user;         /* required */
+    hsq_str user; /* required */
 } hsq_req_erase;
 
 typedef struct {
-    hsq_str user;         /* required */
-    uint64_t after;       /* cursor: the next task with id > after; 0 = first */
+    hsq_str user;   /* required */
+    uint64_t after; /* cursor: the next task with id > after; 0 = first */
 } hsq_req_export;
 
 typedef struct {
-    hsq_str user;         /* required */
-    int64_t grant;        /* added to the balance (negative takes back); 0 = show only */
+    hsq_str user;  /* required */
+    int64_t grant; /* added to the balance (negative takes back); 0 = show only */
 } hsq_req_credits;
 
 /* hsqd -> worker */
@@ -387,12 +389,12 @@ typedef struct {
 typedef struct {
     uint64_t task;
     uint8_t state;
-    uint8_t created;      /* 0 when an idempotent resubmit returned an existing task */
+    uint8_t created; /* 0 when an idempotent resubmit returned an existing task */
 } hsq_rep_submit;
 
 typedef struct {
-    hsq_wire_task task;   /* status, cancel, requeue, result (outputs as frames 0..n-1) */
-    uint8_t timed_out;    /* wait only */
+    hsq_wire_task task; /* status, cancel, requeue, result (outputs as frames 0..n-1) */
+    uint8_t timed_out;  /* wait only */
 } hsq_rep_task;
 
 typedef struct {
@@ -408,60 +410,60 @@ typedef struct {
 
 typedef struct {
     uint32_t n;
-    hsq_wire_job *jobs;   /* owned by the message */
+    hsq_wire_job *jobs; /* owned by the message */
 } hsq_rep_lease;
 
 typedef struct {
-    uint32_t n_lost;      /* leases no longer held: stop work on these */
+    uint32_t n_lost; /* leases no longer held: stop work on these */
     uint64_t lost[HSQ_MAX_BATCH];
 } hsq_rep_heartbeat;
 
 typedef struct {
-    int32_t code;         /* hsq error code (HSQ_E*) */
+    int32_t code; /* hsq error code (HSQ_E*) */
     hsq_str message;
 } hsq_rep_error;
 
 typedef struct {
     uint8_t dry_run;
-    uint8_t more;         /* due entries remain beyond the limit */
+    uint8_t more; /* due entries remain beyond the limit */
     uint64_t inputs, outputs, tasks, tombstones, cancelled, bytes, errors;
 } hsq_rep_purge;
 
 /* The receipt of an erasure. */
 typedef struct {
-    uint64_t tasks;       /* task records removed (any state) */
-    uint64_t active;      /* of which queued or leased (cancelled, workers told) */
-    uint64_t bytes;       /* blob bytes deleted */
-    int64_t at_ms;        /* when it completed */
-    hsq_str subject;      /* hex keyed hash of the user id, as in the audit log */
+    uint64_t tasks;  /* task records removed (any state) */
+    uint64_t active; /* of which queued or leased (cancelled, workers told) */
+    uint64_t bytes;  /* blob bytes deleted */
+    int64_t at_ms;   /* when it completed */
+    hsq_str subject; /* hex keyed hash of the user id, as in the audit log */
 } hsq_rep_erase;
 
 /* A user's credits after a credits request. */
 typedef struct {
     hsq_str user;
-    int64_t balance;      /* credits owned, reservations included */
-    int64_t reserved;     /* held by the user's unfinished tasks */
+    int64_t balance;  /* credits owned, reservations included */
+    int64_t reserved; /* held by the user's unfinished tasks */
 } hsq_rep_credits;
 
 /* One task of an export: the full record, inputs and outputs as frames. */
 typedef struct {
-    uint8_t has_task;     /* 0: no more tasks (task is empty) */
-    hsq_wire_task task;   /* outputs[i] bytes in frame out_frames[i] (HSQ_NO_FRAME: deleted) */
+    uint8_t has_task;   /* 0: no more tasks (task is empty) */
+    hsq_wire_task task; /* outputs[i] bytes in frame out_frames[i] (HSQ_NO_FRAME: deleted) */
     hsq_str prompt;
     uint32_t n_inputs;
     hsq_wire_input inputs[HSQ_MAX_INPUTS]; /* frame = HSQ_NO_FRAME when deleted by retention */
     uint32_t out_frames[HSQ_MAX_OUTPUTS];
-    uint64_t next;        /* cursor for the next call; 0 = this was the last */
+    uint64_t next; /* cursor for the next call; 0 = this was the last */
 } hsq_rep_export;
 
 typedef struct {
     uint32_t v;
     hsq_msg_kind kind;
-    hsq_op op;            /* request op, or the op answered */
+    hsq_op op; /* request op, or the op answered */
     uint64_t rid;
     union {
         hsq_req_submit submit;
-        hsq_req_task task;      /* status, result, cancel, requeue */
+        hsq_req_task task; /* status, result, cancel, requeue */
         hsq_req_wait wait;
         hsq_req_list list;
         hsq_req_ready ready;
@@ -479,7 +481,7 @@ typedef struct {
     } req;
     union {
         hsq_rep_submit submit;
-        hsq_rep_task task;      /* status, wait, result, cancel, requeue */
+        hsq_rep_task task; /* status, wait, result, cancel, requeue */
         hsq_rep_list list;
         hsq_wire_stats stats;
         hsq_rep_ready ready;
@@ -492,8 +494,8 @@ typedef struct {
         hsq_rep_credits credits;
         /* progress, done, fail: empty success */
     } rep;
-    char errmsg[160];     /* decode failure detail, NUL-terminated */
-    void *priv_;          /* codec-owned memory (zone, arrays) */
+    char errmsg[160]; /* decode failure detail, NUL-terminated */
+    void *priv_;      /* codec-owned memory (zone, arrays) */
 } hsq_wire_msg;
 
 /* Decode frame 0. `nframes` is the number of binary frames that followed it;

@@ -101,7 +101,8 @@ static void feed(hsq_sock sock, const char *peer, hsq_wire_msg *m, const hsq_byt
     f[0].len = b.len;
     for (size_t i = 0; i < nframes; i++)
         f[1 + i] = frames[i];
-    hsq_queue_handle(q, sock, feed_role, feed_key, (const uint8_t *)peer, strlen(peer), f, 1 + nframes);
+    hsq_queue_handle(q, sock, feed_role, feed_key, (const uint8_t *)peer, strlen(peer), f,
+                     1 + nframes);
     hsq_wbuf_free(&b);
 }
 
@@ -731,7 +732,7 @@ static void test_roles(void) {
     HSQ_ASSERT(id > 0);
     HSQ_ASSERT_EQ(task_op(HSQ_OP_REQUEUE, (uint64_t)id, NULL)->m.rep.error.code,
                   HSQ_EFORBIDDEN); /* a web key cannot requeue */
-    hsq_wire_msg m; /* a web key cannot lease */
+    hsq_wire_msg m;                /* a web key cannot lease */
     memset(&m, 0, sizeof m);
     m.op = HSQ_OP_LEASE;
     m.rid = rid_seq++;
@@ -745,6 +746,78 @@ static void test_roles(void) {
     feed_role = HSQ_ROLE_WORKER;
     HSQ_ASSERT_U64_EQ(lease1("w1", NULL), (uint64_t)id);
     feed_role = HSQ_ROLE_ANY;
+}
+
+/* A worker that declared prefetch k keeps up to k lease requests parked, each
+ * answered as tasks arrive; one more replaces its oldest. Without the
+ * declaration a new request replaces the parked one. */
+static uint64_t park_lease(const char *peer) {
+    hsq_wire_msg m;
+    memset(&m, 0, sizeof m);
+    m.op = HSQ_OP_LEASE;
+    m.rid = rid_seq++;
+    m.req.lease.max = 1;
+    m.req.lease.wait_ms = 5000;
+    feed(HSQ_SOCK_WORKER, peer, &m, NULL, 0);
+    return m.rid;
+}
+
+static int answered(uint64_t rid) {
+    for (size_t i = 0; i < ncap; i++)
+        if (cap[i].m.kind == HSQ_KIND_REPLY && cap[i].m.op == HSQ_OP_LEASE && cap[i].m.rid == rid)
+            return (int)cap[i].m.rep.lease.n + 1; /* 1 + jobs */
+    return 0;
+}
+
+static void test_lease_prefetch(void) {
+    fresh();
+    hsq_wire_msg m;
+    memset(&m, 0, sizeof m);
+    m.op = HSQ_OP_READY;
+    m.rid = rid_seq++;
+    m.req.ready.name = HSQ_STR_LIT("wp");
+    m.req.ready.backend = HSQ_STR_LIT("cpu");
+    m.req.ready.max_batch = 1;
+    m.req.ready.prefetch = 2;
+    begin();
+    feed(HSQ_SOCK_WORKER, "wp", &m, NULL, 0);
+    turn();
+    HSQ_ASSERT_EQ(reply_to(m.rid)->m.kind, HSQ_KIND_REPLY);
+
+    /* Two parked: each takes one of two tasks. */
+    begin();
+    uint64_t a = park_lease("wp"), b = park_lease("wp");
+    turn();
+    HSQ_ASSERT_EQ(ncap, 0);
+    submit("pat", NULL);
+    HSQ_ASSERT_EQ(answered(a), 2);
+    HSQ_ASSERT_EQ(answered(b), 0);
+    submit("pat", NULL);
+    HSQ_ASSERT_EQ(answered(b), 2);
+
+    /* Three sent: the oldest is given up, the other two are served. */
+    begin();
+    uint64_t c = park_lease("wp"), d = park_lease("wp"), e = park_lease("wp");
+    turn();
+    HSQ_ASSERT_EQ(ncap, 0);
+    submit("pat", NULL);
+    HSQ_ASSERT_EQ(answered(c), 0);
+    HSQ_ASSERT_EQ(answered(d), 2);
+    submit("pat", NULL);
+    HSQ_ASSERT_EQ(answered(c), 0);
+    HSQ_ASSERT_EQ(answered(e), 2);
+
+    /* No declaration: one parked request per worker. */
+    begin();
+    uint64_t f = park_lease("w1"), g = park_lease("w1");
+    turn();
+    submit("pat", NULL);
+    HSQ_ASSERT_EQ(answered(f), 0);
+    HSQ_ASSERT_EQ(answered(g), 2);
+    submit("pat", NULL);
+    HSQ_ASSERT_EQ(answered(f), 0);
+    for (size_t i = 0; i < ncap; i++) /* nobody is parked any more */
+        HSQ_ASSERT(!(cap[i].m.kind == HSQ_KIND_REPLY && cap[i].m.op == HSQ_OP_LEASE));
 }
 
 static int blob_exists(const char *user, uint64_t id, const char *name) {
@@ -906,14 +979,14 @@ static void test_retention_by_prio(void) {
     HSQ_ASSERT_U64_EQ(v[HSQ_RET_OUTPUTS], 90ull * 86400000);
     HSQ_ASSERT_U64_EQ(v[HSQ_RET_UPLOADS], 14ull * 86400000);
     HSQ_ASSERT_U64_EQ(v[HSQ_RET_FAILED], 0);
-    static const char *bad[] = {"outputs", "output:1d", "outputs:", "outputs:0s",
-                                "outputs:3x", ":1d", "outputs:1d,,failed"};
+    static const char *bad[] = {"outputs",    "output:1d", "outputs:",          "outputs:0s",
+                                "outputs:3x", ":1d",       "outputs:1d,,failed"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         HSQ_ASSERT_EQ(hsq_retention_override_parse(bad[i], v, err, sizeof err), HSQ_EINVAL);
 
     fresh();
-    HSQ_OK(hsq_retention_override_parse("outputs:90d", conf.retention_by_prio[HSQ_PRIO_HIGH],
-                                        err, sizeof err));
+    HSQ_OK(hsq_retention_override_parse("outputs:90d", conf.retention_by_prio[HSQ_PRIO_HIGH], err,
+                                        sizeof err));
     close_all();
     open_all();
     int64_t hi = submit_prio("zoe", NULL, HSQ_PRIO_HIGH);
@@ -1348,6 +1421,7 @@ int main(void) {
     test_map_full();
     test_stats();
     test_lease_size_budget();
+    test_lease_prefetch();
     test_roles();
     test_retention_classes();
     test_retention_pending();

@@ -328,12 +328,13 @@ static void v_stats(const hsq_wire_msg *m) {
 static void b_ready(hsq_wire_msg *m) {
     *m = new_msg(HSQ_KIND_REQUEST, HSQ_OP_READY, 5);
     m->req.ready =
-        (hsq_req_ready){HSQ_STR_LIT("w1"), HSQ_STR_LIT("cuda"), HSQ_STR_LIT("NVIDIA H200"), 8};
+        (hsq_req_ready){HSQ_STR_LIT("w1"), HSQ_STR_LIT("cuda"), HSQ_STR_LIT("NVIDIA H200"), 8, 3};
 }
 static void v_ready(const hsq_wire_msg *m) {
     HSQ_ASSERT_VIEW_EQ(m->req.ready.backend, "cuda");
     HSQ_ASSERT_VIEW_EQ(m->req.ready.device, "NVIDIA H200");
     HSQ_ASSERT_EQ(m->req.ready.max_batch, 8);
+    HSQ_ASSERT_EQ(m->req.ready.prefetch, 3);
 }
 static void b_lease(hsq_wire_msg *m) {
     *m = new_msg(HSQ_KIND_REQUEST, HSQ_OP_LEASE, 6);
@@ -685,6 +686,12 @@ static void test_accepts(void) {
     HSQ_ASSERT_U64_EQ(m.req.list.before, 0);
     hsq_wire_msg_free(&m);
 
+    /* ready: prefetch defaults to 1 (one parked lease request). */
+    mp("{v:1, rid:1, op:'ready', name:'w', backend:'cpu', max_batch:2}", &b);
+    HSQ_OK(hsq_wire_decode(b.data, b.len, 0, &m));
+    HSQ_ASSERT_EQ(m.req.ready.prefetch, 1);
+    hsq_wire_msg_free(&m);
+
     /* wait: since absent means "until terminal". */
     mp("{v:1, rid:1, op:'wait', task:4, timeout_ms:60000}", &b);
     HSQ_OK(hsq_wire_decode(b.data, b.len, 0, &m));
@@ -880,6 +887,10 @@ static const reject_case rejects[] = {
      1, HSQ_EBADREQ, "'quality'", HSQ_OP_SUBMIT, 9},
     {"max_batch 65", "{v:1, rid:5, op:'ready', name:'w', backend:'cpu', max_batch:65}", 0,
      HSQ_EBADREQ, "'max_batch'", HSQ_OP_READY, 5},
+    {"prefetch 5", "{v:1, rid:5, op:'ready', name:'w', backend:'cpu', max_batch:1, prefetch:5}", 0,
+     HSQ_EBADREQ, "'prefetch'", HSQ_OP_READY, 5},
+    {"prefetch 0", "{v:1, rid:5, op:'ready', name:'w', backend:'cpu', max_batch:1, prefetch:0}", 0,
+     HSQ_EBADREQ, "'prefetch'", HSQ_OP_READY, 5},
     {"unknown backend", "{v:1, rid:5, op:'ready', name:'w', backend:'tpu', max_batch:1}", 0,
      HSQ_EBADREQ, "'backend' in ready has an unknown value", HSQ_OP_READY, 5},
     {"invalid utf-8", "{v:1, rid:5, op:'list', user:'a\\xff'}", 0, HSQ_EBADREQ, "UTF-8",
@@ -989,8 +1000,9 @@ static const reject_case rejects[] = {
     {"combinations over the cap",
      "{" SUBMIT_HEAD ", inputs:[" IN_P "], outputs:[*3 " OUT_J "],"
      " settings:{backgrounds:[*3 {kind:'solid'}], styles:[*2 {}]}}",
-     1, HSQ_ETOOLARGE, "asks for 18 outputs (3 background(s) x 2 style(s) x 3 size(s)); the cap is 16",
-     HSQ_OP_SUBMIT, 9},
+     1, HSQ_ETOOLARGE,
+     "asks for 18 outputs (3 background(s) x 2 style(s) x 3 size(s)); the cap is 16", HSQ_OP_SUBMIT,
+     9},
     {"combinations over the cap, default background",
      "{" SUBMIT_HEAD ", inputs:[" IN_P "], outputs:[*9 " OUT_J "], settings:{styles:[*2 {}]}}", 1,
      HSQ_ETOOLARGE, "the cap is 16", HSQ_OP_SUBMIT, 9},
@@ -1015,7 +1027,8 @@ static const reject_case rejects[] = {
      "{v:1, rid:2, op:'done', task:1, token:1, outputs:[{key:'k', size:1, sha256:#32, width:1,"
      " height:1, format:'png', spec:16}]}",
      0, HSQ_EBADREQ, "'spec' in done.outputs[0] is out of range", HSQ_OP_DONE, 2},
-    {"task info not a map", "{v:1, rid:3, re:'status', task:{id:3, user:'u', state:'queued',"
+    {"task info not a map",
+     "{v:1, rid:3, re:'status', task:{id:3, user:'u', state:'queued',"
      " prio:'normal', attempts:0, created_ms:1, updated_ms:2, expires_ms:0, progress:0,"
      " n_inputs:1, info:'x'}}",
      0, HSQ_EBADREQ, "'info' in status reply.task must be a map", HSQ_OP_STATUS, 3},
@@ -1327,7 +1340,6 @@ static void test_encode_error(void) {
 
 /* ------------------------------------------------------------ settings and info */
 
-
 static void fill_settings(hsq_wire_settings *st) {
     memset(st, 0, sizeof(*st));
     st->n_backgrounds = 4;
@@ -1451,7 +1463,9 @@ static void test_settings_info(void) {
     HSQ_ASSERT_EQ(hsq_wire_encode(&m, &a), HSQ_EINVAL);
     m.req.submit.inputs[2].kind = HSQ_STR_LIT("background");
     /* Raw bytes that are not one valid settings map. */
-    m.req.submit.settings = (hsq_bytes){(const uint8_t *)"\x81\xa3" "dpi\x05", 6};
+    m.req.submit.settings = (hsq_bytes){(const uint8_t *)"\x81\xa3"
+                                                         "dpi\x05",
+                                        6};
     HSQ_ASSERT_EQ(hsq_wire_encode(&m, &a), HSQ_EINVAL);
     m.req.submit.settings = (hsq_bytes){(const uint8_t *)sb.data, sb.len - 1};
     HSQ_ASSERT_EQ(hsq_wire_encode(&m, &a), HSQ_EINVAL);
@@ -1652,9 +1666,15 @@ static void test_retention_messages(void) {
 
     /* purge reply */
     m = new_msg(HSQ_KIND_REPLY, HSQ_OP_PURGE, 2);
-    m.rep.purge = (hsq_rep_purge){.dry_run = 0, .more = 1, .inputs = 3, .outputs = 4,
-                                  .tasks = 5, .tombstones = 6, .cancelled = 7,
-                                  .bytes = 1ull << 40, .errors = 1};
+    m.rep.purge = (hsq_rep_purge){.dry_run = 0,
+                                  .more = 1,
+                                  .inputs = 3,
+                                  .outputs = 4,
+                                  .tasks = 5,
+                                  .tombstones = 6,
+                                  .cancelled = 7,
+                                  .bytes = 1ull << 40,
+                                  .errors = 1};
     retention_rt("purge reply", &m, 0, &d);
     HSQ_ASSERT_EQ(d.rep.purge.more, 1);
     HSQ_ASSERT_U64_EQ(d.rep.purge.bytes, 1ull << 40);
@@ -1669,7 +1689,9 @@ static void test_retention_messages(void) {
     HSQ_ASSERT_VIEW_EQ(d.req.erase.user, "user-\xc3\xa9");
     hsq_wire_msg_free(&d);
     m = new_msg(HSQ_KIND_REPLY, HSQ_OP_ERASE, 3);
-    m.rep.erase = (hsq_rep_erase){.tasks = 9, .active = 2, .bytes = 12345,
+    m.rep.erase = (hsq_rep_erase){.tasks = 9,
+                                  .active = 2,
+                                  .bytes = 12345,
                                   .at_ms = 1700000000123,
                                   .subject = HSQ_STR_LIT("00112233445566778899aabbccddeeff")};
     retention_rt("erase reply", &m, 0, &d);
@@ -1697,10 +1719,10 @@ static void test_retention_messages(void) {
     e->task.refs_expire_ms = 1700000500000;
     e->prompt = HSQ_STR_LIT("navy suit");
     e->n_inputs = 2;
-    e->inputs[0] = (hsq_wire_input){HSQ_STR_LIT("portrait"), HSQ_STR_LIT("me.jpg"), {NULL, 0},
-                                    0, 1000};
-    e->inputs[1] = (hsq_wire_input){HSQ_STR_LIT("clothing"), {NULL, 0}, {NULL, 0},
-                                    HSQ_NO_FRAME, 2000};
+    e->inputs[0] =
+        (hsq_wire_input){HSQ_STR_LIT("portrait"), HSQ_STR_LIT("me.jpg"), {NULL, 0}, 0, 1000};
+    e->inputs[1] =
+        (hsq_wire_input){HSQ_STR_LIT("clothing"), {NULL, 0}, {NULL, 0}, HSQ_NO_FRAME, 2000};
     e->out_frames[0] = 1;
     e->out_frames[1] = HSQ_NO_FRAME;
     e->out_frames[2] = 2;
