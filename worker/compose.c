@@ -17,6 +17,7 @@
 #include "common/alloc.h"
 #include "schemas/err.h"
 
+#include <assert.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,9 +28,13 @@ static int dims_ok(uint32_t w, uint32_t h) {
     return w > 0 && h > 0 && (uint64_t)w * h <= HSQ_CMP_MAX_PIXELS;
 }
 
-static int unit(float v) { return v >= 0.0f && v <= 1.0f; } /* false for NaN */
+static int unit(float v) {
+    return v >= 0.0f && v <= 1.0f;
+} /* false for NaN */
 
-static int rgb_ok(const float c[3]) { return c && unit(c[0]) && unit(c[1]) && unit(c[2]); }
+static int rgb_ok(const float c[3]) {
+    return c && unit(c[0]) && unit(c[1]) && unit(c[2]);
+}
 
 static float clamp01(float v) {
     if (!(v > 0.0f)) /* NaN too */
@@ -37,9 +42,13 @@ static float clamp01(float v) {
     return v < 1.0f ? v : 1.0f;
 }
 
-static float lerpf(float a, float b, float t) { return a + t * (b - a); } /* a == b -> a exactly */
+static float lerpf(float a, float b, float t) {
+    return a + t * (b - a);
+} /* a == b -> a exactly */
 
-static float luma601(const float *p) { return 0.299f * p[0] + 0.587f * p[1] + 0.114f * p[2]; }
+static float luma601(const float *p) {
+    return 0.299f * p[0] + 0.587f * p[1] + 0.114f * p[2];
+}
 
 /* ---- conversion ---- */
 
@@ -76,62 +85,153 @@ static const float *plain_row(void *ctx, uint32_t y, float *scratch) {
     return p->buf + (size_t)y * p->stride;
 }
 
-static void col_add(double *col, const float *row, size_t n, double sign) {
-    for (size_t i = 0; i < n; i++)
-        col[i] += sign * row[i];
+/* The arithmetic loops of the filters are written as flat loops over
+ * contiguous arrays, compiled twice from one always-inline body: for the
+ * baseline ISA and with target("avx2"), picked at run time (DISPATCH). The
+ * library is built with -O3 (worker/meson.build), where gcc vectorizes such
+ * loops; neither build reassociates or contracts floating point (no
+ * -ffast-math, ISO C's -ffp-contract=off), so both give the same results. */
+#ifndef CMP_AVX2 /* -DCMP_AVX2=0 builds the portable loops alone */
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
+#define CMP_AVX2 1
+#else
+#define CMP_AVX2 0
+#endif
+#endif
+
+#define ALWAYS_INLINE static inline __attribute__((always_inline))
+
+static int force_portable;
+
+void hsq_cmp_force_portable(int on) {
+    force_portable = on != 0;
 }
 
+#if CMP_AVX2
+static int use_avx2(void) {
+    return !force_portable && __builtin_cpu_supports("avx2");
+}
+
+#define DISPATCH(name, params, args)                                                               \
+    static void name##_base params {                                                               \
+        name##_body args;                                                                          \
+    }                                                                                              \
+    __attribute__((target("avx2"))) static void name##_avx2 params {                               \
+        name##_body args;                                                                          \
+    }                                                                                              \
+    static void name params {                                                                      \
+        if (use_avx2())                                                                            \
+            name##_avx2 args;                                                                      \
+        else                                                                                       \
+            name##_base args;                                                                      \
+    }
+#else
+#define DISPATCH(name, params, args)                                                               \
+    static void name params {                                                                      \
+        name##_body args;                                                                          \
+    }
+#endif
+
+/* col += row (sign > 0) or col -= row, n values. */
+ALWAYS_INLINE void col_add_body(double *restrict col, const float *restrict row, size_t n,
+                                int sign) {
+    if (sign > 0)
+        for (size_t i = 0; i < n; i++)
+            col[i] += row[i];
+    else
+        for (size_t i = 0; i < n; i++)
+            col[i] -= row[i];
+}
+DISPATCH(col_add, (double *restrict col, const float *restrict row, size_t n, int sign),
+         (col, row, n, sign))
+
+/* One output row of box_mean from the column sums col (w x nc): a running
+ * window sum per channel along x, windows clipped at the ends, times k[x]
+ * (1 / the window's pixel count). The channels of a pixel are the inner
+ * loop, so the nc running sums advance side by side (independent chains)
+ * and the loop vectorizes across them; nc <= 16. */
+ALWAYS_INLINE void box_row_body(const double *restrict col, float *restrict o, size_t w, size_t nc,
+                                size_t R, const double *restrict k) {
+    double s[16] = {0};
+    for (size_t x = 0; x <= R && x < w; x++)
+        for (size_t c = 0; c < nc; c++)
+            s[c] += col[x * nc + c];
+    for (size_t x = 0; x < w; x++) {
+        const double kx = k[x];
+        float *ox = o + x * nc;
+        for (size_t c = 0; c < nc; c++)
+            ox[c] = (float)(s[c] * kx);
+        /* Slide to x + 1: add the column entering, drop the one leaving. */
+        if (x + R + 1 < w && x >= R) {
+            const double *in = col + (x + R + 1) * nc, *out = col + (x - R) * nc;
+            for (size_t c = 0; c < nc; c++)
+                s[c] += in[c] - out[c];
+        } else if (x + R + 1 < w) {
+            const double *in = col + (x + R + 1) * nc;
+            for (size_t c = 0; c < nc; c++)
+                s[c] += in[c];
+        } else if (x >= R) {
+            const double *out = col + (x - R) * nc;
+            for (size_t c = 0; c < nc; c++)
+                s[c] -= out[c];
+        }
+    }
+}
+DISPATCH(box_row,
+         (const double *restrict col, float *restrict o, size_t w, size_t nc, size_t R,
+          const double *restrict k),
+         (col, o, w, nc, R, k))
+
 /* dst (w x h x nc) = mean of the rows' values over clipped (2r+1)^2 windows.
- * dst must not be memory the producer reads. */
+ * dst must not be memory the producer reads. Sums are in double: window
+ * sums of floats are exact there (a constant input gives n c exactly), and
+ * a guided filter's variances (E[I^2] - E[I]^2, of the order of eps = 1e-4)
+ * keep their digits. */
 static int box_mean(row_fn row, void *ctx, uint32_t w, uint32_t h, int nc, int r, float *dst) {
+    assert(nc >= 1 && nc <= 16);
     const size_t rw = (size_t)w * (size_t)nc;
     double *col = hsq_trymalloc(rw * sizeof *col);
     float *scratch = hsq_trymalloc(rw * sizeof *scratch);
-    if (!col || !scratch) {
+    double *k = hsq_trymalloc((size_t)w * sizeof *k);
+    if (!col || !scratch || !k) {
         free(col);
         free(scratch);
-        return HSQ_ENOMEM;
-    }
-    double *inv_nx = hsq_trymalloc((size_t)w * sizeof *inv_nx);
-    if (!inv_nx) {
-        free(col);
-        free(scratch);
+        free(k);
         return HSQ_ENOMEM;
     }
     memset(col, 0, rw * sizeof *col);
     const int64_t R = r, W = w, H = h;
+    double *inv_nx = k; /* reused: k[x] = inv_nx[x] * inv_ny per row */
+    double *knx = hsq_trymalloc((size_t)w * sizeof *knx);
+    if (!knx) {
+        free(col);
+        free(scratch);
+        free(k);
+        return HSQ_ENOMEM;
+    }
     /* Reciprocals of the window widths: a multiply per output instead of a
      * division. s is an exact sum of floats (n c for a constant c), and
      * n c * (1/n) is within a double ulp or two of c, which rounds back to
      * the float c: a constant input still comes out exactly constant. */
     for (int64_t x = 0; x < W; x++) {
         int64_t x0 = x - R < 0 ? 0 : x - R, x1 = x + R >= W ? W - 1 : x + R;
-        inv_nx[x] = 1.0 / (double)(x1 - x0 + 1);
+        knx[x] = 1.0 / (double)(x1 - x0 + 1);
     }
     for (int64_t y = 0; y <= R && y < H; y++)
-        col_add(col, row(ctx, (uint32_t)y, scratch), rw, 1.0);
+        col_add(col, row(ctx, (uint32_t)y, scratch), rw, 1);
     for (int64_t y = 0; y < H; y++) {
         int64_t y0 = y - R < 0 ? 0 : y - R, y1 = y + R >= H ? H - 1 : y + R;
         double inv_ny = 1.0 / (double)(y1 - y0 + 1);
-        float *o = dst + (size_t)y * rw;
-        for (int c = 0; c < nc; c++) {
-            double s = 0;
-            for (int64_t x = 0; x <= R && x < W; x++)
-                s += col[x * nc + c];
-            for (int64_t x = 0; x < W; x++) {
-                o[x * nc + c] = (float)(s * (inv_nx[x] * inv_ny));
-                if (x + R + 1 < W)
-                    s += col[(x + R + 1) * nc + c];
-                if (x - R >= 0)
-                    s -= col[(x - R) * nc + c];
-            }
-        }
+        for (int64_t x = 0; x < W; x++)
+            inv_nx[x] = knx[x] * inv_ny;
+        box_row(col, dst + (size_t)y * rw, (size_t)w, (size_t)nc, (size_t)r, inv_nx);
         if (y + R + 1 < H)
-            col_add(col, row(ctx, (uint32_t)(y + R + 1), scratch), rw, 1.0);
+            col_add(col, row(ctx, (uint32_t)(y + R + 1), scratch), rw, 1);
         if (y - R >= 0)
-            col_add(col, row(ctx, (uint32_t)(y - R), scratch), rw, -1.0);
+            col_add(col, row(ctx, (uint32_t)(y - R), scratch), rw, -1);
     }
-    free(inv_nx);
+    free(knx);
+    free(k);
     free(col);
     free(scratch);
     return 0;
@@ -684,20 +784,29 @@ int hsq_cmp_bg_vignette(float *out, uint32_t w, uint32_t h, const hsq_cmp_vignet
      * isotropic distance there is an ellipse with the image's aspect. */
     double mx = fmax(v->cx, 1 - v->cx), my = fmax(v->cy, 1 - v->cy);
     double dmax = sqrt(mx * mx + my * my);
+    /* Float per pixel (the backdrop is smooth; float's 1e-7 is far below a
+     * level), with the squared horizontal distances computed once. */
+    float *du2 = hsq_trymalloc((size_t)w * sizeof(float));
+    if (!du2)
+        return HSQ_ENOMEM;
+    for (uint32_t x = 0; x < w; x++) {
+        double du = ((w > 1 ? (double)x / (w - 1) : 0.5) - v->cx) / dmax;
+        du2[x] = (float)(du * du);
+    }
+    const float lift = 1 + v->lift, span = v->dark + v->lift;
     for (uint32_t y = 0; y < h; y++) {
-        double dv = (h > 1 ? (double)y / (h - 1) : 0.5) - v->cy;
+        double dvd = ((h > 1 ? (double)y / (h - 1) : 0.5) - v->cy) / dmax;
+        const float dv2 = (float)(dvd * dvd);
         float *o = out + (size_t)y * w * 3;
         for (uint32_t x = 0; x < w; x++) {
-            double du = (w > 1 ? (double)x / (w - 1) : 0.5) - v->cx;
-            double d = sqrt(du * du + dv * dv) / dmax;
-            if (d > 1)
-                d = 1;
-            double sm = d * d * (3 - 2 * d);
-            double f = (1 + v->lift) - (v->dark + v->lift) * sm;
+            float d = sqrtf(du2[x] + dv2);
+            d = d < 1 ? d : 1;
+            float f = lift - span * (d * d * (3 - 2 * d));
             for (int k = 0; k < 3; k++)
-                o[3 * (size_t)x + k] = clamp01((float)(v->rgb[k] * f));
+                o[3 * (size_t)x + k] = clamp01(v->rgb[k] * f);
         }
     }
+    free(du2);
     return 0;
 }
 
@@ -848,7 +957,16 @@ int hsq_cmp_composite(const float *fg, const float *bg, const float *alpha, uint
         }
     }
 
+    /* The two light grid rows an output row falls between are looked up once
+     * per row, not per pixel. */
     for (uint32_t y = 0; y < h; y++) {
+        const float *r0 = NULL, *r1 = NULL;
+        float fy = 0;
+        if (light && ls > 1) {
+            r0 = light + (size_t)ay.i0[y] * lw * 3;
+            r1 = light + (size_t)ay.i1[y] * lw * 3;
+            fy = ay.f[y];
+        }
         for (uint32_t x = 0; x < w; x++) {
             size_t i = (size_t)y * w + x;
             float a = alpha[i], lt[3] = {0, 0, 0};
@@ -856,10 +974,8 @@ int hsq_cmp_composite(const float *fg, const float *bg, const float *alpha, uint
                 if (ls == 1) {
                     memcpy(lt, light + 3 * i, sizeof lt);
                 } else {
-                    const float *r0 = light + (size_t)ay.i0[y] * lw * 3,
-                                *r1 = light + (size_t)ay.i1[y] * lw * 3;
                     size_t a0 = (size_t)ax.i0[x] * 3, a1 = (size_t)ax.i1[x] * 3;
-                    float fx = ax.f[x], fy = ay.f[y];
+                    float fx = ax.f[x];
                     for (int k = 0; k < 3; k++)
                         lt[k] = lerpf(lerpf(r0[a0 + k], r0[a1 + k], fx),
                                       lerpf(r1[a0 + k], r1[a1 + k], fx), fy);
@@ -965,7 +1081,9 @@ static void px_rgb_to_lab_t(const float *rgb, float *lab, const lin_lut *t) {
     lab[2] = (float)(200 * (fy - fz));
 }
 
-static void px_rgb_to_lab(const float *rgb, float *lab) { px_rgb_to_lab_t(rgb, lab, NULL); }
+static void px_rgb_to_lab(const float *rgb, float *lab) {
+    px_rgb_to_lab_t(rgb, lab, NULL);
+}
 
 static void px_lab_to_rgb(const float *lab, float *rgb) {
     double fy = (lab[0] + 16) / 116.0, fx = fy + lab[1] / 500.0, fz = fy - lab[2] / 200.0;
@@ -1404,6 +1522,17 @@ static double shoulder(double y) {
     return y <= k ? y : k + (1 - k) * (1 - exp(-(y - k) / (1 - k)));
 }
 
+#define TONE_MAP 8192 /* steps of the per-channel mapping table */
+
+/* The tone mapping of one channel value c with gain g: to linear, gain,
+ * shoulder when brightening, clamp, back to sRGB. */
+static float tone_map_exact(const lin_lut *lut, float c, double g) {
+    double y = lin_of(lut, c) * g;
+    if (g > 1)
+        y = shoulder(y);
+    return srgb_of(lut, y < 0 ? 0 : y > 1 ? 1 : y);
+}
+
 int hsq_cmp_tone(float *rgb, uint32_t w, uint32_t h, const float *mask, float strength) {
     if (!rgb || !dims_ok(w, h) || !unit(strength))
         return HSQ_EINVAL;
@@ -1475,6 +1604,20 @@ int hsq_cmp_tone(float *rgb, uint32_t w, uint32_t h, const float *mask, float st
     for (int k = 0; k < 3; k++)
         gain[k] = pow(gain[k], strength);
 
+    /* Each channel's mapping is a function of that channel alone, so it is
+     * tabulated once (TONE_MAP + 1 steps over [0, 1], interpolated): the
+     * composite of the two sRGB curves, the gain and the shoulder is
+     * linear on the toe and smooth elsewhere, so the table is within about
+     * 1e-6 of the exact chain, and the per-pixel pow/exp chain becomes a
+     * lookup. Values outside [0, 1] take the exact chain. */
+    float *map = hsq_trymalloc(3 * (TONE_MAP + 2) * sizeof(float));
+    if (!map) {
+        free(lut);
+        return HSQ_ENOMEM;
+    }
+    for (int k = 0; k < 3; k++)
+        for (int i = 0; i <= TONE_MAP + 1; i++)
+            map[k * (TONE_MAP + 2) + i] = tone_map_exact(lut, (float)i / TONE_MAP, gain[k]);
     for (size_t i = 0; i < n; i++) {
         float m = mask ? mask[i] : 1.0f;
         if (!(m > 0))
@@ -1482,13 +1625,19 @@ int hsq_cmp_tone(float *rgb, uint32_t w, uint32_t h, const float *mask, float st
         m = m < 1 ? m : 1;
         float *p = rgb + 3 * i;
         for (int k = 0; k < 3; k++) {
-            double y = lin_of(lut, p[k]) * gain[k];
-            if (gain[k] > 1)
-                y = shoulder(y);
-            float v = srgb_of(lut, y < 0 ? 0 : y > 1 ? 1 : y);
-            p[k] = m == 1 ? v : p[k] + m * (v - p[k]);
+            float c = p[k], v;
+            if (c >= 0.0f && c < 1.0f) {
+                float x = c * TONE_MAP;
+                int j = (int)x;
+                const float *t = map + k * (TONE_MAP + 2) + j;
+                v = t[0] + (x - (float)j) * (t[1] - t[0]);
+            } else {
+                v = tone_map_exact(lut, c, gain[k]);
+            }
+            p[k] = m == 1 ? v : c + m * (v - c);
         }
     }
+    free(map);
     free(lut);
     return 0;
 }

@@ -45,6 +45,11 @@ int hsq_cmp_from_u8(const uint8_t *rgb, uint32_t w, uint32_t h, float *out);
 /* float RGB -> 8-bit RGB, clamped to [0, 1] and rounded to nearest. */
 int hsq_cmp_to_u8(const float *rgb, uint32_t w, uint32_t h, uint8_t *out);
 
+/* Tests: on = 1 makes every function use its portable loops even where the
+ * CPU has AVX2 (the two give the same results). Not thread-safe; call it
+ * before any other function of this module. */
+void hsq_cmp_force_portable(int on);
+
 /* ---- 1. matte refinement ---- */
 
 /* Bilinear upsampling (or resampling) of a one-channel mask sw x sh to

@@ -85,6 +85,11 @@ void hsq_frame_face_to_out(const hsq_frame_xf *xf, const hsq_face *in, hsq_face 
  * Errors: HSQ_EINVAL (empty src), HSQ_ENOMEM. */
 int hsq_frame_render(const hsq_img *src, const hsq_frame_xf *xf, hsq_img *out, uint8_t *coverage);
 
+/* Tests: on = 1 makes hsq_frame_render use its portable loops even where
+ * the CPU has AVX2 (the two give the same bytes). Not thread-safe; call it
+ * before any render. */
+void hsq_frame_force_portable(int on);
+
 #ifdef __cplusplus
 }
 #endif

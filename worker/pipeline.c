@@ -20,6 +20,9 @@
  *   5 output   per (job, size): matte, masks, style x background, encode
  *   6 info     stage timings, face count and score
  *
+ * Phase 5 carves its float planes from its thread's scratch block (see
+ * scratch_get), which the pipe keeps from batch to batch.
+ *
  * The pool is a mutex, two condition variables and a generation counter:
  * parallel_for publishes (fn, arg, n) under the lock, helpers and the caller
  * take item indexes under the same lock, the caller waits until all n have
@@ -55,7 +58,26 @@ static const char *const stage_name[ST_N] = {"decode", "detect",  "frame", "segm
 
 /* ---------------------------------------------------------------- pool */
 
-typedef void (*item_fn)(void *arg, size_t i);
+/* tid: the thread running the item, 0 (the caller) .. nthr; an item may use
+ * that thread's scratch (hsq_pipe.scratch) for the length of the call. */
+typedef void (*item_fn)(void *arg, size_t i, int tid);
+
+/* Grow-only memory of one pool thread, kept across batches: phase 5's
+ * planes take about 51 bytes per output pixel with one background (67 MB at
+ * 1024x1280), and fresh pages cost a fault each (about 0.6 ms per MB
+ * measured, more than the arithmetic of some stages), so one block per
+ * thread is reused from job to job instead. Retained: the largest phase 5
+ * item the thread ran. */
+typedef struct {
+    void *p;
+    size_t cap;
+} scratch;
+
+struct hsq_pipe;
+typedef struct {
+    struct hsq_pipe *p;
+    int tid;
+} helper;
 
 struct hsq_pipe {
     hsq_model *face, *seg;
@@ -72,17 +94,34 @@ struct hsq_pipe {
     int quit;
     int nthr;
     pthread_t thr[HSQ_PIPE_MAX_THREADS];
+    helper helpers[HSQ_PIPE_MAX_THREADS];
+    scratch scratch[HSQ_PIPE_MAX_THREADS]; /* [tid]; tid 0 is the caller */
 };
+
+/* At least n bytes of thread tid's scratch, valid until the next call for
+ * the same tid; NULL when that much cannot be had (the old block is kept). */
+static void *scratch_get(hsq_pipe *p, int tid, size_t n) {
+    scratch *s = &p->scratch[tid];
+    if (n > s->cap) {
+        void *q = hsq_trymalloc(n);
+        if (!q)
+            return NULL;
+        free(s->p);
+        s->p = q;
+        s->cap = n;
+    }
+    return s->p;
+}
 
 /* Take and run items of the current generation until none are left. Called
  * with the lock held; returns with it held. */
-static void run_items(hsq_pipe *p) {
+static void run_items(hsq_pipe *p, int tid) {
     while (p->next < p->n) {
         size_t i = p->next++;
         item_fn fn = p->fn;
         void *arg = p->arg;
         pthread_mutex_unlock(&p->mu);
-        fn(arg, i);
+        fn(arg, i, tid);
         pthread_mutex_lock(&p->mu);
         if (++p->ndone == p->n)
             pthread_cond_signal(&p->finished);
@@ -90,7 +129,8 @@ static void run_items(hsq_pipe *p) {
 }
 
 static void *helper_main(void *arg) {
-    hsq_pipe *p = arg;
+    const helper *h = arg;
+    hsq_pipe *p = h->p;
     uint64_t seen = 0;
     pthread_mutex_lock(&p->mu);
     for (;;) {
@@ -99,7 +139,7 @@ static void *helper_main(void *arg) {
         if (p->quit)
             break;
         seen = p->gen;
-        run_items(p);
+        run_items(p, h->tid);
     }
     pthread_mutex_unlock(&p->mu);
     return NULL;
@@ -116,7 +156,7 @@ static void parallel_for(hsq_pipe *p, size_t n, item_fn fn, void *arg) {
     p->ndone = 0;
     p->gen++;
     pthread_cond_broadcast(&p->work);
-    run_items(p);
+    run_items(p, 0);
     while (p->ndone < p->n)
         pthread_cond_wait(&p->finished, &p->mu);
     pthread_mutex_unlock(&p->mu);
@@ -173,7 +213,8 @@ int hsq_pipe_new(hsq_pipe **out, const char *models_dir, int threads, const hsq_
     pthread_cond_init(&p->work, NULL);
     pthread_cond_init(&p->finished, NULL);
     for (int i = 0; i < threads - 1; i++) {
-        if (pthread_create(&p->thr[i], NULL, helper_main, p) != 0) {
+        p->helpers[i] = (helper){p, i + 1};
+        if (pthread_create(&p->thr[i], NULL, helper_main, &p->helpers[i]) != 0) {
             snprintf(err, errlen, "cannot start pipeline thread %d", i + 1);
             hsq_pipe_free(&p);
             return HSQ_ENOMEM;
@@ -203,12 +244,18 @@ void hsq_pipe_free(hsq_pipe **pp) {
     hsq_model_ctx_free(&p->seg_ctx);
     hsq_model_free(&p->face);
     hsq_model_free(&p->seg);
+    for (int i = 0; i < HSQ_PIPE_MAX_THREADS; i++)
+        free(p->scratch[i].p);
     free(p);
     *pp = NULL;
 }
 
-uint64_t hsq_pipe_face_macs(const hsq_pipe *p) { return hsq_model_macs(p->face); }
-uint64_t hsq_pipe_seg_macs(const hsq_pipe *p) { return hsq_model_macs(p->seg); }
+uint64_t hsq_pipe_face_macs(const hsq_pipe *p) {
+    return hsq_model_macs(p->face);
+}
+uint64_t hsq_pipe_seg_macs(const hsq_pipe *p) {
+    return hsq_model_macs(p->seg);
+}
 
 void hsq_pipe_settings_effective(hsq_wire_settings *s) {
     if (s->n_backgrounds == 0) {
@@ -245,9 +292,9 @@ void hsq_pipe_job_clear(hsq_pipe_job *j) {
 /* ---------------------------------------------------------------- batch state */
 
 typedef struct {
-    uint32_t w, h;   /* the largest size of this aspect: the crop segmented */
-    int spec;        /* its spec index */
-    float *mask;     /* HSQ_SEG_INPUT^2, from phase 4 */
+    uint32_t w, h; /* the largest size of this aspect: the crop segmented */
+    int spec;      /* its spec index */
+    float *mask;   /* HSQ_SEG_INPUT^2, from phase 4 */
 } group;
 
 typedef struct {
@@ -270,8 +317,8 @@ typedef struct {
     int has_cloth;
     hsq_cmp_lab_stats cloth;
     hsq_face_result faces;
-    hsq_face subject; /* in portrait (decoded) pixels */
-    hsq_frame_xf align_xf; /* the levelling pass's square crop */
+    hsq_face subject;       /* in portrait (decoded) pixels */
+    hsq_frame_xf align_xf;  /* the levelling pass's square crop */
     hsq_img align, align_m; /* the crop and its mirror image */
     uint32_t n_groups;
     group groups[HSQ_MAX_OUTPUTS];
@@ -286,7 +333,9 @@ typedef struct {
     size_t items[HSQ_MAX_BATCH * HSQ_MAX_OUTPUTS]; /* phase 5: job * HSQ_MAX_OUTPUTS + spec */
 } batch;
 
-static uint64_t now_us(void) { return hsq_clock_mono_us(); }
+static uint64_t now_us(void) {
+    return hsq_clock_mono_us();
+}
 
 static void fail(jstate *s, int err, int retryable, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
@@ -351,7 +400,8 @@ static int cloth_stats(const hsq_img *ref, hsq_cmp_lab_stats *st) {
     return r;
 }
 
-static void phase_decode(void *arg, size_t i) {
+static void phase_decode(void *arg, size_t i, int tid) {
+    (void)tid;
     batch *b = arg;
     jstate *s = &b->js[i];
     hsq_pipe_job *j = s->j;
@@ -497,7 +547,8 @@ static void scale_face(hsq_face *f, float k) {
  * plan the outputs from that second detection mapped back to the photo. */
 #define ALIGN_SIDE 320
 
-static void phase_align_prep(void *arg, size_t i) {
+static void phase_align_prep(void *arg, size_t i, int tid) {
+    (void)tid;
     batch *b = arg;
     jstate *s = &b->js[i];
     if (!s->live)
@@ -599,7 +650,8 @@ static void phase_align(batch *b) {
     }
 }
 
-static void phase_frame(void *arg, size_t i) {
+static void phase_frame(void *arg, size_t i, int tid) {
+    (void)tid;
     batch *b = arg;
     jstate *s = &b->js[i];
     if (!s->live)
@@ -712,8 +764,8 @@ static float smoothstep(float e0, float e1, float x) {
  * comes from the keypoints: the mouth plus 0.75 of the eye-to-mouth
  * distance; the garment starts 0.6 of that distance lower (the neck) and is
  * fully in 1.2 below. */
-static void region_masks(const hsq_face *f, const float *alpha, uint32_t w, uint32_t h,
-                         float *face, float *cloth) {
+static void region_masks(const hsq_face *f, const float *alpha, uint32_t w, uint32_t h, float *face,
+                         float *cloth) {
     float ey = (f->kp[HSQ_FACE_KP_REYE].y + f->kp[HSQ_FACE_KP_LEYE].y) / 2;
     float my = f->kp[HSQ_FACE_KP_MOUTH].y;
     float d = my - ey > 1 ? my - ey : 1;
@@ -762,7 +814,7 @@ static void make_background(const hsq_wire_background *bg, const hsq_img *ref, u
     }
 }
 
-static void phase_output(void *arg, size_t item) {
+static void phase_output(void *arg, size_t item, int tid) {
     batch *b = arg;
     size_t ji = b->items[item] / HSQ_MAX_OUTPUTS;
     uint32_t k = (uint32_t)(b->items[item] % HSQ_MAX_OUTPUTS);
@@ -779,19 +831,25 @@ static void phase_output(void *arg, size_t item) {
 
     /* matte: alpha at full size, the photo's coverage, foreground colour */
     uint64_t t0 = now_us();
-    float *rgb = hsq_trymalloc(npx * 3 * sizeof(float));
-    float *alpha = hsq_trymalloc(npx * sizeof(float));
-    float *fg = hsq_trymalloc(npx * 3 * sizeof(float));
-    float *face = hsq_trymalloc(npx * sizeof(float));
-    float *cloth = hsq_trymalloc(npx * sizeof(float));
-    float *sty = hsq_trymalloc(npx * 3 * sizeof(float));
-    float *comp = hsq_trymalloc(npx * 3 * sizeof(float));
-    float *bgs = hsq_trymalloc(npx * 3 * sizeof(float) * nb);
-    uint8_t *u8 = hsq_trymalloc(npx * 3);
-    if (!rgb || !alpha || !fg || !face || !cloth || !sty || !comp || !bgs || !u8) {
+    /* The planes, carved from this thread's scratch. The photo's float copy
+     * is needed only until the foreground colour exists, so the styled
+     * foreground reuses it; with one background the composite is written
+     * over the styled foreground (hsq_cmp_composite allows out == fg), which
+     * is rebuilt from fg for each style anyway. */
+    const size_t pl = npx * sizeof(float);
+    const size_t ncomp = nb > 1 ? 3 : 0;
+    float *base =
+        scratch_get(b->p, tid, pl * (3 + 1 + 3 + 1 + 1 + ncomp + 3 * (size_t)nb) + npx * 3);
+    if (!base) {
         r = HSQ_ENOMEM;
         goto out;
     }
+    float *rgb = base, *alpha = rgb + 3 * npx, *fg = alpha + npx, *face = fg + 3 * npx;
+    float *cloth = face + npx, *bgs = cloth + npx, *comp = bgs + 3 * npx * nb;
+    uint8_t *u8 = (uint8_t *)(comp + ncomp * npx);
+    float *sty = rgb;
+    if (nb == 1)
+        comp = sty;
     hsq_cmp_from_u8(sp->frame.rgb, w, h, rgb);
     r = hsq_cmp_matte_refine(rgb, w, h, s->groups[sp->group].mask, HSQ_SEG_INPUT, HSQ_SEG_INPUT,
                              NULL, alpha);
@@ -875,15 +933,6 @@ out:
         sp->err = r;
         snprintf(sp->errmsg, sizeof sp->errmsg, "%s: %s", stage, hsq_strerror(r));
     }
-    free(rgb);
-    free(alpha);
-    free(fg);
-    free(face);
-    free(cloth);
-    free(sty);
-    free(comp);
-    free(bgs);
-    free(u8);
 }
 
 /* ---------------------------------------------------------------- run */
@@ -891,8 +940,7 @@ out:
 static void finish_info(jstate *s) {
     hsq_pipe_job *j = s->j;
     j->info.faces = s->faces.n;
-    j->info.face_score =
-        s->faces.subject >= 0 ? (uint32_t)lroundf(s->subject.score * 1000.0f) : 0;
+    j->info.face_score = s->faces.subject >= 0 ? (uint32_t)lroundf(s->subject.score * 1000.0f) : 0;
     j->info.backend = HSQ_STR_LIT("cpu");
     j->info.n_stages = 0;
     for (int st = 0; st < ST_N; st++) {

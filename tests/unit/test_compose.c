@@ -60,7 +60,9 @@ static void fill_rgb(float *img, size_t n, float r, float g, float b) {
     }
 }
 
-static float clampf(float v) { return v < 0 ? 0 : v > 1 ? 1 : v; }
+static float clampf(float v) {
+    return v < 0 ? 0 : v > 1 ? 1 : v;
+}
 
 /* ---- conversion ---- */
 
@@ -1015,7 +1017,60 @@ static void test_sharpen(void) {
     free(orig);
 }
 
+/* ---- the AVX2 loops against the portable ones ---- */
+
+/* The filters built on box_mean (guided filter, matte, foreground, blur,
+ * skin smoothing, sharpening), the vignette and the composite give the same
+ * floats with and without AVX2 (where the CPU has none, both runs take the
+ * portable loops): an odd-sized noisy image, a soft matte. */
+static void run_all(const float *rgb, const float *coarse, uint32_t w, uint32_t h, float *out) {
+    size_t n = (size_t)w * h;
+    float *alpha = out, *fg = out + n, *bg = out + 4 * n, *comp = out + 7 * n, *blur = out + 10 * n;
+    float *sk = out + 13 * n;
+    HSQ_OK(hsq_cmp_matte_refine(rgb, w, h, coarse, 32, 32, NULL, alpha));
+    HSQ_OK(hsq_cmp_fg_estimate(rgb, alpha, w, h, fg));
+    hsq_cmp_vignette v;
+    const float grey[3] = {0.8f, 0.7f, 0.6f};
+    hsq_cmp_vignette_default(&v, grey);
+    HSQ_OK(hsq_cmp_bg_vignette(bg, w, h, &v));
+    HSQ_OK(hsq_cmp_composite(fg, bg, alpha, w, h, NULL, comp));
+    HSQ_OK(hsq_cmp_sharpen(comp, w, h, 0.7f, 0));
+    memcpy(blur, rgb, n * 3 * sizeof(float));
+    HSQ_OK(hsq_cmp_blur(blur, w, h, 3, 4.5f));
+    memcpy(sk, rgb, n * 3 * sizeof(float));
+    HSQ_OK(hsq_cmp_skin_smooth(sk, w, h, alpha, 0.8f, 0));
+    HSQ_OK(hsq_cmp_tone(sk, w, h, alpha, 0.6f));
+}
+
+static void test_simd_same(void) {
+    const uint32_t w = 203, h = 251;
+    const size_t n = (size_t)w * h;
+    float *rgb = fbuf(n * 3), *coarse = fbuf(32 * 32);
+    for (size_t i = 0; i < n * 3; i++)
+        rgb[i] = (float)urand();
+    for (uint32_t y = 0; y < 32; y++)
+        for (uint32_t x = 0; x < 32; x++) {
+            double dx = (x - 15.5) / 10, dy = (y - 18.0) / 13;
+            coarse[y * 32 + x] = (float)(1 / (1 + exp((sqrt(dx * dx + dy * dy) - 1) * 6)));
+        }
+    float *a = fbuf(n * 16), *b = fbuf(n * 16);
+    hsq_cmp_force_portable(0);
+    run_all(rgb, coarse, w, h, a);
+    hsq_cmp_force_portable(1);
+    run_all(rgb, coarse, w, h, b);
+    hsq_cmp_force_portable(0);
+    for (size_t i = 0; i < n * 16; i++)
+        if (memcmp(&a[i], &b[i], sizeof(float)) != 0)
+            HSQ_FAIL_("AVX2 and portable differ at plane %zu pixel %zu: %.9g vs %.9g", i / n, i % n,
+                      a[i], b[i]);
+    free(rgb);
+    free(coarse);
+    free(a);
+    free(b);
+}
+
 int main(void) {
+    test_simd_same();
     test_u8();
     test_upsample();
     test_guided_step();

@@ -286,6 +286,55 @@ static void test_frame(void) {
     hsq_img_free(&src);
 }
 
+/* The render's AVX2 fast path and its portable loops give the same bytes
+ * (where the CPU has no AVX2 both runs take the portable loops): a noisy
+ * photo, tilted frames shrinking it 1x..5x (1 to 16 samples per pixel), one
+ * of them partly outside the photo, widths that leave tails of 1..7 pixels
+ * after the 8-pixel blocks. Also: the fixed-point rounding division matches
+ * a plain division for every sum the render can form. */
+static void test_frame_simd(void) {
+    for (uint32_t nss = 1; nss <= 16; nss++) {
+        uint32_t recip = ((1u << 20) + nss - 1) / nss;
+        for (uint32_t acc = 0; acc <= nss * 255u * 65536u; acc += 97)
+            if ((((acc + nss * 32768u) >> 16) * recip >> 20) !=
+                (acc + nss * 32768u) / (nss * 65536u))
+                HSQ_FAIL_("rounding division: nss %u acc %u", nss, acc);
+    }
+    hsq_img src = {517, 389, malloc(517 * 389 * 3)};
+    uint32_t st = 7;
+    for (size_t i = 0; i < 517u * 389u * 3u; i++) {
+        st = st * 1664525u + 1013904223u;
+        src.rgb[i] = (uint8_t)(st >> 24);
+    }
+    static const float faces[][3] = {
+        {60, 258, 194}, {130, 258, 194}, {260, 258, 194}, {330, 258, 194}, {200, 400, 150}};
+    static const uint32_t sizes[][2] = {{123, 157}, {64, 64}, {89, 61}};
+    for (size_t fi = 0; fi < sizeof faces / sizeof faces[0]; fi++)
+        for (size_t si = 0; si < 3; si++) {
+            float fw = faces[fi][0], cx = faces[fi][1], cy = faces[fi][2];
+            hsq_face g = box(cx - fw / 2, cy - fw / 2, cx + fw / 2, cy + fw / 2, 0.9f);
+            g.kp[0] = (hsq_face_pt){cx - fw / 4, cy - fw / 8};
+            g.kp[1] = (hsq_face_pt){cx + fw / 4, cy - fw / 8 + fw / 12}; /* ~9.5 degrees */
+            hsq_frame_xf xf;
+            HSQ_OK(hsq_frame_plan(&g, sizes[si][0], sizes[si][1], &xf));
+            size_t n = (size_t)xf.w * xf.h;
+            uint8_t *c1 = malloc(n), *c2 = malloc(n);
+            hsq_img a, b;
+            hsq_frame_force_portable(0);
+            HSQ_OK(hsq_frame_render(&src, &xf, &a, c1));
+            hsq_frame_force_portable(1);
+            HSQ_OK(hsq_frame_render(&src, &xf, &b, c2));
+            hsq_frame_force_portable(0);
+            HSQ_ASSERT(memcmp(a.rgb, b.rgb, n * 3) == 0);
+            HSQ_ASSERT(memcmp(c1, c2, n) == 0);
+            hsq_img_free(&a);
+            hsq_img_free(&b);
+            free(c1);
+            free(c2);
+        }
+    hsq_img_free(&src);
+}
+
 /* ------------------------------------------------------------ the real model */
 
 static uint8_t *slurp(const char *path, size_t *len) {
@@ -493,6 +542,7 @@ int main(int argc, char **argv) {
     test_letterbox();
     test_pick_and_messages();
     test_frame();
+    test_frame_simd();
     int real = argc > 1 ? test_real(argv[1]) : 0;
     printf("test_face: ok%s\n", real ? " (with the real model)" : "");
     /* Nothing real ran: report a skip so a missing models/ is visible. */
