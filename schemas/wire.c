@@ -532,7 +532,7 @@ static const field ready_f[] = {
     ONEOF(hsq_req_ready, backend, backends),
     STR(hsq_req_ready, device, 0, 0, HSQ_MAX_NAME_LEN),
     U32(hsq_req_ready, max_batch, F_REQ, 1, HSQ_MAX_BATCH, 0),
-    U32(hsq_req_ready, prefetch, 0, 1, HSQ_MAX_PREFETCH, 1),
+    U32(hsq_req_ready, prefetch, 0, 0, HSQ_MAX_PREFETCH, 0), /* 0: as 1 */
 };
 static const field lease_f[] = {
     U32(hsq_req_lease, max, F_REQ, 1, HSQ_MAX_BATCH, 0),

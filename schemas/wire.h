@@ -314,7 +314,7 @@ typedef struct {
     hsq_str backend;    /* "cpu" | "cuda" */
     hsq_str device;     /* free text, e.g. "NVIDIA H200" */
     uint32_t max_batch; /* 1..HSQ_MAX_BATCH */
-    uint32_t prefetch;  /* lease requests it may have parked at once: 1..HSQ_MAX_PREFETCH, 1 */
+    uint32_t prefetch;  /* lease requests it may have parked at once: 0..HSQ_MAX_PREFETCH; 0 = 1 */
 } hsq_req_ready;
 
 typedef struct {

@@ -686,11 +686,25 @@ static void test_accepts(void) {
     HSQ_ASSERT_U64_EQ(m.req.list.before, 0);
     hsq_wire_msg_free(&m);
 
-    /* ready: prefetch defaults to 1 (one parked lease request). */
+    /* ready: prefetch absent reads as 0 (one parked lease request), and a
+     * zeroed struct encodes without it. */
     mp("{v:1, rid:1, op:'ready', name:'w', backend:'cpu', max_batch:2}", &b);
     HSQ_OK(hsq_wire_decode(b.data, b.len, 0, &m));
-    HSQ_ASSERT_EQ(m.req.ready.prefetch, 1);
+    HSQ_ASSERT_EQ(m.req.ready.prefetch, 0);
     hsq_wire_msg_free(&m);
+    {
+        hsq_wire_msg r;
+        memset(&r, 0, sizeof r);
+        r.v = HSQ_WIRE_VERSION;
+        r.kind = HSQ_KIND_REQUEST;
+        r.op = HSQ_OP_READY;
+        r.rid = 1;
+        r.req.ready.name = HSQ_STR_LIT("w");
+        r.req.ready.backend = HSQ_STR_LIT("cpu");
+        r.req.ready.max_batch = 1;
+        hsq_wbuf_reset(&b);
+        HSQ_OK(hsq_wire_encode(&r, &b));
+    }
 
     /* wait: since absent means "until terminal". */
     mp("{v:1, rid:1, op:'wait', task:4, timeout_ms:60000}", &b);
@@ -888,8 +902,6 @@ static const reject_case rejects[] = {
     {"max_batch 65", "{v:1, rid:5, op:'ready', name:'w', backend:'cpu', max_batch:65}", 0,
      HSQ_EBADREQ, "'max_batch'", HSQ_OP_READY, 5},
     {"prefetch 5", "{v:1, rid:5, op:'ready', name:'w', backend:'cpu', max_batch:1, prefetch:5}", 0,
-     HSQ_EBADREQ, "'prefetch'", HSQ_OP_READY, 5},
-    {"prefetch 0", "{v:1, rid:5, op:'ready', name:'w', backend:'cpu', max_batch:1, prefetch:0}", 0,
      HSQ_EBADREQ, "'prefetch'", HSQ_OP_READY, 5},
     {"unknown backend", "{v:1, rid:5, op:'ready', name:'w', backend:'tpu', max_batch:1}", 0,
      HSQ_EBADREQ, "'backend' in ready has an unknown value", HSQ_OP_READY, 5},
