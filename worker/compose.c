@@ -1546,6 +1546,10 @@ int hsq_cmp_tone(float *rgb, uint32_t w, uint32_t h, const float *mask, float st
         free(lut);
         return HSQ_ENOMEM;
     }
+    /* Each pixel's histogram bin, kept for the white balance pass (which
+     * looks at a narrow band of bins only); NULL is fine, that pass then
+     * looks at every pixel. */
+    uint16_t *bins = hsq_trymalloc(n * sizeof *bins);
     lin_lut_init(lut);
     memset(hist, 0, TONE_BINS * sizeof(double));
     double total = 0, clipped = 0;
@@ -1557,7 +1561,10 @@ int hsq_cmp_tone(float *rgb, uint32_t w, uint32_t h, const float *mask, float st
         double y =
             0.2126 * lin_of(lut, p[0]) + 0.7152 * lin_of(lut, p[1]) + 0.0722 * lin_of(lut, p[2]);
         int b = (int)(y * TONE_BINS);
-        hist[b < 0 ? 0 : b >= TONE_BINS ? TONE_BINS - 1 : b] += wt;
+        b = b < 0 ? 0 : b >= TONE_BINS ? TONE_BINS - 1 : b;
+        if (bins)
+            bins[i] = (uint16_t)b;
+        hist[b] += wt;
         total += wt;
         if (fmaxf(p[0], fmaxf(p[1], p[2])) >= 0.995f)
             clipped += wt;
@@ -1565,6 +1572,7 @@ int hsq_cmp_tone(float *rgb, uint32_t w, uint32_t h, const float *mask, float st
     if (!(total > 0)) {
         free(hist);
         free(lut);
+        free(bins);
         return 0;
     }
     double p95 = pct(hist, total, 0.95), p99 = pct(hist, total, 0.99);
@@ -1578,11 +1586,19 @@ int hsq_cmp_tone(float *rgb, uint32_t w, uint32_t h, const float *mask, float st
     if (clipped > 0.005 * total && g < 1)
         g = 1;
 
-    /* White balance from the bright, unclipped pixels. */
+    /* White balance from the bright, unclipped pixels. A pixel of the band
+     * [p95 - half a bin, p995 + half a bin] = [b95 / BINS, (b995 + 1) /
+     * BINS] lies in bins b95 .. b995 + 1, so one whose bin is farther out
+     * than that (one more either side for safety) is skipped without
+     * recomputing its luminance; the others take the exact test below, so
+     * the sums are the same as without the bins. */
+    const int b_lo = (int)(p95 * TONE_BINS) - 1, b_hi = (int)(p995 * TONE_BINS) + 2;
     double s[3] = {0, 0, 0}, sw = 0;
     for (size_t i = 0; i < n; i++) {
         double wt = mask ? mask[i] : 1.0;
         if (!(wt > 0))
+            continue;
+        if (bins && (bins[i] < b_lo || bins[i] > b_hi))
             continue;
         const float *p = rgb + 3 * i;
         if (fmaxf(p[0], fmaxf(p[1], p[2])) >= 0.98f)
@@ -1595,6 +1611,7 @@ int hsq_cmp_tone(float *rgb, uint32_t w, uint32_t h, const float *mask, float st
             s[k] += wt * l[k];
         sw += wt;
     }
+    free(bins);
     double gain[3] = {g, g, g};
     if (sw > 0.001 * total && s[0] > 0 && s[1] > 0 && s[2] > 0) {
         double ym = (0.2126 * s[0] + 0.7152 * s[1] + 0.0722 * s[2]) / sw;

@@ -466,8 +466,10 @@ static void jpeg_pick_scale(int w, int h, const hsq_img_size *t, size_t n, int *
     }
 }
 
+/* dst, dst_cap: hsq_img_decode_opts'; dst NULL = allocate. */
 static int decode_jpeg(const uint8_t *p, size_t len, const hsq_img_limits *lim,
-                       const hsq_img_size *targets, size_t n, int orient, hsq_img *out, char *why) {
+                       const hsq_img_size *targets, size_t n, int orient, uint8_t *dst,
+                       size_t dst_cap, hsq_img *out, char *why) {
     tjhandle tj = tjInitDecompress();
     if (!tj)
         return HSQ_ENOMEM;
@@ -497,7 +499,10 @@ static int decode_jpeg(const uint8_t *p, size_t len, const hsq_img_limits *lim,
         jpeg_pick_scale((int)info.w, (int)info.h, targets, n, &sw, &sh);
     int cmyk = cs == TJCS_CMYK || cs == TJCS_YCCK;
     size_t npix = (size_t)sw * (size_t)sh;
-    uint8_t *pix = hsq_trymalloc(npix * (cmyk ? 4 : 3));
+    /* Orientations 2-4 are done in place; 5-8 and CMYK need a buffer of
+     * their own, so they never use the caller's. */
+    int own = !(dst && !cmyk && o < 5 && npix * 3 <= dst_cap);
+    uint8_t *pix = own ? hsq_trymalloc(npix * (cmyk ? 4 : 3)) : dst;
     if (!pix) {
         tjDestroy(tj);
         return HSQ_ENOMEM;
@@ -508,7 +513,8 @@ static int decode_jpeg(const uint8_t *p, size_t len, const hsq_img_limits *lim,
     if (tjDecompress2(tj, p, (unsigned long)len, pix, sw, 0, sh, cmyk ? TJPF_CMYK : TJPF_RGB,
                       TJFLAG_STOPONWARNING | TJFLAG_LIMITSCANS) != 0) {
         r = tj_error(tj);
-        free(pix);
+        if (own)
+            free(pix);
         tjDestroy(tj);
         return r;
     }
@@ -521,7 +527,8 @@ static int decode_jpeg(const uint8_t *p, size_t len, const hsq_img_limits *lim,
     }
     hsq_img img = {(uint32_t)sw, (uint32_t)sh, pix};
     if (o != 1 && (r = hsq_img_orient(&img, o)) != 0) {
-        free(pix);
+        if (own)
+            free(pix);
         return r;
     }
     *out = img;
@@ -753,7 +760,7 @@ int hsq_img_decode_ex(const void *data, size_t len, const hsq_img_decode_opts *o
             r = decode_png(data, len, lim, orient, out, why);
         else
             r = decode_jpeg(data, len, lim, opts->targets, opts->targets ? opts->n_targets : 0,
-                            orient, out, why);
+                            orient, opts->dst, opts->dst ? opts->dst_cap : 0, out, why);
     }
     if (msg && msglen) {
         msg[0] = '\0';

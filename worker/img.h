@@ -84,6 +84,15 @@ typedef struct {
     int keep_orientation; /* 1 = return the pixels as stored, ignoring EXIF */
     const char *what;     /* the photo's role in messages: "portrait"; NULL = "image" */
     const char *name;     /* the client's file name, or NULL / "" when none */
+    /* Caller memory for the pixels (may be NULL): a JPEG whose result fits
+     * in dst_cap bytes and needs no second buffer (RGB or grey, EXIF
+     * orientation 1-4) is decoded straight into dst, and then out->rgb ==
+     * dst: the caller's memory, never passed to hsq_img_free. Anything else
+     * (PNG, CMYK, orientation 5-8, too small) is allocated as usual. A
+     * buffer kept from job to job saves the page faults of fresh memory,
+     * which cost about as much as the decode itself for a 12 MP photo. */
+    uint8_t *dst;
+    size_t dst_cap;
 } hsq_img_decode_opts;
 
 void hsq_img_limits_default(hsq_img_limits *lim);

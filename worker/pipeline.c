@@ -21,7 +21,9 @@
  *   6 info     stage timings, face count and score
  *
  * Phase 5 carves its float planes from its thread's scratch block (see
- * scratch_get), which the pipe keeps from batch to batch.
+ * scratch_get), and phase 1 decodes JPEG portraits into one of the pipe's
+ * photo buffers (photo_take) until phase 3 is done with them; the pipe keeps
+ * both from batch to batch.
  *
  * The pool is a mutex, two condition variables and a generation counter:
  * parallel_for publishes (fn, arg, n) under the lock, helpers and the caller
@@ -73,6 +75,23 @@ typedef struct {
     size_t cap;
 } scratch;
 
+/* Decoded photos are the one large buffer a job holds across phases (36 MB
+ * for 12 MP, alive from decode to frame, one per job of the batch), and a
+ * fresh one costs about 20 ms of page faults, almost as much as the decode,
+ * and its munmap 4 ms more. So the pipe keeps a few grow-only photo buffers
+ * that jobs borrow from decode until their frames are rendered: as many as
+ * the default max_batch, each at most PHOTO_KEEP_MAX bytes, so that what
+ * stays allocated is bounded (4 x 48 MB); a job that finds none free, or a
+ * larger photo, decodes into fresh memory as before. */
+#define PHOTO_SLOTS 4
+#define PHOTO_KEEP_MAX ((size_t)48 << 20)
+
+typedef struct {
+    void *p;
+    size_t cap;
+    int busy;
+} photo_buf;
+
 struct hsq_pipe;
 typedef struct {
     struct hsq_pipe *p;
@@ -96,7 +115,58 @@ struct hsq_pipe {
     pthread_t thr[HSQ_PIPE_MAX_THREADS];
     helper helpers[HSQ_PIPE_MAX_THREADS];
     scratch scratch[HSQ_PIPE_MAX_THREADS]; /* [tid]; tid 0 is the caller */
+    pthread_mutex_t photo_mu;              /* guards photos[].busy and their growth */
+    photo_buf photos[PHOTO_SLOTS];
 };
+
+/* A free photo buffer of at least n bytes, marked busy: its index, or -1
+ * (none free, n too large to keep, or no memory to grow one: the caller
+ * then allocates as usual). */
+static int photo_take(hsq_pipe *p, size_t n) {
+    if (n > PHOTO_KEEP_MAX)
+        return -1;
+    pthread_mutex_lock(&p->photo_mu);
+    /* The smallest free one that fits, else the largest free one, grown. */
+    int fit = -1, grow = -1;
+    for (int i = 0; i < PHOTO_SLOTS; i++) {
+        size_t cap = p->photos[i].cap;
+        if (p->photos[i].busy)
+            continue;
+        if (cap >= n && (fit < 0 || cap < p->photos[fit].cap))
+            fit = i;
+        else if (cap < n && (grow < 0 || cap > p->photos[grow].cap))
+            grow = i;
+    }
+    int best = fit >= 0 ? fit : grow;
+    if (best >= 0)
+        p->photos[best].busy = 1;
+    pthread_mutex_unlock(&p->photo_mu);
+    if (best < 0)
+        return -1;
+    /* Growth outside the lock: the slot is ours while busy. */
+    photo_buf *b = &p->photos[best];
+    if (b->cap < n) {
+        void *q = hsq_trymalloc(n);
+        if (!q) {
+            pthread_mutex_lock(&p->photo_mu);
+            b->busy = 0;
+            pthread_mutex_unlock(&p->photo_mu);
+            return -1;
+        }
+        free(b->p);
+        b->p = q;
+        b->cap = n;
+    }
+    return best;
+}
+
+static void photo_give(hsq_pipe *p, int slot) {
+    if (slot < 0)
+        return;
+    pthread_mutex_lock(&p->photo_mu);
+    p->photos[slot].busy = 0;
+    pthread_mutex_unlock(&p->photo_mu);
+}
 
 /* At least n bytes of thread tid's scratch, valid until the next call for
  * the same tid; NULL when that much cannot be had (the old block is kept). */
@@ -198,6 +268,7 @@ int hsq_pipe_new(hsq_pipe **out, const char *models_dir, int threads, const hsq_
         return HSQ_EINVAL;
     }
     hsq_pipe *p = hsq_xcalloc(1, sizeof *p);
+    pthread_mutex_init(&p->photo_mu, NULL);
     if (lim)
         p->lim = *lim;
     else
@@ -246,6 +317,9 @@ void hsq_pipe_free(hsq_pipe **pp) {
     hsq_model_free(&p->seg);
     for (int i = 0; i < HSQ_PIPE_MAX_THREADS; i++)
         free(p->scratch[i].p);
+    for (int i = 0; i < PHOTO_SLOTS; i++)
+        free(p->photos[i].p);
+    pthread_mutex_destroy(&p->photo_mu);
     free(p);
     *pp = NULL;
 }
@@ -313,6 +387,7 @@ typedef struct {
     int live;
     hsq_wire_settings set; /* effective */
     hsq_img portrait, bgref;
+    int photo;               /* the pipe's photo buffer portrait.rgb lives in, or -1: owned */
     uint32_t full_w, full_h; /* the portrait at full decode scale */
     int has_cloth;
     hsq_cmp_lab_stats cloth;
@@ -365,10 +440,23 @@ static void check_aborts(batch *b) {
 
 /* ---------------------------------------------------------------- 1 decode */
 
+/* Release the portrait: back to the pipe's buffers, or freed. */
+static void portrait_free(hsq_pipe *p, jstate *s) {
+    if (s->photo >= 0) {
+        photo_give(p, s->photo);
+        s->photo = -1;
+        s->portrait = (hsq_img){0};
+    } else {
+        hsq_img_free(&s->portrait);
+    }
+}
+
+/* dst, cap: memory to decode into (hsq_img_decode_opts), or NULL, 0. */
 static int decode_input(jstate *s, const hsq_img_limits *lim, const hsq_pipe_input *in,
-                        const char *what, const hsq_img_size *targets, size_t nt, hsq_img *out) {
+                        const char *what, const hsq_img_size *targets, size_t nt, uint8_t *dst,
+                        size_t cap, hsq_img *out) {
     char msg[HSQ_IMG_MSG_MAX];
-    hsq_img_decode_opts o = {lim, targets, nt, 0, what, in->name};
+    hsq_img_decode_opts o = {lim, targets, nt, 0, what, in->name, dst, cap};
     int r = hsq_img_decode_ex(in->data, in->len, &o, out, msg, sizeof msg);
     if (r)
         fail(s, r, r == HSQ_ENOMEM, "decode: %s", msg);
@@ -437,26 +525,35 @@ static void phase_decode(void *arg, size_t i, int tid) {
     for (uint32_t k = 0; k < j->n_specs; k++)
         targets[k] = (hsq_img_size){j->specs[k].width, j->specs[k].height};
     hsq_img_info info;
-    r = hsq_img_probe(j->portrait.data, j->portrait.len, lim, &info);
-    if (r == 0) {
+    int probed = hsq_img_probe(j->portrait.data, j->portrait.len, lim, &info);
+    if (probed == 0) {
         s->full_w = info.w;
         s->full_h = info.h;
     }
-    if (decode_input(s, lim, &j->portrait, "portrait", targets, j->n_specs, &s->portrait))
+    /* Probed at full size, which any reduced decode scale fits in too. */
+    s->photo = probed == 0 ? photo_take(b->p, (size_t)info.w * info.h * 3) : -1;
+    uint8_t *dst = s->photo >= 0 ? b->p->photos[s->photo].p : NULL;
+    r = decode_input(s, lim, &j->portrait, "portrait", targets, j->n_specs, dst,
+                     dst ? b->p->photos[s->photo].cap : 0, &s->portrait);
+    if (s->photo >= 0 && (r || s->portrait.rgb != dst)) { /* not used after all */
+        photo_give(b->p, s->photo);
+        s->photo = -1;
+    }
+    if (r)
         goto out;
-    if (r) { /* probe failed but decode did not: cannot happen; be safe */
+    if (probed) { /* probe failed but decode did not: cannot happen; be safe */
         s->full_w = s->portrait.w;
         s->full_h = s->portrait.h;
     }
     if (wants_ref &&
-        decode_input(s, lim, &j->background, "background", targets, j->n_specs, &s->bgref))
+        decode_input(s, lim, &j->background, "background", targets, j->n_specs, NULL, 0, &s->bgref))
         goto out;
     if (j->clothing.data) {
         /* Only a style with clothing > 0 uses it, but a bad file is still
          * an error the client should hear about. */
         hsq_img cl = {0};
         hsq_img_size small = {128, 128};
-        if (decode_input(s, lim, &j->clothing, "clothing", &small, 1, &cl))
+        if (decode_input(s, lim, &j->clothing, "clothing", &small, 1, NULL, 0, &cl))
             goto out;
         r = cloth_stats(&cl, &s->cloth);
         hsq_img_free(&cl);
@@ -562,11 +659,11 @@ static void phase_align_prep(void *arg, size_t i, int tid) {
     if (s->portrait.w < s->full_w && s->subject.x1 - s->subject.x0 < need) {
         hsq_img full = {0};
         uint64_t d0 = now_us();
-        if (decode_input(s, &b->p->lim, &j->portrait, "portrait", NULL, 0, &full))
+        if (decode_input(s, &b->p->lim, &j->portrait, "portrait", NULL, 0, NULL, 0, &full))
             return;
         s->us[ST_DECODE] += now_us() - d0;
         scale_face(&s->subject, (float)full.w / (float)s->portrait.w);
-        hsq_img_free(&s->portrait);
+        portrait_free(b->p, s);
         s->portrait = full;
     }
     if (hsq_frame_plan(&s->subject, ALIGN_SIDE, ALIGN_SIDE, &s->align_xf) == 0 &&
@@ -691,7 +788,7 @@ static void phase_frame(void *arg, size_t i, int tid) {
         }
         sp->group = (int)g;
     }
-    hsq_img_free(&s->portrait); /* the frames hold everything from here on */
+    portrait_free(b->p, s); /* the frames hold everything from here on */
     s->us[ST_FRAME] += now_us() - t0;
 }
 
@@ -965,6 +1062,7 @@ int hsq_pipe_run(hsq_pipe *p, hsq_pipe_job *const *jobs, size_t n) {
         b->js[i].j = jobs[i];
         b->js[i].live = 1;
         b->js[i].faces.subject = -1;
+        b->js[i].photo = -1;
     }
 
     check_aborts(b);
@@ -1016,7 +1114,7 @@ int hsq_pipe_run(hsq_pipe *p, hsq_pipe_job *const *jobs, size_t n) {
             j->n_out = 0;
         }
         finish_info(s);
-        hsq_img_free(&s->portrait);
+        portrait_free(p, s);
         hsq_img_free(&s->bgref);
         hsq_img_free(&s->align);
         hsq_img_free(&s->align_m);

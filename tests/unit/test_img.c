@@ -874,6 +874,59 @@ static void test_exif_orientations(void) {
     hsq_img_free(&src);
 }
 
+/* opts.dst: a JPEG decodes into the caller's memory when it fits and needs
+ * no second buffer (orientations 1-4), with the same bytes as an allocated
+ * decode; otherwise (5-8, too small, PNG) it is allocated as usual, and a
+ * failed decode leaves out alone. */
+static void test_decode_into(void) {
+    hsq_img src = corners_image();
+    const size_t need = (size_t)OW * OH * 3;
+    uint8_t *dst = malloc(need + 16);
+    HSQ_ASSERT(dst != NULL);
+    for (int o = 1; o <= 8; o++) {
+        uint8_t seg[128];
+        size_t sn = exif_app1(seg, 0, (uint32_t)o);
+        size_t len;
+        uint8_t *jpg = jpeg_with(&src, seg, sn, &len);
+        hsq_img ref = {0}, dec = {0};
+        HSQ_OK(hsq_img_decode(jpg, len, NULL, NULL, 0, &ref));
+        hsq_img_decode_opts opt = {0};
+        opt.dst = dst;
+        opt.dst_cap = need + 16;
+        HSQ_OK(hsq_img_decode_ex(jpg, len, &opt, &dec, NULL, 0));
+        HSQ_ASSERT_EQ(dec.rgb == dst, o < 5);
+        HSQ_ASSERT_EQ(dec.w, ref.w);
+        HSQ_ASSERT_EQ(dec.h, ref.h);
+        HSQ_ASSERT(memcmp(dec.rgb, ref.rgb, need) == 0);
+        if (dec.rgb != dst)
+            hsq_img_free(&dec);
+        opt.dst_cap = need - 1; /* one byte short: allocated */
+        HSQ_OK(hsq_img_decode_ex(jpg, len, &opt, &dec, NULL, 0));
+        HSQ_ASSERT(dec.rgb != dst);
+        HSQ_ASSERT(memcmp(dec.rgb, ref.rgb, need) == 0);
+        hsq_img_free(&dec);
+        opt.dst_cap = need;
+        HSQ_ASSERT_EQ(hsq_img_decode_ex(jpg, len / 2, &opt, &dec, NULL, 0), HSQ_EIMGCORRUPT);
+        HSQ_ASSERT(dec.rgb == NULL);
+        hsq_img_free(&ref);
+        free(jpg);
+    }
+    uint8_t *png;
+    size_t plen;
+    HSQ_OK(hsq_img_encode_png(&src, 0, &png, &plen));
+    hsq_img dec = {0};
+    hsq_img_decode_opts opt = {0};
+    opt.dst = dst;
+    opt.dst_cap = need;
+    HSQ_OK(hsq_img_decode_ex(png, plen, &opt, &dec, NULL, 0));
+    HSQ_ASSERT(dec.rgb != dst);
+    HSQ_ASSERT(memcmp(dec.rgb, src.rgb, need) == 0);
+    hsq_img_free(&dec);
+    free(png);
+    free(dst);
+    hsq_img_free(&src);
+}
+
 /* Everything hostile about EXIF means orientation 1 (or the first good
  * answer), never a crash or a hang; decode still succeeds. */
 static void test_exif_hostile(void) {
@@ -1457,6 +1510,7 @@ int main(void) {
     test_cmyk_decode();
     test_grey_jpeg();
     test_exif_orientations();
+    test_decode_into();
     test_exif_hostile();
     test_png_exif();
     test_outputs_carry_no_exif();

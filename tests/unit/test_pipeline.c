@@ -256,6 +256,47 @@ static void test_combinations(hsq_pipe *p, const uint8_t *astro, size_t alen, hs
     free(refpng);
 }
 
+/* JPEG portraits decode into the pipe's kept photo buffers (4 of them):
+ * a batch of 6, one truncated, more than there are buffers, gives every
+ * job the bytes a single run gives, and the buffers are reused. */
+static void test_jpeg_photo_buffers(hsq_pipe *p, const uint8_t *astro, size_t alen) {
+    printf("jpeg portraits, kept photo buffers:\n");
+    hsq_img src = {0};
+    uint8_t *jpg;
+    size_t jlen;
+    HSQ_OK(hsq_img_decode(astro, alen, NULL, NULL, 0, &src));
+    HSQ_OK(hsq_img_encode_jpeg(&src, 90, &jpg, &jlen));
+    hsq_img_free(&src);
+    hsq_wire_outspec spec = {320, 400, HSQ_FMT_PNG, 0};
+    hsq_bytes none = {NULL, 0};
+    hsq_pipe_job one, batch[6];
+    hsq_pipe_job *pb[6], *po[1] = {&one};
+    job_init(&one, jpg, jlen, "a.jpg", &spec, 1, none);
+    HSQ_OK(hsq_pipe_run(p, po, 1));
+    HSQ_ASSERT_EQ(one.err, 0);
+    for (int i = 0; i < 6; i++) {
+        job_init(&batch[i], jpg, i == 3 ? jlen / 3 : jlen, "a.jpg", &spec, 1, none);
+        pb[i] = &batch[i];
+    }
+    for (int round = 0; round < 2; round++) {
+        HSQ_OK(hsq_pipe_run(p, pb, 6));
+        for (int i = 0; i < 6; i++) {
+            if (i == 3) {
+                HSQ_ASSERT_EQ(batch[i].err, HSQ_EIMGCORRUPT);
+                continue;
+            }
+            HSQ_ASSERT_EQ(batch[i].err, 0);
+            HSQ_ASSERT_EQ(batch[i].n_out, 1);
+            HSQ_ASSERT(batch[i].out[0].len == one.out[0].len &&
+                       memcmp(batch[i].out[0].data, one.out[0].data, one.out[0].len) == 0);
+        }
+    }
+    for (int i = 0; i < 6; i++)
+        hsq_pipe_job_clear(&batch[i]);
+    hsq_pipe_job_clear(&one);
+    free(jpg);
+}
+
 static void test_failures_and_batch(hsq_pipe *p, const uint8_t *astro, size_t alen,
                                     const uint8_t *cat, size_t clen) {
     printf("failures and batching:\n");
@@ -383,6 +424,7 @@ int main(int argc, char **argv) {
     test_presets(p, astro, alen, &wb);
     test_combinations(p, astro, alen, &wb);
     test_failures_and_batch(p, astro, alen, cat, clen);
+    test_jpeg_photo_buffers(p, astro, alen);
     hsq_wbuf_free(&wb);
 
     hsq_pipe_free(&p);
