@@ -32,10 +32,21 @@ typedef struct {
     uint64_t next_token;
 } ids_rec;
 
+/* Ids of a user's newest tasks kept in the user record itself: a submit
+ * rewrites that record anyway, so its history entry costs no page of its
+ * own; every HIST_RECENT submits they move to one history chunk (store.h). */
+#define HIST_RECENT 16
+
 typedef struct {
     uint64_t next_round[HSQ_PRIO_COUNT_];
     uint64_t active; /* queued + leased tasks of this user */
+    /* appended fields (a shorter record from an older build loads with
+     * these at zero) */
+    uint64_t n_recent;
+    uint64_t recent[HIST_RECENT]; /* ascending; all newer than any chunk's */
 } user_rec;
+
+#define USER_REC_V1 (sizeof(uint64_t) * (HSQ_PRIO_COUNT_ + 1))
 
 /* ---- in-memory, rebuildable state ---- */
 
@@ -307,11 +318,211 @@ static int save_per_user(hsq_queue *q, hsq_db db, hsq_str user, const void *rec,
 }
 
 static int load_user(hsq_queue *q, hsq_str user, user_rec *u) {
-    return load_per_user(q, HSQ_DB_USERS, user, u, sizeof *u);
+    uint8_t k[1 + HSQ_MAX_USER_LEN];
+    size_t kl = user_key(k, user);
+    hsq_bytes v;
+    int rc = hsq_store_get(q->st, HSQ_DB_USERS, k, kl, &v);
+    memset(u, 0, sizeof *u);
+    if (rc == HSQ_ENOTFOUND)
+        return 0;
+    if (rc != 0)
+        return note(q, rc);
+    if (v.len != sizeof *u && v.len != USER_REC_V1)
+        return note(q, HSQ_ECORRUPT);
+    memcpy(u, v.ptr, v.len);
+    if (u->n_recent > HIST_RECENT)
+        return note(q, HSQ_ECORRUPT);
+    return 0;
 }
 
 static int save_user(hsq_queue *q, hsq_str user, const user_rec *u) {
     return save_per_user(q, HSQ_DB_USERS, user, u, sizeof *u);
+}
+
+/* ---- per-user history ----
+ *
+ * A user's task ids: newest first for `list`, oldest first for `export`, all
+ * of them for erasure. The newest (up to HIST_RECENT) live in the user
+ * record; older ones in chunks of the history database, keyed (user, first
+ * id) and holding their ids ascending as u64be. A chunk written by schema 1
+ * has an empty value and holds just its key's id. Every id in the record is
+ * newer than every id in a chunk, and chunks do not overlap, so walking the
+ * record and then the chunks backwards is newest first. */
+
+typedef struct {
+    uint64_t ids[HIST_RECENT];
+    size_t n;
+} hist_chunk;
+
+/* The chunk at key (already known to be the user's: k[0..ul) matches). */
+static int chunk_parse(hsq_bytes key, size_t ul, hsq_bytes v, hist_chunk *c) {
+    if (v.len == 0) {
+        c->ids[0] = hsq_rd_be64(key.ptr + ul);
+        c->n = 1;
+        return 0;
+    }
+    if (v.len % 8 != 0 || v.len / 8 > HIST_RECENT)
+        return HSQ_ECORRUPT;
+    c->n = v.len / 8;
+    for (size_t i = 0; i < c->n; i++)
+        c->ids[i] = hsq_rd_be64(v.ptr + 8 * i);
+    return 0;
+}
+
+static int chunk_mine(hsq_bytes key, const uint8_t *k, size_t ul) {
+    return key.len == ul + 8 && memcmp(key.ptr, k, ul) == 0;
+}
+
+/* Record a new task of the user in u (the caller saves u); every
+ * HIST_RECENT tasks the record's ids move to a chunk. */
+static int hist_add(hsq_queue *q, hsq_str user, user_rec *u, uint64_t id) {
+    u->recent[u->n_recent++] = id;
+    if (u->n_recent < HIST_RECENT)
+        return 0;
+    uint8_t k[1 + HSQ_MAX_USER_LEN + 8], v[8 * HIST_RECENT];
+    size_t ul = user_key(k, user);
+    hsq_be64(k + ul, u->recent[0]);
+    for (size_t i = 0; i < HIST_RECENT; i++)
+        hsq_be64(v + 8 * i, u->recent[i]);
+    u->n_recent = 0;
+    return note(q, hsq_store_put(q->st, HSQ_DB_HISTORY, k, ul + 8, v, sizeof v));
+}
+
+/* Forget one task of the user (its record is being deleted). Absent: 0. */
+static int hist_remove(hsq_queue *q, hsq_str user, uint64_t id) {
+    user_rec u;
+    int rc = load_user(q, user, &u);
+    if (rc != 0)
+        return rc;
+    for (size_t i = 0; i < u.n_recent; i++) {
+        if (u.recent[i] == id) {
+            memmove(&u.recent[i], &u.recent[i + 1], (u.n_recent - i - 1) * sizeof *u.recent);
+            u.n_recent--;
+            return save_user(q, user, &u);
+        }
+    }
+    uint8_t k[1 + HSQ_MAX_USER_LEN + 8];
+    size_t ul = user_key(k, user);
+    hsq_be64(k + ul, id);
+    hsq_cursor *cur;
+    if ((rc = note(q, hsq_cursor_open(q->st, HSQ_DB_HISTORY, &cur))) != 0)
+        return rc;
+    /* The chunk holding id is the last one whose first id is <= id. */
+    hsq_bytes key = {k, ul + 8}, v;
+    rc = hsq_cursor_get(cur, HSQ_CUR_SET_RANGE, &key, &v);
+    if (rc == 0 && !(chunk_mine(key, k, ul) && hsq_rd_be64(key.ptr + ul) == id))
+        rc = hsq_cursor_get(cur, HSQ_CUR_PREV, &key, &v);
+    else if (rc == HSQ_ENOTFOUND)
+        rc = hsq_cursor_get(cur, HSQ_CUR_LAST, &key, &v);
+    hist_chunk c;
+    if (rc != 0 || !chunk_mine(key, k, ul)) {
+        hsq_cursor_close(&cur);
+        return rc == 0 || rc == HSQ_ENOTFOUND ? 0 : note(q, rc);
+    }
+    if ((rc = chunk_parse(key, ul, v, &c)) != 0) {
+        hsq_cursor_close(&cur);
+        return note(q, rc);
+    }
+    uint8_t ck[1 + HSQ_MAX_USER_LEN + 8];
+    memcpy(ck, key.ptr, key.len);
+    hsq_cursor_close(&cur);
+    size_t j = 0;
+    for (size_t i = 0; i < c.n; i++)
+        if (c.ids[i] != id)
+            c.ids[j++] = c.ids[i];
+    if (j == c.n)
+        return 0;
+    if (j == 0) /* never an empty value: that is a schema-1 chunk of one */
+        return note(q, hsq_store_del(q->st, HSQ_DB_HISTORY, ck, ul + 8));
+    uint8_t nv[8 * HIST_RECENT];
+    for (size_t i = 0; i < j; i++)
+        hsq_be64(nv + 8 * i, c.ids[i]);
+    return note(q, hsq_store_put(q->st, HSQ_DB_HISTORY, ck, ul + 8, nv, 8 * j));
+}
+
+/* Call fn(ctx, id) for the user's task ids below `before` (0: all), newest
+ * first, until it returns nonzero. Errors: the store's. */
+typedef int (*hist_fn)(void *ctx, uint64_t id);
+
+static int hist_each_desc(hsq_queue *q, hsq_str user, uint64_t before, hist_fn fn, void *ctx) {
+    user_rec u;
+    int rc = load_user(q, user, &u);
+    if (rc != 0)
+        return rc;
+    for (size_t i = u.n_recent; i-- > 0;)
+        if ((!before || u.recent[i] < before) && fn(ctx, u.recent[i]))
+            return 0;
+    uint8_t k[1 + HSQ_MAX_USER_LEN + 8];
+    size_t ul = user_key(k, user);
+    hsq_be64(k + ul, before ? before : UINT64_MAX);
+    hsq_cursor *cur;
+    if ((rc = note(q, hsq_cursor_open(q->st, HSQ_DB_HISTORY, &cur))) != 0)
+        return rc;
+    hsq_bytes key = {k, ul + 8}, v;
+    /* The chunks that start below `before`, last first. */
+    rc = hsq_cursor_get(cur, HSQ_CUR_SET_RANGE, &key, &v);
+    rc = rc == 0 ? hsq_cursor_get(cur, HSQ_CUR_PREV, &key, &v)
+                 : hsq_cursor_get(cur, HSQ_CUR_LAST, &key, &v);
+    int stop = 0;
+    while (rc == 0 && !stop && chunk_mine(key, k, ul)) {
+        hist_chunk c;
+        if ((rc = chunk_parse(key, ul, v, &c)) != 0)
+            break;
+        for (size_t i = c.n; i-- > 0 && !stop;)
+            if (!before || c.ids[i] < before)
+                stop = fn(ctx, c.ids[i]);
+        if (!stop)
+            rc = hsq_cursor_get(cur, HSQ_CUR_PREV, &key, &v);
+    }
+    hsq_cursor_close(&cur);
+    return rc == 0 || rc == HSQ_ENOTFOUND ? 0 : note(q, rc);
+}
+
+/* Up to max of the user's task ids above `after`, oldest first, into ids;
+ * returns how many (or a negative store error). */
+static int hist_after(hsq_queue *q, hsq_str user, uint64_t after, uint64_t *ids, int max) {
+    uint8_t k[1 + HSQ_MAX_USER_LEN + 8];
+    size_t ul = user_key(k, user);
+    hsq_be64(k + ul, after < UINT64_MAX ? after + 1 : after);
+    hsq_cursor *cur;
+    int rc = note(q, hsq_cursor_open(q->st, HSQ_DB_HISTORY, &cur));
+    if (rc != 0)
+        return rc;
+    hsq_bytes key = {k, ul + 8}, v;
+    /* Start at the chunk holding after + 1: the last one starting at or
+     * below it, else the first one above it. */
+    rc = hsq_cursor_get(cur, HSQ_CUR_SET_RANGE, &key, &v);
+    int exact = rc == 0 && chunk_mine(key, k, ul) && hsq_rd_be64(key.ptr + ul) == after + 1;
+    if (!exact) {
+        int prc = rc == 0 ? hsq_cursor_get(cur, HSQ_CUR_PREV, &key, &v)
+                          : hsq_cursor_get(cur, HSQ_CUR_LAST, &key, &v);
+        if (prc == 0 && chunk_mine(key, k, ul)) {
+            rc = 0;
+        } else {
+            key = (hsq_bytes){k, ul + 8};
+            rc = hsq_cursor_get(cur, HSQ_CUR_SET_RANGE, &key, &v);
+        }
+    }
+    int n = 0;
+    while (rc == 0 && n < max && chunk_mine(key, k, ul)) {
+        hist_chunk c;
+        if ((rc = chunk_parse(key, ul, v, &c)) != 0)
+            break;
+        for (size_t i = 0; i < c.n && n < max; i++)
+            if (c.ids[i] > after)
+                ids[n++] = c.ids[i];
+        rc = hsq_cursor_get(cur, HSQ_CUR_NEXT, &key, &v);
+    }
+    hsq_cursor_close(&cur);
+    if (rc != 0 && rc != HSQ_ENOTFOUND)
+        return note(q, rc);
+    user_rec u;
+    if ((rc = load_user(q, user, &u)) != 0)
+        return rc;
+    for (size_t i = 0; i < u.n_recent && n < max; i++)
+        if (u.recent[i] > after)
+            ids[n++] = u.recent[i];
+    return n;
 }
 
 static int user_active_add(hsq_queue *q, hsq_str user, int delta) {
@@ -1118,13 +1329,9 @@ static void h_submit(req_ctx *c) {
     if (rc == 0)
         rc = pending_put(q, &t);
     if (rc == 0)
+        rc = hist_add(q, r->user, &u, id);
+    if (rc == 0)
         rc = save_user(q, r->user, &u);
-    if (rc == 0) {
-        uint8_t hk[1 + HSQ_MAX_USER_LEN + 8];
-        size_t hl = user_key(hk, r->user);
-        hsq_be64(hk + hl, id);
-        rc = note(q, hsq_store_put(q->st, HSQ_DB_HISTORY, hk, hl + 8, "", 0));
-    }
     if (rc == 0 && ikl) {
         uint8_t v[8];
         hsq_be64(v, id);
@@ -1351,52 +1558,51 @@ static void h_requeue(req_ctx *c) {
     reply_task(q, c->sock, c->peer, c->plen, c->m->op, c->m->rid, &t, 0);
 }
 
+typedef struct {
+    hsq_queue *q;
+    hsq_wire_task *tasks;
+    hsq_wbuf *bufs;
+    uint32_t n, limit;
+    uint64_t next;
+} list_ctx;
+
+static int list_one(void *ctx, uint64_t id) {
+    list_ctx *l = ctx;
+    if (l->n == l->limit) {
+        l->next = l->tasks[l->n - 1].id; /* there is more: the cursor */
+        return 1;
+    }
+    hsq_task t;
+    if (load_task(l->q, id, &t) == 0) {
+        /* Copy the record: views must outlive further reads. */
+        hsq_wbuf_init(&l->bufs[l->n]);
+        hsq_task_encode(&t, &l->bufs[l->n]);
+        hsq_task_decode(l->bufs[l->n].data, l->bufs[l->n].len, &t);
+        hsq_task_to_wire(&t, &l->tasks[l->n]);
+        l->n++;
+    }
+    return 0;
+}
+
 static void h_list(req_ctx *c) {
     hsq_queue *q = c->q;
     const hsq_req_list *r = &c->m->req.list;
-    uint8_t k[1 + HSQ_MAX_USER_LEN + 8];
-    size_t ul = user_key(k, r->user);
-    hsq_be64(k + ul, r->before ? r->before : UINT64_MAX);
-    hsq_cursor *cur;
-    int rc = note(q, hsq_cursor_open(q->st, HSQ_DB_HISTORY, &cur));
+    uint32_t limit = r->limit ? r->limit : 20;
+    list_ctx l = {q, hsq_xcalloc(limit, sizeof(hsq_wire_task)), hsq_xcalloc(limit, sizeof(hsq_wbuf)),
+                  0, limit, 0};
+    int rc = hist_each_desc(q, r->user, r->before, list_one, &l);
     if (rc != 0) {
+        for (uint32_t i = 0; i < l.n; i++)
+            hsq_wbuf_free(&l.bufs[i]);
+        free(l.bufs);
+        free(l.tasks);
         fail_store(c, rc);
         return;
     }
-    uint32_t limit = r->limit ? r->limit : 20;
-    hsq_wire_task *tasks = hsq_xcalloc(limit, sizeof *tasks);
-    hsq_wbuf *bufs = hsq_xcalloc(limit, sizeof *bufs);
-    uint32_t n = 0;
-    uint64_t next = 0;
-    hsq_bytes key = {k, ul + 8};
-    /* Seek to the first entry >= (user, before) and step back: newest first. */
-    rc = hsq_cursor_get(cur, HSQ_CUR_SET_RANGE, &key, NULL);
-    rc = rc == 0 ? hsq_cursor_get(cur, HSQ_CUR_PREV, &key, NULL)
-                 : hsq_cursor_get(cur, HSQ_CUR_LAST, &key, NULL);
-    while (rc == 0) {
-        if (key.len != ul + 8 || memcmp(key.ptr, k, ul) != 0)
-            break;
-        uint64_t id = hsq_rd_be64(key.ptr + ul);
-        if (r->before && id >= r->before) {
-            rc = hsq_cursor_get(cur, HSQ_CUR_PREV, &key, NULL);
-            continue;
-        }
-        if (n == limit) {
-            next = tasks[n - 1].id;
-            break;
-        }
-        hsq_task t;
-        if (load_task(q, id, &t) == 0) {
-            /* Copy the record: views must outlive further reads. */
-            hsq_wbuf_init(&bufs[n]);
-            hsq_task_encode(&t, &bufs[n]);
-            hsq_task_decode(bufs[n].data, bufs[n].len, &t);
-            hsq_task_to_wire(&t, &tasks[n]);
-            n++;
-        }
-        rc = hsq_cursor_get(cur, HSQ_CUR_PREV, &key, NULL);
-    }
-    hsq_cursor_close(&cur);
+    hsq_wire_task *tasks = l.tasks;
+    hsq_wbuf *bufs = l.bufs;
+    uint32_t n = l.n;
+    uint64_t next = l.next;
     hsq_wire_msg m;
     memset(&m, 0, sizeof m);
     m.v = HSQ_WIRE_VERSION;
@@ -1854,6 +2060,19 @@ static int erase_task(hsq_queue *q, hsq_task *t, uint64_t *active) {
     return rc;
 }
 
+/* Erase one task of the user being erased, if it still exists. */
+static int erase_one(hsq_queue *q, uint64_t id, hsq_rep_erase *out) {
+    hsq_task t;
+    int rc = load_task(q, id, &t);
+    if (rc == HSQ_ENOTFOUND)
+        return 0;
+    if (rc == 0)
+        rc = erase_task(q, &t, &out->active);
+    if (rc == 0)
+        out->tasks++;
+    return rc;
+}
+
 static int erase_user_now(hsq_queue *q, hsq_str user, hsq_rep_erase *out) {
     memset(out, 0, sizeof out[0]);
     char prefix[HSQ_BLOB_PREFIX_LEN + 1];
@@ -1866,35 +2085,34 @@ static int erase_user_now(hsq_queue *q, hsq_str user, hsq_rep_erase *out) {
     hsq_fault("erase.after_blobs");
     uint8_t k[1 + HSQ_MAX_USER_LEN + 8];
     size_t ul = user_key(k, user);
-    /* History holds every task the user has: walk it, deleting as we go. */
+    /* History holds every task the user has: take its chunks one by one
+     * (each deleted before its tasks), then the ids in the user record. */
     for (;;) {
         hsq_cursor *cur;
         if ((rc = note(q, hsq_cursor_open(q->st, HSQ_DB_HISTORY, &cur))) != 0)
             return rc;
         memset(k + ul, 0, 8);
-        hsq_bytes key = {k, ul + 8};
-        rc = hsq_cursor_get(cur, HSQ_CUR_SET_RANGE, &key, NULL);
-        uint64_t id = 0;
-        int mine = rc == 0 && key.len == ul + 8 && memcmp(key.ptr, k, ul) == 0;
-        if (mine) {
-            id = hsq_rd_be64(key.ptr + ul);
+        hsq_bytes key = {k, ul + 8}, v;
+        rc = hsq_cursor_get(cur, HSQ_CUR_SET_RANGE, &key, &v);
+        hist_chunk ch = {.n = 0};
+        int mine = rc == 0 && chunk_mine(key, k, ul);
+        if (mine && (rc = chunk_parse(key, ul, v, &ch)) == 0)
             rc = note(q, hsq_cursor_del(cur));
-        }
         hsq_cursor_close(&cur);
         if (!mine)
             break;
         if (rc != 0)
-            return rc;
-        hsq_task t;
-        rc = load_task(q, id, &t);
-        if (rc == HSQ_ENOTFOUND)
-            continue;
-        if (rc == 0)
-            rc = erase_task(q, &t, &out->active);
-        if (rc != 0)
-            return rc;
-        out->tasks++;
+            return note(q, rc);
+        for (size_t i = 0; i < ch.n; i++)
+            if ((rc = erase_one(q, ch.ids[i], out)) != 0)
+                return rc;
     }
+    user_rec u;
+    if ((rc = load_user(q, user, &u)) != 0)
+        return rc;
+    for (size_t i = 0; i < u.n_recent; i++)
+        if ((rc = erase_one(q, u.recent[i], out)) != 0)
+            return rc;
     if ((rc = note(q, hsq_store_del(q->st, HSQ_DB_USERS, k, ul))) != 0)
         return rc;
     if ((rc = note(q, hsq_store_del(q->st, HSQ_DB_LEDGER, k, ul))) != 0)
@@ -1982,24 +2200,12 @@ static void process_ledger(hsq_queue *q) {
 static void h_export(req_ctx *c) {
     hsq_queue *q = c->q;
     const hsq_req_export *r = &c->m->req.export_;
-    uint8_t k[1 + HSQ_MAX_USER_LEN + 8];
-    size_t ul = user_key(k, r->user);
-    hsq_be64(k + ul, r->after + 1);
-    hsq_cursor *cur;
-    int rc = note(q, hsq_cursor_open(q->st, HSQ_DB_HISTORY, &cur));
-    if (rc != 0) {
-        fail_store(c, rc);
+    uint64_t ids[2] = {0, 0};
+    int n = hist_after(q, r->user, r->after, ids, 2);
+    if (n < 0) {
+        fail_store(c, n);
         return;
     }
-    hsq_bytes key = {k, ul + 8};
-    uint64_t ids[2] = {0, 0};
-    int n = 0;
-    rc = hsq_cursor_get(cur, HSQ_CUR_SET_RANGE, &key, NULL);
-    while (rc == 0 && n < 2 && key.len == ul + 8 && memcmp(key.ptr, k, ul) == 0) {
-        ids[n++] = hsq_rd_be64(key.ptr + ul);
-        rc = hsq_cursor_get(cur, HSQ_CUR_NEXT, &key, NULL);
-    }
-    hsq_cursor_close(&cur);
     hsq_wire_msg m;
     memset(&m, 0, sizeof m);
     m.op = HSQ_OP_EXPORT;
@@ -2543,11 +2749,9 @@ static int make_tombstone(hsq_queue *q, hsq_task *t, hsq_sweep_counts *sc) {
 }
 
 static int destroy_task(hsq_queue *q, hsq_task *t, hsq_sweep_counts *sc) {
-    uint8_t k[8], hk[1 + HSQ_MAX_USER_LEN + 8];
+    uint8_t k[8];
     task_key(k, t->id);
-    size_t hl = user_key(hk, t->user);
-    hsq_be64(hk + hl, t->id);
-    int rc = note(q, hsq_store_del(q->st, HSQ_DB_HISTORY, hk, hl + 8));
+    int rc = hist_remove(q, t->user, t->id);
     if (rc == 0)
         rc = note(q, hsq_store_del(q->st, HSQ_DB_TASKS, k, sizeof k));
     if (rc == 0) {

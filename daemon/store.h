@@ -29,8 +29,10 @@ typedef enum {
     HSQ_DB_PENDING,  /* u8 prio | u64be round | u64be id -> "" */
     HSQ_DB_DELAYED,  /* u64be not_before | u64be id -> "" */
     HSQ_DB_LEASES,   /* u64be deadline | u64be id -> "" */
-    HSQ_DB_USERS,    /* u8 len | user -> user record */
-    HSQ_DB_HISTORY,  /* u8 len | user | u64be id -> "" */
+    HSQ_DB_USERS,    /* u8 len | user -> user record (with the newest task ids) */
+    HSQ_DB_HISTORY,  /* u8 len | user | u64be first id -> older task ids, u64be
+                        ascending, in chunks (queue.c "per-user history"); an
+                        empty value (schema 1) holds just the key's id */
     HSQ_DB_IDEM,     /* u8 len | user | idempotency key -> u64be id */
     HSQ_DB_EXPIRY,   /* u64be expire_at | u64be id | u8 kind -> "" */
     HSQ_DB_INPUTS,   /* u64be id | u8 index -> bytes (small inputs, inline) */

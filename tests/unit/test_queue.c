@@ -820,6 +820,160 @@ static void test_lease_prefetch(void) {
         HSQ_ASSERT(!(cap[i].m.kind == HSQ_KIND_REPLY && cap[i].m.op == HSQ_OP_LEASE));
 }
 
+/* History (list newest first, export oldest first, erase) across the ids in
+ * the user record and the chunks they move to every 16 submits, including a
+ * chunk written by schema 1 (one id per entry, empty value) and a user
+ * record from before the appended fields. */
+static void tick_at(int64_t t);
+
+static uint32_t list_all(const char *user, uint32_t limit, uint64_t *out, uint32_t max) {
+    uint32_t n = 0;
+    uint64_t before = 0;
+    do {
+        hsq_wire_msg m;
+        memset(&m, 0, sizeof m);
+        m.op = HSQ_OP_LIST;
+        m.rid = rid_seq++;
+        m.req.list.user = hsq_str_c(user);
+        m.req.list.limit = limit;
+        m.req.list.before = before;
+        begin();
+        feed(HSQ_SOCK_CLIENT, "web", &m, NULL, 0);
+        turn();
+        captured *r = reply_to(m.rid);
+        HSQ_ASSERT_EQ(r->m.kind, HSQ_KIND_REPLY);
+        for (uint32_t i = 0; i < r->m.rep.list.n && n < max; i++)
+            out[n++] = r->m.rep.list.tasks[i].id;
+        before = r->m.rep.list.next;
+    } while (before);
+    return n;
+}
+
+static uint32_t export_all(const char *user, uint64_t *out, uint32_t max) {
+    uint32_t n = 0;
+    uint64_t after = 0;
+    for (;;) {
+        hsq_wire_msg m;
+        memset(&m, 0, sizeof m);
+        m.op = HSQ_OP_EXPORT;
+        m.rid = rid_seq++;
+        m.req.export_.user = hsq_str_c(user);
+        m.req.export_.after = after;
+        begin();
+        feed(HSQ_SOCK_CLIENT, "ops", &m, NULL, 0);
+        turn();
+        captured *r = reply_to(m.rid);
+        HSQ_ASSERT_EQ(r->m.kind, HSQ_KIND_REPLY);
+        if (!r->m.rep.export_.has_task)
+            return n;
+        if (n < max)
+            out[n++] = r->m.rep.export_.task.id;
+        after = r->m.rep.export_.task.id;
+    }
+}
+
+static size_t history_entries(const char *user) {
+    uint8_t k[1 + HSQ_MAX_USER_LEN];
+    size_t ul = strlen(user);
+    k[0] = (uint8_t)ul;
+    memcpy(k + 1, user, ul);
+    size_t n = 0;
+    HSQ_OK(hsq_store_begin(st, 1));
+    hsq_cursor *cur;
+    HSQ_OK(hsq_cursor_open(st, HSQ_DB_HISTORY, &cur));
+    hsq_bytes key;
+    for (int rc = hsq_cursor_get(cur, HSQ_CUR_FIRST, &key, NULL); rc == 0;
+         rc = hsq_cursor_get(cur, HSQ_CUR_NEXT, &key, NULL))
+        if (key.len == ul + 9 && memcmp(key.ptr, k, ul + 1) == 0)
+            n++;
+    hsq_cursor_close(&cur);
+    hsq_store_abort(st);
+    return n;
+}
+
+static void test_history(void) {
+    fresh();
+    conf.max_queued_per_user = 1000;
+    uint64_t ids[40], got[64];
+    for (int i = 0; i < 40; i++) {
+        ids[i] = (uint64_t)submit("hx", NULL);
+        if (i % 3 == 0)
+            submit("hy", NULL);
+    }
+    HSQ_ASSERT_EQ(history_entries("hx"), 2); /* 32 in two chunks, 8 in the record */
+    for (uint32_t limit = 1; limit <= 41; limit += 4) {
+        HSQ_ASSERT_EQ(list_all("hx", limit, got, 64), 40);
+        for (int i = 0; i < 40; i++)
+            HSQ_ASSERT_U64_EQ(got[i], ids[39 - i]);
+    }
+    HSQ_ASSERT_EQ(export_all("hx", got, 64), 40);
+    for (int i = 0; i < 40; i++)
+        HSQ_ASSERT_U64_EQ(got[i], ids[i]);
+    HSQ_ASSERT_EQ(list_all("hy", 5, got, 64), 14);
+
+    /* Schema 1: a 32-byte user record and one history entry per task. */
+    uint64_t old[3];
+    for (int i = 0; i < 3; i++)
+        old[i] = (uint64_t)submit("lg", NULL);
+    uint8_t k[3 + 8] = {2, 'l', 'g'};
+    HSQ_OK(hsq_store_begin(st, 0));
+    hsq_bytes v;
+    HSQ_OK(hsq_store_get(st, HSQ_DB_USERS, k, 3, &v));
+    uint8_t rec[32];
+    memcpy(rec, v.ptr, sizeof rec);
+    HSQ_OK(hsq_store_put(st, HSQ_DB_USERS, k, 3, rec, sizeof rec));
+    for (int i = 0; i < 3; i++) {
+        hsq_be64(k + 3, old[i]);
+        HSQ_OK(hsq_store_put(st, HSQ_DB_HISTORY, k, sizeof k, "", 0));
+    }
+    HSQ_OK(hsq_store_commit(st));
+    close_all();
+    open_all();
+    HSQ_ASSERT_EQ(list_all("lg", 2, got, 64), 3);
+    HSQ_ASSERT_U64_EQ(got[0], old[2]);
+    HSQ_ASSERT_U64_EQ(got[2], old[0]);
+    HSQ_ASSERT_EQ(export_all("lg", got, 64), 3);
+    HSQ_ASSERT_U64_EQ(got[0], old[0]);
+    uint64_t newer = (uint64_t)submit("lg", NULL);
+    HSQ_ASSERT_EQ(list_all("lg", 10, got, 64), 4);
+    HSQ_ASSERT_U64_EQ(got[0], newer);
+
+    /* Erasure takes the chunks and the record's ids. */
+    hsq_wire_msg m;
+    memset(&m, 0, sizeof m);
+    m.op = HSQ_OP_ERASE;
+    m.rid = rid_seq++;
+    m.req.erase.user = HSQ_STR_LIT("hx");
+    begin();
+    feed(HSQ_SOCK_CLIENT, "ops", &m, NULL, 0);
+    turn();
+    begin();
+    turn();
+    HSQ_ASSERT_EQ(reply_to(m.rid)->m.rep.erase.tasks, 40);
+    HSQ_ASSERT_EQ(history_entries("hx"), 0);
+    HSQ_ASSERT_EQ(list_all("hx", 10, got, 64), 0);
+    HSQ_ASSERT_EQ(list_all("hy", 50, got, 64), 14);
+
+    /* Tasks removed by retention leave the chunks and the record: lease and
+     * finish all of hy's, then run the clock past outputs and tombstones. */
+    uint64_t tok;
+    uint64_t t;
+    while ((t = lease1("w1", &tok)) != 0) {
+        captured *d = done("w1", t, tok, t >= old[0] ? "lg" : "hy");
+        HSQ_ASSERT_EQ(d->m.kind, HSQ_KIND_REPLY);
+    }
+    int64_t t1 = now + conf.retention_outputs_ms + 1000; /* outputs go: tombstones */
+    for (int i = 0; i < 20; i++)
+        tick_at(t1 + i);
+    int64_t t2 = now + conf.retention_tombstone_ms + 1000; /* tombstones go */
+    for (int i = 0; i < 20; i++)
+        tick_at(t2 + i);
+    HSQ_ASSERT_EQ(list_all("hy", 50, got, 64), 0);
+    HSQ_ASSERT_EQ(history_entries("hy"), 0);
+    HSQ_ASSERT_EQ(list_all("lg", 50, got, 64), 0);
+    HSQ_ASSERT_EQ(history_entries("lg"), 0);
+}
+
 static int blob_exists(const char *user, uint64_t id, const char *name) {
     char prefix[HSQ_BLOB_PREFIX_LEN + 1], key[300];
     hsq_blob_user_prefix(bl, user, strlen(user), prefix);
@@ -1422,6 +1576,7 @@ int main(void) {
     test_stats();
     test_lease_size_budget();
     test_lease_prefetch();
+    test_history();
     test_roles();
     test_retention_classes();
     test_retention_pending();
