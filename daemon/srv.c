@@ -288,8 +288,10 @@ static void on_check(uv_check_t *h) {
     if (!sv->announced && !sv->stopping) {
         /* Bound, and the first turn (expired leases, backoffs) is done. */
         sv->announced = 1;
-        report_ready(sv, sv->conf->ready_fd);
+        /* The first snapshot before the announcement: whoever waits for
+         * readiness may scrape /metrics at once. */
         render_metrics(sv);
+        report_ready(sv, sv->conf->ready_fd);
     }
     /* Sends and receives consumed the fd's edge: look again. */
     if (zsock_has_input(sv->zs[HSQ_SOCK_CLIENT]) || zsock_has_input(sv->zs[HSQ_SOCK_WORKER]))
