@@ -236,11 +236,20 @@ static void reset(hsq_job *j) {
     j->info_len = 0;
 }
 
-void hsq_job_run_batch(hsq_job *const *jobs, size_t n, const hsq_job_env *env) {
-    hsq_pipe_job *pj = hsq_xcalloc(n, sizeof *pj);
-    hsq_pipe_job **run = hsq_xcalloc(n, sizeof *run);
-    hsq_job **who = hsq_xcalloc(n, sizeof *who);
-    size_t m = 0;
+struct hsq_job_batch {
+    size_t m;            /* jobs that go through the pipeline */
+    hsq_pipe_job *pj;    /* [n] */
+    hsq_pipe_job **run;  /* [m] */
+    hsq_job **who;       /* [m] */
+    hsq_pipe_batch *dec; /* decoded by hsq_job_prepare_batch, or NULL */
+};
+
+/* Check and fetch every job; the ones that can run go into b->run. */
+static hsq_job_batch *batch_prepare(hsq_job *const *jobs, size_t n, const hsq_job_env *env) {
+    hsq_job_batch *b = hsq_xcalloc(1, sizeof *b);
+    b->pj = hsq_xcalloc(n, sizeof *b->pj);
+    b->run = hsq_xcalloc(n, sizeof *b->run);
+    b->who = hsq_xcalloc(n, sizeof *b->who);
     for (size_t i = 0; i < n; i++) {
         hsq_job *j = jobs[i];
         reset(j);
@@ -258,7 +267,7 @@ void hsq_job_run_batch(hsq_job *const *jobs, size_t n, const hsq_job_env *env) {
         }
         if (fetch(j, env))
             continue;
-        hsq_pipe_job *p = &pj[m];
+        hsq_pipe_job *p = &b->pj[b->m];
         p->portrait = pipe_input(j, HSQ_JOB_IN_PORTRAIT);
         p->clothing = pipe_input(j, HSQ_JOB_IN_CLOTHING);
         p->background = pipe_input(j, HSQ_JOB_IN_BACKGROUND);
@@ -266,18 +275,17 @@ void hsq_job_run_batch(hsq_job *const *jobs, size_t n, const hsq_job_env *env) {
         p->specs = j->specs;
         p->settings = (hsq_bytes){j->settings, j->settings_len};
         p->abort = &j->aborted;
-        run[m] = p;
-        who[m++] = j;
+        b->run[b->m] = p;
+        b->who[b->m++] = j;
     }
-    if (m > 0 && env->pipe) {
-        hsq_pipe_run(env->pipe, run, m);
-    } else {
-        for (size_t i = 0; i < m; i++)
-            hsq_resize_run(run[i], &env->lim);
-    }
-    for (size_t i = 0; i < m; i++) {
-        hsq_job *j = who[i];
-        hsq_pipe_job *p = run[i];
+    return b;
+}
+
+/* Store each job's outputs (or record its failure) and free b. */
+static void batch_store(hsq_job_batch *b, const hsq_job_env *env) {
+    for (size_t i = 0; i < b->m; i++) {
+        hsq_job *j = b->who[i];
+        hsq_pipe_job *p = b->run[i];
         drop_inputs(j); /* no longer needed */
         if (p->aborted || is_aborted(j)) {
             j->status = HSQ_JOB_ABORTED;
@@ -296,9 +304,38 @@ void hsq_job_run_batch(hsq_job *const *jobs, size_t n, const hsq_job_env *env) {
         }
         hsq_pipe_job_clear(p);
     }
-    free(pj);
-    free(run);
-    free(who);
+    free(b->pj);
+    free(b->run);
+    free(b->who);
+    free(b);
+}
+
+void hsq_job_run_batch(hsq_job *const *jobs, size_t n, const hsq_job_env *env) {
+    hsq_job_batch *b = batch_prepare(jobs, n, env);
+    if (b->m > 0 && env->pipe) {
+        hsq_pipe_run(env->pipe, b->run, b->m);
+    } else {
+        for (size_t i = 0; i < b->m; i++)
+            hsq_resize_run(b->run[i], &env->lim);
+    }
+    batch_store(b, env);
+}
+
+hsq_job_batch *hsq_job_prepare_batch(hsq_job *const *jobs, size_t n, const hsq_job_env *env) {
+    hsq_job_batch *b = batch_prepare(jobs, n, env);
+    if (b->m > 0 && env->pipe)
+        hsq_pipe_decode(env->pipe, b->run, b->m, &b->dec);
+    return b;
+}
+
+void hsq_job_finish_batch(hsq_job_batch *b, const hsq_job_env *env) {
+    if (b->dec) {
+        hsq_pipe_finish(env->pipe, &b->dec);
+    } else if (!env->pipe) {
+        for (size_t i = 0; i < b->m; i++)
+            hsq_resize_run(b->run[i], &env->lim);
+    }
+    batch_store(b, env);
 }
 
 hsq_job_status hsq_job_run(hsq_job *j, const hsq_job_env *env) {

@@ -111,6 +111,22 @@ int hsq_job_output_key(const hsq_job *j, uint32_t i, uint8_t fmt, char *out, siz
  * one job's failure does not fail the others. */
 void hsq_job_run_batch(hsq_job *const *jobs, size_t n, const hsq_job_env *env);
 
+/* hsq_job_run_batch in two halves, so that one thread can fetch and decode
+ * the next batch while another runs the current one through the models and
+ * stores its outputs (worker.c; pipeline.h hsq_pipe_decode):
+ *
+ *   hsq_job_prepare_batch  checks, fetches the inputs (env->blob), decodes
+ *                          on the calling thread; returns the batch (never
+ *                          NULL: allocation failure aborts, as everywhere)
+ *   hsq_job_finish_batch   models, outputs, store (env->blob), frees b
+ *
+ * Each half takes the env of the thread that calls it (a blob handle of its
+ * own; the same pipe). At most one prepare and one finish at a time per
+ * pipe; every prepared batch must be finished. */
+typedef struct hsq_job_batch hsq_job_batch;
+hsq_job_batch *hsq_job_prepare_batch(hsq_job *const *jobs, size_t n, const hsq_job_env *env);
+void hsq_job_finish_batch(hsq_job_batch *b, const hsq_job_env *env);
+
 /* hsq_job_run_batch of one job; returns its status. */
 hsq_job_status hsq_job_run(hsq_job *j, const hsq_job_env *env);
 

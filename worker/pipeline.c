@@ -401,7 +401,7 @@ typedef struct {
     uint64_t us[ST_N];
 } jstate;
 
-typedef struct {
+typedef struct hsq_pipe_batch {
     hsq_pipe *p;
     jstate *js;
     size_t n;
@@ -1050,9 +1050,7 @@ static void finish_info(jstate *s) {
     }
 }
 
-int hsq_pipe_run(hsq_pipe *p, hsq_pipe_job *const *jobs, size_t n) {
-    if (!p || n < 1 || n > HSQ_MAX_BATCH)
-        return HSQ_EINVAL;
+static batch *batch_new(hsq_pipe *p, hsq_pipe_job *const *jobs, size_t n) {
     batch *b = hsq_xcalloc(1, sizeof *b);
     b->p = p;
     b->n = n;
@@ -1064,9 +1062,45 @@ int hsq_pipe_run(hsq_pipe *p, hsq_pipe_job *const *jobs, size_t n) {
         b->js[i].faces.subject = -1;
         b->js[i].photo = -1;
     }
-
     check_aborts(b);
+    return b;
+}
+
+static void batch_finish(hsq_pipe *p, batch *b);
+
+int hsq_pipe_run(hsq_pipe *p, hsq_pipe_job *const *jobs, size_t n) {
+    if (!p || n < 1 || n > HSQ_MAX_BATCH)
+        return HSQ_EINVAL;
+    batch *b = batch_new(p, jobs, n);
     parallel_for(p, n, phase_decode, b);
+    batch_finish(p, b);
+    return 0;
+}
+
+int hsq_pipe_decode(hsq_pipe *p, hsq_pipe_job *const *jobs, size_t n, hsq_pipe_batch **out) {
+    *out = NULL;
+    if (!p || n < 1 || n > HSQ_MAX_BATCH)
+        return HSQ_EINVAL;
+    /* On the calling thread only: the pool may be running another batch's
+     * later phases right now (parallel_for serves one caller at a time). */
+    batch *b = batch_new(p, jobs, n);
+    for (size_t i = 0; i < n; i++)
+        if (b->js[i].live)
+            phase_decode(b, i, 0);
+    *out = b;
+    return 0;
+}
+
+void hsq_pipe_finish(hsq_pipe *p, hsq_pipe_batch **b) {
+    if (!*b)
+        return;
+    batch_finish(p, *b);
+    *b = NULL;
+}
+
+/* Phases 2-6 of a decoded batch, then its cleanup; frees b. */
+static void batch_finish(hsq_pipe *p, batch *b) {
+    size_t n = b->n;
     check_aborts(b);
     phase_detect(b);
     check_aborts(b);
@@ -1127,5 +1161,4 @@ int hsq_pipe_run(hsq_pipe *p, hsq_pipe_job *const *jobs, size_t n) {
     }
     free(b->js);
     free(b);
-    return 0;
 }

@@ -39,7 +39,7 @@
  * pool of `threads` - 1 helper threads (the caller is the last one). Per-job
  * work (decode, matte, compose, encode) is spread over the pool; the model
  * runs use the calling thread. hsq_pipe_run is not reentrant on one pipe:
- * call it from one thread at a time.
+ * call it from one thread at a time (but see hsq_pipe_decode).
  */
 #ifndef HSQ_WORKER_PIPELINE_H
 #define HSQ_WORKER_PIPELINE_H
@@ -116,6 +116,24 @@ void hsq_pipe_free(hsq_pipe **p);
  * reset first, then set: either n_out outputs and info, or err/errmsg.
  * Returns 0 (per-job outcomes are in the jobs) or HSQ_EINVAL for a bad n. */
 int hsq_pipe_run(hsq_pipe *p, hsq_pipe_job *const *jobs, size_t n);
+
+/* The same batch in two halves, for a worker that decodes its next batch
+ * while the current one is in the models (docs/worker.md "Overlap"):
+ *
+ *   hsq_pipe_decode  phase 1 (settings, portrait, references) on the calling
+ *                    thread only, never on the pool, so it may run while
+ *                    another thread is inside hsq_pipe_run or hsq_pipe_finish
+ *                    on the same pipe (the photo buffers have their own lock)
+ *   hsq_pipe_finish  phases 2-6 and the cleanup; *b = NULL
+ *
+ * At most one thread in hsq_pipe_decode and one in hsq_pipe_run/finish at a
+ * time. The jobs must stay valid until hsq_pipe_finish returns, and every
+ * batch decoded must be finished (that also releases its photo buffers).
+ * hsq_pipe_decode errors: HSQ_EINVAL for a bad n (per-job outcomes are in
+ * the jobs, as for hsq_pipe_run). */
+typedef struct hsq_pipe_batch hsq_pipe_batch;
+int hsq_pipe_decode(hsq_pipe *p, hsq_pipe_job *const *jobs, size_t n, hsq_pipe_batch **b);
+void hsq_pipe_finish(hsq_pipe *p, hsq_pipe_batch **b);
 
 /* Free a job's outputs and reset its out fields. */
 void hsq_pipe_job_clear(hsq_pipe_job *j);

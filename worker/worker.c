@@ -1,6 +1,7 @@
 /* worker.c - hsq-worker's shell: the ZeroMQ loop and the processing thread.
  *
- * DESIGN. Two threads.
+ * DESIGN. Two threads, three with overlap (see prep_main: a prepare thread
+ * that decodes the next batch while the processing thread runs one).
  *
  * The main thread owns the DEALER socket (nothing else ever touches it), a
  * signalfd and its own blob handle (used only to delete the outputs of a
@@ -64,6 +65,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -91,7 +93,7 @@ const hsq_conf_item hsq_worker_conf_items[] = {
      "blob store root shared with hsqd (default /var/lib/hsq/blobs)"},
     {"name", HSQ_CONF_STR, OFF(name), 0, 0, "worker name in logs and stats (default host-pid)"},
     {"max_batch", HSQ_CONF_U64, OFF(max_batch), 1, HSQ_MAX_BATCH,
-     "jobs held at once, 1..64 (default 4)"},
+     "jobs per pipeline batch, 1..64; held at once: one batch, two with overlap (default 4)"},
     {"lease_wait", HSQ_CONF_MS, OFF(lease_wait), 0, HSQ_MAX_WAIT_MS,
      "how long the broker may park a lease request (default 10s)"},
     {"reconnect_min", HSQ_CONF_MS, OFF(reconnect_min), 10, 3600000,
@@ -115,6 +117,9 @@ const hsq_conf_item hsq_worker_conf_items[] = {
      "directory with the two .tflite models (default /usr/share/hsq/models)"},
     {"threads", HSQ_CONF_U64, OFF(threads), 1, HSQ_PIPE_MAX_THREADS,
      "pipeline threads: decode/compose/encode of a batch in parallel (default 2)"},
+    {"overlap", HSQ_CONF_BOOL, OFF(overlap), 0, 1,
+     "fetch and decode the next batch while the current one is in the models and being "
+     "encoded; the worker then holds up to 2 x max_batch jobs (default on)"},
     {"log_level", HSQ_CONF_STR, OFF(log_level), 0, 0,
      "err, warn, notice, info, debug (default info)"},
     {"curve_server_key", HSQ_CONF_STR, OFF(curve_server_key), 0, 0,
@@ -145,6 +150,7 @@ void hsq_worker_conf_defaults(hsq_worker_conf *c) {
     hsq_conf_set_str(&c->models_dir, "/usr/share/hsq/models");
     hsq_conf_set_str(&c->pipeline, "headshot");
     c->threads = 2;
+    c->overlap = 1;
     hsq_conf_set_str(&c->log_level, "info");
     hsq_conf_set_str(&c->curve_server_key, "");
     hsq_conf_set_str(&c->curve_public_key, "");
@@ -216,6 +222,14 @@ typedef struct {
     hsq_job *back, *back_tail;
     int quit; /* processing thread: exit once todo is empty */
     int efd;  /* eventfd: `back` became non-empty */
+    /* overlap: the one batch decoded by the prepare thread and waiting for
+     * the processing thread (NULL: the slot is free) */
+    pthread_cond_t slot_cv; /* the slot was filled or emptied, or prep ended */
+    hsq_job_batch *slot;
+    hsq_job *slot_jobs[HSQ_MAX_BATCH];
+    size_t slot_n;
+    uint64_t slot_ms; /* time the prepare half took */
+    int prep_done;    /* the prepare thread has exited */
 } handoff;
 
 typedef struct {
@@ -227,9 +241,9 @@ typedef struct {
     void *zctx;
     void *dealer; /* NULL while disconnected */
     void *mon;    /* PAIR receiving the dealer's monitor events, or NULL */
-    pthread_t thr;
-    int thr_started;
-    hsq_blob *blob_main, *blob_proc;
+    pthread_t thr, prep_thr;
+    int thr_started, prep_started;
+    hsq_blob *blob_main, *blob_proc, *blob_prep;
     hsq_pipe *pipe; /* processing thread only (after setup) */
     int sigfd;
     handoff ho;
@@ -333,7 +347,10 @@ static void pend_remove(worker *w, pend *p) {
 
 static uint32_t free_slots(worker *w) {
     size_t busy = w->nheld + pend_reports(w);
-    return busy >= w->conf->max_batch ? 0 : (uint32_t)(w->conf->max_batch - busy);
+    /* With overlap one batch is being decoded while another runs. */
+    size_t cap = w->conf->max_batch * (w->conf->overlap ? 2 : 1);
+    size_t room = busy >= cap ? 0 : cap - busy;
+    return (uint32_t)(room < w->conf->max_batch ? room : w->conf->max_batch);
 }
 
 /* ---------------------------------------------------------------- sending */
@@ -977,6 +994,103 @@ static void *proc_main(void *arg) {
     return NULL;
 }
 
+/* Overlap (conf overlap = 1) splits the processing thread's work in two:
+ * this prepare thread takes up to max_batch jobs from `todo`, fetches and
+ * decodes them (hsq_job_prepare_batch, on this thread, not the pool) and
+ * puts the batch in the one-batch slot; the processing thread
+ * (proc_overlap_main) takes it from there and runs the models, the outputs
+ * and the store. So batch k + 1 is decoded while batch k is in the models;
+ * the slot holds at most one batch, which bounds the memory decoded ahead. */
+static void *prep_main(void *arg) {
+    worker *w = arg;
+    handoff *h = &w->ho;
+    /* Decoding ahead must not slow the batch in progress: this thread runs
+     * only on CPU time nobody else wants (SCHED_IDLE), which on a CPU-only
+     * worker is mostly the model phases, when the pool waits for the calling
+     * thread. Not allowed: it still works, at normal priority. */
+    struct sched_param sp = {0};
+    if (pthread_setschedparam(pthread_self(), SCHED_IDLE, &sp) != 0)
+        hsq_log(HSQ_LOG_INFO, "worker", "prepare thread keeps normal priority (no SCHED_IDLE)");
+    hsq_job_env env = {w->blob_prep, w->lim, w->pipe};
+    hsq_job *batch[HSQ_MAX_BATCH];
+    for (;;) {
+        size_t n = 0;
+        pthread_mutex_lock(&h->mu);
+        while (!h->todo && !h->quit)
+            pthread_cond_wait(&h->cv, &h->mu);
+        while (h->todo && n < w->conf->max_batch && n < HSQ_MAX_BATCH) {
+            hsq_job *j = h->todo;
+            h->todo = j->qnext;
+            if (!h->todo)
+                h->todo_tail = NULL;
+            batch[n++] = j;
+        }
+        pthread_mutex_unlock(&h->mu);
+        if (n == 0)
+            break; /* quit, and todo is empty */
+
+        uint64_t t0 = now_ms();
+        if (w->conf->job_delay)
+            for (size_t i = 0; i < n; i++)
+                job_delay(batch[i], w->conf->job_delay);
+        hsq_job_batch *b = hsq_job_prepare_batch(batch, n, &env);
+        uint64_t ms = now_ms() - t0;
+
+        pthread_mutex_lock(&h->mu);
+        while (h->slot) /* the processing thread always empties it */
+            pthread_cond_wait(&h->slot_cv, &h->mu);
+        h->slot = b;
+        memcpy(h->slot_jobs, batch, n * sizeof *batch);
+        h->slot_n = n;
+        h->slot_ms = ms;
+        pthread_cond_broadcast(&h->slot_cv);
+        pthread_mutex_unlock(&h->mu);
+    }
+    pthread_mutex_lock(&h->mu);
+    h->prep_done = 1;
+    pthread_cond_broadcast(&h->slot_cv);
+    pthread_mutex_unlock(&h->mu);
+    return NULL;
+}
+
+static void *proc_overlap_main(void *arg) {
+    worker *w = arg;
+    handoff *h = &w->ho;
+    hsq_job_env env = {w->blob_proc, w->lim, w->pipe};
+    hsq_job *batch[HSQ_MAX_BATCH];
+    for (;;) {
+        pthread_mutex_lock(&h->mu);
+        while (!h->slot && !h->prep_done)
+            pthread_cond_wait(&h->slot_cv, &h->mu);
+        hsq_job_batch *b = h->slot;
+        size_t n = h->slot_n;
+        uint64_t prep_ms = h->slot_ms;
+        if (b) {
+            memcpy(batch, h->slot_jobs, n * sizeof *batch);
+            h->slot = NULL;
+            pthread_cond_broadcast(&h->slot_cv);
+        }
+        pthread_mutex_unlock(&h->mu);
+        if (!b)
+            break; /* the prepare thread is gone and handed over everything */
+
+        uint64_t t0 = now_ms();
+        hsq_job_finish_batch(b, &env);
+        uint64_t ms = prep_ms + (now_ms() - t0);
+
+        pthread_mutex_lock(&h->mu);
+        for (size_t i = 0; i < n; i++) {
+            batch[i]->ms = ms;
+            q_push(&h->back, &h->back_tail, batch[i]);
+        }
+        pthread_mutex_unlock(&h->mu);
+        uint64_t one = 1;
+        while (write(h->efd, &one, sizeof one) < 0 && errno == EINTR)
+            ;
+    }
+    return NULL;
+}
+
 /* ---------------------------------------------------------------- loop */
 
 static uint64_t next_wake(worker *w, uint64_t now) {
@@ -1087,6 +1201,8 @@ static int setup(worker *w, const hsq_worker_conf *c, sigset_t *mask) {
     int r = hsq_blob_open(&w->blob_main, c->blob_dir);
     if (!r)
         r = hsq_blob_open(&w->blob_proc, c->blob_dir);
+    if (!r && c->overlap)
+        r = hsq_blob_open(&w->blob_prep, c->blob_dir);
     if (r) {
         hsq_log(HSQ_LOG_ERR, "worker", "cannot open blob_dir=%s err=%s", c->blob_dir,
                 hsq_strerror(r));
@@ -1114,12 +1230,25 @@ static int setup(worker *w, const hsq_worker_conf *c, sigset_t *mask) {
     }
     pthread_mutex_init(&w->ho.mu, NULL);
     pthread_cond_init(&w->ho.cv, NULL);
+    pthread_cond_init(&w->ho.slot_cv, NULL);
     w->ho_init = 1;
-    if (pthread_create(&w->thr, NULL, proc_main, w) != 0) {
+    if (pthread_create(&w->thr, NULL, c->overlap ? proc_overlap_main : proc_main, w) != 0) {
         hsq_log(HSQ_LOG_ERR, "worker", "cannot start processing thread");
         return HSQ_WORKER_EXIT_SOFTWARE;
     }
     w->thr_started = 1;
+    if (c->overlap) {
+        if (pthread_create(&w->prep_thr, NULL, prep_main, w) != 0) {
+            hsq_log(HSQ_LOG_ERR, "worker", "cannot start prepare thread");
+            /* the processing thread waits for prep_done: let it go */
+            pthread_mutex_lock(&w->ho.mu);
+            w->ho.prep_done = 1;
+            pthread_cond_broadcast(&w->ho.slot_cv);
+            pthread_mutex_unlock(&w->ho.mu);
+            return HSQ_WORKER_EXIT_SOFTWARE;
+        }
+        w->prep_started = 1;
+    }
     return 0;
 }
 
@@ -1131,8 +1260,12 @@ static void teardown(worker *w) {
     if (w->thr_started) {
         pthread_mutex_lock(&w->ho.mu);
         w->ho.quit = 1;
-        pthread_cond_signal(&w->ho.cv);
+        pthread_cond_broadcast(&w->ho.cv);
         pthread_mutex_unlock(&w->ho.mu);
+        /* Overlap: the prepare thread exits first (todo empty), then the
+         * processing thread once the slot is empty and prep_done is set. */
+        if (w->prep_started)
+            pthread_join(w->prep_thr, NULL);
         pthread_join(w->thr, NULL);
     }
     if (w->ho_init) {
@@ -1145,6 +1278,7 @@ static void teardown(worker *w) {
         }
         pthread_mutex_destroy(&w->ho.mu);
         pthread_cond_destroy(&w->ho.cv);
+        pthread_cond_destroy(&w->ho.slot_cv);
     }
     while (w->held) {
         hsq_job *j = w->held;
@@ -1160,6 +1294,7 @@ static void teardown(worker *w) {
     hsq_pipe_free(&w->pipe);
     hsq_blob_close(&w->blob_main);
     hsq_blob_close(&w->blob_proc);
+    hsq_blob_close(&w->blob_prep);
     if (w->sigfd >= 0)
         close(w->sigfd);
     if (w->ho.efd >= 0)

@@ -41,6 +41,7 @@ typedef struct {
     char *models_dir;
     char *pipeline; /* "headshot" or "resize" */   /* the two .tflite files (worker/pipeline.h) */
     uint64_t threads;   /* pipeline pool size, caller included */
+    uint64_t overlap;   /* 1: decode the next batch while one runs (2 x max_batch held) */
     char *log_level;
     char *curve_server_key; /* Z85; all three or none */
     char *curve_public_key;

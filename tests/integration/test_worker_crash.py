@@ -42,7 +42,11 @@ def main(h):
     check_eq(hb.get("lost", []), [], "heartbeat of a held lease")
 
     # -- T1: leased by a real worker that is killed mid-job.
-    w1 = h.start_worker(d, name="doomed", max_batch=1, job_delay_ms=int(tmo(60) * 1000))
+    # overlap off: the doomed worker holds exactly one job (with overlap it
+    # would also take T2 once the fake worker's lease expires, as a second
+    # batch decoded ahead; test_overlap.py covers that).
+    w1 = h.start_worker(d, name="doomed", max_batch=1, job_delay_ms=int(tmo(60) * 1000),
+                        extra={"overlap": "off"})
     t1 = c.submit("crash", images=[img], outputs=spec)["task"]
     t = c.wait_state_change(t1, "queued", timeout=tmo(20))
     check_eq(t["state"], "leased", "T1 state once it left the queue")

@@ -21,6 +21,7 @@
 #include "worker/pipeline.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -297,6 +298,76 @@ static void test_jpeg_photo_buffers(hsq_pipe *p, const uint8_t *astro, size_t al
     free(jpg);
 }
 
+/* A batch decoded on one thread while another finishes the previous batch
+ * on the same pipe (the worker's overlap) gives what hsq_pipe_run gives. */
+typedef struct {
+    hsq_pipe *p;
+    hsq_pipe_batch *b;
+} finish_arg;
+
+static void *finish_thread(void *arg) {
+    finish_arg *a = arg;
+    hsq_pipe_finish(a->p, &a->b);
+    return NULL;
+}
+
+static void test_decode_finish_overlap(hsq_pipe *p, const uint8_t *astro, size_t alen,
+                                       const uint8_t *cat, size_t clen) {
+    printf("decode of one batch while another finishes:\n");
+    hsq_img src = {0};
+    uint8_t *jpg;
+    size_t jlen;
+    HSQ_OK(hsq_img_decode(astro, alen, NULL, NULL, 0, &src));
+    HSQ_OK(hsq_img_encode_jpeg(&src, 90, &jpg, &jlen));
+    hsq_img_free(&src);
+    hsq_wire_outspec spec = {256, 320, HSQ_FMT_PNG, 0};
+    hsq_bytes none = {NULL, 0};
+    enum { N = 3 };
+    hsq_pipe_job ref[2][N], got[2][N];
+    hsq_pipe_job *rp[2][N], *gp[2][N];
+    for (int k = 0; k < 2; k++) {
+        for (int i = 0; i < N; i++) {
+            /* batch 0: jpeg, png, cat (no face); batch 1: png, truncated, jpeg */
+            const uint8_t *d = k == 0 ? (i == 0 ? jpg : i == 1 ? astro : cat)
+                                      : (i == 2 ? jpg : astro);
+            size_t len = k == 0 ? (i == 0 ? jlen : i == 1 ? alen : clen)
+                                : (i == 2 ? jlen : i == 1 ? alen / 2 : alen);
+            job_init(&ref[k][i], d, len, "p.img", &spec, 1, none);
+            job_init(&got[k][i], d, len, "p.img", &spec, 1, none);
+            rp[k][i] = &ref[k][i];
+            gp[k][i] = &got[k][i];
+        }
+        HSQ_OK(hsq_pipe_run(p, rp[k], N));
+    }
+    HSQ_ASSERT_EQ(ref[0][0].err, 0);
+    HSQ_ASSERT_EQ(ref[0][2].err, HSQ_ENOFACE);
+    HSQ_ASSERT_EQ(ref[1][1].err, HSQ_EIMGCORRUPT);
+    hsq_pipe_batch *b0, *b1;
+    HSQ_OK(hsq_pipe_decode(p, gp[0], N, &b0));
+    finish_arg fa = {p, b0};
+    pthread_t t;
+    HSQ_ASSERT_EQ(pthread_create(&t, NULL, finish_thread, &fa), 0);
+    HSQ_OK(hsq_pipe_decode(p, gp[1], N, &b1)); /* while batch 0 is in the models */
+    HSQ_ASSERT_EQ(pthread_join(t, NULL), 0);
+    HSQ_ASSERT(fa.b == NULL);
+    hsq_pipe_finish(p, &b1);
+    HSQ_ASSERT(b1 == NULL);
+    HSQ_ASSERT_EQ(hsq_pipe_decode(p, gp[0], 0, &b0), HSQ_EINVAL);
+    for (int k = 0; k < 2; k++) {
+        for (int i = 0; i < N; i++) {
+            HSQ_ASSERT_EQ(got[k][i].err, ref[k][i].err);
+            HSQ_ASSERT_EQ(got[k][i].n_out, ref[k][i].n_out);
+            for (uint32_t o = 0; o < got[k][i].n_out; o++)
+                HSQ_ASSERT(got[k][i].out[o].len == ref[k][i].out[o].len &&
+                           memcmp(got[k][i].out[o].data, ref[k][i].out[o].data,
+                                  got[k][i].out[o].len) == 0);
+            hsq_pipe_job_clear(&got[k][i]);
+            hsq_pipe_job_clear(&ref[k][i]);
+        }
+    }
+    free(jpg);
+}
+
 static void test_failures_and_batch(hsq_pipe *p, const uint8_t *astro, size_t alen,
                                     const uint8_t *cat, size_t clen) {
     printf("failures and batching:\n");
@@ -425,6 +496,7 @@ int main(int argc, char **argv) {
     test_combinations(p, astro, alen, &wb);
     test_failures_and_batch(p, astro, alen, cat, clen);
     test_jpeg_photo_buffers(p, astro, alen);
+    test_decode_finish_overlap(p, astro, alen, cat, clen);
     hsq_wbuf_free(&wb);
 
     hsq_pipe_free(&p);
