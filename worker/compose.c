@@ -22,6 +22,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
+#include <immintrin.h>
+#endif
+
 /* ---- argument checks ---- */
 
 static int dims_ok(uint32_t w, uint32_t h) {
@@ -867,6 +871,33 @@ void hsq_cmp_comp_default(hsq_cmp_comp *c) {
     c->harmonize = 0.12f;
 }
 
+/* One output row of the composite, flat over its 3w values (value j of
+ * pixel j / 3: its alpha a3[j], wrap light lt[j], 0 where there is none, and
+ * its channel's shift sh3[j]), into o: screen with the light, the shift,
+ * the blend. Flat, so that it vectorizes; the same operations per value as
+ * the per-pixel loop it replaced. */
+ALWAYS_INLINE void comp_row_body(const float *restrict fg, const float *restrict bg,
+                                 const float *restrict a3, const float *restrict lt,
+                                 const float *restrict sh3, float wrap, int do_shift,
+                                 float *restrict o, size_t n) {
+    for (size_t j = 0; j < n; j++) {
+        float a = a3[j], f = fg[j];
+        float l = wrap * a * lt[j];
+        float cl = !(l > 0.0f) ? 0.0f : l < 1.0f ? l : 1.0f; /* clamp01 */
+        float sc = 1.0f - (1.0f - f) * (1.0f - cl);          /* screen */
+        f = l > 0.0f ? sc : f;
+        float fs = f + sh3[j];
+        fs = !(fs > 0.0f) ? 0.0f : fs < 1.0f ? fs : 1.0f;
+        f = do_shift ? fs : f;
+        o[j] = a * f + (1.0f - a) * bg[j];
+    }
+}
+DISPATCH(comp_row,
+         (const float *restrict fg, const float *restrict bg, const float *restrict a3,
+          const float *restrict lt, const float *restrict sh3, float wrap, int do_shift,
+          float *restrict o, size_t n),
+         (fg, bg, a3, lt, sh3, wrap, do_shift, o, n))
+
 /* Rec. 709 weights: they sum to 1, so delta - Y(delta) has Y = 0. */
 static float luma709(const double *p) {
     return (float)(0.2126 * p[0] + 0.7152 * p[1] + 0.0722 * p[2]);
@@ -957,8 +988,22 @@ int hsq_cmp_composite(const float *fg, const float *bg, const float *alpha, uint
         }
     }
 
-    /* The two light grid rows an output row falls between are looked up once
-     * per row, not per pixel. */
+    /* Per row: each value's alpha and light (the two light grid rows the
+     * output row falls between are looked up once), then the flat blend
+     * (comp_row) into a row buffer, copied to out (which may be fg or bg). */
+    const size_t rn = (size_t)w * 3;
+    float *rowbuf = hsq_trymalloc(4 * rn * sizeof(float));
+    if (!rowbuf) {
+        free(light);
+        lerp_axis_free(&ax);
+        lerp_axis_free(&ay);
+        return HSQ_ENOMEM;
+    }
+    float *a3 = rowbuf, *lt = a3 + rn, *sh3 = lt + rn, *o = sh3 + rn;
+    for (uint32_t x = 0; x < w; x++)
+        for (int k = 0; k < 3; k++)
+            sh3[3 * (size_t)x + k] = shift[k];
+    const float wrap = light ? c.wrap : 0.0f;
     for (uint32_t y = 0; y < h; y++) {
         const float *r0 = NULL, *r1 = NULL;
         float fy = 0;
@@ -967,33 +1012,28 @@ int hsq_cmp_composite(const float *fg, const float *bg, const float *alpha, uint
             r1 = light + (size_t)ay.i1[y] * lw * 3;
             fy = ay.f[y];
         }
+        const float *ar = alpha + (size_t)y * w;
         for (uint32_t x = 0; x < w; x++) {
-            size_t i = (size_t)y * w + x;
-            float a = alpha[i], lt[3] = {0, 0, 0};
+            float a = ar[x], *l = lt + 3 * (size_t)x;
+            a3[3 * (size_t)x] = a3[3 * (size_t)x + 1] = a3[3 * (size_t)x + 2] = a;
+            l[0] = l[1] = l[2] = 0.0f;
             if (light && a > 0) {
                 if (ls == 1) {
-                    memcpy(lt, light + 3 * i, sizeof lt);
+                    memcpy(l, light + 3 * ((size_t)y * w + x), 3 * sizeof(float));
                 } else {
                     size_t a0 = (size_t)ax.i0[x] * 3, a1 = (size_t)ax.i1[x] * 3;
                     float fx = ax.f[x];
                     for (int k = 0; k < 3; k++)
-                        lt[k] = lerpf(lerpf(r0[a0 + k], r0[a1 + k], fx),
-                                      lerpf(r1[a0 + k], r1[a1 + k], fx), fy);
+                        l[k] = lerpf(lerpf(r0[a0 + k], r0[a1 + k], fx),
+                                     lerpf(r1[a0 + k], r1[a1 + k], fx), fy);
                 }
-            }
-            for (int k = 0; k < 3; k++) {
-                float f = fg[3 * i + k], b = bg[3 * i + k];
-                if (light) {
-                    float l = c.wrap * a * lt[k];
-                    if (l > 0)
-                        f = 1.0f - (1.0f - f) * (1.0f - clamp01(l)); /* screen */
-                }
-                if (do_shift)
-                    f = clamp01(f + shift[k]);
-                out[3 * i + k] = a * f + (1.0f - a) * b;
             }
         }
+        size_t off = (size_t)y * rn;
+        comp_row(fg + off, bg + off, a3, lt, sh3, wrap, do_shift, o, rn);
+        memcpy(out + off, o, rn * sizeof(float));
     }
+    free(rowbuf);
     free(light);
     lerp_axis_free(&ax);
     lerp_axis_free(&ay);
@@ -1533,6 +1573,134 @@ static float tone_map_exact(const lin_lut *lut, float c, double g) {
     return srgb_of(lut, y < 0 ? 0 : y > 1 ? 1 : y);
 }
 
+/* lin_of of 8 pixels (24 values, interleaved as in rgb) into l: 1 when
+ * done, 0 when a value lies outside [0, 1) (then nothing is written and
+ * the caller takes lin_of, whose exact branch those values need). */
+static int lin_of8(const lin_lut *t, const float *p, float *l);
+
+/* The mapping pass of tone over pixels [i0, i1): the table lookup of each
+ * channel value, blended by the mask. */
+static void tone_apply(float *rgb, const float *mask, size_t i0, size_t i1, const float *map,
+                       const lin_lut *lut, const double gain[3]) {
+    for (size_t i = i0; i < i1; i++) {
+        float m = mask ? mask[i] : 1.0f;
+        if (!(m > 0))
+            continue;
+        m = m < 1 ? m : 1;
+        float *p = rgb + 3 * i;
+        for (int k = 0; k < 3; k++) {
+            float c = p[k], v;
+            if (c >= 0.0f && c < 1.0f) {
+                float x = c * TONE_MAP;
+                int j = (int)x;
+                const float *t = map + k * (TONE_MAP + 2) + j;
+                v = t[0] + (x - (float)j) * (t[1] - t[0]);
+            } else {
+                v = tone_map_exact(lut, c, gain[k]);
+            }
+            p[k] = m == 1 ? v : c + m * (v - c);
+        }
+    }
+}
+
+#if CMP_AVX2
+/* The 24 values of 8 interleaved RGB pixels are three vectors; lane l of
+ * vector q holds channel (8q + l) % 3 of pixel (8q + l) / 3. */
+#define TONE_CH(q)                                                                                 \
+    _mm256_setr_epi32((8 * q + 0) % 3, (8 * q + 1) % 3, (8 * q + 2) % 3, (8 * q + 3) % 3,          \
+                      (8 * q + 4) % 3, (8 * q + 5) % 3, (8 * q + 6) % 3, (8 * q + 7) % 3)
+#define TONE_PX(q)                                                                                 \
+    _mm256_setr_epi32((8 * q + 0) / 3, (8 * q + 1) / 3, (8 * q + 2) / 3, (8 * q + 3) / 3,          \
+                      (8 * q + 4) / 3, (8 * q + 5) / 3, (8 * q + 6) / 3, (8 * q + 7) / 3)
+
+/* (x, j) of a table lookup, as the scalar code: x = c * steps, j = (int)x
+ * (truncation, c >= 0). Returns the interpolated t[j] + (x - j)(t[j+1] -
+ * t[j]) with the same float operations, base added to the index. */
+__attribute__((target("avx2"))) static inline __m256 lut8(const float *tab, __m256 c, float steps,
+                                                          __m256i base) {
+    __m256 x = _mm256_mul_ps(c, _mm256_set1_ps(steps));
+    __m256i j = _mm256_cvttps_epi32(x);
+    __m256i idx = _mm256_add_epi32(j, base);
+    __m256 t0 = _mm256_i32gather_ps(tab, idx, 4);
+    __m256 t1 = _mm256_i32gather_ps(tab + 1, idx, 4);
+    return _mm256_add_ps(
+        t0, _mm256_mul_ps(_mm256_sub_ps(x, _mm256_cvtepi32_ps(j)), _mm256_sub_ps(t1, t0)));
+}
+
+/* All of v in [0, 1)? (NaN fails.) */
+__attribute__((target("avx2"))) static inline int in01(__m256 v) {
+    __m256 ok = _mm256_and_ps(_mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_GE_OQ),
+                              _mm256_cmp_ps(v, _mm256_set1_ps(1.0f), _CMP_LT_OQ));
+    return _mm256_movemask_ps(ok) == 0xff;
+}
+
+__attribute__((target("avx2"))) static int lin_of8_avx2(const lin_lut *t, const float *p,
+                                                        float *l) {
+    __m256 v[3];
+    for (int q = 0; q < 3; q++) {
+        v[q] = _mm256_loadu_ps(p + 8 * q);
+        if (!in01(v[q]))
+            return 0;
+    }
+    for (int q = 0; q < 3; q++)
+        _mm256_storeu_ps(l + 8 * q, lut8(t->v, v[q], LIN_LUT, _mm256_setzero_si256()));
+    return 1;
+}
+
+/* tone_apply, 8 pixels at a time: the same lookups and blend; a block with
+ * a value outside [0, 1) takes tone_apply. */
+__attribute__((target("avx2"))) static void tone_apply_avx2(float *rgb, const float *mask, size_t n,
+                                                            const float *map, const lin_lut *lut,
+                                                            const double gain[3]) {
+    const __m256i ch[3] = {TONE_CH(0), TONE_CH(1), TONE_CH(2)};
+    const __m256i px[3] = {TONE_PX(0), TONE_PX(1), TONE_PX(2)};
+    const __m256i stride = _mm256_set1_epi32(TONE_MAP + 2);
+    const __m256 one = _mm256_set1_ps(1.0f), zero = _mm256_setzero_ps();
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 m8 = mask ? _mm256_loadu_ps(mask + i) : one;
+        __m256 on = _mm256_cmp_ps(m8, zero, _CMP_GT_OQ); /* !(m > 0): untouched */
+        if (_mm256_movemask_ps(on) == 0)
+            continue;
+        float *p = rgb + 3 * i;
+        __m256 c[3];
+        int ok = 1;
+        for (int q = 0; q < 3; q++) {
+            c[q] = _mm256_loadu_ps(p + 8 * q);
+            ok &= in01(c[q]);
+        }
+        if (!ok) {
+            tone_apply(rgb, mask, i, i + 8, map, lut, gain);
+            continue;
+        }
+        m8 = _mm256_min_ps(m8, one); /* m < 1 ? m : 1 */
+        for (int q = 0; q < 3; q++) {
+            __m256 v = lut8(map, c[q], TONE_MAP, _mm256_mullo_epi32(ch[q], stride));
+            __m256 m = _mm256_permutevar8x32_ps(m8, px[q]);
+            __m256 o = _mm256_permutevar8x32_ps(on, px[q]);
+            __m256 mix = _mm256_add_ps(c[q], _mm256_mul_ps(m, _mm256_sub_ps(v, c[q])));
+            __m256 r = _mm256_blendv_ps(mix, v, _mm256_cmp_ps(m, one, _CMP_EQ_OQ));
+            _mm256_storeu_ps(p + 8 * q, _mm256_blendv_ps(c[q], r, o));
+        }
+    }
+    tone_apply(rgb, mask, i, n, map, lut, gain);
+}
+#endif
+
+static int lin_of8(const lin_lut *t, const float *p, float *l) {
+#if CMP_AVX2
+    if (use_avx2())
+        return lin_of8_avx2(t, p, l);
+#endif
+    for (int k = 0; k < 24; k++) {
+        if (!(p[k] >= 0.0f && p[k] < 1.0f))
+            return 0;
+    }
+    for (int k = 0; k < 24; k++)
+        l[k] = (float)lin_of(t, p[k]);
+    return 1;
+}
+
 int hsq_cmp_tone(float *rgb, uint32_t w, uint32_t h, const float *mask, float strength) {
     if (!rgb || !dims_ok(w, h) || !unit(strength))
         return HSQ_EINVAL;
@@ -1553,13 +1721,31 @@ int hsq_cmp_tone(float *rgb, uint32_t w, uint32_t h, const float *mask, float st
     lin_lut_init(lut);
     memset(hist, 0, TONE_BINS * sizeof(double));
     double total = 0, clipped = 0;
+    /* The curve of 8 pixels at a time (lin_of8), the rest per pixel. */
+    float l8[24];
+    int have8 = 0;
     for (size_t i = 0; i < n; i++) {
+        if (i % 8 == 0) {
+            have8 = 0;
+            if (i + 8 <= n) {
+                int any = !mask;
+                for (size_t q = i; q < i + 8 && !any; q++)
+                    any = mask[q] > 0;
+                if (!any) {
+                    i += 7; /* no weight in the block */
+                    continue;
+                }
+                have8 = lin_of8(lut, rgb + 3 * i, l8);
+            }
+        }
         double wt = mask ? mask[i] : 1.0;
         if (!(wt > 0))
             continue;
         const float *p = rgb + 3 * i;
-        double y =
-            0.2126 * lin_of(lut, p[0]) + 0.7152 * lin_of(lut, p[1]) + 0.0722 * lin_of(lut, p[2]);
+        const float *l = l8 + 3 * (i % 8);
+        double y = have8 ? 0.2126 * (double)l[0] + 0.7152 * (double)l[1] + 0.0722 * (double)l[2]
+                         : 0.2126 * lin_of(lut, p[0]) + 0.7152 * lin_of(lut, p[1]) +
+                               0.0722 * lin_of(lut, p[2]);
         int b = (int)(y * TONE_BINS);
         b = b < 0 ? 0 : b >= TONE_BINS ? TONE_BINS - 1 : b;
         if (bins)
@@ -1635,25 +1821,12 @@ int hsq_cmp_tone(float *rgb, uint32_t w, uint32_t h, const float *mask, float st
     for (int k = 0; k < 3; k++)
         for (int i = 0; i <= TONE_MAP + 1; i++)
             map[k * (TONE_MAP + 2) + i] = tone_map_exact(lut, (float)i / TONE_MAP, gain[k]);
-    for (size_t i = 0; i < n; i++) {
-        float m = mask ? mask[i] : 1.0f;
-        if (!(m > 0))
-            continue;
-        m = m < 1 ? m : 1;
-        float *p = rgb + 3 * i;
-        for (int k = 0; k < 3; k++) {
-            float c = p[k], v;
-            if (c >= 0.0f && c < 1.0f) {
-                float x = c * TONE_MAP;
-                int j = (int)x;
-                const float *t = map + k * (TONE_MAP + 2) + j;
-                v = t[0] + (x - (float)j) * (t[1] - t[0]);
-            } else {
-                v = tone_map_exact(lut, c, gain[k]);
-            }
-            p[k] = m == 1 ? v : c + m * (v - c);
-        }
-    }
+#if CMP_AVX2
+    if (use_avx2())
+        tone_apply_avx2(rgb, mask, n, map, lut, gain);
+    else
+#endif
+        tone_apply(rgb, mask, 0, n, map, lut, gain);
     free(map);
     free(lut);
     return 0;
