@@ -80,6 +80,9 @@
 
 typedef struct {
     const char *hsqd;      /* path of the hsqd binary */
+    const char *attach;    /* --attach: paced load on this client endpoint only */
+    int paced_secs_set;    /* --paced-secs given */
+    const char *ack_log;   /* --ack-log: one line per ack (attach mode) */
     const char *hsqd_args; /* argv template after the binary; %D and %F substituted */
     const char *extra[MAX_EXTRA_ARGS];
     int n_extra;
@@ -1224,6 +1227,32 @@ static int zsend_meta(void *sock, const hsq_wbuf *meta, const void *frame, size_
     return 0;
 }
 
+/* Wait until the monotonic time `until` for input on sock, to the
+ * nanosecond: ZMQ_EVENTS, then ppoll on ZMQ_FD (which only says "look
+ * again"), and again. 1 when readable. */
+static int zwait_until_ns(void *sock, uint64_t until) {
+    int fd;
+    size_t len = sizeof fd;
+    if (zmq_getsockopt(sock, ZMQ_FD, &fd, &len) != 0)
+        return 0;
+    for (;;) {
+        int ev = 0;
+        len = sizeof ev;
+        if (zmq_getsockopt(sock, ZMQ_EVENTS, &ev, &len) != 0)
+            return 0;
+        if (ev & ZMQ_POLLIN)
+            return 1;
+        uint64_t t = now_ns();
+        if (t >= until)
+            return 0;
+        struct timespec ts = {(time_t)((until - t) / 1000000000u),
+                              (long)((until - t) % 1000000000u)};
+        struct pollfd p = {fd, POLLIN, 0};
+        if (ppoll(&p, 1, &ts, NULL) < 0 && errno != EINTR)
+            return 0;
+    }
+}
+
 /* Wait up to ms (-1: forever) for input on sock; 1 when readable. */
 static int zwait(void *sock, long ms) {
     zmq_pollitem_t it = {sock, 0, ZMQ_POLLIN, 0};
@@ -1326,12 +1355,14 @@ static void *hq_prod_main(void *arg) {
          * core the broker needs is spent spinning. */
         if (held)
             wait_ms = 1;
-        if (!zwait(s, wait_ms)) {
-            /* Sub-millisecond pacing: zmq_poll counts in ms, so sleep the rest. */
-            if (sending && period && inflight < (uint64_t)P->window)
-                sleep_until_ns(next);
+        /* Paced: wait for a reply or the next send time to the nanosecond
+         * (zmq_poll counts in ms; sleeping the rest would leave a reply that
+         * arrives meanwhile unread, and its ack time late by up to a period). */
+        int ready = sending && period && inflight < (uint64_t)P->window && !held
+                        ? zwait_until_ns(s, next)
+                        : zwait(s, wait_ms);
+        if (!ready)
             continue;
-        }
         int n;
         while ((n = zrecv_multi(s, parts, 4, ZMQ_DONTWAIT)) > 0) {
             uint64_t tr = now_ns();
@@ -1803,6 +1834,75 @@ static int hq_env_stop(hq_env *e) {
 }
 
 /* ------------------------------------------------------------------ */
+/* attach mode: a paced load generator for another benchmark (bench/purge.py)
+ *
+ * One producer thread's worth of paced submits (--rate, --window, --users,
+ * --job-bytes) against an hsqd that someone else runs, until SIGTERM or
+ * SIGINT (or --paced-secs when given). With --ack-log FILE every acknowledged
+ * submit is one line "SEND_NS LATENCY_NS": the scheduled send time on
+ * CLOCK_MONOTONIC (Python's time.monotonic() reads the same clock) and the
+ * time to its ack, so the caller can cut the run into its own phases. Prints
+ * acks, errors and p50/p99/max; exit 1 when nothing was acknowledged. */
+
+static atomic_int attach_stop;
+
+static void on_attach_signal(int sig) {
+    (void)sig;
+    atomic_store(&attach_stop, 1);
+}
+
+static int run_attach(const opts *o) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_attach_signal;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    void *ctx = zmq_ctx_new();
+    if (!ctx)
+        die("zmq_ctx_new: %s", zmq_strerror(zmq_errno()));
+    uint8_t *payload = xmalloc(o->job_bytes);
+    fill_random(payload, o->job_bytes, 7);
+    backlog bl;
+    backlog_init(&bl, 0); /* no consumer here: never held back */
+    hq_prod P;
+    memset(&P, 0, sizeof P);
+    P.ctx = ctx;
+    P.ep = o->attach;
+    P.users = o->users;
+    P.rate = o->paced_rate;
+    P.dur_ns = o->paced_secs_set ? (uint64_t)(o->paced_secs * 1e9) : 0;
+    P.window = o->window;
+    P.payload = payload;
+    P.size = o->job_bytes;
+    P.stop = &attach_stop;
+    P.bl = &bl;
+    hq_prod_main(&P);
+    int rc = 0;
+    if (o->ack_log) {
+        FILE *f = fopen(o->ack_log, "w");
+        if (!f)
+            die("%s: %s", o->ack_log, strerror(errno));
+        for (size_t i = 0; i < P.sent.n && i < P.ack.n; i++)
+            fprintf(f, "%" PRIu64 " %" PRIu64 "\n", P.sent.v[i].t, P.ack.v[i]);
+        if (fclose(f) != 0)
+            die("%s: %s", o->ack_log, strerror(errno));
+    }
+    uint64_t mx = 0;
+    for (size_t i = 0; i < P.ack.n; i++)
+        mx = P.ack.v[i] > mx ? P.ack.v[i] : mx;
+    printf("attach %s: %" PRIu64 " acks, %" PRIu64 " errors, ack p50 %.3f p99 %.3f max %.3f ms%s%s\n",
+           o->attach, P.acked, P.errors, pct_ms(&P.ack, 0.50), pct_ms(&P.ack, 0.99),
+           (double)mx / 1e6, P.err[0] ? "; " : "", P.err);
+    if (P.acked == 0)
+        rc = 1;
+    free(P.sent.v);
+    free(P.ack.v);
+    free(payload);
+    zmq_ctx_term(ctx);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ */
 /* report */
 
 typedef struct {
@@ -1917,6 +2017,11 @@ static void usage(FILE *f) {
             "  --big-window N       large submits in flight per producer (4)\n"
             "  --disk-mb N          fsync probe size in MB (256; quick 32)\n"
             "  --lease-wait-ms N    worker lease wait_ms (200)\n"
+            "  --attach EP          only a paced load (--rate, --window, --users,\n"
+            "                       --job-bytes) on the client endpoint EP of an hsqd\n"
+            "                       run by someone else, until SIGTERM (or --paced-secs)\n"
+            "  --ack-log FILE       attach mode: \"SEND_NS LATENCY_NS\" per ack\n"
+            "                       (CLOCK_MONOTONIC)\n"
             "  --keep               keep the temp dir (logs, data)\n"
             "  -v                   verbose\n",
             DEFAULT_HSQD_ARGS);
@@ -2024,8 +2129,10 @@ int main(int argc, char **argv) {
             o.job_bytes = (size_t)parse_num(a, v, 2, 1 << 20);
         else if (ARG("--rate"))
             o.paced_rate = parse_dbl(a, v, 1, 1e7);
-        else if (ARG("--paced-secs"))
+        else if (ARG("--paced-secs")) {
             o.paced_secs = parse_dbl(a, v, 0.1, 3600);
+            o.paced_secs_set = 1;
+        }
         else if (ARG("--queued")) {
             o.rss_tasks = (uint64_t)parse_num(a, v, 1, 1e9);
             rss_set = 1;
@@ -2039,6 +2146,10 @@ int main(int argc, char **argv) {
             o.big_window = (int)parse_num(a, v, 1, 1024);
         else if (ARG("--disk-mb"))
             o.disk_mb = (size_t)parse_num(a, v, 1, 1 << 20);
+        else if (ARG("--attach"))
+            o.attach = v;
+        else if (ARG("--ack-log"))
+            o.ack_log = v;
         else if (ARG("--lease-wait-ms"))
             o.lease_wait_ms = (uint32_t)parse_num(a, v, 0, HSQ_MAX_WAIT_MS);
         else {
@@ -2061,6 +2172,8 @@ int main(int argc, char **argv) {
         o.disk_mb = o.quick ? 32 : 256;
     verbose = o.verbose;
     signal(SIGPIPE, SIG_IGN);
+    if (o.attach)
+        return run_attach(&o);
 
     char root[1024];
     snprintf(root, sizeof root, "%s/hsq-bench.XXXXXX", o.dir);

@@ -16,10 +16,18 @@ more days, past retention_failed (1 day): their inputs are deleted. Each phase
 is timed from the clock jump to the last task handled (stats: cancelled, and
 a bounded `list` probe for inputs).
 
+The load generator is `bench-broker --attach` (C, one paced producer, the
+same one bench-broker's paced row uses) when the build has it, else a
+Python thread (--load py); the Python one's own scheduling noise shows in
+its tails (compare the baseline rows).
+
 Usage: bench/purge.py [--tasks N] [--rate R] [--batch B] [--build DIR]
+                      [--load c|py]
 """
 import argparse
 import os
+import signal
+import subprocess
 import sys
 import threading
 import time
@@ -86,6 +94,36 @@ class Load(threading.Thread):
         self.sock.close(0)
 
 
+class CLoad:
+    """bench-broker --attach as the load: acks land in a log, read at the
+    end and cut into phases by send time (both sides use CLOCK_MONOTONIC)."""
+
+    def __init__(self, exe, endpoint, rate, log):
+        self.log = log
+        self.marks = []  # (phase, t_from, t_to) in time.monotonic() seconds
+        self.errors = 0
+        self.proc = subprocess.Popen([exe, "--attach", endpoint, "--rate", str(rate),
+                                      "--ack-log", log], stdout=subprocess.PIPE, text=True)
+
+    def phase(self, name, t_from, t_to):
+        self.marks.append((name, t_from, t_to))
+
+    def finish(self):
+        self.proc.send_signal(signal.SIGTERM)
+        out, _ = self.proc.communicate(timeout=60)
+        m = out.split(" errors,")[0].rsplit(" ", 1)[-1] if " errors," in out else "0"
+        self.errors = int(m) if m.isdigit() else 0
+        lat = {}
+        with open(self.log) as f:
+            for line in f:
+                ts, lt = line.split()
+                t = int(ts) / 1e9
+                for name, a, b in self.marks:
+                    if a <= t < b:
+                        lat.setdefault(name, []).append(int(lt) / 1e6)
+        return lat
+
+
 def pct(xs, p):
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(len(xs) * p))] if xs else float("nan")
@@ -98,7 +136,12 @@ def main():
     ap.add_argument("--batch", type=int, default=64, help="hsqd sweep_batch during the purge")
     ap.add_argument("--build", default=os.environ.get("HSQ_BUILD") or
                     os.path.join(os.path.dirname(HERE), "build"))
+    ap.add_argument("--load", choices=("c", "py"), default=None,
+                    help="load generator (default: c when the build has bench-broker)")
     a = ap.parse_args()
+    bb = os.path.join(a.build, "bench", "bench-broker")
+    if a.load is None:
+        a.load = "c" if os.access(bb, os.X_OK) else "py"
     os.environ["HSQ_BUILD"] = a.build
     h = harness.Harness("bench-purge")
     clock = os.path.join(h.tmp, "clock")
@@ -130,17 +173,25 @@ def main():
 
         d = h.start_hsqd(extra_sets=dict(sets, sweep_batch=str(a.batch)), data_dir=data)
         c = h.client(d.client)
-        load = Load(h.ctx, d.client, a.rate, image)
-        load.mark = "baseline"
-        load.start()
-        time.sleep(3)
+        if a.load == "c":
+            load = CLoad(bb, d.client, a.rate, h.path("acks"))
+            time.sleep(0.5)  # connected and paced
+            tb = time.monotonic()
+            time.sleep(3)
+            load.phase("baseline", tb, time.monotonic())
+        else:
+            load = Load(h.ctx, d.client, a.rate, image)
+            load.mark = "baseline"
+            load.start()
+            time.sleep(3)
         results = []
         for phase, jump, done in (
                 ("cancel (retention_pending)", 8 * DAY,
                  lambda s: s["cancelled"] >= a.tasks),
                 ("delete inputs (retention_failed)", 10 * DAY, None)):
             before = c.stats()
-            load.mark = phase
+            if a.load == "py":
+                load.mark = phase
             set_clock(jump)
             t0 = time.monotonic()
             if done:
@@ -153,17 +204,25 @@ def main():
                 while c.ok("purge", {"dry_run": True, "limit": 1}, timeout=120).meta["more"]:
                     time.sleep(0.05)
             dt = time.monotonic() - t0
-            load.mark = "after"
+            if a.load == "py":
+                load.mark = "after"
+            else:
+                load.phase(phase, t0, t0 + dt)
             results.append((phase, dt, before))
             time.sleep(1)
-        load.stop.set()
-        load.join(10)
-        print("\nsweep_batch=%d, load %d submits/s (open loop), %d tasks\n" %
-              (a.batch, a.rate, a.tasks))
+        if a.load == "py":
+            load.stop.set()
+            load.join(10)
+            lat = load.lat
+        else:
+            lat = load.finish()
+        print("\nsweep_batch=%d, load %d submits/s (open loop, %s), %d tasks\n" %
+              (a.batch, a.rate, "bench-broker --attach" if a.load == "c" else "Python thread",
+               a.tasks))
         print("| phase | time s | tasks/s | acks | p50 ms | p99 ms | max ms |")
         print("|---|---:|---:|---:|---:|---:|---:|")
         for name in ["baseline"] + [p for p, _, _ in results]:
-            xs = load.lat.get(name, [])
+            xs = lat.get(name, [])
             dt = next((r[1] for r in results if r[0] == name), None)
             print("| %s | %s | %s | %d | %.2f | %.2f | %.2f |" % (
                 name, "%.2f" % dt if dt else "-", "%.0f" % (a.tasks / dt) if dt else "-",
