@@ -951,26 +951,47 @@ static void job_delay(hsq_job *j, uint64_t ms) {
     }
 }
 
+/* Wait for jobs in `todo` (or quit) and take up to max_batch of them;
+ * returns how many (0: quit, and todo is empty). */
+static size_t take_todo(worker *w, hsq_job **batch) {
+    handoff *h = &w->ho;
+    size_t n = 0;
+    pthread_mutex_lock(&h->mu);
+    while (!h->todo && !h->quit)
+        pthread_cond_wait(&h->cv, &h->mu);
+    while (h->todo && n < w->conf->max_batch && n < HSQ_MAX_BATCH) {
+        hsq_job *j = h->todo;
+        h->todo = j->qnext;
+        if (!h->todo)
+            h->todo_tail = NULL;
+        batch[n++] = j;
+    }
+    pthread_mutex_unlock(&h->mu);
+    return n;
+}
+
+/* Hand a finished batch back to the main thread (`back`, then its eventfd). */
+static void hand_back(worker *w, hsq_job **batch, size_t n, uint64_t ms) {
+    handoff *h = &w->ho;
+    pthread_mutex_lock(&h->mu);
+    for (size_t i = 0; i < n; i++) {
+        batch[i]->ms = ms;
+        q_push(&h->back, &h->back_tail, batch[i]);
+    }
+    pthread_mutex_unlock(&h->mu);
+    uint64_t one = 1;
+    while (write(h->efd, &one, sizeof one) < 0 && errno == EINTR)
+        ;
+}
+
 /* Take up to max_batch jobs from `todo`, run them as one pipeline batch
  * (one model run per stage for all of them), hand them all back. */
 static void *proc_main(void *arg) {
     worker *w = arg;
-    handoff *h = &w->ho;
     hsq_job_env env = {w->blob_proc, w->lim, w->pipe};
     hsq_job *batch[HSQ_MAX_BATCH];
     for (;;) {
-        size_t n = 0;
-        pthread_mutex_lock(&h->mu);
-        while (!h->todo && !h->quit)
-            pthread_cond_wait(&h->cv, &h->mu);
-        while (h->todo && n < w->conf->max_batch && n < HSQ_MAX_BATCH) {
-            hsq_job *j = h->todo;
-            h->todo = j->qnext;
-            if (!h->todo)
-                h->todo_tail = NULL;
-            batch[n++] = j;
-        }
-        pthread_mutex_unlock(&h->mu);
+        size_t n = take_todo(w, batch);
         if (n == 0)
             break; /* quit, and every job handed over has gone back */
 
@@ -981,15 +1002,7 @@ static void *proc_main(void *arg) {
         hsq_job_run_batch(batch, n, &env);
         uint64_t ms = now_ms() - t0;
 
-        pthread_mutex_lock(&h->mu);
-        for (size_t i = 0; i < n; i++) {
-            batch[i]->ms = ms;
-            q_push(&h->back, &h->back_tail, batch[i]);
-        }
-        pthread_mutex_unlock(&h->mu);
-        uint64_t one = 1;
-        while (write(h->efd, &one, sizeof one) < 0 && errno == EINTR)
-            ;
+        hand_back(w, batch, n, ms);
     }
     return NULL;
 }
@@ -1014,18 +1027,7 @@ static void *prep_main(void *arg) {
     hsq_job_env env = {w->blob_prep, w->lim, w->pipe};
     hsq_job *batch[HSQ_MAX_BATCH];
     for (;;) {
-        size_t n = 0;
-        pthread_mutex_lock(&h->mu);
-        while (!h->todo && !h->quit)
-            pthread_cond_wait(&h->cv, &h->mu);
-        while (h->todo && n < w->conf->max_batch && n < HSQ_MAX_BATCH) {
-            hsq_job *j = h->todo;
-            h->todo = j->qnext;
-            if (!h->todo)
-                h->todo_tail = NULL;
-            batch[n++] = j;
-        }
-        pthread_mutex_unlock(&h->mu);
+        size_t n = take_todo(w, batch);
         if (n == 0)
             break; /* quit, and todo is empty */
 
@@ -1078,15 +1080,7 @@ static void *proc_overlap_main(void *arg) {
         hsq_job_finish_batch(b, &env);
         uint64_t ms = prep_ms + (now_ms() - t0);
 
-        pthread_mutex_lock(&h->mu);
-        for (size_t i = 0; i < n; i++) {
-            batch[i]->ms = ms;
-            q_push(&h->back, &h->back_tail, batch[i]);
-        }
-        pthread_mutex_unlock(&h->mu);
-        uint64_t one = 1;
-        while (write(h->efd, &one, sizeof one) < 0 && errno == EINTR)
-            ;
+        hand_back(w, batch, n, ms);
     }
     return NULL;
 }

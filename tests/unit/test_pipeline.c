@@ -257,17 +257,23 @@ static void test_combinations(hsq_pipe *p, const uint8_t *astro, size_t alen, hs
     free(refpng);
 }
 
+/* The PNG portrait re-encoded as a JPEG (quality 90); the caller frees it. */
+static uint8_t *jpeg_of(const uint8_t *png, size_t len, size_t *jlen) {
+    hsq_img src = {0};
+    uint8_t *jpg;
+    HSQ_OK(hsq_img_decode(png, len, NULL, NULL, 0, &src));
+    HSQ_OK(hsq_img_encode_jpeg(&src, 90, &jpg, jlen));
+    hsq_img_free(&src);
+    return jpg;
+}
+
 /* JPEG portraits decode into the pipe's kept photo buffers (4 of them):
  * a batch of 6, one truncated, more than there are buffers, gives every
  * job the bytes a single run gives, and the buffers are reused. */
 static void test_jpeg_photo_buffers(hsq_pipe *p, const uint8_t *astro, size_t alen) {
     printf("jpeg portraits, kept photo buffers:\n");
-    hsq_img src = {0};
-    uint8_t *jpg;
     size_t jlen;
-    HSQ_OK(hsq_img_decode(astro, alen, NULL, NULL, 0, &src));
-    HSQ_OK(hsq_img_encode_jpeg(&src, 90, &jpg, &jlen));
-    hsq_img_free(&src);
+    uint8_t *jpg = jpeg_of(astro, alen, &jlen);
     hsq_wire_outspec spec = {320, 400, HSQ_FMT_PNG, 0};
     hsq_bytes none = {NULL, 0};
     hsq_pipe_job one, batch[6];
@@ -314,12 +320,8 @@ static void *finish_thread(void *arg) {
 static void test_decode_finish_overlap(hsq_pipe *p, const uint8_t *astro, size_t alen,
                                        const uint8_t *cat, size_t clen) {
     printf("decode of one batch while another finishes:\n");
-    hsq_img src = {0};
-    uint8_t *jpg;
     size_t jlen;
-    HSQ_OK(hsq_img_decode(astro, alen, NULL, NULL, 0, &src));
-    HSQ_OK(hsq_img_encode_jpeg(&src, 90, &jpg, &jlen));
-    hsq_img_free(&src);
+    uint8_t *jpg = jpeg_of(astro, alen, &jlen);
     hsq_wire_outspec spec = {256, 320, HSQ_FMT_PNG, 0};
     hsq_bytes none = {NULL, 0};
     enum { N = 3 };
