@@ -82,6 +82,15 @@ int hsq_store_in_txn(const hsq_store *s);
  * Errors: HSQ_EDISKFULL (already at max), HSQ_ESTORE. */
 int hsq_store_grow(hsq_store *s, uint64_t max_bytes);
 
+/* Values (and cursor keys) are views into LMDB's pages. LMDB keeps them
+ * valid only until the next write that touches their page: a write to the
+ * same database may move them. The queue core holds views of a task record
+ * (user, key, prompt, input names) while it writes other databases and then
+ * rewrites the record from them; that is safe only because every database
+ * is its own B-tree, so those writes never touch the task's page. Putting
+ * several kinds of record in one tree (key prefixes) would break it: tried
+ * for fewer pages per commit, and a task's input key was corrupted by the
+ * delete of its inline input on the same page. */
 int hsq_store_get(hsq_store *s, hsq_db db, const void *k, size_t klen, hsq_bytes *val);
 int hsq_store_put(hsq_store *s, hsq_db db, const void *k, size_t klen, const void *v, size_t vlen);
 /* Missing key is success. */
