@@ -139,6 +139,13 @@ def main():
     ap.add_argument("--load", choices=("c", "py"), default=None,
                     help="load generator (default: c when the build has bench-broker)")
     a = ap.parse_args()
+    # harness read HSQ_BUILD when it was imported: point it at --build now
+    # (setting the variable alone left it on its default build dir).
+    harness.BUILD = os.path.abspath(a.build)
+    hsqd = harness.hsqd_path()
+    if not hsqd:
+        raise SystemExit("no hsqd under %s (build it, or pass --build DIR)" % a.build)
+    print("hsqd: %s" % hsqd)
     bb = os.path.join(a.build, "bench", "bench-broker")
     if a.load is None:
         a.load = "c" if os.access(bb, os.X_OK) else "py"
