@@ -8,13 +8,16 @@ second and the submit-ack latency (p50, p99, max) during the purge; the
 target is p99 <= 5 ms and no ack later than 50 ms (a loop stall).
 
 How N expired tasks are made quickly: they are submitted (pipelined, inputs
-inline in LMDB) with the sweeper off (sweep_batch=0); hsqd is restarted with
-the sweeper on and a fake clock (HSQ_FAKE_CLOCK_FILE) 8 days ahead, past
-retention_pending (7 days): every task is due at once. Phase 1: the sweeper
-cancels them (they outlived retention_pending). Phase 2: the clock moves two
-more days, past retention_failed (1 day): their inputs are deleted. Each phase
-is timed from the clock jump to the last task handled (stats: cancelled, and
-a bounded `list` probe for inputs).
+inline in LMDB) with the sweeper off (sweep_batch=0). Scenario "done" (the
+default, the usual purge): a raw worker then leases them all and reports each
+done with one empty output file; hsqd is restarted with the sweeper on and a
+fake clock (HSQ_FAKE_CLOCK_FILE) moved past retention_uploads (8 days: the
+inputs go), past retention_outputs (31 days: outputs deleted, tasks reduced
+to tombstones) and past retention_tombstone (records deleted). Scenario
+"queued": the tasks stay queued; the clock moves past retention_pending (the
+sweeper cancels them) and past retention_failed (their inputs go). A phase
+ends when a dry-run purge of one entry finds nothing due (or, for the
+cancel, when stats count them all).
 
 The load generator is `bench-broker --attach` (C, one paced producer, the
 same one bench-broker's paced row uses) when the build has it, else a
@@ -22,7 +25,7 @@ Python thread (--load py); the Python one's own scheduling noise shows in
 its tails (compare the baseline rows).
 
 Usage: bench/purge.py [--tasks N] [--rate R] [--batch B] [--build DIR]
-                      [--load c|py]
+                      [--load c|py] [--scenario done|queued]
 """
 import argparse
 import os
@@ -124,6 +127,35 @@ class CLoad:
         return lat
 
 
+EMPTY_SHA256 = bytes.fromhex("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
+
+
+def finish_all(h, d):
+    """Lease every queued task with a raw worker and report it done with one
+    empty output file under its prefix (written without fsync: this is set-up,
+    not the measurement). Returns how many were finished."""
+    w = h.fake_worker(d.worker)
+    w.ok("ready", {"name": "bench-finisher", "backend": "cpu", "max_batch": 64})
+    n = 0
+    while True:
+        jobs, _ = w.lease(max=64, wait_ms=0)
+        if not jobs:
+            return n
+        bodies = []
+        for j in jobs:
+            key = j["out_prefix"] + "out-0.jpg"
+            path = os.path.join(d.blob_dir, key)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            open(path, "wb").close()
+            bodies.append({"task": j["task"], "token": j["token"],
+                           "outputs": [{"key": key, "size": 0, "sha256": EMPTY_SHA256,
+                                        "width": 32, "height": 32, "format": "jpeg"}]})
+        for r in w.pipeline("done", bodies, timeout=600, window=64):
+            if r.error:
+                raise SystemExit("done failed: %r" % r.meta)
+        n += len(jobs)
+
+
 def pct(xs, p):
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(len(xs) * p))] if xs else float("nan")
@@ -138,6 +170,10 @@ def main():
                     os.path.join(os.path.dirname(HERE), "build"))
     ap.add_argument("--load", choices=("c", "py"), default=None,
                     help="load generator (default: c when the build has bench-broker)")
+    ap.add_argument("--scenario", choices=("done", "queued"), default="done",
+                    help="done: finished tasks whose uploads, outputs and tombstones expire; "
+                    "queued: tasks still queued past retention_pending (cancelled, then "
+                    "their inputs deleted)")
     a = ap.parse_args()
     # harness read HSQ_BUILD when it was imported: point it at --build now
     # (setting the variable alone left it on its default build dir).
@@ -171,6 +207,10 @@ def main():
             if bad:
                 raise SystemExit("submit failed: %r" % bad[0].meta)
         print("made %d queued tasks in %.1f s" % (a.tasks, time.monotonic() - t0))
+        if a.scenario == "done":
+            t0 = time.monotonic()
+            n = finish_all(h, d)
+            print("finished %d tasks (empty outputs) in %.1f s" % (n, time.monotonic() - t0))
         d.stop()
 
         def set_clock(ms):
@@ -192,10 +232,15 @@ def main():
             load.start()
             time.sleep(3)
         results = []
-        for phase, jump, done in (
-                ("cancel (retention_pending)", 8 * DAY,
-                 lambda s: s["cancelled"] >= a.tasks),
-                ("delete inputs (retention_failed)", 10 * DAY, None)):
+        if a.scenario == "queued":
+            phases = (("cancel (retention_pending)", 8 * DAY,
+                       lambda s: s["cancelled"] >= a.tasks),
+                      ("delete inputs (retention_failed)", 10 * DAY, None))
+        else:
+            phases = (("delete uploads (retention_uploads)", 8 * DAY, None),
+                      ("outputs -> tombstones (retention_outputs)", 31 * DAY, None),
+                      ("delete tombstones (retention_tombstone)", 31 * DAY + 366 * DAY, None))
+        for phase, jump, done in phases:
             before = c.stats()
             if a.load == "py":
                 load.mark = phase
@@ -223,9 +268,9 @@ def main():
             lat = load.lat
         else:
             lat = load.finish()
-        print("\nsweep_batch=%d, load %d submits/s (open loop, %s), %d tasks\n" %
-              (a.batch, a.rate, "bench-broker --attach" if a.load == "c" else "Python thread",
-               a.tasks))
+        print("\nscenario %s, sweep_batch=%d, load %d submits/s (open loop, %s), %d tasks\n" %
+              (a.scenario, a.batch, a.rate,
+               "bench-broker --attach" if a.load == "c" else "Python thread", a.tasks))
         print("| phase | time s | tasks/s | acks | p50 ms | p99 ms | max ms |")
         print("|---|---:|---:|---:|---:|---:|---:|")
         for name in ["baseline"] + [p for p, _, _ in results]:
