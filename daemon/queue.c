@@ -15,6 +15,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Sweep budget units one blob store deletion costs (an index-only entry
+ * costs 1): with the default sweep_batch of 64, about four tombstones per
+ * turn, each deleting an output file and its directory. */
+#define SWEEP_BLOB_COST 8
+
 /* ---- persistent counters (meta database) ---- */
 
 typedef struct {
@@ -138,6 +143,7 @@ struct hsq_queue {
     } * erase_waits;
     size_t n_erase_waits, cap_erase_waits;
     int durable;           /* this turn acknowledges something a client was promised */
+    uint64_t blob_ops;     /* blob store deletions by the sweeper (its cost measure) */
     int ledger_pending;    /* ledger entries may exist: erase them next turn */
     int ledger_added;      /* an entry was added this turn: not before it commits */
     uint8_t audit_key[32]; /* keyed hash of user ids in the audit log */
@@ -2670,6 +2676,7 @@ static int delete_blob_counted(hsq_queue *q, hsq_str key, uint64_t *bytes) {
         *bytes += size;
         blob_bytes_add(q, -(int64_t)size);
     }
+    q->blob_ops++;
     return hsq_blob_delete(q->blob, k);
 }
 
@@ -2712,6 +2719,7 @@ static int make_tombstone(hsq_queue *q, hsq_task *t, hsq_sweep_counts *sc) {
         char prefix[HSQ_BLOB_KEY_MAX + 1];
         out_prefix(q, t->user, t->id, prefix, sizeof prefix);
         uint64_t b = 0;
+        q->blob_ops++;
         rc = hsq_blob_delete_prefix(q->blob, prefix, &b);
         sc->bytes += b;
         blob_bytes_add(q, -(int64_t)b);
@@ -2860,6 +2868,7 @@ static uint32_t sweep(hsq_queue *q, uint32_t budget, int dry, hsq_sweep_counts *
         } else if (note(q, hsq_store_del(q->st, HSQ_DB_EXPIRY, key, 17)) != 0) {
             break;
         }
+        uint64_t ops = q->blob_ops;
         rc = sweep_entry(q, id, at, key[16], dry, sc);
         if (!dry)
             hsq_fault("sweep.entry");
@@ -2880,7 +2889,10 @@ static uint32_t sweep(hsq_queue *q, uint32_t budget, int dry, hsq_sweep_counts *
                 }
             }
         }
-        done++;
+        /* An entry that deleted files (a directory fsync each) costs the
+         * turn far more than one that only rewrote records: count it so, so
+         * a turn's sweep stays short whatever kind of entries are due. */
+        done += 1 + SWEEP_BLOB_COST * (uint32_t)(q->blob_ops - ops);
     }
     if (!dry) {
         q->swept.inputs += sc->inputs;
