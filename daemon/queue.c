@@ -1443,37 +1443,44 @@ static void h_wait(req_ctx *c) {
     q->n_waits++;
 }
 
+/* Take a queued task out of the pending or the delayed index. */
+static int unqueue(hsq_queue *q, hsq_task *t) {
+    if (t->not_before_ms == 0)
+        return pending_del(q, t);
+    if (q->counts.delayed > 0)
+        q->counts.delayed--;
+    return delayed_del(q, t);
+}
+
+/* End a leased task's lease and tell its worker to stop (abort); the
+ * worker's late done/fail will be refused. */
+static int abort_lease(hsq_queue *q, hsq_task *t) {
+    hsq_wire_msg m;
+    memset(&m, 0, sizeof m);
+    m.v = HSQ_WIRE_VERSION;
+    m.kind = HSQ_KIND_REQUEST;
+    m.op = HSQ_OP_ABORT;
+    m.req.abort.task = t->id;
+    m.req.abort.token = t->token;
+    hsq_out *o = out_push(q, HSQ_SOCK_WORKER, (const uint8_t *)t->worker.ptr, t->worker.len);
+    o->op = HSQ_OP_ABORT;
+    if (hsq_wire_encode(&m, &o->meta) != 0)
+        q->n_out--;
+    return unlease(q, t);
+}
+
 /* Take a queued or leased task out of the queue as cancelled (by request,
  * or because it outlived retention_pending). The caller saves nothing:
  * this writes the task. Returns 0, HSQ_ECONFLICT (already terminal) or a
  * store error. */
 static int cancel_task(hsq_queue *q, hsq_task *t, int code, hsq_str why) {
-    int rc = 0;
-    if (t->state == HSQ_STATE_QUEUED) {
-        if (t->not_before_ms > 0) {
-            rc = delayed_del(q, t);
-            if (q->counts.delayed > 0)
-                q->counts.delayed--;
-        } else {
-            rc = pending_del(q, t);
-        }
-    } else if (t->state == HSQ_STATE_LEASED) {
-        /* Tell the worker to stop; its late done/fail will be refused. */
-        hsq_wire_msg m;
-        memset(&m, 0, sizeof m);
-        m.v = HSQ_WIRE_VERSION;
-        m.kind = HSQ_KIND_REQUEST;
-        m.op = HSQ_OP_ABORT;
-        m.req.abort.task = t->id;
-        m.req.abort.token = t->token;
-        hsq_out *o = out_push(q, HSQ_SOCK_WORKER, (const uint8_t *)t->worker.ptr, t->worker.len);
-        o->op = HSQ_OP_ABORT;
-        if (hsq_wire_encode(&m, &o->meta) != 0)
-            q->n_out--;
-        rc = unlease(q, t);
-    } else {
+    int rc;
+    if (t->state == HSQ_STATE_QUEUED)
+        rc = unqueue(q, t);
+    else if (t->state == HSQ_STATE_LEASED)
+        rc = abort_lease(q, t);
+    else
         return HSQ_ECONFLICT;
-    }
     set_state(q, t, HSQ_STATE_CANCELLED);
     t->not_before_ms = 0;
     t->err_code = code;
@@ -2018,23 +2025,10 @@ static void h_erase(req_ctx *c) {
 static int erase_task(hsq_queue *q, hsq_task *t, uint64_t *active) {
     int rc = 0;
     if (t->state == HSQ_STATE_QUEUED) {
-        rc = t->not_before_ms > 0 ? delayed_del(q, t) : pending_del(q, t);
-        if (t->not_before_ms > 0 && q->counts.delayed > 0)
-            q->counts.delayed--;
+        rc = unqueue(q, t);
         (*active)++;
     } else if (t->state == HSQ_STATE_LEASED) {
-        hsq_wire_msg m;
-        memset(&m, 0, sizeof m);
-        m.v = HSQ_WIRE_VERSION;
-        m.kind = HSQ_KIND_REQUEST;
-        m.op = HSQ_OP_ABORT;
-        m.req.abort.task = t->id;
-        m.req.abort.token = t->token;
-        hsq_out *o = out_push(q, HSQ_SOCK_WORKER, (const uint8_t *)t->worker.ptr, t->worker.len);
-        o->op = HSQ_OP_ABORT;
-        if (hsq_wire_encode(&m, &o->meta) != 0)
-            q->n_out--;
-        rc = unlease(q, t);
+        rc = abort_lease(q, t);
         (*active)++;
     }
     if (rc == 0)
