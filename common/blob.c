@@ -541,8 +541,17 @@ int hsq_blob_size(hsq_blob *b, const char *key, uint64_t *size) {
 
 /* ---- delete ---- */
 
-int hsq_blob_delete(hsq_blob *b, const char *key) {
-    if (!hsq_blob_key_ok(key))
+/* The deletion's directory sync: now, or (deferred) at the next flush. */
+static int sync_removal(hsq_blob *b, const char *path, size_t keep, int flags) {
+    if (flags & HSQ_BLOB_DEFER) {
+        strvec_push(&b->dirs, path, keep);
+        return 0;
+    }
+    return fsync_dir(b, path, keep);
+}
+
+int hsq_blob_delete_flags(hsq_blob *b, const char *key, int flags) {
+    if (!hsq_blob_key_ok(key) || (flags & ~HSQ_BLOB_DEFER))
         return HSQ_EINVAL;
     size_t dlen = dir_len(key, strlen(key));
     if (unlinkat(b->rootfd, key, 0) < 0) {
@@ -552,7 +561,11 @@ int hsq_blob_delete(hsq_blob *b, const char *key) {
         return 0;
     }
     /* fsync, so a crash cannot resurrect an object whose record is gone. */
-    return fsync_dir(b, key, prune_dirs(b, key, dlen));
+    return sync_removal(b, key, prune_dirs(b, key, dlen), flags);
+}
+
+int hsq_blob_delete(hsq_blob *b, const char *key) {
+    return hsq_blob_delete_flags(b, key, 0);
 }
 
 /* Remove everything below the directory dfd (consumed), adding the sizes of the
@@ -623,11 +636,11 @@ static int remove_tree(int dfd, uint64_t *freed) {
     return r;
 }
 
-int hsq_blob_delete_prefix(hsq_blob *b, const char *prefix, uint64_t *bytes) {
+int hsq_blob_delete_prefix_flags(hsq_blob *b, const char *prefix, uint64_t *bytes, int flags) {
     uint64_t freed = 0;
     if (bytes)
         *bytes = 0;
-    if (!prefix_ok(prefix))
+    if (!prefix_ok(prefix) || (flags & ~HSQ_BLOB_DEFER))
         return HSQ_EINVAL;
     size_t plen = strlen(prefix) - 1;
     int fd = open_dir(b, prefix, plen);
@@ -640,7 +653,11 @@ int hsq_blob_delete_prefix(hsq_blob *b, const char *prefix, uint64_t *bytes) {
         *bytes = freed;
     if (r < 0)
         return r;
-    return fsync_dir(b, prefix, prune_dirs(b, prefix, plen));
+    return sync_removal(b, prefix, prune_dirs(b, prefix, plen), flags);
+}
+
+int hsq_blob_delete_prefix(hsq_blob *b, const char *prefix, uint64_t *bytes) {
+    return hsq_blob_delete_prefix_flags(b, prefix, bytes, 0);
 }
 
 /* ---- walk / clean ---- */

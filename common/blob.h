@@ -72,6 +72,14 @@ int hsq_blob_delete(hsq_blob *b, const char *key);
  * Errors: HSQ_EINVAL, -errno. */
 int hsq_blob_delete_prefix(hsq_blob *b, const char *prefix, uint64_t *bytes);
 
+/* hsq_blob_delete and hsq_blob_delete_prefix with flags: HSQ_BLOB_DEFER
+ * leaves the directory fsync that makes the removal durable to the next
+ * hsq_blob_flush, so one flush covers many deletions (a directory shared by
+ * several is synced once). Until that flush returns 0, a crash may bring the
+ * object back. */
+int hsq_blob_delete_flags(hsq_blob *b, const char *key, int flags);
+int hsq_blob_delete_prefix_flags(hsq_blob *b, const char *prefix, uint64_t *bytes, int flags);
+
 /* Call fn for every object key in the store (for fsck); stops when fn returns
  * non-zero and returns that value. Temp files are not listed. */
 int hsq_blob_walk(hsq_blob *b, int (*fn)(const char *key, uint64_t size, void *ud), void *ud);
