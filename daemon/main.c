@@ -55,6 +55,7 @@ typedef struct {
     uint64_t retention_pending_ms;
     uint64_t retention_tombstone_ms;
     uint64_t sweep_batch;
+    uint64_t slow_turn_ms;
     uint64_t retention_audit_ms;
     char *retention_prio[HSQ_PRIO_COUNT_]; /* per-class overrides, "outputs:90d,..." */
     uint64_t submit_rate;
@@ -132,6 +133,8 @@ static const hsq_conf_item items[] = {
      "overrides for low-priority tasks (as retention_high)"},
     {"sweep_batch", HSQ_CONF_U64, F(sweep_batch), 0, 100000,
      "expired entries the sweeper handles per loop turn (0 = off)"},
+    {"slow_turn_ms", HSQ_CONF_U64, F(slow_turn_ms), 0, 3600000,
+     "log a warning with its phases for every loop turn at least this long (0 = never)"},
     {"credits", HSQ_CONF_BOOL, F(credits), 0, 1,
      "charge submits against the per-user credit ledger (`hsq credits`); off = free"},
     {"credit_cost", HSQ_CONF_U64, F(credit_cost), 0, 1000000,
@@ -169,6 +172,7 @@ static void defaults(daemon_conf *c) {
     c->retention_pending_ms = HSQ_DEF_RETENTION_PENDING_MS;
     c->retention_tombstone_ms = HSQ_DEF_RETENTION_TOMBSTONE_MS;
     c->sweep_batch = HSQ_DEF_SWEEP_BATCH;
+    c->slow_turn_ms = 50;
     c->retention_audit_ms = HSQ_DEF_RETENTION_AUDIT_MS;
     for (int p = 0; p < HSQ_PRIO_COUNT_; p++)
         hsq_conf_set_str(&c->retention_prio[p], "");
@@ -448,6 +452,8 @@ static int run(int argc, char **argv, daemon_conf *cp) {
         .auth = auth,
         .metrics = metrics,
         .store = st,
+        .blob_root = hsq_blob_root(blob),
+        .slow_turn_ms = cp->slow_turn_ms,
         .version = HSQ_VERSION,
     };
     if (rc == 0)

@@ -90,6 +90,14 @@ typedef struct waiter {
 #define WORKER_IDLE_MS 120000
 #define MAX_TIMER_WORK 2048 /* expiries handled per turn, so no turn runs long */
 
+typedef struct {
+    hsq_sock sock;
+    uint8_t peer[HSQ_PEER_MAX];
+    size_t peer_len;
+    uint64_t rid;
+    uint32_t limit;
+} purge_wait;
+
 struct hsq_queue {
     hsq_store *st;
     hsq_blob *blob;
@@ -144,6 +152,19 @@ struct hsq_queue {
     size_t n_erase_waits, cap_erase_waits;
     int durable;           /* this turn acknowledges something a client was promised */
     uint64_t blob_ops;     /* blob store deletions by the sweeper (its cost measure) */
+    hsq_turn_cost cost;    /* the last end_turn's phases */
+    uint64_t (*mono_us)(void); /* the shell's clock for `cost` (NULL: no timing) */
+
+    /* reaping (queue.h): handed-off file deletions */
+    size_t reap_max;        /* entries in flight at most; 0 = delete inline */
+    size_t reap_inflight;   /* handed off, results not back */
+    uint8_t reap_from[17];  /* sweeps start here while any are in flight */
+    hsq_reap *reaps;        /* handed off since the shell last took them */
+    size_t n_reaps, cap_reaps;
+    int reaped_io;          /* applying a result: the files are already gone */
+    purge_wait *purge_waits; /* purge requests waiting for the reaper */
+    size_t n_purge_waits, cap_purge_waits;
+    uint64_t reaped_bytes;  /* ... and the bytes its prefix removal freed */
     int ledger_pending;    /* ledger entries may exist: erase them next turn */
     int ledger_added;      /* an entry was added this turn: not before it commits */
     uint8_t audit_key[32]; /* keyed hash of user ids in the audit log */
@@ -152,6 +173,10 @@ struct hsq_queue {
 };
 
 /* ---- small helpers ---- */
+
+static uint64_t mono_us(const hsq_queue *q) {
+    return q->mono_us ? q->mono_us() : 0;
+}
 
 static void task_key(uint8_t k[8], uint64_t id) {
     hsq_be64(k, id);
@@ -1388,6 +1413,14 @@ static void h_result(req_ctx *c) {
              hsq_state_name(t.state));
         return;
     }
+    if (t.expires_ms > 0 && t.expires_ms <= q->now) {
+        /* Due for deletion (the sweeper may be removing the files right
+         * now): gone for the client from the second retention ends. */
+        FAIL(c, HSQ_ENOTFOUND,
+             "the outputs of task %" PRIu64 " expired at %" PRId64 " (retention_outputs)", t.id,
+             t.expires_ms);
+        return;
+    }
     hsq_wire_msg m;
     memset(&m, 0, sizeof m);
     m.op = HSQ_OP_RESULT;
@@ -1525,6 +1558,20 @@ static void h_requeue(req_ctx *c) {
              "task %" PRIu64 " is %s; only failed or cancelled tasks can be "
              "requeued",
              t.id, hsq_state_name(t.state));
+        return;
+    }
+    /* Its photos must still be there: not deleted, not due for deletion
+     * (the sweeper may be removing them right now). */
+    int inputs_gone = 0;
+    for (uint32_t i = 0; i < t.n_inputs; i++) {
+        int64_t at = is_reference(&t.inputs[i]) ? t.refs_expire_ms : t.inputs_expire_ms;
+        inputs_gone |= t.inputs[i].where == HSQ_IN_GONE || (at > 0 && at <= q->now);
+    }
+    if (inputs_gone) {
+        FAIL(c, HSQ_ECONFLICT,
+             "task %" PRIu64 " cannot run again: its inputs were deleted (retention_failed); "
+             "submit the photos again",
+             t.id);
         return;
     }
     /* A requeued task runs again and is paid for again. */
@@ -1943,23 +1990,31 @@ static void sweep_audit(hsq_queue *q, uint32_t budget) {
 #define PURGE_MAX 2000      /* entries deleted per purge request */
 #define PURGE_DRY_MAX 20000 /* entries counted per dry-run request (reads only) */
 
-static uint32_t sweep(hsq_queue *q, uint32_t budget, int dry, hsq_sweep_counts *sc);
+static uint32_t sweep(hsq_queue *q, uint32_t budget, int dry, int reap, hsq_sweep_counts *sc);
 
-static void h_purge(req_ctx *c) {
-    hsq_queue *q = c->q;
-    const hsq_req_purge *r = &c->m->req.purge;
+/* One bounded pass for a purge request, answered at once. `reaped` (or
+ * NULL) adds what the reaper finished for the pass that waited on it. */
+static void purge_pass(hsq_queue *q, hsq_sock sock, const uint8_t *peer, size_t plen, uint64_t rid,
+                       uint32_t limit, int dry, const hsq_sweep_counts *reaped) {
     hsq_sweep_counts sc;
     memset(&sc, 0, sizeof sc);
-    /* Bounded work per request, like every turn: the loop keeps serving
-     * submits while a big purge runs; clients ask again while `more`. */
-    uint32_t cap = r->dry_run ? PURGE_DRY_MAX : PURGE_MAX;
-    uint32_t limit = r->limit && r->limit < cap ? r->limit : cap;
-    uint32_t n = sweep(q, limit, r->dry_run, &sc);
+    uint32_t n = sweep(q, limit, dry, 0, &sc);
     if (q->turn_err) {
-        fail_store(c, q->turn_err);
+        /* (the turn fails: fail_turn rewrites this as the store error) */
+        reply_error(q, sock, peer, plen, HSQ_OP_PURGE, rid, HSQ_EUNAVAIL,
+                    "storage error (%s); nothing was purged", hsq_strerror(q->turn_err));
         return;
     }
-    if (!r->dry_run && n > 0)
+    if (reaped) {
+        sc.inputs += reaped->inputs;
+        sc.outputs += reaped->outputs;
+        sc.tasks += reaped->tasks;
+        sc.tombstones += reaped->tombstones;
+        sc.cancelled += reaped->cancelled;
+        sc.bytes += reaped->bytes;
+        sc.errors += reaped->errors;
+    }
+    if (!dry && (n > 0 || reaped))
         audit(q,
               "op=purge inputs=%" PRIu64 " outputs=%" PRIu64 " tasks=%" PRIu64
               " tombstones=%" PRIu64 " cancelled=%" PRIu64 " bytes=%" PRIu64,
@@ -1967,9 +2022,9 @@ static void h_purge(req_ctx *c) {
     hsq_wire_msg m;
     memset(&m, 0, sizeof m);
     m.op = HSQ_OP_PURGE;
-    m.rid = c->m->rid;
+    m.rid = rid;
     hsq_rep_purge *p = &m.rep.purge;
-    p->dry_run = r->dry_run;
+    p->dry_run = dry;
     p->more = n == limit;
     p->inputs = sc.inputs;
     p->outputs = sc.outputs;
@@ -1978,7 +2033,33 @@ static void h_purge(req_ctx *c) {
     p->cancelled = sc.cancelled;
     p->bytes = sc.bytes;
     p->errors = sc.errors;
-    reply(q, c->sock, c->peer, c->plen, &m);
+    reply(q, sock, peer, plen, &m);
+}
+
+static void h_purge(req_ctx *c) {
+    hsq_queue *q = c->q;
+    const hsq_req_purge *r = &c->m->req.purge;
+    /* Bounded work per request, like every turn: the loop keeps serving
+     * submits while a big purge runs; clients ask again while `more`. */
+    uint32_t cap = r->dry_run ? PURGE_DRY_MAX : PURGE_MAX;
+    uint32_t limit = r->limit && r->limit < cap ? r->limit : cap;
+    if (!r->dry_run && q->reap_inflight > 0) {
+        /* "A pass now" includes what the reaper is deleting: answer once
+         * it is back (hsq_queue_reaped), so files the reply counts are gone. */
+        if (q->n_purge_waits == q->cap_purge_waits) {
+            q->cap_purge_waits = q->cap_purge_waits ? 2 * q->cap_purge_waits : 4;
+            q->purge_waits =
+                hsq_xrealloc(q->purge_waits, q->cap_purge_waits * sizeof *q->purge_waits);
+        }
+        purge_wait *w = &q->purge_waits[q->n_purge_waits++];
+        w->sock = c->sock;
+        memcpy(w->peer, c->peer, c->plen);
+        w->peer_len = c->plen;
+        w->rid = c->m->rid;
+        w->limit = limit;
+        return;
+    }
+    purge_pass(q, c->sock, c->peer, c->plen, c->m->rid, limit, r->dry_run, NULL);
 }
 
 /* ---- erase-user ----
@@ -2659,13 +2740,18 @@ static void expire_parked_and_waits(hsq_queue *q) {
  * next pass deletes again (a missing file is success) and commits. Nothing
  * ever points at a file that is gone without its index entry still due. */
 
-static int delete_blob_counted(hsq_queue *q, hsq_str key, uint64_t *bytes) {
+static int delete_blob_counted(hsq_queue *q, hsq_str key, uint64_t size, uint64_t *bytes) {
     char k[HSQ_BLOB_KEY_MAX + 1];
     if (key.len == 0 || key.len > HSQ_BLOB_KEY_MAX)
         return 0;
+    if (q->reaped_io) {
+        /* The reaper deleted it: only the books change. */
+        *bytes += size;
+        blob_bytes_add(q, -(int64_t)size);
+        return 0;
+    }
     memcpy(k, key.ptr, key.len);
     k[key.len] = '\0';
-    uint64_t size = 0;
     if (hsq_blob_size(q->blob, k, &size) == 0) {
         *bytes += size;
         blob_bytes_add(q, -(int64_t)size);
@@ -2681,7 +2767,7 @@ static int delete_inputs(hsq_queue *q, hsq_task *t, int references, hsq_sweep_co
         if (in->where == HSQ_IN_GONE || is_reference(in) != references)
             continue;
         if (in->where == HSQ_IN_BLOB) {
-            int rc = delete_blob_counted(q, in->key, &sc->bytes);
+            int rc = delete_blob_counted(q, in->key, in->size, &sc->bytes);
             if (rc != 0)
                 return rc;
         } else {
@@ -2707,14 +2793,18 @@ static int make_tombstone(hsq_queue *q, hsq_task *t, hsq_sweep_counts *sc) {
     if (rc == 0)
         rc = delete_inputs(q, t, 1, sc);
     for (uint32_t i = 0; rc == 0 && i < t->n_outputs; i++)
-        rc = delete_blob_counted(q, t->outputs[i].key, &sc->bytes);
+        rc = delete_blob_counted(q, t->outputs[i].key, t->outputs[i].size, &sc->bytes);
     if (rc == 0) {
         /* Stray files (outputs of a worker whose lease was lost) too. */
         char prefix[HSQ_BLOB_KEY_MAX + 1];
         out_prefix(q, t->user, t->id, prefix, sizeof prefix);
         uint64_t b = 0;
-        q->blob_ops++;
-        rc = hsq_blob_delete_prefix(q->blob, prefix, &b);
+        if (q->reaped_io) {
+            b = q->reaped_bytes;
+        } else {
+            q->blob_ops++;
+            rc = hsq_blob_delete_prefix(q->blob, prefix, &b);
+        }
         sc->bytes += b;
         blob_bytes_add(q, -(int64_t)b);
     }
@@ -2833,12 +2923,104 @@ static int sweep_entry(hsq_queue *q, uint64_t id, int64_t at, uint8_t kind, int 
     }
 }
 
-/* Work through due entries, at most `budget` of them. A blob store error
- * (not LMDB) leaves the entry for the next pass a minute later. Returns the
- * number of entries handled. */
-static uint32_t sweep(hsq_queue *q, uint32_t budget, int dry, hsq_sweep_counts *sc) {
+/* A blob store error (not LMDB) leaves the entry for a pass a minute
+ * later: the index entry (already deleted) comes back with the task's date. */
+static void sweep_retry_later(hsq_queue *q, uint64_t id, uint8_t kind) {
+    expiry_add(q, q->now + 60000, id, kind);
+    if (kind == EXP_TOMB)
+        return;
+    hsq_task t;
+    if (load_task(q, id, &t) != 0)
+        return;
+    if (kind == EXP_INPUTS)
+        t.inputs_expire_ms = q->now + 60000;
+    else if (kind == EXP_REFS)
+        t.refs_expire_ms = q->now + 60000;
+    else
+        t.expires_ms = q->now + 60000;
+    save_task(q, &t);
+}
+
+static void sweep_tally(hsq_queue *q, const hsq_sweep_counts *sc) {
+    q->swept.inputs += sc->inputs;
+    q->swept.outputs += sc->outputs;
+    q->swept.tasks += sc->tasks;
+    q->swept.tombstones += sc->tombstones;
+    q->swept.cancelled += sc->cancelled;
+    q->swept.bytes += sc->bytes;
+    q->swept.errors += sc->errors;
+}
+
+/* Append a NUL-terminated copy of key to the reap's key block. */
+static void reap_key(hsq_reap *r, size_t *len, hsq_str key) {
+    r->keys = hsq_xrealloc(r->keys, *len + key.len + 1);
+    memcpy(r->keys + *len, key.ptr, key.len);
+    r->keys[*len + key.len] = '\0';
+    *len += key.len + 1;
+    r->n_keys++;
+}
+
+/* Hand the due entry `key` to the reaper when its work deletes files of a
+ * finished task. Returns 1 (handed off: leave the entry), 0 (no files, or
+ * not due as indexed: handle it inline) or -1 (it deletes files but the
+ * reaper is full: stop this sweep). */
+static int try_handoff(hsq_queue *q, const uint8_t key[17]) {
+    int64_t at = (int64_t)hsq_rd_be64(key);
+    uint64_t id = hsq_rd_be64(key + 8);
+    uint8_t kind = key[16];
+    if (kind != EXP_INPUTS && kind != EXP_REFS && kind != EXP_TASK)
+        return 0;
+    hsq_task t;
+    if (load_task(q, id, &t) != 0 || !hsq_state_is_terminal(t.state))
+        return 0; /* gone (stale entry), or a cancel: inline */
+    int whole = kind == EXP_TASK;
+    if (whole ? at != t.expires_ms || t.state == HSQ_STATE_EXPIRED
+              : at != (kind == EXP_INPUTS ? t.inputs_expire_ms : t.refs_expire_ms))
+        return 0;
+    int files = whole; /* a tombstone always looks for stray outputs */
+    for (uint32_t i = 0; !files && i < t.n_inputs; i++)
+        files = t.inputs[i].where == HSQ_IN_BLOB && is_reference(&t.inputs[i]) == (kind == EXP_REFS);
+    if (!files)
+        return 0;
+    if (q->reap_inflight >= q->reap_max)
+        return -1;
+    if (q->n_reaps == q->cap_reaps) {
+        q->cap_reaps = q->cap_reaps ? 2 * q->cap_reaps : 16;
+        q->reaps = hsq_xrealloc(q->reaps, q->cap_reaps * sizeof *q->reaps);
+    }
+    hsq_reap *r = &q->reaps[q->n_reaps++];
+    memset(r, 0, sizeof *r);
+    memcpy(r->entry, key, 17);
+    size_t len = 0;
+    for (uint32_t i = 0; i < t.n_inputs; i++) {
+        const hsq_task_input *in = &t.inputs[i];
+        if (in->where == HSQ_IN_BLOB && in->key.len > 0 && in->key.len <= HSQ_BLOB_KEY_MAX &&
+            (whole || is_reference(in) == (kind == EXP_REFS)))
+            reap_key(r, &len, in->key);
+    }
+    if (whole) {
+        for (uint32_t i = 0; i < t.n_outputs; i++)
+            if (t.outputs[i].key.len > 0 && t.outputs[i].key.len <= HSQ_BLOB_KEY_MAX)
+                reap_key(r, &len, t.outputs[i].key);
+        out_prefix(q, t.user, t.id, r->prefix, sizeof r->prefix);
+    }
+    q->reap_inflight++;
+    memcpy(q->reap_from, key, 17);
+    for (int i = 16; i >= 0 && ++q->reap_from[i] == 0; i--)
+        ;
+    return 1;
+}
+
+/* Work through due entries, at most `budget` of them. With `reap` (the
+ * continuous sweeper, reaping on) entries that delete files go to the
+ * reaper. A blob store error (not LMDB) leaves the entry for the next pass a
+ * minute later. Returns the budget used. */
+static uint32_t sweep(hsq_queue *q, uint32_t budget, int dry, int reap, hsq_sweep_counts *sc) {
     uint32_t done = 0;
     uint8_t from[17] = {0};
+    if (!dry && q->reap_inflight)
+        memcpy(from, q->reap_from, 17); /* what lies before is in flight */
+    reap = reap && !dry && q->reap_max > 0;
     while (done < budget && q->turn_err == 0) {
         hsq_cursor *cur;
         if (note(q, hsq_cursor_open(q->st, HSQ_DB_EXPIRY, &cur)) != 0)
@@ -2854,6 +3036,16 @@ static uint32_t sweep(hsq_queue *q, uint32_t budget, int dry, hsq_sweep_counts *
             break;
         int64_t at = (int64_t)hsq_rd_be64(key);
         uint64_t id = hsq_rd_be64(key + 8);
+        if (reap) {
+            int h = try_handoff(q, key);
+            if (h < 0)
+                break;
+            if (h > 0) {
+                memcpy(from, q->reap_from, 17);
+                done++;
+                continue;
+            }
+        }
         if (dry) {
             /* Leave the index alone: step past this entry. */
             memcpy(from, key, 17);
@@ -2867,37 +3059,78 @@ static uint32_t sweep(hsq_queue *q, uint32_t budget, int dry, hsq_sweep_counts *
         if (!dry)
             hsq_fault("sweep.entry");
         if (rc != 0 && q->turn_err == 0) {
-            /* The blob store failed (EIO, permissions): try again later. */
             sc->errors++;
-            expiry_add(q, q->now + 60000, id, key[16]);
-            if (key[16] != EXP_TOMB) {
-                hsq_task t;
-                if (load_task(q, id, &t) == 0) {
-                    if (key[16] == EXP_INPUTS)
-                        t.inputs_expire_ms = q->now + 60000;
-                    else if (key[16] == EXP_REFS)
-                        t.refs_expire_ms = q->now + 60000;
-                    else
-                        t.expires_ms = q->now + 60000;
-                    save_task(q, &t);
-                }
-            }
+            sweep_retry_later(q, id, key[16]);
         }
         /* An entry that deleted files (a directory fsync each) costs the
          * turn far more than one that only rewrote records: count it so, so
          * a turn's sweep stays short whatever kind of entries are due. */
         done += 1 + SWEEP_BLOB_COST * (uint32_t)(q->blob_ops - ops);
     }
-    if (!dry) {
-        q->swept.inputs += sc->inputs;
-        q->swept.outputs += sc->outputs;
-        q->swept.tasks += sc->tasks;
-        q->swept.tombstones += sc->tombstones;
-        q->swept.cancelled += sc->cancelled;
-        q->swept.bytes += sc->bytes;
-        q->swept.errors += sc->errors;
-    }
+    if (!dry)
+        sweep_tally(q, sc);
     return done;
+}
+
+void hsq_queue_set_reaping(hsq_queue *q, size_t max) {
+    q->reap_max = max;
+}
+
+hsq_reap *hsq_queue_take_reaps(hsq_queue *q, size_t *n) {
+    hsq_reap *r = q->reaps;
+    *n = q->n_reaps;
+    q->reaps = NULL;
+    q->n_reaps = q->cap_reaps = 0;
+    return r;
+}
+
+size_t hsq_queue_reaps_inflight(const hsq_queue *q) {
+    return q->reap_inflight;
+}
+
+void hsq_reaps_free(hsq_reap *r, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        free(r[i].keys);
+    free(r);
+}
+
+void hsq_queue_reaped(hsq_queue *q, hsq_reap *r, size_t n) {
+    assert(q->in_turn);
+    hsq_sweep_counts sc;
+    memset(&sc, 0, sizeof sc);
+    for (size_t i = 0; i < n && q->turn_err == 0; i++) {
+        const uint8_t *key = r[i].entry;
+        uint64_t id = hsq_rd_be64(key + 8);
+        if (note(q, hsq_store_del(q->st, HSQ_DB_EXPIRY, key, 17)) != 0)
+            break;
+        if (r[i].rc != 0) {
+            sc.errors++;
+            sweep_retry_later(q, id, key[16]);
+            continue;
+        }
+        /* Re-read and re-checked: a stale entry (the task moved on, or was
+         * erased meanwhile) changes nothing. */
+        q->reaped_io = 1;
+        q->reaped_bytes = r[i].bytes;
+        int rc = sweep_entry(q, id, (int64_t)hsq_rd_be64(key), key[16], 0, &sc);
+        q->reaped_io = 0;
+        hsq_fault("sweep.entry");
+        if (rc != 0 && q->turn_err == 0) {
+            sc.errors++;
+            sweep_retry_later(q, id, key[16]);
+        }
+    }
+    sweep_tally(q, &sc);
+    q->reap_inflight = q->reap_inflight > n ? q->reap_inflight - n : 0;
+    if (q->reap_inflight == 0) {
+        memset(q->reap_from, 0, sizeof q->reap_from);
+        for (size_t i = 0; i < q->n_purge_waits; i++) {
+            purge_wait *w = &q->purge_waits[i];
+            purge_pass(q, w->sock, w->peer, w->peer_len, w->rid, w->limit, 0, i == 0 ? &sc : NULL);
+        }
+        q->n_purge_waits = 0;
+    }
+    hsq_reaps_free(r, n);
 }
 
 /* Earliest lease deadline or backoff end, read inside the turn. */
@@ -2927,6 +3160,7 @@ int hsq_queue_begin_turn(hsq_queue *q, int64_t now_ms) {
      * queue, or leases and backoffs would stretch. */
     q->now = now_ms > q->now ? now_ms : q->now;
     q->turn_err = 0;
+    memset(&q->cost, 0, sizeof q->cost);
     q->ledger_added = 0;
     q->durable = 0;
     int rc = hsq_store_begin(q->st, 0);
@@ -2991,20 +3225,27 @@ int hsq_queue_end_turn(hsq_queue *q) {
             rate_prune(q);
             q->rate_pruned_ms = q->now;
         }
+        uint64_t t0 = mono_us(q);
         process_ledger(q);
-        if (q->conf.sweep_batch > 0) {
+        if (q->conf.sweep_batch > 0 && q->n_purge_waits == 0) {
+            /* (while purge requests wait for the reaper, nothing more goes
+             * to it: they answer once it is idle) */
             hsq_sweep_counts sc;
             memset(&sc, 0, sizeof sc);
-            sweep(q, (uint32_t)q->conf.sweep_batch, 0, &sc);
+            q->cost.swept = sweep(q, (uint32_t)q->conf.sweep_batch, 0, 1, &sc);
             sweep_audit(q, (uint32_t)q->conf.sweep_batch);
         }
+        q->cost.sweep_us = mono_us(q) - t0;
         if (q->meta_dirty)
             save_meta(q);
         q->store_deadline = first_store_deadline(q);
     }
     int rc = q->turn_err;
+    uint64_t t1 = mono_us(q);
     if (rc == 0)
         rc = hsq_blob_flush(q->blob);
+    uint64_t t2 = mono_us(q);
+    q->cost.flush_us = t2 - t1;
     q->in_turn = 0;
     if (rc != 0) {
         hsq_store_abort(q->st);
@@ -3013,6 +3254,7 @@ int hsq_queue_end_turn(hsq_queue *q) {
     }
     hsq_fault("turn.before_commit");
     rc = q->durable ? hsq_store_commit(q->st) : hsq_store_commit_lazy(q->st);
+    q->cost.commit_us = mono_us(q) - t2;
     if (rc != 0) {
         fail_turn(q, rc);
         return rc;
@@ -3021,6 +3263,14 @@ int hsq_queue_end_turn(hsq_queue *q) {
     q->meta_dirty = 0;
     turn_blobs_clear(q, 0);
     return 0;
+}
+
+void hsq_queue_turn_cost(const hsq_queue *q, hsq_turn_cost *out) {
+    *out = q->cost;
+}
+
+void hsq_queue_set_cost_clock(hsq_queue *q, uint64_t (*fn)(void)) {
+    q->mono_us = fn;
 }
 
 hsq_out *hsq_queue_outbox(hsq_queue *q, size_t *n) {
@@ -3212,6 +3462,8 @@ void hsq_queue_free(hsq_queue **qp) {
     free(q->workers);
     free(q->parked);
     free(q->erase_waits);
+    free(q->purge_waits);
+    hsq_reaps_free(q->reaps, q->n_reaps);
     for (size_t i = 0; i < RATE_BUCKETS; i++) {
         rate_bucket *b = q->rate[i];
         while (b) {

@@ -154,6 +154,61 @@ void hsq_queue_reject(hsq_queue *q, hsq_sock sock, const uint8_t *peer, size_t p
  * Errors: HSQ_EDISKFULL, HSQ_ESTORE, -errno from the blob flush. */
 int hsq_queue_end_turn(hsq_queue *q);
 
+/* Where the last hsq_queue_end_turn spent its time (monotonic us): the
+ * sweeper (blob deletions included), the blob flush and the LMDB commit;
+ * plus how many index entries the sweep handled. For the slow-turn log line. */
+typedef struct {
+    uint64_t sweep_us, flush_us, commit_us;
+    uint32_t swept;
+} hsq_turn_cost;
+void hsq_queue_turn_cost(const hsq_queue *q, hsq_turn_cost *out);
+
+/* The clock behind hsq_turn_cost (monotonic us); NULL, the default, leaves
+ * the figures 0. The core reads no clock of its own. */
+void hsq_queue_set_cost_clock(hsq_queue *q, uint64_t (*mono_us)(void));
+
+/* ---- reaping: the continuous sweeper's file deletions, off the loop ----
+ *
+ * Deleting a file costs a directory fsync, and on a busy filesystem an fsync
+ * can wait hundreds of milliseconds for the journal: the loop must not. With
+ * reaping on, the sweeper in hsq_queue_end_turn hands every due entry whose
+ * work includes deleting files (the inputs of a finished task, a task's
+ * outputs when it becomes a tombstone) to the shell as an hsq_reap, the keys
+ * to delete, and leaves the entry in the expiry index. The shell deletes them
+ * elsewhere (daemon/reaper.c: one directory sync for a whole batch) and hands
+ * the results back in a later turn (hsq_queue_reaped), which changes the
+ * records and drops the entries. The order is the inline one, files first,
+ * records after: a crash in between leaves the entry due, and the next pass
+ * deletes again (a missing file is success). Entries in flight are skipped by
+ * later sweeps and by purge requests. Purge requests, erasures and the
+ * offline purge still delete inline. */
+typedef struct {
+    uint8_t entry[17]; /* the expiry index key (at, id, kind) */
+    uint32_t n_keys;
+    char *keys;        /* n_keys NUL-terminated blob keys, back to back (malloc'd) */
+    char prefix[HSQ_BLOB_KEY_MAX + 1]; /* directory of stray outputs, "" if none */
+    int rc;            /* set by the deleter: 0, or the first error (-errno, HSQ_E*) */
+    uint64_t bytes;    /* set by the deleter: bytes freed under prefix */
+} hsq_reap;
+
+/* At most max entries in flight (handed off, results not back); 0 (the
+ * default) deletes inline. */
+void hsq_queue_set_reaping(hsq_queue *q, size_t max);
+
+/* Outside a turn: the entries handed off since the last call, in an array
+ * the caller owns (hsq_reaps_free); NULL and *n = 0 when none. */
+hsq_reap *hsq_queue_take_reaps(hsq_queue *q, size_t *n);
+
+/* Inside a turn: the results of n entries taken with hsq_queue_take_reaps
+ * (rc and bytes filled in). Takes ownership of the array. An entry whose
+ * deletion failed is retried a minute later, like an inline failure. */
+void hsq_queue_reaped(hsq_queue *q, hsq_reap *r, size_t n);
+
+/* Entries handed off whose results are not back yet. */
+size_t hsq_queue_reaps_inflight(const hsq_queue *q);
+
+void hsq_reaps_free(hsq_reap *r, size_t n);
+
 /* Messages to send, in order; valid until hsq_queue_outbox_clear. */
 hsq_out *hsq_queue_outbox(hsq_queue *q, size_t *n);
 void hsq_queue_outbox_clear(hsq_queue *q);

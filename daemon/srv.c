@@ -3,6 +3,7 @@
 #include "common/alloc.h"
 #include "common/clock.h"
 #include "common/log.h"
+#include "daemon/reaper.h"
 #include "schemas/err.h"
 
 #include <errno.h>
@@ -20,6 +21,7 @@
 #define TURN_BATCH 512                  /* messages per socket per turn */
 #define COMMIT_FAILS_FATAL 8            /* consecutive failed commits before exiting */
 #define TICK_MS 1000                    /* metrics snapshot and loop liveness */
+#define REAP_INFLIGHT 256               /* sweeper entries with the reaper at most */
 
 /* ZMQ_ZAP_ENFORCE_DOMAIN is in libzmq's DRAFT section through 4.3.5, though
  * every 4.3 build honours it (Debian's included). Setting it fails with
@@ -42,6 +44,8 @@ typedef struct {
     uv_signal_t sigterm, sigint;
     uv_poll_t zap_poll; /* the ZAP handler's socket (CURVE only) */
     uv_timer_t tick;    /* TICK_MS: metrics snapshot, systemd watchdog */
+    uv_async_t reaped;  /* the reaper finished a batch */
+    hsq_reaper *reaper; /* NULL: the sweeper deletes files inline */
     const hsq_srv_conf *conf;
     hsq_queue *q;
     int dirty; /* a socket signalled, or a timer is due */
@@ -237,12 +241,21 @@ static void arm_timer(srv *sv) {
 }
 
 static void run_turn(srv *sv) {
+    uint64_t start = hsq_clock_mono_us();
     int rc = hsq_queue_begin_turn(sv->q, hsq_clock_wall_ms());
     if (rc != 0) {
         hsq_log(HSQ_LOG_ERR, "srv", "cannot begin transaction err=%s", hsq_errname(rc));
         sv->fatal = 1;
         uv_stop(&sv->loop);
         return;
+    }
+    if (sv->reaper) {
+        size_t nr;
+        hsq_reap *r = hsq_reaper_collect(sv->reaper, &nr);
+        if (nr)
+            hsq_queue_reaped(sv->q, r, nr);
+        else
+            free(r);
     }
     int n = drain(sv, HSQ_SOCK_CLIENT);
     n += drain(sv, HSQ_SOCK_WORKER);
@@ -266,8 +279,29 @@ static void run_turn(srv *sv) {
     } else {
         sv->commit_fails = 0;
     }
+    if (sv->reaper) {
+        /* Files first, records in a later turn: the hand-off need not wait
+         * for this commit. */
+        size_t nr;
+        hsq_reap *r = hsq_queue_take_reaps(sv->q, &nr);
+        hsq_reaper_submit(sv->reaper, r, nr);
+    }
+    size_t nout;
+    hsq_queue_outbox(sv->q, &nout);
     send_outbox(sv, rc == 0);
     sv->turns++;
+    uint64_t total = hsq_clock_mono_us() - start;
+    if (sv->conf->slow_turn_ms && total >= sv->conf->slow_turn_ms * 1000) {
+        /* A stalled loop delays every client: say where the time went. */
+        hsq_turn_cost c;
+        hsq_queue_turn_cost(sv->q, &c);
+        hsq_log(HSQ_LOG_WARN, "srv",
+                "slow turn ms=%.1f msgs=%d handle_ms=%.1f sweep_ms=%.1f swept=%" PRIu32
+                " flush_ms=%.1f commit_ms=%.1f send_ms=%.1f replies=%zu",
+                (double)total / 1e3, n, (double)(t0 - start) / 1e3, (double)c.sweep_us / 1e3,
+                c.swept, (double)c.flush_us / 1e3, (double)c.commit_us / 1e3,
+                (double)(hsq_clock_mono_us() - t0 - dt) / 1e3, nout);
+    }
 }
 
 static void report_ready(srv *sv, int fd);
@@ -317,6 +351,18 @@ static void on_timer(uv_timer_t *t) {
     srv *sv = t->data;
     sv->dirty = 1;
     uv_idle_start(&sv->idle, on_idle);
+}
+
+static void on_reaped(uv_async_t *h) {
+    srv *sv = h->data;
+    sv->dirty = 1;
+    uv_idle_start(&sv->idle, on_idle);
+}
+
+/* On the reaper's thread. */
+static void reaper_wake(void *ud) {
+    srv *sv = ud;
+    uv_async_send(&sv->reaped);
 }
 
 static void on_zap_poll(uv_poll_t *h, int status, int events) {
@@ -548,6 +594,17 @@ int hsq_srv_run(const hsq_srv_conf *conf, hsq_queue *q) {
         uv_signal_start_oneshot(&sv.sigint, on_signal, SIGINT);
         uv_timer_init(&sv.loop, &sv.tick);
         sv.tick.data = &sv;
+        if (conf->blob_root && conf->blob_root[0]) {
+            uv_async_init(&sv.loop, &sv.reaped, on_reaped);
+            sv.reaped.data = &sv;
+            int r = hsq_reaper_start(&sv.reaper, conf->blob_root, reaper_wake, &sv);
+            if (r == 0)
+                hsq_queue_set_reaping(q, REAP_INFLIGHT);
+            else /* inline deletions still work: slower turns, nothing lost */
+                hsq_log(HSQ_LOG_WARN, "srv", "no reaper thread err=%s: the sweeper deletes inline",
+                        hsq_strerror(r));
+        }
+        hsq_queue_set_cost_clock(q, hsq_clock_mono_us);
         uint64_t wd_us = 0;
         if (sd_watchdog_enabled(0, &wd_us) > 0)
             sv.watchdog_ms = wd_us / 1000 ? wd_us / 1000 : 1;
@@ -562,6 +619,10 @@ int hsq_srv_run(const hsq_srv_conf *conf, hsq_queue *q) {
         uv_run(&sv.loop, UV_RUN_DEFAULT);
     }
 
+    /* The reaper before the handles: it wakes the loop through one. Entries
+     * it holds stay due in the index, and the next start redoes them. */
+    hsq_reaper_stop(&sv.reaper);
+    hsq_queue_set_reaping(q, 0);
     /* Handles first (poll handles must stop before their sockets close). */
     uv_walk(&sv.loop, close_walk, NULL);
     uv_run(&sv.loop, UV_RUN_DEFAULT);

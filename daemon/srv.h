@@ -39,6 +39,10 @@ typedef struct {
     /* Observability, all borrowed and optional. */
     hsq_metrics *metrics; /* snapshot rendered by the loop about once a second */
     hsq_store *store;     /* for the LMDB map usage in metrics */
+    /* The blob store's root: the sweeper's file deletions then run on a
+     * thread of their own (reaper.h). NULL/"" = inline, on the loop. */
+    const char *blob_root;
+    uint64_t slow_turn_ms; /* log turns at least this long with their phases; 0 = never */
     const char *version;
 } hsq_srv_conf;
 

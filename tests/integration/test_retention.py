@@ -15,7 +15,8 @@ Usage: test_retention.py classes|erase|export|crash|diskfull|offline
             nothing of another user; then erase; the Python module too;
   crash     SIGKILL of hsqd at injected points (erase.after_blobs,
             turn.before_commit@N during an erase, sweep.entry@N during a
-            purge), restart: `hsq fsck` finds no orphans and no dangling
+            purge, reap.deleted in the continuous sweeper's reaper thread),
+            restart: `hsq fsck` finds no orphans and no dangling
             records, and the erasure completed;
   diskfull  purge on a full (tmpfs) disk still frees space and succeeds;
   offline   `hsq purge --data-dir` with hsqd stopped removes expired data.
@@ -455,6 +456,7 @@ def mode_crash(h):
 
     for k in (1, 3, 8):
         crash_purge(h, k)
+    crash_reap(h)
 
 
 def crash_purge(h, k):
@@ -493,6 +495,47 @@ def crash_purge(h, k):
     for t in tasks:
         check_eq(status(h, d, t)["state"], "expired", "task %d after purge" % t)
     check_eq(files_under(os.path.join(d.blob_dir, "u")), [], "blob tree after purge")
+    d.stop()
+    clock.set(0)
+
+
+def crash_reap(h):
+    """SIGKILL in hsqd's reaper thread, after it deleted a batch's files and
+    before their directories were synced or the records changed."""
+    clock = Clock(h)
+    data = h.path("crash-reap")
+    d = h.start_hsqd(extra_sets=SETS, data_dir=data)
+    c = h.client(d.client)
+    w = h.fake_worker(d.worker)
+    w.ready()
+    tasks = []
+    for i in range(6):
+        tasks.append(raw_submit(c, "ivy", [make_png(40, 50, i), make_png(20, 20, i)],
+                                ["portrait", "clothing"]))
+        fake_done(h, d, w, d.blob_dir, seed=i)
+    w.close()
+    d.stop()
+    # The continuous sweeper on (the default): it hands the files to the
+    # reaper, which dies once it has deleted them. Ready first, then the
+    # clock moves and a request makes the turn that sweeps.
+    d = start_faulty(h, data, "reap.deleted")
+    clock.set(31 * DAY)
+    p = cli_bg(h, d.client, "stats")
+    died = wait_dead(d.proc, tmo(5))
+    cli_bg_end(p)
+    check(died, "hsqd did not die at reap.deleted")
+    d.kill9()
+    before = fsck(h, data)
+    harness.log("fsck right after SIGKILL at reap.deleted: %r" % before)
+    check_eq(before["orphans"], 0, "orphans right after SIGKILL in the reaper")
+    d = h.start_hsqd(extra_sets=SETS, data_dir=data)
+    purge(h, d)  # answers once the reaper is idle
+    js = fsck(h, data)
+    check_eq((js["orphans"], js["dangling"]), (0, 0),
+             "fsck after SIGKILL at reap.deleted and a restart")
+    for t in tasks:
+        check_eq(status(h, d, t)["state"], "expired", "task %d after the reaper's crash" % t)
+    check_eq(files_under(os.path.join(d.blob_dir, "u")), [], "blob tree after the reaper's crash")
     d.stop()
     clock.set(0)
 

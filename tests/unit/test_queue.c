@@ -4,11 +4,14 @@
 #include "common/blob.h"
 #include "daemon/fsck.h"
 #include "daemon/queue.h"
+#include "daemon/reaper.h"
 #include "daemon/store.h"
 #include "schemas/err.h"
 #include "schemas/wire.h"
 #include "test.h"
 
+#include <errno.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1072,6 +1075,180 @@ static void test_retention_classes(void) {
     HSQ_ASSERT_EQ(task_op(HSQ_OP_STATUS, id, NULL)->m.rep.error.code, HSQ_ENOTFOUND);
 }
 
+/* A finished task with a 4000-byte portrait in the blob store. */
+static uint64_t finished_task(const char *user) {
+    static uint8_t big[4000];
+    memset(big, 5, sizeof big);
+    hsq_wire_msg m;
+    memset(&m, 0, sizeof m);
+    m.op = HSQ_OP_SUBMIT;
+    m.rid = rid_seq++;
+    m.req.submit.user = hsq_str_c(user);
+    m.req.submit.n_inputs = 1;
+    m.req.submit.inputs[0].kind = HSQ_STR_LIT("portrait");
+    m.req.submit.n_outputs = 1;
+    m.req.submit.outputs[0].width = 8;
+    m.req.submit.outputs[0].height = 8;
+    m.req.submit.outputs[0].format = HSQ_FMT_JPEG;
+    hsq_bytes f = {big, sizeof big};
+    begin();
+    feed(HSQ_SOCK_CLIENT, "web", &m, &f, 1);
+    turn();
+    uint64_t id = reply_to(m.rid)->m.rep.submit.task;
+    uint64_t tok = 0;
+    HSQ_ASSERT_U64_EQ(lease1("w1", &tok), id);
+    HSQ_ASSERT_EQ(done("w1", id, tok, user)->m.kind, HSQ_KIND_REPLY);
+    return id;
+}
+
+static atomic_int reaper_woke;
+
+static void on_reaper_wake(void *ud) {
+    (void)ud;
+    atomic_fetch_add(&reaper_woke, 1);
+}
+
+/* Wait for the reaper's next batch. */
+static hsq_reap *reaper_results(hsq_reaper *rp, size_t *n) {
+    for (int i = 0; i < 2000; i++) {
+        hsq_reap *r = hsq_reaper_collect(rp, n);
+        if (*n)
+            return r;
+        free(r);
+        usleep(1000);
+    }
+    HSQ_FAIL_("the reaper returned nothing in 2 s");
+}
+
+/* Reaping: the continuous sweeper hands file deletions to the reaper thread
+ * (at most reap_max in flight), leaves the records and index entries alone
+ * until the results come back, skips entries in flight, holds a purge
+ * request until the reaper is idle, and retries a failed deletion later. */
+static void test_reaping(void) {
+    fresh();
+    close_all();
+    conf.inline_max = 0; /* every input a file */
+    open_all();
+    hsq_queue_set_reaping(q, 2);
+    char root[300];
+    snprintf(root, sizeof root, "%s/blobs", dir);
+    hsq_reaper *rp;
+    HSQ_OK(hsq_reaper_start(&rp, root, on_reaper_wake, NULL));
+    uint64_t ids[4];
+    for (int i = 0; i < 4; i++)
+        ids[i] = finished_task("uma");
+    const int64_t day = 86400000;
+    int64_t end = now;
+
+    /* Everything due at once: the first two entries in the index (the
+     * portraits of the first two tasks, 7 days) go to the reaper, the rest
+     * wait. */
+    tick_at(end + 30 * day);
+    HSQ_ASSERT_EQ(hsq_queue_reaps_inflight(q), 2);
+    size_t n;
+    hsq_reap *r = hsq_queue_take_reaps(q, &n);
+    HSQ_ASSERT_EQ(n, 2);
+    for (int i = 0; i < 4; i++) {
+        HSQ_ASSERT(blob_exists("uma", ids[i], "out-0.jpg")); /* nothing deleted on the loop */
+        HSQ_ASSERT(blob_exists("uma", ids[i], "in-0"));
+        HSQ_ASSERT_EQ(state_of(ids[i]), HSQ_STATE_SUCCEEDED);
+    }
+    /* The outputs are due: no download while the reaper may be deleting. */
+    HSQ_ASSERT_EQ(task_op(HSQ_OP_RESULT, ids[0], "uma")->m.rep.error.code, HSQ_ENOTFOUND);
+    tick_at(end + 30 * day + 1000); /* full: nothing more is handed off */
+    HSQ_ASSERT_EQ(hsq_queue_reaps_inflight(q), 2);
+    free(hsq_queue_take_reaps(q, &n));
+    HSQ_ASSERT_EQ(n, 0);
+
+    /* A purge request waits for the reaper. */
+    hsq_wire_msg m;
+    memset(&m, 0, sizeof m);
+    m.op = HSQ_OP_PURGE;
+    m.rid = rid_seq++;
+    m.req.purge.limit = 1000;
+    begin();
+    feed(HSQ_SOCK_CLIENT, "ops", &m, NULL, 0);
+    turn();
+    HSQ_ASSERT_EQ(ncap, 0);
+
+    atomic_store(&reaper_woke, 0);
+    hsq_reaper_submit(rp, r, 2);
+    r = reaper_results(rp, &n);
+    HSQ_ASSERT_EQ(n, 2);
+    HSQ_ASSERT(atomic_load(&reaper_woke) >= 1);
+    for (size_t i = 0; i < n; i++) {
+        HSQ_ASSERT_EQ(r[i].rc, 0);
+        HSQ_ASSERT_EQ(r[i].n_keys, 1); /* the portrait */
+        HSQ_ASSERT_EQ(r[i].prefix[0], '\0');
+    }
+    for (int i = 0; i < 4; i++) {
+        HSQ_ASSERT(blob_exists("uma", ids[i], "in-0") == (i >= 2));
+        HSQ_ASSERT(blob_exists("uma", ids[i], "out-0.jpg"));
+    }
+
+    /* The results come back: records change, and the waiting purge does
+     * the rest inline and answers for all of it. */
+    begin();
+    hsq_queue_reaped(q, r, n);
+    turn();
+    captured *pr = reply_to(m.rid);
+    HSQ_ASSERT_EQ(pr->m.kind, HSQ_KIND_REPLY);
+    HSQ_ASSERT_U64_EQ(pr->m.rep.purge.inputs, 4);
+    HSQ_ASSERT_U64_EQ(pr->m.rep.purge.tasks, 4);
+    HSQ_ASSERT_U64_EQ(pr->m.rep.purge.outputs, 4);
+    HSQ_ASSERT_EQ(hsq_queue_reaps_inflight(q), 0);
+    for (int i = 0; i < 4; i++) {
+        HSQ_ASSERT_EQ(state_of(ids[i]), HSQ_STATE_EXPIRED);
+        HSQ_ASSERT(!blob_exists("uma", ids[i], "out-0.jpg"));
+        HSQ_ASSERT(!blob_exists("uma", ids[i], "in-0"));
+    }
+    HSQ_ASSERT_U64_EQ(hsq_queue_blob_bytes(q), 0);
+
+    /* A failed deletion: the entry comes back a minute later, the task is
+     * untouched meanwhile, and the next hand-off finishes it. */
+    uint64_t id = finished_task("uma");
+    end = now;
+    tick_at(end + 7 * day);
+    r = hsq_queue_take_reaps(q, &n);
+    HSQ_ASSERT_EQ(n, 1);
+    r[0].rc = -EIO;
+    begin();
+    hsq_queue_reaped(q, r, n);
+    turn();
+    HSQ_ASSERT(blob_exists("uma", id, "in-0"));
+    tick_at(end + 7 * day + 59000);
+    free(hsq_queue_take_reaps(q, &n));
+    HSQ_ASSERT_EQ(n, 0);
+    tick_at(end + 7 * day + 61000);
+    r = hsq_queue_take_reaps(q, &n);
+    HSQ_ASSERT_EQ(n, 1);
+    hsq_reaper_submit(rp, r, n);
+    r = reaper_results(rp, &n);
+    begin();
+    hsq_queue_reaped(q, r, n);
+    turn();
+    HSQ_ASSERT(!blob_exists("uma", id, "in-0"));
+    HSQ_ASSERT_EQ(state_of(id), HSQ_STATE_SUCCEEDED);
+
+    /* Outputs: one entry deletes the output and the task's directory. */
+    tick_at(end + 30 * day);
+    r = hsq_queue_take_reaps(q, &n);
+    HSQ_ASSERT_EQ(n, 1);
+    HSQ_ASSERT_EQ(r[0].n_keys, 1);
+    HSQ_ASSERT(r[0].prefix[0] != '\0');
+    /* Stopping with work queued drops it: the entry stays due. */
+    hsq_reaper_submit(rp, r, n);
+    hsq_reaper_stop(&rp);
+    HSQ_ASSERT(rp == NULL);
+    hsq_queue_set_reaping(q, 0);
+    close_all();
+    open_all(); /* a restart: inline now, and the entry is still due */
+    tick_at(end + 30 * day + 1000);
+    HSQ_ASSERT_EQ(state_of(id), HSQ_STATE_EXPIRED);
+    HSQ_ASSERT(!blob_exists("uma", id, "out-0.jpg"));
+    conf.inline_max = 1024;
+}
+
 /* A submit may ask for shorter retention (never longer): photos deleted a
  * second after the task ends, outputs after an hour; an outputs ask longer
  * than the policy gets the policy. The ask goes through the wire codec. */
@@ -1582,6 +1759,7 @@ int main(void) {
     test_retention_pending();
     test_retention_asked();
     test_retention_by_prio();
+    test_reaping();
     test_fsck();
     test_rate_limit();
     test_credits();
