@@ -199,9 +199,11 @@ void hsq_queue_set_reaping(hsq_queue *q, size_t max);
  * the caller owns (hsq_reaps_free); NULL and *n = 0 when none. */
 hsq_reap *hsq_queue_take_reaps(hsq_queue *q, size_t *n);
 
-/* Inside a turn: the results of n entries taken with hsq_queue_take_reaps
- * (rc and bytes filled in). Takes ownership of the array. An entry whose
- * deletion failed is retried a minute later, like an inline failure. */
+/* The results of n entries taken with hsq_queue_take_reaps (rc and bytes
+ * filled in); takes ownership of the array. The sweeps of the next turns
+ * apply them within their budgets (hsq_queue_next_deadline says "now" while
+ * any wait). An entry whose deletion failed is retried a minute later, like
+ * an inline failure. */
 void hsq_queue_reaped(hsq_queue *q, hsq_reap *r, size_t n);
 
 /* Entries handed off whose results are not back yet. */

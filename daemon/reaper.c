@@ -10,6 +10,10 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+
+#define REAP_BATCH 64          /* entries deleted between two flushes */
+#define REAP_REST_MAX_NS 250e6 /* longest pause after a batch */
 
 typedef struct {
     hsq_reap *v;
@@ -55,6 +59,20 @@ static void delete_entry(hsq_reaper *r, hsq_reap *e) {
     }
 }
 
+static uint64_t mono_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Sleep until mono time `until` (ns) or quit; called with mu held. */
+static void rest_until(hsq_reaper *r, uint64_t until) {
+    struct timespec ts = {(time_t)(until / 1000000000u), (long)(until % 1000000000u)};
+    while (!r->quit && mono_ns() < until)
+        if (pthread_cond_timedwait(&r->cv, &r->mu, &ts) == ETIMEDOUT)
+            break;
+}
+
 static void *reaper_main(void *arg) {
     hsq_reaper *r = arg;
     reap_list batch = {NULL, 0, 0};
@@ -64,12 +82,14 @@ static void *reaper_main(void *arg) {
             pthread_cond_wait(&r->cv, &r->mu);
         if (r->quit)
             break;
-        /* Take everything queued: one flush for all of it. */
-        reap_list t = r->todo;
-        r->todo = batch;
-        batch = t;
+        /* Up to REAP_BATCH entries: one flush for all of them. */
+        size_t take = r->todo.n < REAP_BATCH ? r->todo.n : REAP_BATCH;
+        list_append(&batch, r->todo.v, take);
+        r->todo.n -= take;
+        memmove(r->todo.v, r->todo.v + take, r->todo.n * sizeof *r->todo.v);
         pthread_mutex_unlock(&r->mu);
 
+        uint64_t t0 = mono_ns();
         for (size_t i = 0; i < batch.n; i++)
             delete_entry(r, &batch.v[i]);
         hsq_fault("reap.deleted");
@@ -82,12 +102,18 @@ static void *reaper_main(void *arg) {
                 if (batch.v[i].rc == 0)
                     batch.v[i].rc = rc;
         }
+        uint64_t t1 = mono_ns();
 
         pthread_mutex_lock(&r->mu);
         list_append(&r->done, batch.v, batch.n);
         batch.n = 0;
         if (r->wake)
             r->wake(r->ud);
+        /* Rest as long as the batch took: deleting files keeps the
+         * filesystem's journal busy, and the loop's LMDB commits wait on
+         * the same disk. At most half of its time goes to the reaper. */
+        uint64_t rest = t1 - t0 < REAP_REST_MAX_NS ? t1 - t0 : (uint64_t)REAP_REST_MAX_NS;
+        rest_until(r, t1 + rest);
     }
     pthread_mutex_unlock(&r->mu);
     free(batch.v);
@@ -105,7 +131,11 @@ int hsq_reaper_start(hsq_reaper **out, const char *blob_root, void (*wake)(void 
     r->wake = wake;
     r->ud = ud;
     pthread_mutex_init(&r->mu, NULL);
-    pthread_cond_init(&r->cv, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* rest_until's deadlines */
+    pthread_cond_init(&r->cv, &ca);
+    pthread_condattr_destroy(&ca);
     rc = pthread_create(&r->thread, NULL, reaper_main, r);
     if (rc != 0) {
         pthread_cond_destroy(&r->cv);

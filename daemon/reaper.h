@@ -3,11 +3,14 @@
  * The queue core hands the files of expired data over as hsq_reap entries
  * (queue.h "reaping"); the shell passes them here and gets them back with
  * rc and bytes filled in, for a later turn to update the records. The
- * thread has its own handle on the blob store. It deletes a whole batch with
- * the directory syncs deferred, then makes the batch durable with one flush
- * (each directory touched is fsynced once; on ext4 the first fsync commits
- * the journal for all of them), and only then reports the batch: a record
- * never changes for a deletion a crash could undo.
+ * thread has its own handle on the blob store. It deletes a batch (up to 64
+ * entries) with the directory syncs deferred, then makes the batch durable
+ * with one flush (each directory touched is fsynced once; on ext4 the first
+ * fsync commits the journal for all of them), and only then reports the
+ * batch: a record never changes for a deletion a crash could undo. After
+ * each batch it rests as long as the batch took (at most 250 ms): deleting
+ * files keeps the filesystem's journal busy, and the loop's LMDB commits
+ * wait on the same disk.
  *
  * Thread safety: every call is made from the loop thread; wake(ud) is
  * called on the reaper's thread after each finished batch (uv_async_send is
