@@ -81,6 +81,7 @@
 typedef struct {
     const char *hsqd;      /* path of the hsqd binary */
     const char *attach;    /* --attach: paced load on this client endpoint only */
+    int disk_probe;        /* --disk-probe PAGES: only the paced commit-shaped disk probe */
     int paced_secs_set;    /* --paced-secs given */
     const char *ack_log;   /* --ack-log: one line per ack (attach mode) */
     const char *hsqd_args; /* argv template after the binary; %D and %F substituted */
@@ -548,6 +549,80 @@ out:
     unlink(path);
     free(buf);
     return mbps;
+}
+
+/* The disk's own latency for a commit-shaped write, paced like the paced
+ * runs: every 1/rate s, `pages` 4 KiB pwrites at random page offsets of a
+ * 4 MiB file (a hot LMDB working set), fdatasync, then one 4 KiB pwrite at
+ * offset 0 through an O_DSYNC descriptor: the shape of an LMDB commit (dirty
+ * pages, sync, meta page). Latency from the scheduled start, like the paced rows; no queueing,
+ * parsing or sockets: what the disk alone allows. 0 on success. */
+typedef struct {
+    double p50, p99, max;
+    uint64_t n;
+} disk_lat;
+
+static int disk_commit_probe(const char *dir, int pages, double rate, double secs, disk_lat *out) {
+    char path[1100];
+    snprintf(path, sizeof path, "%.1024s/commit-probe.tmp", dir);
+    const off_t size = 4 << 20; /* a hot LMDB working set: 1024 pages */
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    int meta = fd < 0 ? -1 : open(path, O_WRONLY | O_DSYNC | O_CLOEXEC);
+    int rc = -1;
+    uint8_t *page = xmalloc(4096), *zero = calloc(1, 1 << 20);
+    u64vec lat = {0};
+    if (fd < 0 || meta < 0 || !zero) {
+        note("commit probe %s: %s", path, strerror(errno));
+        goto out;
+    }
+    /* Allocate every block first: LMDB rewrites pages of a file it grew. */
+    for (off_t off = 0; off < size; off += 1 << 20)
+        if (pwrite(fd, zero, 1 << 20, off) != 1 << 20) {
+            note("commit probe write: %s", strerror(errno));
+            goto out;
+        }
+    if (fsync(fd) != 0)
+        goto out;
+    fill_random(page, 4096, 0xd15c);
+    uint64_t seed = 0x9e3779b97f4a7c15ull;
+    uint64_t period = (uint64_t)(1e9 / rate), t0 = now_ns();
+    uint64_t n = (uint64_t)(secs * rate);
+    for (uint64_t i = 0; i < n; i++) {
+        uint64_t at = t0 + i * period;
+        uint64_t t = now_ns();
+        if (t < at) {
+            struct timespec ts = {(time_t)((at - t) / 1000000000u), (long)((at - t) % 1000000000u)};
+            nanosleep(&ts, NULL);
+        }
+        for (int k = 0; k < pages; k++) {
+            seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+            off_t off = (off_t)(1 + (seed >> 33) % (uint64_t)(size / 4096 - 1)) * 4096;
+            page[0] = (uint8_t)i;
+            if (pwrite(fd, page, 4096, off) != 4096)
+                goto out;
+        }
+        if (fdatasync(fd) != 0 || pwrite(meta, page, 4096, 0) != 4096)
+            goto out;
+        u64vec_push(&lat, now_ns() - at);
+    }
+    out->n = lat.n;
+    out->p50 = pct_ms(&lat, 0.50);
+    out->p99 = pct_ms(&lat, 0.99);
+    out->max = pct_ms(&lat, 1.0);
+    rc = 0;
+out:
+    if (rc != 0 && fd >= 0)
+        note("commit probe %s: %s", path, strerror(errno));
+    if (meta >= 0)
+        close(meta);
+    if (fd >= 0) {
+        close(fd);
+        unlink(path);
+    }
+    free(page);
+    free(zero);
+    free(lat.v);
+    return rc;
 }
 
 /* ------------------------------------------------------------------ */
@@ -2020,6 +2095,9 @@ static void usage(FILE *f) {
             "  --attach EP          only a paced load (--rate, --window, --users,\n"
             "                       --job-bytes) on the client endpoint EP of an hsqd\n"
             "                       run by someone else, until SIGTERM (or --paced-secs)\n"
+            "  --disk-probe PAGES   only the disk's commit-shaped latency in --dir: every\n"
+            "                       1/--rate s for --paced-secs, PAGES random 4 KiB\n"
+            "                       pwrites, fdatasync, one O_DSYNC meta page write\n"
             "  --ack-log FILE       attach mode: \"SEND_NS LATENCY_NS\" per ack\n"
             "                       (CLOCK_MONOTONIC)\n"
             "  --keep               keep the temp dir (logs, data)\n"
@@ -2148,6 +2226,8 @@ int main(int argc, char **argv) {
             o.disk_mb = (size_t)parse_num(a, v, 1, 1 << 20);
         else if (ARG("--attach"))
             o.attach = v;
+        else if (ARG("--disk-probe"))
+            o.disk_probe = (int)parse_num(a, v, 1, 1024);
         else if (ARG("--ack-log"))
             o.ack_log = v;
         else if (ARG("--lease-wait-ms"))
@@ -2174,6 +2254,15 @@ int main(int argc, char **argv) {
     signal(SIGPIPE, SIG_IGN);
     if (o.attach)
         return run_attach(&o);
+    if (o.disk_probe) {
+        /* For other benchmarks' reference rows (bench/purge.py). */
+        disk_lat d;
+        if (disk_commit_probe(o.dir, o.disk_probe, o.paced_rate, o.paced_secs, &d) != 0)
+            return 1;
+        printf("disk %d pages: n %" PRIu64 " p50 %.3f p99 %.3f max %.3f ms\n", o.disk_probe, d.n,
+               d.p50, d.p99, d.max);
+        return 0;
+    }
 
     char root[1024];
     snprintf(root, sizeof root, "%s/hsq-bench.XXXXXX", o.dir);
@@ -2374,6 +2463,20 @@ int main(int argc, char **argv) {
         paced_row("hsqd", &hq);
         paced_row("beanstalkd (no binlog)", &bs0);
         paced_row("beanstalkd -b -f0", &bs1);
+        /* The floor under every durable row: the disk alone, same pacing,
+         * the least a durable ack can write (one page, sync, meta page). A
+         * many-page probe is no floor: random pages over a file fall behind
+         * at this rate here, while LMDB's pages sit close together. */
+        disk_lat d1;
+        if (disk_commit_probe(root, 1, o.paced_rate, o.paced_secs, &d1) == 0) {
+            printf("%-30s %10s %11.3f %11.3f   (max %.3f ms)\n", "disk: 1 page, sync, meta", "",
+                   d1.p50, d1.p99, d1.max);
+            if (hq.ran && hq.paced.ok)
+                printf("%-30s %10s %10.2fx %10.2fx\n", "ratio hsqd / disk", "",
+                       hq.paced.ack_p50 / d1.p50, hq.paced.ack_p99 / d1.p99);
+        } else {
+            failed = 1;
+        }
     }
     for (const sys_res *s = &hq; s; s = s == &hq ? &bs0 : s == &bs0 ? &bs1 : NULL)
         if (s->ran && (!s->tput.ok || (o.run_paced && !s->paced.ok)))

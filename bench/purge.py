@@ -161,6 +161,19 @@ def pct(xs, p):
     return xs[min(len(xs) - 1, int(len(xs) * p))] if xs else float("nan")
 
 
+def lmdb_free(db):
+    """LMDB's free list (mdb_stat -f): reclaimable pages, and how many
+    freelist records hold them (each commit rewrites what it consumed)."""
+    try:
+        out = subprocess.run(["mdb_stat", "-f", db], stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError) as e:
+        return "mdb_stat failed: %s" % e
+    keep = [ln.strip() for ln in out.splitlines()
+            if "Free pages" in ln or "Entries" in ln or "Page size" in ln]
+    return "; ".join(keep[:4])
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--tasks", type=int, default=100000)
@@ -174,6 +187,8 @@ def main():
                     help="done: finished tasks whose uploads, outputs and tombstones expire; "
                     "queued: tasks still queued past retention_pending (cancelled, then "
                     "their inputs deleted)")
+    ap.add_argument("--slow-turn-ms", type=int, default=50,
+                    help="hsqd logs turns this long with their phases; the worst are printed")
     a = ap.parse_args()
     # harness read HSQ_BUILD when it was imported: point it at --build now
     # (setting the variable alone left it on its default build dir).
@@ -212,13 +227,28 @@ def main():
             n = finish_all(h, d)
             print("finished %d tasks (empty outputs) in %.1f s" % (n, time.monotonic() - t0))
         d.stop()
+        # Making the tasks created 100,000s of files a moment ago; let their
+        # writeback finish so it does not land in the measured phases (a
+        # real purge runs over data written days before).
+        t0 = time.monotonic()
+        os.sync()
+        print("sync after making them: %.1f s" % (time.monotonic() - t0))
 
         def set_clock(ms):
             with open(clock + ".tmp", "w") as f:
                 f.write("%d\n" % ms)
             os.rename(clock + ".tmp", clock)
 
-        d = h.start_hsqd(extra_sets=dict(sets, sweep_batch=str(a.batch)), data_dir=data)
+        disk = None
+        if os.access(bb, os.X_OK):
+            # The disk alone, same pacing, in the data dir: what one durable
+            # ack costs at least (a 4 KiB write, fdatasync, a meta write).
+            r = subprocess.run([bb, "--disk-probe", "1", "--dir", data, "--rate", str(a.rate),
+                                "--paced-secs", "3"], stdout=subprocess.PIPE, text=True)
+            disk = r.stdout.strip() if r.returncode == 0 else None
+            print("reference, %s" % disk)
+        d = h.start_hsqd(extra_sets=dict(sets, sweep_batch=str(a.batch),
+                                         slow_turn_ms=str(a.slow_turn_ms)), data_dir=data)
         c = h.client(d.client)
         if a.load == "c":
             load = CLoad(bb, d.client, a.rate, h.path("acks"))
@@ -261,6 +291,7 @@ def main():
             else:
                 load.phase(phase, t0, t0 + dt)
             results.append((phase, dt, before))
+            print("after %s: %s" % (phase, lmdb_free(os.path.join(data, "db"))))
             time.sleep(1)
         if a.load == "py":
             load.stop.set()
@@ -273,6 +304,10 @@ def main():
                "bench-broker --attach" if a.load == "c" else "Python thread", a.tasks))
         print("| phase | time s | tasks/s | acks | p50 ms | p99 ms | max ms |")
         print("|---|---:|---:|---:|---:|---:|---:|")
+        if disk:
+            w = disk.split()
+            print("| disk alone: 4 KiB write, fdatasync, meta (%s/s) | - | - | %s | %s | %s | %s |"
+                  % (a.rate, w[4], w[6], w[8], w[10]))
         for name in ["baseline"] + [p for p, _, _ in results]:
             xs = lat.get(name, [])
             dt = next((r[1] for r in results if r[0] == name), None)
@@ -280,6 +315,17 @@ def main():
                 name, "%.2f" % dt if dt else "-", "%.0f" % (a.tasks / dt) if dt else "-",
                 len(xs), pct(xs, 0.5), pct(xs, 0.99), max(xs) if xs else float("nan")))
         print("\nsubmit errors: %d" % load.errors)
+        # hsqd logs every turn over 50 ms with its phases: show the worst.
+        slow = [ln for ln in d.proc.stderr_text().splitlines() if "slow turn" in ln]
+        print("hsqd slow turns (>= %d ms): %d" % (a.slow_turn_ms, len(slow)))
+
+        def turn_ms(ln):
+            for w in ln.split():
+                if w.startswith("ms="):
+                    return float(w[3:])
+            return 0.0
+        for ln in sorted(slow, key=turn_ms, reverse=True)[:8]:
+            print("  " + ln[ln.index("slow turn"):])
     finally:
         problems = h.teardown()
         for p in problems:
