@@ -3183,11 +3183,17 @@ static int64_t first_store_deadline(hsq_queue *q) {
     int64_t t = INT64_MAX;
     hsq_db dbs[3] = {HSQ_DB_LEASES, HSQ_DB_DELAYED, HSQ_DB_EXPIRY};
     for (int i = 0; i < 3; i++) {
+        /* Entries with the reaper are not due for the loop: the reaper's
+         * results wake it. While it is full, neither is the rest. */
+        int skip = dbs[i] == HSQ_DB_EXPIRY && q->reap_inflight > 0;
+        if (skip && q->reap_inflight >= q->reap_max)
+            continue;
         hsq_cursor *cur;
         if (hsq_cursor_open(q->st, dbs[i], &cur) != 0)
             continue;
-        hsq_bytes k;
-        if (hsq_cursor_get(cur, HSQ_CUR_FIRST, &k, NULL) == 0 && k.len >= 16) {
+        hsq_bytes k = {q->reap_from, sizeof q->reap_from};
+        if (hsq_cursor_get(cur, skip ? HSQ_CUR_SET_RANGE : HSQ_CUR_FIRST, &k, NULL) == 0 &&
+            k.len >= 16) {
             int64_t at = (int64_t)hsq_rd_be64(k.ptr);
             if (at < t)
                 t = at;

@@ -1157,6 +1157,8 @@ static void test_reaping(void) {
     HSQ_ASSERT_EQ(task_op(HSQ_OP_RESULT, ids[0], "uma")->m.rep.error.code, HSQ_ENOTFOUND);
     tick_at(end + 30 * day + 1000); /* full: nothing more is handed off */
     HSQ_ASSERT_EQ(hsq_queue_reaps_inflight(q), 2);
+    /* ... and nothing is due for the loop until results come back. */
+    HSQ_ASSERT(hsq_queue_next_deadline(q) > now);
     free(hsq_queue_take_reaps(q, &n));
     HSQ_ASSERT_EQ(n, 0);
 
@@ -1188,8 +1190,9 @@ static void test_reaping(void) {
 
     /* The results come back: records change, and the waiting purge does
      * the rest inline and answers for all of it. */
-    begin();
     hsq_queue_reaped(q, r, n);
+    HSQ_ASSERT(hsq_queue_next_deadline(q) <= now); /* a turn is due to apply them */
+    begin();
     turn();
     captured *pr = reply_to(m.rid);
     HSQ_ASSERT_EQ(pr->m.kind, HSQ_KIND_REPLY);
