@@ -589,11 +589,7 @@ static int disk_commit_probe(const char *dir, int pages, double rate, double sec
     uint64_t n = (uint64_t)(secs * rate);
     for (uint64_t i = 0; i < n; i++) {
         uint64_t at = t0 + i * period;
-        uint64_t t = now_ns();
-        if (t < at) {
-            struct timespec ts = {(time_t)((at - t) / 1000000000u), (long)((at - t) % 1000000000u)};
-            nanosleep(&ts, NULL);
-        }
+        sleep_until_ns(at); /* returns at once when behind */
         for (int k = 0; k < pages; k++) {
             seed = seed * 6364136223846793005ull + 1442695040888963407ull;
             off_t off = (off_t)(1 + (seed >> 33) % (uint64_t)(size / 4096 - 1)) * 4096;

@@ -1996,6 +1996,16 @@ static void sweep_audit(hsq_queue *q, uint32_t budget) {
 
 static uint32_t sweep(hsq_queue *q, uint32_t budget, int dry, int reap, hsq_sweep_counts *sc);
 
+static void counts_add(hsq_sweep_counts *dst, const hsq_sweep_counts *src) {
+    dst->inputs += src->inputs;
+    dst->outputs += src->outputs;
+    dst->tasks += src->tasks;
+    dst->tombstones += src->tombstones;
+    dst->cancelled += src->cancelled;
+    dst->bytes += src->bytes;
+    dst->errors += src->errors;
+}
+
 /* One bounded pass for a purge request, answered at once. `reaped` (or
  * NULL) adds what the reaper finished for the pass that waited on it. */
 static void purge_pass(hsq_queue *q, hsq_sock sock, const uint8_t *peer, size_t plen, uint64_t rid,
@@ -2009,15 +2019,8 @@ static void purge_pass(hsq_queue *q, hsq_sock sock, const uint8_t *peer, size_t 
                     "storage error (%s); nothing was purged", hsq_strerror(q->turn_err));
         return;
     }
-    if (reaped) {
-        sc.inputs += reaped->inputs;
-        sc.outputs += reaped->outputs;
-        sc.tasks += reaped->tasks;
-        sc.tombstones += reaped->tombstones;
-        sc.cancelled += reaped->cancelled;
-        sc.bytes += reaped->bytes;
-        sc.errors += reaped->errors;
-    }
+    if (reaped)
+        counts_add(&sc, reaped);
     if (!dry && (n > 0 || reaped))
         audit(q,
               "op=purge inputs=%" PRIu64 " outputs=%" PRIu64 " tasks=%" PRIu64
@@ -2860,6 +2863,23 @@ static int destroy_task(hsq_queue *q, hsq_task *t, hsq_sweep_counts *sc) {
     return rc;
 }
 
+/* Whether the index entry (at, kind) still matches its task's dates: when
+ * it does not, the task moved on and the entry is stale. */
+static int entry_current(const hsq_task *t, int64_t at, uint8_t kind) {
+    switch (kind) {
+    case EXP_INPUTS:
+        return at == t->inputs_expire_ms;
+    case EXP_REFS:
+        return at == t->refs_expire_ms;
+    case EXP_TASK:
+        return at == t->expires_ms && t->state != HSQ_STATE_EXPIRED;
+    case EXP_TOMB:
+        return at == t->expires_ms && t->state == HSQ_STATE_EXPIRED;
+    default:
+        return 0;
+    }
+}
+
 /* Handle one due index entry. Entries whose date no longer matches the
  * task's are stale (the task moved on) and are simply dropped. */
 static int sweep_entry(hsq_queue *q, uint64_t id, int64_t at, uint8_t kind, int dry,
@@ -2870,11 +2890,11 @@ static int sweep_entry(hsq_queue *q, uint64_t id, int64_t at, uint8_t kind, int 
         return 0;
     if (rc != 0)
         return rc;
+    if (!entry_current(&t, at, kind))
+        return 0;
     switch (kind) {
     case EXP_INPUTS:
     case EXP_REFS:
-        if (at != (kind == EXP_INPUTS ? t.inputs_expire_ms : t.refs_expire_ms))
-            return 0;
         if (!hsq_state_is_terminal(t.state)) {
             /* Outlived retention_pending without running: cancelled, and
              * its inputs go now (their time is up), not a day later. */
@@ -2905,8 +2925,6 @@ static int sweep_entry(hsq_queue *q, uint64_t id, int64_t at, uint8_t kind, int 
         rc = delete_inputs(q, &t, kind == EXP_REFS, sc);
         return rc == 0 ? save_task(q, &t) : rc;
     case EXP_TASK:
-        if (at != t.expires_ms || t.state == HSQ_STATE_EXPIRED)
-            return 0;
         if (dry) {
             sc->tasks++;
             sc->outputs += t.n_outputs;
@@ -2916,8 +2934,6 @@ static int sweep_entry(hsq_queue *q, uint64_t id, int64_t at, uint8_t kind, int 
         }
         return make_tombstone(q, &t, sc);
     case EXP_TOMB:
-        if (at != t.expires_ms || t.state != HSQ_STATE_EXPIRED)
-            return 0;
         if (dry) {
             sc->tombstones++;
             return 0;
@@ -2946,15 +2962,7 @@ static void sweep_retry_later(hsq_queue *q, uint64_t id, uint8_t kind) {
     save_task(q, &t);
 }
 
-static void sweep_tally(hsq_queue *q, const hsq_sweep_counts *sc) {
-    q->swept.inputs += sc->inputs;
-    q->swept.outputs += sc->outputs;
-    q->swept.tasks += sc->tasks;
-    q->swept.tombstones += sc->tombstones;
-    q->swept.cancelled += sc->cancelled;
-    q->swept.bytes += sc->bytes;
-    q->swept.errors += sc->errors;
-}
+
 
 /* Append a NUL-terminated copy of key to the reap's key block. */
 static void reap_key(hsq_reap *r, size_t *len, hsq_str key) {
@@ -2976,12 +2984,10 @@ static int try_handoff(hsq_queue *q, const uint8_t key[17]) {
     if (kind != EXP_INPUTS && kind != EXP_REFS && kind != EXP_TASK)
         return 0;
     hsq_task t;
-    if (load_task(q, id, &t) != 0 || !hsq_state_is_terminal(t.state))
-        return 0; /* gone (stale entry), or a cancel: inline */
+    if (load_task(q, id, &t) != 0 || !hsq_state_is_terminal(t.state) ||
+        !entry_current(&t, at, kind))
+        return 0; /* gone or stale, or a cancel: inline */
     int whole = kind == EXP_TASK;
-    if (whole ? at != t.expires_ms || t.state == HSQ_STATE_EXPIRED
-              : at != (kind == EXP_INPUTS ? t.inputs_expire_ms : t.refs_expire_ms))
-        return 0;
     int files = whole; /* a tombstone always looks for stray outputs */
     for (uint32_t i = 0; !files && i < t.n_inputs; i++)
         files = t.inputs[i].where == HSQ_IN_BLOB && is_reference(&t.inputs[i]) == (kind == EXP_REFS);
@@ -3073,7 +3079,7 @@ static uint32_t sweep(hsq_queue *q, uint32_t budget, int dry, int reap, hsq_swee
         done += 1 + SWEEP_BLOB_COST * (uint32_t)(q->blob_ops - ops);
     }
     if (!dry)
-        sweep_tally(q, sc);
+        counts_add(&q->swept, sc);
     return done;
 }
 
@@ -3149,7 +3155,7 @@ static uint32_t apply_results(hsq_queue *q, uint32_t budget) {
             sweep_retry_later(q, id, key[16]);
         }
     }
-    sweep_tally(q, &sc);
+    counts_add(&q->swept, &sc);
     /* Counted as applied even when the turn fails: its entries are still
      * in the index then, and the next sweep hands them off again. */
     q->reap_inflight = q->reap_inflight > done ? q->reap_inflight - done : 0;
@@ -3158,13 +3164,7 @@ static uint32_t apply_results(hsq_queue *q, uint32_t budget) {
         q->results = NULL;
         q->n_results = q->results_head = 0;
     }
-    q->reaped_sum.inputs += sc.inputs;
-    q->reaped_sum.outputs += sc.outputs;
-    q->reaped_sum.tasks += sc.tasks;
-    q->reaped_sum.tombstones += sc.tombstones;
-    q->reaped_sum.cancelled += sc.cancelled;
-    q->reaped_sum.bytes += sc.bytes;
-    q->reaped_sum.errors += sc.errors;
+    counts_add(&q->reaped_sum, &sc);
     if (q->reap_inflight == 0) {
         memset(q->reap_from, 0, sizeof q->reap_from);
         for (size_t i = 0; i < q->n_purge_waits; i++) {

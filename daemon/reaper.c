@@ -2,6 +2,7 @@
 
 #include "common/alloc.h"
 #include "common/blob.h"
+#include "common/clock.h"
 #include "common/fault.h"
 #include "common/log.h"
 #include "schemas/err.h"
@@ -13,7 +14,7 @@
 #include <time.h>
 
 #define REAP_BATCH 64          /* entries deleted between two flushes */
-#define REAP_REST_MAX_NS 250e6 /* longest pause after a batch */
+#define REAP_REST_MAX_US 250000 /* longest pause after a batch */
 
 typedef struct {
     hsq_reap *v;
@@ -59,16 +60,10 @@ static void delete_entry(hsq_reaper *r, hsq_reap *e) {
     }
 }
 
-static uint64_t mono_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-/* Sleep until mono time `until` (ns) or quit; called with mu held. */
+/* Sleep until monotonic time `until` (us) or quit; called with mu held. */
 static void rest_until(hsq_reaper *r, uint64_t until) {
-    struct timespec ts = {(time_t)(until / 1000000000u), (long)(until % 1000000000u)};
-    while (!r->quit && mono_ns() < until)
+    struct timespec ts = {(time_t)(until / 1000000u), (long)(until % 1000000u) * 1000};
+    while (!r->quit && hsq_clock_mono_us() < until)
         if (pthread_cond_timedwait(&r->cv, &r->mu, &ts) == ETIMEDOUT)
             break;
 }
@@ -89,7 +84,7 @@ static void *reaper_main(void *arg) {
         memmove(r->todo.v, r->todo.v + take, r->todo.n * sizeof *r->todo.v);
         pthread_mutex_unlock(&r->mu);
 
-        uint64_t t0 = mono_ns();
+        uint64_t t0 = hsq_clock_mono_us();
         for (size_t i = 0; i < batch.n; i++)
             delete_entry(r, &batch.v[i]);
         hsq_fault("reap.deleted");
@@ -102,7 +97,7 @@ static void *reaper_main(void *arg) {
                 if (batch.v[i].rc == 0)
                     batch.v[i].rc = rc;
         }
-        uint64_t t1 = mono_ns();
+        uint64_t t1 = hsq_clock_mono_us();
 
         pthread_mutex_lock(&r->mu);
         list_append(&r->done, batch.v, batch.n);
@@ -112,7 +107,7 @@ static void *reaper_main(void *arg) {
         /* Rest as long as the batch took: deleting files keeps the
          * filesystem's journal busy, and the loop's LMDB commits wait on
          * the same disk. At most half of its time goes to the reaper. */
-        uint64_t rest = t1 - t0 < REAP_REST_MAX_NS ? t1 - t0 : (uint64_t)REAP_REST_MAX_NS;
+        uint64_t rest = t1 - t0 < REAP_REST_MAX_US ? t1 - t0 : REAP_REST_MAX_US;
         rest_until(r, t1 + rest);
     }
     pthread_mutex_unlock(&r->mu);

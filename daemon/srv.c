@@ -252,10 +252,7 @@ static void run_turn(srv *sv) {
     if (sv->reaper) {
         size_t nr;
         hsq_reap *r = hsq_reaper_collect(sv->reaper, &nr);
-        if (nr)
-            hsq_queue_reaped(sv->q, r, nr);
-        else
-            free(r);
+        hsq_queue_reaped(sv->q, r, nr);
     }
     int n = drain(sv, HSQ_SOCK_CLIENT);
     n += drain(sv, HSQ_SOCK_WORKER);

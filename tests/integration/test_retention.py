@@ -459,21 +459,42 @@ def mode_crash(h):
     crash_reap(h)
 
 
-def crash_purge(h, k):
-    """SIGKILL at sweep.entry@k during a purge of six expired tasks."""
-    clock = Clock(h)
-    data = h.path("crash-purge-%d" % k)
+def six_finished(h, data, user):
+    """Six finished tasks of `user` (a portrait and a clothing reference
+    each, one output) in a fresh data dir; hsqd stopped after. Their ids."""
     d = h.start_hsqd(extra_sets=SETS, data_dir=data)
     c = h.client(d.client)
     w = h.fake_worker(d.worker)
     w.ready()
     tasks = []
     for i in range(6):
-        tasks.append(raw_submit(c, "hal", [make_png(40, 50, i), make_png(20, 20, i)],
+        tasks.append(raw_submit(c, user, [make_png(40, 50, i), make_png(20, 20, i)],
                                 ["portrait", "clothing"]))
         fake_done(h, d, w, d.blob_dir, seed=i)
     w.close()
     d.stop()
+    return tasks
+
+
+def restart_purge_check(h, data, tasks, what):
+    """Restart hsqd on data after a crash, purge (the reply waits for the
+    reaper), then: no orphans or dangling records, every task a tombstone,
+    the blob tree empty."""
+    d = h.start_hsqd(extra_sets=SETS, data_dir=data)
+    purge(h, d)
+    js = fsck(h, data)
+    check_eq((js["orphans"], js["dangling"]), (0, 0), "fsck after %s and a restart" % what)
+    for t in tasks:
+        check_eq(status(h, d, t)["state"], "expired", "task %d after %s" % (t, what))
+    check_eq(files_under(os.path.join(d.blob_dir, "u")), [], "blob tree after %s" % what)
+    d.stop()
+
+
+def crash_purge(h, k):
+    """SIGKILL at sweep.entry@k during a purge of six expired tasks."""
+    clock = Clock(h)
+    data = h.path("crash-purge-%d" % k)
+    tasks = six_finished(h, data, "hal")
     clock.set(31 * DAY)
     # The continuous sweeper off: the purge request is what sweeps.
     d = start_faulty(h, data, "sweep.entry@%d" % k, {"sweep_batch": "0"})
@@ -487,15 +508,7 @@ def crash_purge(h, k):
     # the first pass after the restart deletes again and commits.
     before = fsck(h, data)
     harness.log("fsck right after SIGKILL at sweep.entry@%d: %r" % (k, before))
-    d = h.start_hsqd(extra_sets=SETS, data_dir=data)
-    purge(h, d)
-    js = fsck(h, data)
-    check_eq((js["orphans"], js["dangling"]), (0, 0),
-             "fsck after SIGKILL at sweep.entry@%d and a restart" % k)
-    for t in tasks:
-        check_eq(status(h, d, t)["state"], "expired", "task %d after purge" % t)
-    check_eq(files_under(os.path.join(d.blob_dir, "u")), [], "blob tree after purge")
-    d.stop()
+    restart_purge_check(h, data, tasks, "SIGKILL at sweep.entry@%d" % k)
     clock.set(0)
 
 
@@ -504,17 +517,7 @@ def crash_reap(h):
     before their directories were synced or the records changed."""
     clock = Clock(h)
     data = h.path("crash-reap")
-    d = h.start_hsqd(extra_sets=SETS, data_dir=data)
-    c = h.client(d.client)
-    w = h.fake_worker(d.worker)
-    w.ready()
-    tasks = []
-    for i in range(6):
-        tasks.append(raw_submit(c, "ivy", [make_png(40, 50, i), make_png(20, 20, i)],
-                                ["portrait", "clothing"]))
-        fake_done(h, d, w, d.blob_dir, seed=i)
-    w.close()
-    d.stop()
+    tasks = six_finished(h, data, "ivy")
     # The continuous sweeper on (the default): it hands the files to the
     # reaper, which dies once it has deleted them. Ready first, then the
     # clock moves and a request makes the turn that sweeps.
@@ -528,15 +531,7 @@ def crash_reap(h):
     before = fsck(h, data)
     harness.log("fsck right after SIGKILL at reap.deleted: %r" % before)
     check_eq(before["orphans"], 0, "orphans right after SIGKILL in the reaper")
-    d = h.start_hsqd(extra_sets=SETS, data_dir=data)
-    purge(h, d)  # answers once the reaper is idle
-    js = fsck(h, data)
-    check_eq((js["orphans"], js["dangling"]), (0, 0),
-             "fsck after SIGKILL at reap.deleted and a restart")
-    for t in tasks:
-        check_eq(status(h, d, t)["state"], "expired", "task %d after the reaper's crash" % t)
-    check_eq(files_under(os.path.join(d.blob_dir, "u")), [], "blob tree after the reaper's crash")
-    d.stop()
+    restart_purge_check(h, data, tasks, "SIGKILL at reap.deleted")
     clock.set(0)
 
 
