@@ -95,6 +95,7 @@ typedef struct {
     int run_hsqd, run_bs;
     int run_paced, run_rss, run_big;
     int run_curve;       /* the throughput runs again with CURVE on */
+    int run_nodisk;      /* ... and with LMDB on tmpfs (what is left without the disk) */
     double secs;         /* one throughput run */
     int repeat;          /* throughput runs per system; median reported */
     int producers;       /* hsqd producer threads */
@@ -2066,7 +2067,7 @@ static void usage(FILE *f) {
             "                       hsqd's data dir, beanstalkd's binlog and the fsync\n"
             "                       probe all live there: pick the disk you care about\n"
             "  --only hsqd|beanstalkd\n"
-            "  --no-paced --no-rss --no-big --no-curve   skip those parts\n"
+            "  --no-paced --no-rss --no-big --no-curve --no-tmpfs   skip those parts\n"
             "  --secs S             length of one throughput run (10; quick 2)\n"
             "  --repeat N           throughput runs per system, median shown (3; quick 1)\n"
             "  --producers N        hsqd producer threads (2)\n"
@@ -2124,6 +2125,7 @@ int main(int argc, char **argv) {
     o.beanstalkd = "/usr/bin/beanstalkd";
     o.dir = getenv("TMPDIR") && *getenv("TMPDIR") ? getenv("TMPDIR") : "/var/tmp";
     o.run_hsqd = o.run_bs = o.run_paced = o.run_rss = o.run_big = o.run_curve = 1;
+    o.run_nodisk = 1;
     o.secs = -1;
     o.repeat = -1;
     o.producers = 2;
@@ -2161,6 +2163,8 @@ int main(int argc, char **argv) {
             o.run_big = 0;
         else if (strcmp(a, "--no-curve") == 0)
             o.run_curve = 0;
+        else if (strcmp(a, "--no-tmpfs") == 0)
+            o.run_nodisk = 0;
         else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
             usage(stdout);
             return 0;
@@ -2294,7 +2298,7 @@ int main(int argc, char **argv) {
     fflush(stdout);
 
     int failed = 0;
-    sys_res hq = {0}, cv = {0}, bs0 = {0}, bs1 = {0};
+    sys_res hq = {0}, cv = {0}, nd = {0}, bs0 = {0}, bs1 = {0};
     result *runs = xmalloc((size_t)o.repeat * sizeof *runs);
     uint8_t *small = xmalloc(o.job_bytes);
     fill_random(small, o.job_bytes, 7);
@@ -2348,6 +2352,26 @@ int main(int argc, char **argv) {
                     show_run("hsqd CURVE throughput", &runs[i]);
                 }
                 cv.tput = median_result(runs, o.repeat);
+                if (hq_env_stop(&e) != 0)
+                    failed = 1;
+            }
+        }
+        /* The same throughput runs with hsqd's data dir on tmpfs, where
+         * fsync returns at once: the disk is out of the picture and what is
+         * left is CPU (hsqd and this load generator share the machine's
+         * cores). A diagnostic row: hsqd has no mode without sync. */
+        if (o.run_nodisk && hq.ran && outdir[0]) {
+            hq_env e;
+            if (hq_env_start(&o, &e, outdir, "hsqd-tmpfs", 1, outdir, 0) != 0) {
+                failed = 1;
+            } else {
+                nd.ran = 1;
+                for (int i = 0; i < o.repeat; i++) {
+                    runs[i] = hq_run(&o, &e, o.producers, 0, o.secs, 0, small, o.job_bytes,
+                                     o.window, NULL);
+                    show_run("hsqd tmpfs throughput", &runs[i]);
+                }
+                nd.tput = median_result(runs, o.repeat);
                 if (hq_env_stop(&e) != 0)
                     failed = 1;
             }
@@ -2437,6 +2461,8 @@ int main(int argc, char **argv) {
         row(hq_skipped ? "hsqd (not built)" : "hsqd (fsync, group commit)", &hq);
     if (o.run_hsqd && o.run_curve)
         row("hsqd CURVE (fsync, group c.)", &cv);
+    if (nd.ran)
+        row("hsqd, LMDB on tmpfs (no disk)", &nd);
     if (o.run_bs) {
         row("beanstalkd (no binlog)", &bs0);
         row("beanstalkd -b -f0", &bs1);
@@ -2453,6 +2479,11 @@ int main(int argc, char **argv) {
             failed = 1;
     }
     if (cv.ran && !cv.tput.ok)
+        failed = 1;
+    if (nd.ran && hq.tput.ok && nd.tput.ok && nd.tput.jobs_s > 0)
+        printf("%-30s %9.2fx  (the disk's share: 1 - this)\n", "ratio hsqd / hsqd on tmpfs",
+               hq.tput.jobs_s / nd.tput.jobs_s);
+    if (nd.ran && !nd.tput.ok)
         failed = 1;
     if (o.run_paced && (hq.ran || bs0.ran || bs1.ran)) {
         printf("\npaced at %.0f jobs/s (latency from the scheduled send time)\n", o.paced_rate);

@@ -665,7 +665,7 @@ int hsq_blob_delete_prefix(hsq_blob *b, const char *prefix, uint64_t *bytes) {
 typedef struct {
     int (*fn)(const char *key, uint64_t size, void *ud);
     void *ud;
-    int clean;        /* remove stale temp files instead of listing objects */
+    int clean;        /* remove stale temp files (and list objects to fn, if any) */
     time_t cutoff;    /* clean: temp files last modified before this are stale */
     uint64_t removed; /* clean: count */
     char path[HSQ_BLOB_KEY_MAX + 1];
@@ -729,7 +729,7 @@ static int walk_dir(walker *w, int dfd, size_t plen) {
                 break;
             }
             r = walk_dir(w, cfd, klen);
-        } else if (!w->clean) {
+        } else if (w->fn) {
             r = w->fn(w->path, (uint64_t)st.st_size, w->ud);
         }
         w->path[plen] = '\0';
@@ -754,7 +754,12 @@ int hsq_blob_walk(hsq_blob *b, int (*fn)(const char *key, uint64_t size, void *u
 }
 
 int hsq_blob_clean_tmp(hsq_blob *b, uint64_t *removed) {
-    walker w = {.clean = 1, .cutoff = time(NULL) - HSQ_BLOB_TMP_STALE_S};
+    return hsq_blob_walk_clean(b, NULL, NULL, removed);
+}
+
+int hsq_blob_walk_clean(hsq_blob *b, int (*fn)(const char *key, uint64_t size, void *ud),
+                        void *ud, uint64_t *removed) {
+    walker w = {.fn = fn, .ud = ud, .clean = 1, .cutoff = time(NULL) - HSQ_BLOB_TMP_STALE_S};
     int r = walk_root(b, &w);
     if (removed)
         *removed = w.removed;

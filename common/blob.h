@@ -90,9 +90,15 @@ int hsq_blob_walk(hsq_blob *b, int (*fn)(const char *key, uint64_t size, void *u
 
 /* Remove temp files (".tmp.*") left by crashed puts anywhere in the store, if
  * last written more than HSQ_BLOB_TMP_STALE_S ago; safe while other processes
- * write. *removed (optional) gets how many. Call at startup and from the
- * sweeper. Errors: -errno. */
+ * write. *removed (optional) gets how many. hsqd's janitor thread runs it
+ * (janitor.h). Errors: -errno. */
 int hsq_blob_clean_tmp(hsq_blob *b, uint64_t *removed);
+
+/* Both in one pass over the tree: fn (may be NULL) for every object key, as
+ * hsq_blob_walk, and stale temp files removed, as hsq_blob_clean_tmp.
+ * Returns fn's non-zero value when it stops the walk. Errors: -errno. */
+int hsq_blob_walk_clean(hsq_blob *b, int (*fn)(const char *key, uint64_t size, void *ud),
+                        void *ud, uint64_t *removed);
 
 /* 1 when key is well formed, else 0. */
 int hsq_blob_key_ok(const char *key);

@@ -56,6 +56,7 @@ typedef struct {
     uint64_t retention_tombstone_ms;
     uint64_t sweep_batch;
     uint64_t slow_turn_ms;
+    uint64_t janitor_interval_s;
     uint64_t retention_audit_ms;
     char *retention_prio[HSQ_PRIO_COUNT_]; /* per-class overrides, "outputs:90d,..." */
     uint64_t submit_rate;
@@ -135,6 +136,9 @@ static const hsq_conf_item items[] = {
      "expired entries the sweeper handles per loop turn (0 = off)"},
     {"slow_turn_ms", HSQ_CONF_U64, F(slow_turn_ms), 0, 3600000,
      "log a warning with its phases for every loop turn at least this long (0 = never)"},
+    {"janitor_interval_s", HSQ_CONF_U64, F(janitor_interval_s), 0, 604800,
+     "seconds between walks of the blob store for temp files of writes that died "
+     "(0 = only the walk at start)"},
     {"credits", HSQ_CONF_BOOL, F(credits), 0, 1,
      "charge submits against the per-user credit ledger (`hsq credits`); off = free"},
     {"credit_cost", HSQ_CONF_U64, F(credit_cost), 0, 1000000,
@@ -173,6 +177,7 @@ static void defaults(daemon_conf *c) {
     c->retention_tombstone_ms = HSQ_DEF_RETENTION_TOMBSTONE_MS;
     c->sweep_batch = HSQ_DEF_SWEEP_BATCH;
     c->slow_turn_ms = 50;
+    c->janitor_interval_s = 21600;
     c->retention_audit_ms = HSQ_DEF_RETENTION_AUDIT_MS;
     for (int p = 0; p < HSQ_PRIO_COUNT_; p++)
         hsq_conf_set_str(&c->retention_prio[p], "");
@@ -417,14 +422,22 @@ static int run(int argc, char **argv, daemon_conf *cp) {
         hsq_auth_free(&auth);
         return 1;
     }
-    uint64_t recovered = 0;
-    rc = hsq_queue_recover(q, &recovered);
-    if (rc != 0)
-        hsq_log(HSQ_LOG_WARN, "hsqd", "recovery scan of the blob store failed err=%s",
-                hsq_strerror(rc));
-    else if (recovered > 0)
-        hsq_log(HSQ_LOG_NOTICE, "hsqd", "recovery removed=%llu uncommitted uploads or temp files",
-                (unsigned long long)recovered);
+    /* Uploads a crash left behind are found by the janitor's walk while we
+     * serve (srv.h); here only their id range is set aside, durably. */
+    hsq_id_range recover[HSQ_RECOVER_RANGES];
+    size_t n_recover = 0;
+    rc = hsq_queue_recover_begin(q, recover, &n_recover);
+    if (rc != 0) {
+        hsq_log(HSQ_LOG_ERR, "hsqd", "cannot set aside the recovery ids err=%s", hsq_strerror(rc));
+        hsq_queue_free(&q);
+        hsq_blob_close(&blob);
+        hsq_store_close(&st);
+        hsq_auth_free(&auth);
+        return 1;
+    }
+    for (size_t i = 0; i < n_recover; i++)
+        hsq_log(HSQ_LOG_INFO, "hsqd", "recovery ids=%llu-%llu (uploads of uncommitted submits)",
+                (unsigned long long)recover[i].lo, (unsigned long long)(recover[i].hi - 1));
     hsq_wire_stats s;
     hsq_queue_stats(q, &s);
     hsq_log(HSQ_LOG_NOTICE, "hsqd",
@@ -453,11 +466,20 @@ static int run(int argc, char **argv, daemon_conf *cp) {
         .metrics = metrics,
         .store = st,
         .blob_root = hsq_blob_root(blob),
+        .recover = recover,
+        .n_recover = n_recover,
+        .janitor_interval_s = cp->janitor_interval_s,
         .slow_turn_ms = cp->slow_turn_ms,
         .version = HSQ_VERSION,
     };
     if (rc == 0)
         rc = hsq_srv_run(&sc, q);
+    if (rc == 0) {
+        /* Without the mark the next start only walks for uploads in vain. */
+        int mc = hsq_queue_mark_clean(q);
+        if (mc != 0)
+            hsq_log(HSQ_LOG_WARN, "hsqd", "cannot record the clean stop err=%s", hsq_strerror(mc));
+    }
     hsq_metrics_stop(&metrics);
     hsq_auth_free(&auth);
     explicit_bzero(curve_key, sizeof curve_key);

@@ -166,8 +166,10 @@ struct hsq_queue {
     hsq_sweep_counts reaped_sum; /* what results applied while a purge waits */
     size_t n_results, results_head;
     uint32_t turn_msgs;     /* messages handled this turn */
-    purge_wait *purge_waits; /* purge requests waiting for the reaper */
+    purge_wait *purge_waits; /* purge requests waiting for the reaper (and recovery) */
     size_t n_purge_waits, cap_purge_waits;
+    int recovering;          /* the janitor has recovery ranges (queue.h) */
+    uint64_t turn_first_id;  /* the next id when this turn began */
     uint64_t reaped_bytes;  /* ... and the bytes its prefix removal freed */
     int ledger_pending;    /* ledger entries may exist: erase them next turn */
     int ledger_added;      /* an entry was added this turn: not before it commits */
@@ -1295,6 +1297,12 @@ static void h_submit(req_ctx *c) {
     }
 
     uint64_t id = q->ids.next_id;
+    if (id - q->turn_first_id >= HSQ_RECOVER_SPAN) {
+        /* Start-up recovery assumes a lost turn took fewer ids (queue.h);
+         * the shell's per-turn batch keeps far below. */
+        FAIL(c, HSQ_EUNAVAIL, "too many submits in one turn; retry");
+        return;
+    }
     hsq_task t;
     memset(&t, 0, sizeof t);
     t.id = id;
@@ -2050,9 +2058,10 @@ static void h_purge(req_ctx *c) {
      * submits while a big purge runs; clients ask again while `more`. */
     uint32_t cap = r->dry_run ? PURGE_DRY_MAX : PURGE_MAX;
     uint32_t limit = r->limit && r->limit < cap ? r->limit : cap;
-    if (!r->dry_run && q->reap_inflight > 0) {
-        /* "A pass now" includes what the reaper is deleting: answer once
-         * it is back (hsq_queue_reaped), so files the reply counts are gone. */
+    if (!r->dry_run && (q->reap_inflight > 0 || q->recovering)) {
+        /* "A pass now" includes what the reaper is deleting and the uploads
+         * a crash left: answer once both are done (answer_purge_waits), so
+         * files the reply counts are gone. */
         if (q->n_purge_waits == q->cap_purge_waits) {
             q->cap_purge_waits = q->cap_purge_waits ? 2 * q->cap_purge_waits : 4;
             q->purge_waits =
@@ -3127,6 +3136,22 @@ void hsq_queue_reaped(hsq_queue *q, hsq_reap *r, size_t n) {
 
 /* Apply up to `budget` results from the reaper: the records of deleted files
  * change now. Returns how many were applied. */
+
+/* Purge requests wait while the reaper holds entries or the janitor has
+ * recovery ranges; once neither does, they get their pass, the first one
+ * with what was deleted meanwhile. */
+static void answer_purge_waits(hsq_queue *q) {
+    if (q->reap_inflight > 0 || q->recovering)
+        return;
+    for (size_t i = 0; i < q->n_purge_waits; i++) {
+        purge_wait *w = &q->purge_waits[i];
+        purge_pass(q, w->sock, w->peer, w->peer_len, w->rid, w->limit, 0,
+                   i == 0 ? &q->reaped_sum : NULL);
+    }
+    q->n_purge_waits = 0;
+    memset(&q->reaped_sum, 0, sizeof q->reaped_sum);
+}
+
 static uint32_t apply_results(hsq_queue *q, uint32_t budget) {
     hsq_sweep_counts sc;
     memset(&sc, 0, sizeof sc);
@@ -3167,13 +3192,7 @@ static uint32_t apply_results(hsq_queue *q, uint32_t budget) {
     counts_add(&q->reaped_sum, &sc);
     if (q->reap_inflight == 0) {
         memset(q->reap_from, 0, sizeof q->reap_from);
-        for (size_t i = 0; i < q->n_purge_waits; i++) {
-            purge_wait *w = &q->purge_waits[i];
-            purge_pass(q, w->sock, w->peer, w->peer_len, w->rid, w->limit, 0,
-                       i == 0 ? &q->reaped_sum : NULL);
-        }
-        q->n_purge_waits = 0;
-        memset(&q->reaped_sum, 0, sizeof q->reaped_sum);
+        answer_purge_waits(q);
     }
     return done;
 }
@@ -3215,6 +3234,7 @@ int hsq_queue_begin_turn(hsq_queue *q, int64_t now_ms) {
     memset(&q->cost, 0, sizeof q->cost);
     q->ledger_added = 0;
     q->durable = 0;
+    q->turn_first_id = q->ids.next_id;
     int rc = hsq_store_begin(q->st, 0);
     if (rc != 0)
         return rc;
@@ -3370,48 +3390,172 @@ int64_t hsq_queue_next_deadline(hsq_queue *q) {
     return t;
 }
 
-typedef struct {
-    uint64_t next_id;
-    char **keys;
-    size_t n, cap;
-} recover_ctx;
+/* ---- start-up recovery (queue.h) ---- */
 
-/* "u/<hash>/<id>/in-<n>" with id >= next_id: an upload whose submit never
- * committed. */
-static int recover_visit(const char *key, uint64_t size, void *ud) {
-    (void)size;
-    recover_ctx *r = ud;
-    const char *p = strchr(key, '/');
-    p = p ? strchr(p + 1, '/') : NULL;
-    if (!p)
+#define RECOVER_KEY "recover" /* meta: hsq_id_range[], the ranges not yet recovered */
+#define CLEAN_KEY "clean"     /* meta: present while stopped cleanly */
+
+static int load_recover(hsq_queue *q, hsq_id_range *r, size_t *n) {
+    *n = 0;
+    hsq_bytes v;
+    int rc = hsq_store_get(q->st, HSQ_DB_META, RECOVER_KEY, strlen(RECOVER_KEY), &v);
+    if (rc == HSQ_ENOTFOUND)
+        return 0;
+    if (rc != 0)
+        return rc;
+    if (v.len % sizeof *r != 0 || v.len / sizeof *r > HSQ_RECOVER_RANGES)
+        return HSQ_ECORRUPT;
+    *n = v.len / sizeof *r;
+    memcpy(r, v.ptr, v.len);
+    return 0;
+}
+
+int hsq_recover_match(const char *key, const hsq_id_range *r, size_t n) {
+    if (strncmp(key, "u/", 2) != 0)
+        return 0;
+    const char *p = strchr(key + 2, '/');
+    if (!p || p[1] < '0' || p[1] > '9')
         return 0;
     char *end;
+    errno = 0;
     unsigned long long id = strtoull(p + 1, &end, 10);
-    if (end == p + 1 || *end != '/' || strncmp(end + 1, "in-", 3) != 0 || id < r->next_id)
+    if (errno != 0 || *end != '/' || strncmp(end + 1, "in-", 3) != 0)
         return 0;
-    if (r->n == r->cap) {
-        r->cap = r->cap ? r->cap * 2 : 16;
-        r->keys = hsq_xrealloc(r->keys, r->cap * sizeof *r->keys);
+    for (size_t i = 0; i < n; i++)
+        if (id >= r[i].lo && id < r[i].hi)
+            return 1;
+    return 0;
+}
+
+typedef struct {
+    const hsq_id_range *r;
+    size_t n;
+    char **keys;
+    size_t nk, cap;
+} recover_ctx;
+
+static int recover_visit(const char *key, uint64_t size, void *ud) {
+    (void)size;
+    recover_ctx *c = ud;
+    if (!hsq_recover_match(key, c->r, c->n))
+        return 0;
+    if (c->nk == c->cap) {
+        c->cap = c->cap ? c->cap * 2 : 16;
+        c->keys = hsq_xrealloc(c->keys, c->cap * sizeof *c->keys);
     }
-    r->keys[r->n++] = hsq_xstrndup(key, strlen(key));
+    c->keys[c->nk++] = hsq_xstrndup(key, strlen(key));
     return 0;
 }
 
 int hsq_queue_recover(hsq_queue *q, uint64_t *removed) {
-    recover_ctx r = {q->ids.next_id, NULL, 0, 0};
-    uint64_t tmp = 0;
-    int rc = hsq_blob_clean_tmp(q->blob, &tmp);
-    if (rc == 0)
-        rc = hsq_blob_walk(q->blob, recover_visit, &r);
-    for (size_t i = 0; i < r.n; i++) {
-        if (rc == 0)
-            rc = hsq_blob_delete(q->blob, r.keys[i]);
-        free(r.keys[i]);
+    assert(!q->in_turn);
+    hsq_id_range r[HSQ_RECOVER_RANGES + 1];
+    size_t n = 0;
+    int rc = hsq_store_begin(q->st, 1);
+    if (rc != 0)
+        return rc;
+    rc = load_recover(q, r, &n);
+    hsq_store_abort(q->st);
+    if (rc != 0)
+        return rc;
+    r[n].lo = q->ids.next_id; /* nothing is served yet: no id above is taken */
+    r[n].hi = UINT64_MAX;
+    n++;
+    /* Collected first, deleted after: the walk's directory reads never see
+     * their own deletions. */
+    recover_ctx c = {r, n, NULL, 0, 0};
+    uint64_t tmp = 0, del = 0;
+    rc = hsq_blob_walk_clean(q->blob, recover_visit, &c, &tmp);
+    for (size_t i = 0; i < c.nk; i++) {
+        if (rc == 0 && (rc = hsq_blob_delete(q->blob, c.keys[i])) == 0)
+            del++;
+        free(c.keys[i]);
     }
-    free(r.keys);
+    free(c.keys);
+    if (rc == 0 && n > 1 && (rc = hsq_store_begin(q->st, 0)) == 0) {
+        rc = hsq_store_del(q->st, HSQ_DB_META, RECOVER_KEY, strlen(RECOVER_KEY));
+        rc = rc == 0 ? hsq_store_commit(q->st) : (hsq_store_abort(q->st), rc);
+    }
     if (removed)
-        *removed = r.n + tmp;
+        *removed = del + tmp;
     return rc;
+}
+
+int hsq_queue_recover_begin(hsq_queue *q, hsq_id_range out[HSQ_RECOVER_RANGES], size_t *n) {
+    assert(!q->in_turn);
+    *n = 0;
+    hsq_id_range r[HSQ_RECOVER_RANGES];
+    size_t k = 0;
+    int rc = hsq_store_begin(q->st, 0);
+    if (rc != 0)
+        return rc;
+    rc = load_recover(q, r, &k);
+    hsq_bytes v;
+    /* A store that has run (its ids are recorded) and was not stopped
+     * cleanly may hold uploads of a lost turn. */
+    int ran = rc == 0 && hsq_store_get(q->st, HSQ_DB_META, "ids", 3, &v) == 0;
+    int clean = rc == 0 && hsq_store_get(q->st, HSQ_DB_META, CLEAN_KEY, strlen(CLEAN_KEY), &v) == 0;
+    if (rc == 0 && ran && !clean && k == HSQ_RECOVER_RANGES) {
+        /* Every earlier start crashed before its walk ended: walk now. */
+        hsq_store_abort(q->st);
+        if ((rc = hsq_queue_recover(q, NULL)) != 0)
+            return rc;
+        if ((rc = hsq_store_begin(q->st, 0)) != 0)
+            return rc;
+        k = 0;
+        ran = 0; /* nothing is left to set aside */
+    }
+    ids_rec ids = q->ids;
+    if (rc == 0 && ran && !clean) {
+        r[k].lo = ids.next_id;
+        r[k].hi = ids.next_id + HSQ_RECOVER_SPAN;
+        ids.next_id = r[k].hi;
+        k++;
+    }
+    /* From here on a crash is not a clean stop (hsq_queue_mark_clean). */
+    if (rc == 0)
+        rc = hsq_store_del(q->st, HSQ_DB_META, CLEAN_KEY, strlen(CLEAN_KEY));
+    if (rc == 0)
+        rc = hsq_store_put(q->st, HSQ_DB_META, "ids", 3, &ids, sizeof ids);
+    if (rc == 0)
+        rc = k ? hsq_store_put(q->st, HSQ_DB_META, RECOVER_KEY, strlen(RECOVER_KEY), r,
+                               k * sizeof *r)
+               : hsq_store_del(q->st, HSQ_DB_META, RECOVER_KEY, strlen(RECOVER_KEY));
+    if (rc != 0) {
+        hsq_store_abort(q->st);
+        return rc;
+    }
+    if ((rc = hsq_store_commit(q->st)) != 0)
+        return rc;
+    q->ids = ids;
+    memcpy(out, r, k * sizeof *r);
+    *n = k;
+    q->recovering = k > 0;
+    return 0;
+}
+
+int hsq_queue_mark_clean(hsq_queue *q) {
+    assert(!q->in_turn);
+    int rc = hsq_store_begin(q->st, 0);
+    if (rc != 0)
+        return rc;
+    if ((rc = hsq_store_put(q->st, HSQ_DB_META, CLEAN_KEY, strlen(CLEAN_KEY), "", 0)) != 0) {
+        hsq_store_abort(q->st);
+        return rc;
+    }
+    return hsq_store_commit(q->st);
+}
+
+void hsq_queue_recovered(hsq_queue *q, uint64_t files, uint64_t bytes) {
+    assert(q->in_turn);
+    if (!q->recovering)
+        return;
+    /* A failed commit keeps the ranges: the next start walks them again. */
+    note(q, hsq_store_del(q->st, HSQ_DB_META, RECOVER_KEY, strlen(RECOVER_KEY)));
+    q->recovering = 0;
+    q->reaped_sum.inputs += files;
+    q->reaped_sum.bytes += bytes;
+    answer_purge_waits(q);
 }
 
 void hsq_queue_sweep_totals(const hsq_queue *q, hsq_sweep_counts *swept, uint64_t *rate_limited) {

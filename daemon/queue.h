@@ -219,11 +219,53 @@ void hsq_queue_outbox_clear(hsq_queue *q);
  * none), so the shell can arm one timer. */
 int64_t hsq_queue_next_deadline(hsq_queue *q);
 
-/* Startup recovery: delete input blobs that a crash left behind (hsqd
- * writes a submit's inputs before the transaction that records them; a
- * task id at or above the persisted next id was never committed) and temp
- * files of interrupted writes. Walks the blob tree once. Call before the
- * first turn. Errors: -errno from the walk. */
+/* ---- start-up recovery ----
+ *
+ * hsqd writes a submit's inputs before the transaction that records them, so
+ * a crash can leave uploads behind whose task ids were never committed: ids
+ * from the persisted next id up to what the lost turn allocated (a turn
+ * takes fewer than HSQ_RECOVER_SPAN submits: the core refuses more). Finding
+ * them means walking the blob tree, which is O(files): that walk runs on the
+ * janitor thread (janitor.h) while hsqd serves. For that, a start after a
+ * crash first moves the next id past HSQ_RECOVER_SPAN ids, so that no new
+ * submit uses an id the janitor may delete, and records that range durably:
+ * a crash during the walk leaves it for the next start. A clean stop
+ * (hsq_queue_mark_clean) leaves no uploads in flight, and the next start no
+ * range and no gap in the ids. Ranges are [lo, hi). */
+#define HSQ_RECOVER_SPAN 4096u
+#define HSQ_RECOVER_RANGES 8
+
+typedef struct {
+    uint64_t lo, hi;
+} hsq_id_range;
+
+/* Before the first turn. After a crash (no clean mark, and the store has run
+ * before) records [next id, next id + HSQ_RECOVER_SPAN) and moves the next
+ * id to its end; clears the clean mark; commits. Copies every range not yet
+ * recovered (this one and those of earlier starts, HSQ_RECOVER_RANGES at
+ * most) to out: *n = 0 when there are none. When the list is already full it
+ * recovers at once instead (hsq_queue_recover). Until hsq_queue_recovered,
+ * purge requests wait (their reply counts the uploads removed).
+ * Errors: HSQ_ESTORE, HSQ_EDISKFULL, -errno of a synchronous walk. */
+int hsq_queue_recover_begin(hsq_queue *q, hsq_id_range out[HSQ_RECOVER_RANGES], size_t *n);
+
+/* After the last turn of a clean stop: nothing is in flight, so the next
+ * start needs no recovery range. Errors: HSQ_ESTORE, HSQ_EDISKFULL. */
+int hsq_queue_mark_clean(hsq_queue *q);
+
+/* In a turn: the janitor removed the uploads of every range handed out
+ * (files of them, bytes): the ranges are forgotten with this turn's commit. */
+void hsq_queue_recovered(hsq_queue *q, uint64_t files, uint64_t bytes);
+
+/* 1 when key is an upload ("u/<hash>/<id>/in-<n>") of a task id in one of
+ * the n ranges, else 0. */
+int hsq_recover_match(const char *key, const hsq_id_range *r, size_t n);
+
+/* The same in one call on this thread, for when there is no janitor: walk
+ * the tree now, deleting uploads in the recorded ranges and of ids at or above
+ * the next id, and temp files of interrupted writes; then forget the ranges.
+ * *removed (optional) gets the files deleted. Errors: -errno from the walk,
+ * store errors. */
 int hsq_queue_recover(hsq_queue *q, uint64_t *removed);
 
 /* Stop handing out leases and taking submits (shutdown): submits answer

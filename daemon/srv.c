@@ -3,6 +3,7 @@
 #include "common/alloc.h"
 #include "common/clock.h"
 #include "common/log.h"
+#include "daemon/janitor.h"
 #include "daemon/reaper.h"
 #include "schemas/err.h"
 
@@ -44,8 +45,10 @@ typedef struct {
     uv_signal_t sigterm, sigint;
     uv_poll_t zap_poll; /* the ZAP handler's socket (CURVE only) */
     uv_timer_t tick;    /* TICK_MS: metrics snapshot, systemd watchdog */
-    uv_async_t reaped;  /* the reaper finished a batch */
+    uv_async_t wakeup;  /* the reaper finished a batch, or the janitor its recovery */
     hsq_reaper *reaper; /* NULL: the sweeper deletes files inline */
+    hsq_janitor *janitor;
+    int recovered_inline; /* no janitor: recovery ran on this thread; tell the core */
     const hsq_srv_conf *conf;
     hsq_queue *q;
     int dirty; /* a socket signalled, or a timer is due */
@@ -254,6 +257,13 @@ static void run_turn(srv *sv) {
         hsq_reap *r = hsq_reaper_collect(sv->reaper, &nr);
         hsq_queue_reaped(sv->q, r, nr);
     }
+    hsq_janitor_report jr;
+    if (sv->janitor && hsq_janitor_collect(sv->janitor, &jr))
+        hsq_queue_recovered(sv->q, jr.files, jr.bytes);
+    if (sv->recovered_inline) {
+        sv->recovered_inline = 0;
+        hsq_queue_recovered(sv->q, 0, 0);
+    }
     int n = drain(sv, HSQ_SOCK_CLIENT);
     n += drain(sv, HSQ_SOCK_WORKER);
     sv->msgs += (uint64_t)n;
@@ -301,8 +311,38 @@ static void run_turn(srv *sv) {
     }
 }
 
+static void thread_wake(void *ud);
 static void report_ready(srv *sv, int fd);
 static void render_metrics(srv *sv);
+
+/* Without a janitor thread, recovery cannot wait: walk now, on the loop
+ * thread, outside a turn; the next turn tells the core. */
+static void recover_inline(srv *sv) {
+    uint64_t removed = 0;
+    int rc = hsq_queue_recover(sv->q, &removed);
+    if (rc != 0)
+        hsq_log(HSQ_LOG_WARN, "srv", "recovery walk failed err=%s", hsq_strerror(rc));
+    else
+        hsq_log(HSQ_LOG_NOTICE, "srv", "recovery removed=%" PRIu64 " files", removed);
+    sv->recovered_inline = 1;
+    sv->dirty = 1;
+    uv_idle_start(&sv->idle, on_idle);
+}
+
+/* Once serving: the whole-tree walks never delay readiness (janitor.h). */
+static void start_janitor(srv *sv) {
+    const hsq_srv_conf *c = sv->conf;
+    if (!c->blob_root || !c->blob_root[0])
+        return;
+    int rc = hsq_janitor_start(&sv->janitor, c->blob_root, c->recover, c->n_recover,
+                               c->janitor_interval_s, thread_wake, sv);
+    if (rc != 0) {
+        hsq_log(HSQ_LOG_WARN, "srv", "no janitor thread err=%s: recovering on the loop",
+                hsq_strerror(rc));
+        if (c->n_recover > 0)
+            recover_inline(sv);
+    }
+}
 
 static void on_check(uv_check_t *h) {
     srv *sv = h->data;
@@ -323,9 +363,11 @@ static void on_check(uv_check_t *h) {
          * readiness may scrape /metrics at once. */
         render_metrics(sv);
         report_ready(sv, sv->conf->ready_fd);
+        start_janitor(sv);
     }
     /* Sends and receives consumed the fd's edge: look again. */
-    if (zsock_has_input(sv->zs[HSQ_SOCK_CLIENT]) || zsock_has_input(sv->zs[HSQ_SOCK_WORKER]))
+    if (sv->dirty || zsock_has_input(sv->zs[HSQ_SOCK_CLIENT]) ||
+        zsock_has_input(sv->zs[HSQ_SOCK_WORKER]))
         uv_idle_start(&sv->idle, on_idle);
     else
         uv_idle_stop(&sv->idle);
@@ -350,16 +392,16 @@ static void on_timer(uv_timer_t *t) {
     uv_idle_start(&sv->idle, on_idle);
 }
 
-static void on_reaped(uv_async_t *h) {
+static void on_wakeup(uv_async_t *h) {
     srv *sv = h->data;
     sv->dirty = 1;
     uv_idle_start(&sv->idle, on_idle);
 }
 
-/* On the reaper's thread. */
-static void reaper_wake(void *ud) {
+/* On the reaper's or the janitor's thread. */
+static void thread_wake(void *ud) {
     srv *sv = ud;
-    uv_async_send(&sv->reaped);
+    uv_async_send(&sv->wakeup);
 }
 
 static void on_zap_poll(uv_poll_t *h, int status, int events) {
@@ -526,6 +568,7 @@ static void report_ready(srv *sv, int fd) {
     close(fd);
 }
 
+
 static void close_walk(uv_handle_t *h, void *arg) {
     (void)arg;
     if (!uv_is_closing(h))
@@ -592,14 +635,16 @@ int hsq_srv_run(const hsq_srv_conf *conf, hsq_queue *q) {
         uv_timer_init(&sv.loop, &sv.tick);
         sv.tick.data = &sv;
         if (conf->blob_root && conf->blob_root[0]) {
-            uv_async_init(&sv.loop, &sv.reaped, on_reaped);
-            sv.reaped.data = &sv;
-            int r = hsq_reaper_start(&sv.reaper, conf->blob_root, reaper_wake, &sv);
+            uv_async_init(&sv.loop, &sv.wakeup, on_wakeup);
+            sv.wakeup.data = &sv;
+            int r = hsq_reaper_start(&sv.reaper, conf->blob_root, thread_wake, &sv);
             if (r == 0)
                 hsq_queue_set_reaping(q, REAP_INFLIGHT);
             else /* inline deletions still work: slower turns, nothing lost */
                 hsq_log(HSQ_LOG_WARN, "srv", "no reaper thread err=%s: the sweeper deletes inline",
                         hsq_strerror(r));
+        } else if (conf->n_recover > 0) {
+            recover_inline(&sv); /* no blob root: no threads */
         }
         hsq_queue_set_cost_clock(q, hsq_clock_mono_us);
         uint64_t wd_us = 0;
@@ -616,8 +661,10 @@ int hsq_srv_run(const hsq_srv_conf *conf, hsq_queue *q) {
         uv_run(&sv.loop, UV_RUN_DEFAULT);
     }
 
-    /* The reaper before the handles: it wakes the loop through one. Entries
-     * it holds stay due in the index, and the next start redoes them. */
+    /* The threads before the handles: they wake the loop through one.
+     * Entries the reaper holds stay due in the index, and recovery ranges
+     * stay recorded: the next start redoes them. */
+    hsq_janitor_stop(&sv.janitor);
     hsq_reaper_stop(&sv.reaper);
     hsq_queue_set_reaping(q, 0);
     /* Handles first (poll handles must stop before their sockets close). */

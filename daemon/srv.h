@@ -40,8 +40,15 @@ typedef struct {
     hsq_metrics *metrics; /* snapshot rendered by the loop about once a second */
     hsq_store *store;     /* for the LMDB map usage in metrics */
     /* The blob store's root: the sweeper's file deletions then run on a
-     * thread of their own (reaper.h). NULL/"" = inline, on the loop. */
+     * thread of their own (reaper.h), and the whole-tree walks on another
+     * (janitor.h). NULL/"" = inline, on the loop, and no walks. */
     const char *blob_root;
+    /* Start-up recovery (queue.h): the ranges hsq_queue_recover_begin gave,
+     * walked by the janitor thread (janitor.h) while the loop serves; it
+     * walks again for stale temp files every janitor_interval_s (0: never). */
+    const hsq_id_range *recover;
+    size_t n_recover;
+    uint64_t janitor_interval_s;
     uint64_t slow_turn_ms; /* log turns at least this long with their phases; 0 = never */
     const char *version;
 } hsq_srv_conf;

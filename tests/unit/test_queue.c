@@ -3,6 +3,7 @@
  * moves by hand. */
 #include "common/blob.h"
 #include "daemon/fsck.h"
+#include "daemon/janitor.h"
 #include "daemon/queue.h"
 #include "daemon/reaper.h"
 #include "daemon/store.h"
@@ -16,6 +17,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define MAX_CAP 4096
@@ -1255,6 +1259,159 @@ static void test_reaping(void) {
 /* A submit may ask for shorter retention (never longer): photos deleted a
  * second after the task ends, outputs after an hour; an outputs ask longer
  * than the policy gets the policy. The ask goes through the wire codec. */
+static void upload_key(const char *user, uint64_t id, char *key, size_t n) {
+    char prefix[HSQ_BLOB_PREFIX_LEN + 1];
+    hsq_blob_user_prefix(bl, user, strlen(user), prefix);
+    snprintf(key, n, "%s%llu/in-0", prefix, (unsigned long long)id);
+}
+
+/* Start-up recovery: the ids a crash may have left uploads for are set aside
+ * durably (the next id moves past them) and stay recorded across restarts
+ * until recovered; the janitor's walk deletes exactly those uploads, not a
+ * committed task's; a purge waits for it and counts them; a full list of
+ * ranges is recovered at once. */
+static void test_recovery(void) {
+    fresh();
+    close_all();
+    conf.inline_max = 0; /* inputs are files */
+    open_all();
+    uint64_t a = (uint64_t)submit("rex", NULL);
+    hsq_id_range r[HSQ_RECOVER_RANGES];
+    size_t n;
+    HSQ_OK(hsq_queue_recover_begin(q, r, &n));
+    HSQ_ASSERT_EQ(n, 1);
+    HSQ_ASSERT_EQ(r[0].lo, a + 1);
+    HSQ_ASSERT_EQ(r[0].hi, a + 1 + HSQ_RECOVER_SPAN);
+    /* What a crash leaves: the upload of a submit that never committed. */
+    char orphan[300], ka[300], kb[300];
+    upload_key("rex", a + 1, orphan, sizeof orphan);
+    static const char bytes[] = "photo of a submit that never committed";
+    HSQ_OK(hsq_blob_put(bl, orphan, bytes, sizeof bytes, 0));
+    uint64_t b = (uint64_t)submit("rex", NULL);
+    HSQ_ASSERT_EQ(b, r[0].hi); /* new submits never use an id of the range */
+    upload_key("rex", a, ka, sizeof ka);
+    upload_key("rex", b, kb, sizeof kb);
+
+    /* A crash before the walk ended: the range stays, a new one joins it. */
+    close_all();
+    open_all();
+    HSQ_OK(hsq_queue_recover_begin(q, r, &n));
+    HSQ_ASSERT_EQ(n, 2);
+    HSQ_ASSERT_EQ(r[0].lo, a + 1);
+    HSQ_ASSERT_EQ(r[1].lo, b + 1);
+    HSQ_ASSERT(hsq_recover_match(orphan, r, n));
+    HSQ_ASSERT(!hsq_recover_match(ka, r, n));
+    HSQ_ASSERT(!hsq_recover_match(kb, r, n)); /* between the ranges: committed */
+    char out[300];
+    snprintf(out, sizeof out, "%.*s%llu/out-0.jpg", (int)(strchr(orphan + 2, '/') - orphan + 1),
+             orphan, (unsigned long long)(a + 1));
+    HSQ_ASSERT(!hsq_recover_match(out, r, n)); /* outputs are the sweeper's */
+    HSQ_ASSERT(!hsq_recover_match("u/abc/x1/in-0", r, n));
+    HSQ_ASSERT(!hsq_recover_match("v/abc/2/in-0", r, n));
+
+    /* The walk, while purge requests wait for it. */
+    hsq_wire_msg m;
+    memset(&m, 0, sizeof m);
+    m.op = HSQ_OP_PURGE;
+    m.rid = rid_seq++;
+    m.req.purge.limit = 1000;
+    begin();
+    feed(HSQ_SOCK_CLIENT, "ops", &m, NULL, 0);
+    turn();
+    HSQ_ASSERT_EQ(ncap, 0);
+    char root[300];
+    snprintf(root, sizeof root, "%s/blobs", dir);
+    /* Temp files of writes that died go in the same walk once stale; a
+     * fresh one may be a write in progress. */
+    char stale[400], young[400];
+    snprintf(stale, sizeof stale, "%s/%.*s.tmp.dead", root, (int)(strrchr(ka, '/') - ka + 1), ka);
+    snprintf(young, sizeof young, "%s/%.*s.tmp.busy", root, (int)(strrchr(ka, '/') - ka + 1), ka);
+    FILE *f = fopen(stale, "w");
+    HSQ_ASSERT(f && fclose(f) == 0);
+    f = fopen(young, "w");
+    HSQ_ASSERT(f && fclose(f) == 0);
+    struct timespec old[2] = {{time(NULL) - HSQ_BLOB_TMP_STALE_S - 60, 0},
+                              {time(NULL) - HSQ_BLOB_TMP_STALE_S - 60, 0}};
+    HSQ_ASSERT_EQ(utimensat(AT_FDCWD, stale, old, 0), 0);
+    hsq_janitor *j;
+    atomic_store(&reaper_woke, 0);
+    HSQ_OK(hsq_janitor_start(&j, root, r, n, 0, on_reaper_wake, NULL));
+    hsq_janitor_report rep;
+    int got = 0;
+    for (int i = 0; i < 2000 && !got; i++) {
+        got = hsq_janitor_collect(j, &rep);
+        if (!got)
+            usleep(1000);
+    }
+    HSQ_ASSERT(got);
+    HSQ_ASSERT_EQ(atomic_load(&reaper_woke), 1);
+    HSQ_ASSERT_EQ(rep.files, 1);
+    HSQ_ASSERT_EQ(rep.bytes, sizeof bytes);
+    HSQ_ASSERT_EQ(rep.walked, 3);
+    HSQ_ASSERT_EQ(rep.tmp, 1);
+    HSQ_ASSERT_EQ(access(stale, F_OK), -1);
+    HSQ_ASSERT_EQ(access(young, F_OK), 0);
+    HSQ_ASSERT_EQ(unlink(young), 0);
+    HSQ_ASSERT(!hsq_janitor_collect(j, &rep)); /* once */
+    hsq_janitor_stop(&j);
+    uint64_t size;
+    HSQ_ASSERT_EQ(hsq_blob_size(bl, orphan, &size), -ENOENT);
+    HSQ_OK(hsq_blob_size(bl, ka, &size));
+    HSQ_OK(hsq_blob_size(bl, kb, &size));
+    begin();
+    hsq_queue_recovered(q, 1, sizeof bytes);
+    turn();
+    captured *c = reply_to(m.rid);
+    HSQ_ASSERT(c);
+    HSQ_ASSERT_EQ(c->m.rep.purge.inputs, 1);
+    HSQ_ASSERT_EQ(c->m.rep.purge.bytes, sizeof bytes);
+
+    /* Forgotten with that commit: the next start sets aside its own only. */
+    close_all();
+    open_all();
+    HSQ_OK(hsq_queue_recover_begin(q, r, &n));
+    HSQ_ASSERT_EQ(n, 1);
+    /* Seven more starts that all die before their walk ends fill the list;
+     * the next recovers at once, on the spot. */
+    for (size_t k = 2; k <= HSQ_RECOVER_RANGES; k++) {
+        close_all();
+        open_all();
+        HSQ_OK(hsq_queue_recover_begin(q, r, &n));
+        HSQ_ASSERT_EQ(n, k);
+    }
+    upload_key("rex", r[3].lo + 7, orphan, sizeof orphan);
+    HSQ_OK(hsq_blob_put(bl, orphan, bytes, sizeof bytes, 0));
+    close_all();
+    open_all();
+    HSQ_OK(hsq_queue_recover_begin(q, r, &n));
+    HSQ_ASSERT_EQ(n, 0);
+    HSQ_ASSERT_EQ(hsq_blob_size(bl, orphan, &size), -ENOENT);
+    HSQ_OK(hsq_blob_size(bl, kb, &size));
+    close_all();
+    open_all();
+    HSQ_OK(hsq_queue_recover_begin(q, r, &n));
+    HSQ_ASSERT_EQ(n, 1);
+
+    /* A new store and a clean stop: nothing to recover, no gap in the ids. */
+    fresh();
+    HSQ_OK(hsq_queue_recover_begin(q, r, &n));
+    HSQ_ASSERT_EQ(n, 0);
+    HSQ_ASSERT_EQ(submit("rex", NULL), 1);
+    HSQ_OK(hsq_queue_mark_clean(q));
+    close_all();
+    open_all();
+    HSQ_OK(hsq_queue_recover_begin(q, r, &n));
+    HSQ_ASSERT_EQ(n, 0);
+    HSQ_ASSERT_EQ(submit("rex", NULL), 2);
+    /* ... but a crash of that run: the start after it sets ids aside. */
+    close_all();
+    open_all();
+    HSQ_OK(hsq_queue_recover_begin(q, r, &n));
+    HSQ_ASSERT_EQ(n, 1);
+    HSQ_ASSERT_EQ(r[0].lo, 3);
+    HSQ_ASSERT_EQ(submit("rex", NULL), 3 + HSQ_RECOVER_SPAN);
+}
+
 static void test_retention_asked(void) {
     fresh();
     static uint8_t big[4000];
@@ -1763,6 +1920,7 @@ int main(void) {
     test_retention_asked();
     test_retention_by_prio();
     test_reaping();
+    test_recovery();
     test_fsck();
     test_rate_limit();
     test_credits();

@@ -1,0 +1,198 @@
+#include "daemon/janitor.h"
+
+#include "common/alloc.h"
+#include "common/blob.h"
+#include "common/clock.h"
+#include "common/fault.h"
+#include "common/log.h"
+#include "schemas/err.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define RETRY_MS 60000 /* after a failed walk */
+
+struct hsq_janitor {
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    hsq_blob *blob; /* the thread's own handle */
+    hsq_id_range r[HSQ_RECOVER_RANGES];
+    size_t n;            /* ranges still to recover; thread only */
+    uint64_t interval_ms; /* between temp-file walks; 0 = none after the first */
+    atomic_int quit;      /* also read by the walk, between two files */
+    int have_report;      /* guarded by mu */
+    hsq_janitor_report report;
+    void (*wake)(void *ud);
+    void *ud;
+};
+
+typedef struct {
+    hsq_janitor *j;
+    char **keys;
+    uint64_t *sizes;
+    size_t nk, cap;
+    uint64_t walked;
+} walk_ctx;
+
+static int visit(const char *key, uint64_t size, void *ud) {
+    walk_ctx *c = ud;
+    if (atomic_load(&c->j->quit))
+        return -ECANCELED;
+    c->walked++;
+    if (!hsq_recover_match(key, c->j->r, c->j->n))
+        return 0;
+    if (c->nk == c->cap) {
+        c->cap = c->cap ? c->cap * 2 : 16;
+        c->keys = hsq_xrealloc(c->keys, c->cap * sizeof *c->keys);
+        c->sizes = hsq_xrealloc(c->sizes, c->cap * sizeof *c->sizes);
+    }
+    c->keys[c->nk] = hsq_xstrndup(key, strlen(key));
+    c->sizes[c->nk++] = size;
+    return 0;
+}
+
+/* One walk: stale temp files, and the uploads of the ranges (collected, then
+ * deleted each with its directory sync). */
+static int walk_once(hsq_janitor *j, hsq_janitor_report *rep) {
+    memset(rep, 0, sizeof *rep);
+    uint64_t t0 = hsq_clock_mono_ms();
+    walk_ctx c = {j, NULL, NULL, 0, 0, 0};
+    int rc = hsq_blob_walk_clean(j->blob, visit, &c, &rep->tmp);
+    for (size_t i = 0; i < c.nk; i++) {
+        if (rc == 0 && atomic_load(&j->quit))
+            rc = -ECANCELED;
+        if (rc == 0) {
+            rc = hsq_blob_delete(j->blob, c.keys[i]);
+            if (rc == 0) {
+                rep->files++;
+                rep->bytes += c.sizes[i];
+                hsq_fault("janitor.deleted");
+            }
+        }
+        free(c.keys[i]);
+    }
+    free(c.keys);
+    free(c.sizes);
+    rep->walked = c.walked;
+    rep->ms = hsq_clock_mono_ms() - t0;
+    return rc;
+}
+
+/* Sleep until monotonic time `until_ms` or quit; called with mu held. */
+static void rest_until(hsq_janitor *j, uint64_t until_ms) {
+    struct timespec ts = {(time_t)(until_ms / 1000u), (long)(until_ms % 1000u) * 1000000L};
+    while (!atomic_load(&j->quit) && hsq_clock_mono_ms() < until_ms)
+        if (pthread_cond_timedwait(&j->cv, &j->mu, &ts) == ETIMEDOUT)
+            break;
+}
+
+static void *janitor_main(void *arg) {
+    hsq_janitor *j = arg;
+    int recovered = 0;
+    for (;;) {
+        hsq_janitor_report rep;
+        int rc = walk_once(j, &rep);
+        if (atomic_load(&j->quit))
+            break;
+        uint64_t wait_ms = j->interval_ms;
+        if (rc != 0) {
+            hsq_log(HSQ_LOG_WARN, "janitor", "walk of the blob store failed err=%s retry_s=%d",
+                    hsq_strerror(rc), RETRY_MS / 1000);
+            wait_ms = RETRY_MS;
+        } else {
+            hsq_log(recovered ? HSQ_LOG_INFO : HSQ_LOG_NOTICE, "janitor",
+                    "walk objects=%" PRIu64 " uploads_removed=%" PRIu64 " bytes=%" PRIu64
+                    " tmp_removed=%" PRIu64 " ms=%" PRIu64,
+                    rep.walked, rep.files, rep.bytes, rep.tmp, rep.ms);
+            if (!recovered) {
+                recovered = 1;
+                j->n = 0;
+                pthread_mutex_lock(&j->mu);
+                j->report = rep;
+                j->have_report = 1;
+                pthread_mutex_unlock(&j->mu);
+                if (j->wake)
+                    j->wake(j->ud);
+            }
+        }
+        pthread_mutex_lock(&j->mu);
+        if (wait_ms == 0) /* nothing more to do: wait for stop */
+            while (!atomic_load(&j->quit))
+                pthread_cond_wait(&j->cv, &j->mu);
+        else
+            rest_until(j, hsq_clock_mono_ms() + wait_ms);
+        pthread_mutex_unlock(&j->mu);
+        if (atomic_load(&j->quit))
+            break;
+    }
+    return NULL;
+}
+
+int hsq_janitor_start(hsq_janitor **out, const char *blob_root, const hsq_id_range *r, size_t n,
+                      uint64_t interval_s, void (*wake)(void *ud), void *ud) {
+    *out = NULL;
+    if (n > HSQ_RECOVER_RANGES)
+        return HSQ_EINVAL;
+    hsq_janitor *j = hsq_xcalloc(1, sizeof *j);
+    int rc = hsq_blob_open(&j->blob, blob_root);
+    if (rc != 0) {
+        free(j);
+        return rc;
+    }
+    if (n)
+        memcpy(j->r, r, n * sizeof *r);
+    j->n = n;
+    j->interval_ms = interval_s * 1000u;
+    j->wake = wake;
+    j->ud = ud;
+    atomic_init(&j->quit, 0);
+    pthread_mutex_init(&j->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* rest_until's deadlines */
+    pthread_cond_init(&j->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    rc = pthread_create(&j->thread, NULL, janitor_main, j);
+    if (rc != 0) {
+        pthread_cond_destroy(&j->cv);
+        pthread_mutex_destroy(&j->mu);
+        hsq_blob_close(&j->blob);
+        free(j);
+        return -rc;
+    }
+    *out = j;
+    return 0;
+}
+
+int hsq_janitor_collect(hsq_janitor *j, hsq_janitor_report *out) {
+    pthread_mutex_lock(&j->mu);
+    int have = j->have_report;
+    if (have) {
+        *out = j->report;
+        j->have_report = 0;
+    }
+    pthread_mutex_unlock(&j->mu);
+    return have;
+}
+
+void hsq_janitor_stop(hsq_janitor **jp) {
+    hsq_janitor *j = *jp;
+    if (!j)
+        return;
+    pthread_mutex_lock(&j->mu);
+    atomic_store(&j->quit, 1);
+    pthread_cond_signal(&j->cv);
+    pthread_mutex_unlock(&j->mu);
+    pthread_join(j->thread, NULL);
+    pthread_cond_destroy(&j->cv);
+    pthread_mutex_destroy(&j->mu);
+    hsq_blob_close(&j->blob);
+    free(j);
+    *jp = NULL;
+}

@@ -1,0 +1,59 @@
+/* janitor.h - whole-tree walks of the blob store, on a thread of their own.
+ *
+ * Two jobs need every file of the blob store looked at, and a walk is
+ * O(files): millions of outputs make it minutes, far too long to hold up
+ * start-up (systemd's start timeout) or a loop turn.
+ *
+ *   recovery   once, right after start: uploads a crash left behind, i.e.
+ *              input blobs of task ids in the ranges the core handed out
+ *              (queue.h "start-up recovery"). The core has already moved
+ *              its next id past them, so no submit can write one of those
+ *              keys while the walk deletes them.
+ *   temp files in the same walk and then every interval: temp files of puts
+ *              that died (a worker killed while writing an output holds a
+ *              user's image in one), once older than HSQ_BLOB_TMP_STALE_S.
+ *
+ * The thread has its own blob store handle. Matching uploads are collected
+ * during the walk and deleted after it, each with its directory sync, so the
+ * report means "gone". The first walk's result is collected on the loop
+ * thread and given to hsq_queue_recovered; a failed walk is retried a minute
+ * later. Stop interrupts a walk between two files: the ranges stay recorded
+ * and the next start walks them again.
+ *
+ * Thread safety: every call is made from the loop thread; wake(ud) is called
+ * on the janitor's thread when the recovery walk has finished.
+ */
+#ifndef HSQ_DAEMON_JANITOR_H
+#define HSQ_DAEMON_JANITOR_H
+
+#include "daemon/queue.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct hsq_janitor hsq_janitor;
+
+typedef struct {
+    uint64_t files; /* uploads of the recovery ranges deleted */
+    uint64_t bytes; /* their size */
+    uint64_t tmp;   /* stale temp files deleted */
+    uint64_t walked; /* objects looked at */
+    uint64_t ms;     /* how long the walk took */
+} hsq_janitor_report;
+
+/* Open a blob store handle on root and start the thread, which walks at once
+ * with the n ranges (copied; n may be 0: temp files only), then every
+ * interval_s seconds for temp files (0: never again).
+ * Errors: -errno (open, pthread_create), HSQ_ECORRUPT (the store's key file). */
+int hsq_janitor_start(hsq_janitor **out, const char *blob_root, const hsq_id_range *r, size_t n,
+                      uint64_t interval_s, void (*wake)(void *ud), void *ud);
+
+/* 1 (once) when the recovery walk has finished, with its figures in *out;
+ * else 0. */
+int hsq_janitor_collect(hsq_janitor *j, hsq_janitor_report *out);
+
+/* Stop the walk in progress between two files, join the thread, free.
+ * NULL-safe. */
+void hsq_janitor_stop(hsq_janitor **j);
+
+#endif
