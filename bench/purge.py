@@ -24,8 +24,13 @@ same one bench-broker's paced row uses) when the build has it, else a
 Python thread (--load py); the Python one's own scheduling noise shows in
 its tails (compare the baseline rows).
 
+With --by request the continuous sweeper stays off and each phase is driven
+by purge requests instead (`hsq purge`, as cron sends them; each request
+handles up to 2,000 entries in one turn, and the phase repeats it while the
+reply says `more`): what a cron purge over a backlog costs the other clients.
+
 Usage: bench/purge.py [--tasks N] [--rate R] [--batch B] [--build DIR]
-                      [--load c|py] [--scenario done|queued]
+                      [--load c|py] [--scenario done|queued] [--by sweeper|request]
 """
 import argparse
 import os
@@ -187,6 +192,9 @@ def main():
                     help="done: finished tasks whose uploads, outputs and tombstones expire; "
                     "queued: tasks still queued past retention_pending (cancelled, then "
                     "their inputs deleted)")
+    ap.add_argument("--by", choices=("sweeper", "request"), default="sweeper",
+                    help="sweeper: the continuous sweeper purges; request: purge requests "
+                    "(as `hsq purge` from cron), the sweeper off")
     ap.add_argument("--slow-turn-ms", type=int, default=50,
                     help="hsqd logs turns this long with their phases; the worst are printed")
     a = ap.parse_args()
@@ -247,7 +255,8 @@ def main():
                                 "--paced-secs", "3"], stdout=subprocess.PIPE, text=True)
             disk = r.stdout.strip() if r.returncode == 0 else None
             print("reference, %s" % disk)
-        d = h.start_hsqd(extra_sets=dict(sets, sweep_batch=str(a.batch),
+        batch = a.batch if a.by == "sweeper" else 0
+        d = h.start_hsqd(extra_sets=dict(sets, sweep_batch=str(batch),
                                          slow_turn_ms=str(a.slow_turn_ms)), data_dir=data)
         c = h.client(d.client)
         if a.load == "c":
@@ -276,7 +285,15 @@ def main():
                 load.mark = phase
             set_clock(jump)
             t0 = time.monotonic()
-            if done:
+            if a.by == "request":
+                # Like `hsq purge`: ask again while the reply says more.
+                while True:
+                    r = c.ok("purge", {}, timeout=600).meta
+                    if os.environ.get("PURGE_DEBUG"):
+                        print("  purge reply %r" % (r,))
+                    if not r["more"]:
+                        break
+            elif done:
                 while not done(c.stats()):
                     time.sleep(0.05)
             else:
@@ -299,8 +316,8 @@ def main():
             lat = load.lat
         else:
             lat = load.finish()
-        print("\nscenario %s, sweep_batch=%d, load %d submits/s (open loop, %s), %d tasks\n" %
-              (a.scenario, a.batch, a.rate,
+        print("\nscenario %s, purged by %s, sweep_batch=%d, load %d submits/s (open loop, %s), "
+              "%d tasks\n" % (a.scenario, a.by, batch, a.rate,
                "bench-broker --attach" if a.load == "c" else "Python thread", a.tasks))
         print("| phase | time s | tasks/s | acks | p50 ms | p99 ms | max ms |")
         print("|---|---:|---:|---:|---:|---:|---:|")

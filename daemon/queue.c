@@ -2040,7 +2040,10 @@ static void purge_pass(hsq_queue *q, hsq_sock sock, const uint8_t *peer, size_t 
     m.rid = rid;
     hsq_rep_purge *p = &m.rep.purge;
     p->dry_run = dry;
-    p->more = n == limit;
+    /* The sweep stops once its cost reaches the limit, and an entry that
+     * deletes files costs more than one: it may pass the limit. (A pass
+     * that ended exactly there with nothing left says more once too much.) */
+    p->more = n >= limit;
     p->inputs = sc.inputs;
     p->outputs = sc.outputs;
     p->tasks = sc.tasks;

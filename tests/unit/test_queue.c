@@ -1259,6 +1259,47 @@ static void test_reaping(void) {
 /* A submit may ask for shorter retention (never longer): photos deleted a
  * second after the task ends, outputs after an hour; an outputs ask longer
  * than the policy gets the policy. The ask goes through the wire codec. */
+/* A purge request is bounded in sweep cost, where an entry that deletes
+ * files costs more than one: its reply must still say `more` while due
+ * entries remain (it said "no more" once the cost passed the limit, and
+ * `hsq purge` stopped with work left). */
+static void test_purge_more(void) {
+    fresh();
+    close_all();
+    conf.inline_max = 0; /* every portrait a file: each entry costs 9 */
+    conf.sweep_batch = 0; /* only requests sweep */
+    open_all();
+    uint64_t ids[5];
+    for (int i = 0; i < 5; i++)
+        ids[i] = finished_task("pam");
+    tick_at(now + 8ll * 86400000); /* the portraits are due, not the outputs */
+    uint64_t inputs = 0;
+    int rounds = 0, more = 1;
+    while (more) {
+        HSQ_ASSERT(++rounds <= 10);
+        hsq_wire_msg m;
+        memset(&m, 0, sizeof m);
+        m.op = HSQ_OP_PURGE;
+        m.rid = rid_seq++;
+        m.req.purge.limit = 10;
+        begin();
+        feed(HSQ_SOCK_CLIENT, "ops", &m, NULL, 0);
+        turn();
+        captured *c = reply_to(m.rid);
+        HSQ_ASSERT(c && c->m.kind == HSQ_KIND_REPLY);
+        inputs += c->m.rep.purge.inputs;
+        more = c->m.rep.purge.more;
+        if (inputs < 5)
+            HSQ_ASSERT(more);
+    }
+    HSQ_ASSERT_U64_EQ(inputs, 5);
+    HSQ_ASSERT(rounds >= 3); /* two file deletions fit in a limit of 10 */
+    for (int i = 0; i < 5; i++) {
+        HSQ_ASSERT(!blob_exists("pam", ids[i], "in-0"));
+        HSQ_ASSERT(blob_exists("pam", ids[i], "out-0.jpg"));
+    }
+}
+
 static void upload_key(const char *user, uint64_t id, char *key, size_t n) {
     char prefix[HSQ_BLOB_PREFIX_LEN + 1];
     hsq_blob_user_prefix(bl, user, strlen(user), prefix);
@@ -1921,6 +1962,7 @@ int main(void) {
     test_retention_by_prio();
     test_reaping();
     test_recovery();
+    test_purge_more();
     test_fsck();
     test_rate_limit();
     test_credits();
