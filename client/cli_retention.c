@@ -430,25 +430,30 @@ int hsq_cli_purge(const hsq_cli_cmd *cmd, hsq_client *c) {
         return fail(cmd, HSQ_CLI_EXIT_USAGE, hsq_errname(HSQ_EINVAL), "%s", err);
     }
     int can_offline = o.data_dir[0] != '\0';
-    /* With a fallback at hand, do not wait the full timeout for a daemon
-     * that is not there. */
-    if (can_offline && cmd->timeout_ms == 0)
-        hsq_client_set_timeout(c, PURGE_PROBE_MS);
-    hsq_rep_purge sum, one;
-    memset(&sum, 0, sizeof sum);
     int ret = HSQ_CLI_EXIT_OK;
-    for (int round = 0;; round++) {
-        memset(&one, 0, sizeof one);
-        rc = hsq_client_purge(c, cmd->dry_run, cmd->dry_run ? 1000000 : PURGE_CHUNK, &one);
-        if (rc == HSQ_EUNAVAIL && round == 0 && can_offline) {
+    if (can_offline) {
+        /* With a fallback at hand, do not wait the full timeout for a
+         * daemon that is not there; ask something cheap (a pass itself may
+         * take seconds while the reaper deletes). */
+        hsq_wire_stats st;
+        if (cmd->timeout_ms == 0)
+            hsq_client_set_timeout(c, PURGE_PROBE_MS);
+        rc = hsq_client_stats(c, &st);
+        hsq_client_set_timeout(c, cmd->timeout_ms);
+        if (rc == HSQ_EUNAVAIL) {
             ret = purge_offline(cmd, &o);
             goto out;
         }
+    }
+    hsq_rep_purge sum, one;
+    memset(&sum, 0, sizeof sum);
+    for (int round = 0;; round++) {
+        memset(&one, 0, sizeof one);
+        rc = hsq_client_purge(c, cmd->dry_run, cmd->dry_run ? 1000000 : PURGE_CHUNK, &one);
         if (rc != 0) {
             ret = fail_lib(cmd, c, rc);
             goto out;
         }
-        hsq_client_set_timeout(c, cmd->timeout_ms);
         purge_add(&sum, &one);
         if (!one.more || cmd->dry_run || round > 100000)
             break;

@@ -169,6 +169,9 @@ struct hsq_queue {
     purge_wait *purge_waits; /* purge requests waiting for the reaper (and recovery) */
     size_t n_purge_waits, cap_purge_waits;
     int recovering;          /* the janitor has recovery ranges (queue.h) */
+    uint32_t purge_used;     /* a reaping purge pass: sweep budget used so far */
+    int sweep_exhausted;     /* the last sweep stopped for want of due entries */
+    int purge_exhausted;     /* ... the last sweep of the purge pass did */
     uint64_t turn_first_id;  /* the next id when this turn began */
     uint64_t reaped_bytes;  /* ... and the bytes its prefix removal freed */
     int ledger_pending;    /* ledger entries may exist: erase them next turn */
@@ -2001,6 +2004,9 @@ static void sweep_audit(hsq_queue *q, uint32_t budget) {
 
 #define PURGE_MAX 2000      /* entries deleted per purge request */
 #define PURGE_DRY_MAX 20000 /* entries counted per dry-run request (reads only) */
+#define PURGE_TURN 64       /* sweep budget per turn while a purge pass runs */
+#define PURGE_REAP_MAX 512  /* entries per request when the reaper deletes (the
+                               reply comes after them: about a second or two) */
 
 static uint32_t sweep(hsq_queue *q, uint32_t budget, int dry, int reap, hsq_sweep_counts *sc);
 
@@ -2014,8 +2020,35 @@ static void counts_add(hsq_sweep_counts *dst, const hsq_sweep_counts *src) {
     dst->errors += src->errors;
 }
 
-/* One bounded pass for a purge request, answered at once. `reaped` (or
- * NULL) adds what the reaper finished for the pass that waited on it. */
+/* The reply to a purge request, and its audit line when anything went. */
+static void purge_reply(hsq_queue *q, hsq_sock sock, const uint8_t *peer, size_t plen,
+                        uint64_t rid, int dry, int more, const hsq_sweep_counts *sc) {
+    if (!dry && (sc->inputs || sc->outputs || sc->tasks || sc->tombstones || sc->cancelled ||
+                 sc->errors))
+        audit(q,
+              "op=purge inputs=%" PRIu64 " outputs=%" PRIu64 " tasks=%" PRIu64
+              " tombstones=%" PRIu64 " cancelled=%" PRIu64 " bytes=%" PRIu64,
+              sc->inputs, sc->outputs, sc->tasks, sc->tombstones, sc->cancelled, sc->bytes);
+    hsq_wire_msg m;
+    memset(&m, 0, sizeof m);
+    m.op = HSQ_OP_PURGE;
+    m.rid = rid;
+    hsq_rep_purge *p = &m.rep.purge;
+    p->dry_run = dry;
+    p->more = more;
+    p->inputs = sc->inputs;
+    p->outputs = sc->outputs;
+    p->tasks = sc->tasks;
+    p->tombstones = sc->tombstones;
+    p->cancelled = sc->cancelled;
+    p->bytes = sc->bytes;
+    p->errors = sc->errors;
+    reply(q, sock, peer, plen, &m);
+}
+
+/* One bounded pass on the loop, answered at once: dry runs, and every pass
+ * when there is no reaper. `reaped` (or NULL) adds what the janitor removed
+ * for a pass that waited on it. */
 static void purge_pass(hsq_queue *q, hsq_sock sock, const uint8_t *peer, size_t plen, uint64_t rid,
                        uint32_t limit, int dry, const hsq_sweep_counts *reaped) {
     hsq_sweep_counts sc;
@@ -2029,29 +2062,10 @@ static void purge_pass(hsq_queue *q, hsq_sock sock, const uint8_t *peer, size_t 
     }
     if (reaped)
         counts_add(&sc, reaped);
-    if (!dry && (n > 0 || reaped))
-        audit(q,
-              "op=purge inputs=%" PRIu64 " outputs=%" PRIu64 " tasks=%" PRIu64
-              " tombstones=%" PRIu64 " cancelled=%" PRIu64 " bytes=%" PRIu64,
-              sc.inputs, sc.outputs, sc.tasks, sc.tombstones, sc.cancelled, sc.bytes);
-    hsq_wire_msg m;
-    memset(&m, 0, sizeof m);
-    m.op = HSQ_OP_PURGE;
-    m.rid = rid;
-    hsq_rep_purge *p = &m.rep.purge;
-    p->dry_run = dry;
     /* The sweep stops once its cost reaches the limit, and an entry that
      * deletes files costs more than one: it may pass the limit. (A pass
      * that ended exactly there with nothing left says more once too much.) */
-    p->more = n >= limit;
-    p->inputs = sc.inputs;
-    p->outputs = sc.outputs;
-    p->tasks = sc.tasks;
-    p->tombstones = sc.tombstones;
-    p->cancelled = sc.cancelled;
-    p->bytes = sc.bytes;
-    p->errors = sc.errors;
-    reply(q, sock, peer, plen, &m);
+    purge_reply(q, sock, peer, plen, rid, dry, n >= limit, &sc);
 }
 
 static void h_purge(req_ctx *c) {
@@ -2061,10 +2075,18 @@ static void h_purge(req_ctx *c) {
      * submits while a big purge runs; clients ask again while `more`. */
     uint32_t cap = r->dry_run ? PURGE_DRY_MAX : PURGE_MAX;
     uint32_t limit = r->limit && r->limit < cap ? r->limit : cap;
-    if (!r->dry_run && (q->reap_inflight > 0 || q->recovering)) {
-        /* "A pass now" includes what the reaper is deleting and the uploads
-         * a crash left: answer once both are done (answer_purge_waits), so
-         * files the reply counts are gone. */
+    if (!r->dry_run && (q->reap_max > 0 || q->recovering)) {
+        /* With a reaper the pass runs in the turns' sweeps, its file
+         * deletions on the reaper's thread (a pass on the loop fsynced its
+         * way through up to 2,000 entries in one turn); "a pass now"
+         * includes what the reaper holds and the uploads a crash left. The
+         * reply comes once all of it is done (answer_purge_waits), so the
+         * files it counts are gone. Requests arriving meanwhile join the
+         * pass in progress. */
+        if (q->n_purge_waits == 0) {
+            q->purge_used = 0;
+            q->purge_exhausted = 0;
+        }
         if (q->n_purge_waits == q->cap_purge_waits) {
             q->cap_purge_waits = q->cap_purge_waits ? 2 * q->cap_purge_waits : 4;
             q->purge_waits =
@@ -2075,7 +2097,7 @@ static void h_purge(req_ctx *c) {
         memcpy(w->peer, c->peer, c->plen);
         w->peer_len = c->plen;
         w->rid = c->m->rid;
-        w->limit = limit;
+        w->limit = q->reap_max > 0 && limit > PURGE_REAP_MAX ? PURGE_REAP_MAX : limit;
         return;
     }
     purge_pass(q, c->sock, c->peer, c->plen, c->m->rid, limit, r->dry_run, NULL);
@@ -2177,8 +2199,9 @@ static int erase_user_now(hsq_queue *q, hsq_str user, hsq_rep_erase *out) {
     memset(out, 0, sizeof out[0]);
     char prefix[HSQ_BLOB_PREFIX_LEN + 1];
     hsq_blob_user_prefix(q->blob, user.ptr, user.len, prefix);
-    /* Files first: a crash after this leaves the ledger entry to redo it. */
-    int rc = hsq_blob_delete_prefix(q->blob, prefix, &out->bytes);
+    /* Files first: a crash after this leaves the ledger entry to redo it
+     * (durable with the turn's flush, before its commit). */
+    int rc = hsq_blob_delete_prefix_flags(q->blob, prefix, &out->bytes, HSQ_BLOB_DEFER);
     if (rc != 0)
         return rc;
     blob_bytes_add(q, -(int64_t)out->bytes);
@@ -2777,7 +2800,8 @@ static int delete_blob_counted(hsq_queue *q, hsq_str key, uint64_t size, uint64_
         blob_bytes_add(q, -(int64_t)size);
     }
     q->blob_ops++;
-    return hsq_blob_delete(q->blob, k);
+    /* The directory syncs wait for the turn's flush, before its commit. */
+    return hsq_blob_delete_flags(q->blob, k, HSQ_BLOB_DEFER);
 }
 
 /* Delete the inputs of one class (references or portraits). */
@@ -2823,7 +2847,7 @@ static int make_tombstone(hsq_queue *q, hsq_task *t, hsq_sweep_counts *sc) {
             b = q->reaped_bytes;
         } else {
             q->blob_ops++;
-            rc = hsq_blob_delete_prefix(q->blob, prefix, &b);
+            rc = hsq_blob_delete_prefix_flags(q->blob, prefix, &b, HSQ_BLOB_DEFER);
         }
         sc->bytes += b;
         blob_bytes_add(q, -(int64_t)b);
@@ -3041,6 +3065,7 @@ static int try_handoff(hsq_queue *q, const uint8_t key[17]) {
 static uint32_t sweep(hsq_queue *q, uint32_t budget, int dry, int reap, hsq_sweep_counts *sc) {
     uint32_t done = 0;
     uint8_t from[17] = {0};
+    q->sweep_exhausted = 0;
     if (!dry && q->reap_inflight)
         memcpy(from, q->reap_from, 17); /* what lies before is in flight */
     reap = reap && !dry && q->reap_max > 0;
@@ -3055,8 +3080,10 @@ static uint32_t sweep(hsq_queue *q, uint32_t budget, int dry, int reap, hsq_swee
         if (ok)
             memcpy(key, k.ptr, 17);
         hsq_cursor_close(&cur);
-        if (!ok || (int64_t)hsq_rd_be64(key) > q->now)
+        if (!ok || (int64_t)hsq_rd_be64(key) > q->now) {
+            q->sweep_exhausted = 1;
             break;
+        }
         int64_t at = (int64_t)hsq_rd_be64(key);
         uint64_t id = hsq_rd_be64(key + 8);
         if (reap) {
@@ -3140,16 +3167,29 @@ void hsq_queue_reaped(hsq_queue *q, hsq_reap *r, size_t n) {
 /* Apply up to `budget` results from the reaper: the records of deleted files
  * change now. Returns how many were applied. */
 
-/* Purge requests wait while the reaper holds entries or the janitor has
- * recovery ranges; once neither does, they get their pass, the first one
- * with what was deleted meanwhile. */
+/* Purge requests wait while their pass has work left (reaping: the turns'
+ * sweeps hand its entries to the reaper until none is due or the first
+ * request's limit is used), while the reaper holds entries, and while the
+ * janitor has recovery ranges. Then all of them get the counts of what went
+ * meanwhile (the first request; later ones joined it) or, without a
+ * reaper, their pass on the loop. */
 static void answer_purge_waits(hsq_queue *q) {
     if (q->reap_inflight > 0 || q->recovering)
         return;
+    int reaping = q->reap_max > 0;
+    if (q->n_purge_waits > 0 && reaping && !q->purge_exhausted &&
+        q->purge_used < q->purge_waits[0].limit)
+        return;
     for (size_t i = 0; i < q->n_purge_waits; i++) {
         purge_wait *w = &q->purge_waits[i];
-        purge_pass(q, w->sock, w->peer, w->peer_len, w->rid, w->limit, 0,
-                   i == 0 ? &q->reaped_sum : NULL);
+        hsq_sweep_counts none;
+        memset(&none, 0, sizeof none);
+        if (reaping)
+            purge_reply(q, w->sock, w->peer, w->peer_len, w->rid, 0, !q->purge_exhausted,
+                        i == 0 ? &q->reaped_sum : &none);
+        else
+            purge_pass(q, w->sock, w->peer, w->peer_len, w->rid, w->limit, 0,
+                       i == 0 ? &q->reaped_sum : NULL);
     }
     q->n_purge_waits = 0;
     memset(&q->reaped_sum, 0, sizeof q->reaped_sum);
@@ -3302,29 +3342,43 @@ int hsq_queue_end_turn(hsq_queue *q) {
         }
         uint64_t t0 = mono_us(q);
         process_ledger(q);
-        if (q->conf.sweep_batch > 0) {
-            /* A turn that serves requests gets a quarter of the batch (16
-             * by default): the records the sweep changes are pages the
-             * turn's commit writes, and the requests wait for that commit.
-             * (A sixteenth made purges four times slower and the acks no
-             * faster: what costs is touching other parts of the trees at
-             * all, not how many entries.) */
-            uint32_t budget = (uint32_t)q->conf.sweep_batch;
-            if (q->turn_msgs > 0)
-                budget = budget / 4 ? budget / 4 : 1;
-            uint32_t used = apply_results(q, budget);
-            /* (while purge requests wait for the reaper, nothing more goes
-             * to it: they answer once it is idle) */
-            if (used < budget && q->n_purge_waits == 0) {
-                hsq_sweep_counts sc;
-                memset(&sc, 0, sizeof sc);
-                used += sweep(q, budget - used, 0, 1, &sc);
-            }
-            q->cost.swept = used;
-            sweep_audit(q, (uint32_t)q->conf.sweep_batch);
-        } else if (q->results_head < q->n_results) {
+        /* A turn that serves requests gets a quarter of the batch (16 by
+         * default): the records the sweep changes are pages the turn's
+         * commit writes, and the requests wait for that commit. (A
+         * sixteenth made purges four times slower and the acks no faster:
+         * what costs is touching other parts of the trees at all, not how
+         * many entries.) A purge pass in progress gets the whole batch even
+         * then: someone asked for it now. */
+        uint32_t batch = (uint32_t)q->conf.sweep_batch;
+        int purging = q->n_purge_waits > 0 && q->reap_max > 0;
+        if (purging && batch < PURGE_TURN)
+            batch = PURGE_TURN;
+        uint32_t budget = batch;
+        if (q->turn_msgs > 0 && !purging)
+            budget = budget / 4 ? budget / 4 : (batch ? 1 : 0);
+        uint32_t used = 0;
+        if (budget > 0)
+            used = apply_results(q, budget);
+        else if (q->results_head < q->n_results)
             apply_results(q, 64); /* the sweeper was switched off meanwhile */
+        if (used < budget) {
+            hsq_sweep_counts sc;
+            memset(&sc, 0, sizeof sc);
+            uint32_t n = sweep(q, budget - used, 0, 1, &sc);
+            used += n;
+            if (purging) {
+                /* Inline entries count now, handed-off ones as they come
+                 * back (apply_results). */
+                counts_add(&q->reaped_sum, &sc);
+                q->purge_used += n;
+                q->purge_exhausted = q->sweep_exhausted;
+            }
         }
+        q->cost.swept = used;
+        if (q->conf.sweep_batch > 0)
+            sweep_audit(q, (uint32_t)q->conf.sweep_batch);
+        if (purging)
+            answer_purge_waits(q);
         q->cost.sweep_us = mono_us(q) - t0;
         if (q->meta_dirty)
             save_meta(q);
