@@ -188,10 +188,11 @@ def main():
                     os.path.join(os.path.dirname(HERE), "build"))
     ap.add_argument("--load", choices=("c", "py"), default=None,
                     help="load generator (default: c when the build has bench-broker)")
-    ap.add_argument("--scenario", choices=("done", "queued"), default="done",
+    ap.add_argument("--scenario", choices=("done", "queued", "erase"), default="done",
                     help="done: finished tasks whose uploads, outputs and tombstones expire; "
                     "queued: tasks still queued past retention_pending (cancelled, then "
-                    "their inputs deleted)")
+                    "their inputs deleted); erase: all N finished tasks belong to one user, "
+                    "who is erased (hsq erase-user)")
     ap.add_argument("--by", choices=("sweeper", "request"), default="sweeper",
                     help="sweeper: the continuous sweeper purges; request: purge requests "
                     "(as `hsq purge` from cron), the sweeper off")
@@ -224,13 +225,15 @@ def main():
         step = 5000
         for i in range(0, a.tasks, step):
             n = min(step, a.tasks - i)
-            rs = c.pipeline("submit", [submit_body("u%d" % ((i + k) % 1000)) for k in range(n)],
+            users = ["heavy" if a.scenario == "erase" else "u%d" % ((i + k) % 1000)
+                     for k in range(n)]
+            rs = c.pipeline("submit", [submit_body(u) for u in users],
                             [[image]] * n, timeout=600, window=500)
             bad = [r for r in rs if r.error]
             if bad:
                 raise SystemExit("submit failed: %r" % bad[0].meta)
         print("made %d queued tasks in %.1f s" % (a.tasks, time.monotonic() - t0))
-        if a.scenario == "done":
+        if a.scenario in ("done", "erase"):
             t0 = time.monotonic()
             n = finish_all(h, d)
             print("finished %d tasks (empty outputs) in %.1f s" % (n, time.monotonic() - t0))
@@ -275,6 +278,8 @@ def main():
             phases = (("cancel (retention_pending)", 8 * DAY,
                        lambda s: s["cancelled"] >= a.tasks),
                       ("delete inputs (retention_failed)", 10 * DAY, None))
+        elif a.scenario == "erase":
+            phases = (("erase-user of the one user", 0, "erase"),)
         else:
             phases = (("delete uploads (retention_uploads)", 8 * DAY, None),
                       ("outputs -> tombstones (retention_outputs)", 31 * DAY, None),
@@ -285,7 +290,10 @@ def main():
                 load.mark = phase
             set_clock(jump)
             t0 = time.monotonic()
-            if a.by == "request":
+            if done == "erase":
+                r = c.ok("erase", {"user": "heavy"}, timeout=600).meta
+                print("erase receipt: tasks %d, bytes %d" % (r["tasks"], r["bytes"]))
+            elif a.by == "request":
                 # Like `hsq purge`: ask again while the reply says more.
                 while True:
                     r = c.ok("purge", {}, timeout=600).meta

@@ -150,6 +150,12 @@ struct hsq_queue {
         char user[HSQ_MAX_USER_LEN + 1];
     } * erase_waits;
     size_t n_erase_waits, cap_erase_waits;
+    /* The erasure whose files are with the reaper (at most one). */
+    int erase_inflight;
+    char erase_user[HSQ_MAX_USER_LEN + 1];
+    size_t erase_ulen;
+    hsq_rep_erase erase_rec;
+    int64_t erase_retry_ms; /* after a failed deletion: not before */
     int durable;           /* this turn acknowledges something a client was promised */
     uint64_t blob_ops;     /* blob store deletions by the sweeper (its cost measure) */
     hsq_turn_cost cost;    /* the last end_turn's phases */
@@ -852,6 +858,7 @@ enum {
     EXP_INPUTS = 0, /* uploaded portraits */
     EXP_TASK = 1,   /* outputs and the full record: the task becomes a tombstone */
     EXP_REFS = 2,   /* clothing and background references */
+    EXP_ERASE = 0xee, /* never in the index: a reaper entry for an erasure's files */
     EXP_TOMB = 3    /* the tombstone itself */
 };
 
@@ -1207,6 +1214,8 @@ static int credit_check(req_ctx *c, hsq_str user, int64_t cost, uint64_t outputs
     return 0;
 }
 
+static int erasing(const hsq_queue *q, hsq_str user);
+
 static void h_submit(req_ctx *c) {
     hsq_queue *q = c->q;
     const hsq_req_submit *r = &c->m->req.submit;
@@ -1226,6 +1235,11 @@ static void h_submit(req_ctx *c) {
                  q->conf.max_frame_bytes);
             return;
         }
+    }
+    if (erasing(q, r->user)) {
+        /* Its files would land under the prefix the reaper is deleting. */
+        FAIL(c, HSQ_EUNAVAIL, "this user's data is being erased; submit again in a moment");
+        return;
     }
 
     /* Idempotency: the same (user, key) returns the task it created. */
@@ -2105,11 +2119,16 @@ static void h_purge(req_ctx *c) {
 
 /* ---- erase-user ----
  *
- * Two steps, two commits. The request records the user in the ledger and
- * waits; the ledger entry reaches the disk with the turn. A later turn
- * deletes the user's files, then every record, index entry and counter of
- * theirs together with the ledger entry, and answers with a receipt. A crash
- * anywhere leaves the ledger entry, and the first turn after a restart
+ * The request records the user in the ledger and waits; the ledger entry
+ * reaches the disk with the turn, and from then on it is what finds the
+ * user's data: every record through the user's history, every file under
+ * the user's blob prefix. A later turn deletes every record, index entry and
+ * counter of theirs and hands the prefix to the reaper (one erasure at a
+ * time; a large user's files took the loop seconds to delete); while it
+ * deletes, submits for the user are refused. When the reaper is done, a turn
+ * deletes the ledger entry, writes the audit line and answers with a
+ * receipt. Without a reaper all of it happens in one turn, files first. A
+ * crash anywhere leaves the ledger entry, and the first turn after a restart
  * finishes the erasure; running it twice is harmless. */
 
 static void h_erase(req_ctx *c) {
@@ -2195,19 +2214,12 @@ static int erase_one(hsq_queue *q, uint64_t id, hsq_rep_erase *out) {
     return rc;
 }
 
-static int erase_user_now(hsq_queue *q, hsq_str user, hsq_rep_erase *out) {
-    memset(out, 0, sizeof out[0]);
-    char prefix[HSQ_BLOB_PREFIX_LEN + 1];
-    hsq_blob_user_prefix(q->blob, user.ptr, user.len, prefix);
-    /* Files first: a crash after this leaves the ledger entry to redo it
-     * (durable with the turn's flush, before its commit). */
-    int rc = hsq_blob_delete_prefix_flags(q->blob, prefix, &out->bytes, HSQ_BLOB_DEFER);
-    if (rc != 0)
-        return rc;
-    blob_bytes_add(q, -(int64_t)out->bytes);
-    hsq_fault("erase.after_blobs");
+/* Every record, index entry and counter of the user, not the files and not
+ * the ledger entry. Counts go to *out. */
+static int erase_user_records(hsq_queue *q, hsq_str user, hsq_rep_erase *out) {
     uint8_t k[1 + HSQ_MAX_USER_LEN + 8];
     size_t ul = user_key(k, user);
+    int rc;
     /* History holds every task the user has: take its chunks one by one
      * (each deleted before its tasks), then the ids in the user record. */
     for (;;) {
@@ -2238,10 +2250,6 @@ static int erase_user_now(hsq_queue *q, hsq_str user, hsq_rep_erase *out) {
             return rc;
     if ((rc = note(q, hsq_store_del(q->st, HSQ_DB_USERS, k, ul))) != 0)
         return rc;
-    if ((rc = note(q, hsq_store_del(q->st, HSQ_DB_LEDGER, k, ul))) != 0)
-        return rc;
-    char subject[33];
-    audit_subject(q, user, subject);
     /* The credit record goes too (its reservations were refunded above). */
     hsq_bytes cv;
     if ((rc = hsq_store_get(q->st, HSQ_DB_CREDITS, k, ul, &cv)) == 0) {
@@ -2250,23 +2258,140 @@ static int erase_user_now(hsq_queue *q, hsq_str user, hsq_rep_erase *out) {
             return rc;
         if ((rc = note(q, hsq_store_del(q->st, HSQ_DB_CREDITS, k, ul))) != 0)
             return rc;
+        char subject[33];
+        audit_subject(q, user, subject);
         audit(q, "op=credit_erase subject=%s balance=%" PRId64 " reserved=%" PRId64, subject,
               cr.balance, cr.reserved);
     } else if (rc != HSQ_ENOTFOUND) {
         return note(q, rc);
     }
-    out->at_ms = q->now;
-    audit(q, "op=erase_user subject=%s tasks=%" PRIu64 " active=%" PRIu64 " bytes=%" PRIu64,
-          subject, out->tasks, out->active, out->bytes);
     return q->turn_err;
 }
 
-/* Finish every erasure in the ledger (bounded: a few users per turn). */
-static void process_ledger(hsq_queue *q) {
-    if (!q->ledger_pending || q->ledger_added)
-        return;
+/* The user's data is gone: the ledger entry goes, the audit line is
+ * written, and the receipt is complete. */
+static int erase_user_done(hsq_queue *q, hsq_str user, hsq_rep_erase *out) {
+    uint8_t k[1 + HSQ_MAX_USER_LEN];
+    size_t ul = user_key(k, user);
+    int rc = note(q, hsq_store_del(q->st, HSQ_DB_LEDGER, k, ul));
+    if (rc != 0)
+        return rc;
+    char subject[33];
+    audit_subject(q, user, subject);
+    out->at_ms = q->now;
+    audit(q, "op=erase_user subject=%s tasks=%" PRIu64 " active=%" PRIu64 " bytes=%" PRIu64,
+          subject, out->tasks, out->active, out->bytes);
     q->durable = 1;
-    for (int budget = 4; budget > 0 && q->turn_err == 0; budget--) {
+    return q->turn_err;
+}
+
+/* All of it in this turn: no reaper. */
+static int erase_user_now(hsq_queue *q, hsq_str user, hsq_rep_erase *out) {
+    memset(out, 0, sizeof out[0]);
+    char prefix[HSQ_BLOB_PREFIX_LEN + 1];
+    hsq_blob_user_prefix(q->blob, user.ptr, user.len, prefix);
+    /* Files first: a crash after this leaves the ledger entry to redo it
+     * (durable with the turn's flush, before its commit). */
+    int rc = hsq_blob_delete_prefix_flags(q->blob, prefix, &out->bytes, HSQ_BLOB_DEFER);
+    if (rc != 0)
+        return rc;
+    blob_bytes_add(q, -(int64_t)out->bytes);
+    hsq_fault("erase.after_blobs");
+    if ((rc = erase_user_records(q, user, out)) != 0)
+        return rc;
+    return erase_user_done(q, user, out);
+}
+
+/* Answer everyone who asked to erase user: the receipt, or why not yet. */
+static void erase_answer(hsq_queue *q, const char *user, int rc, const hsq_rep_erase *rec) {
+    char subject[33];
+    audit_subject(q, hsq_str_c(user), subject);
+    size_t j = 0;
+    for (size_t i = 0; i < q->n_erase_waits; i++) {
+        struct erase_wait *w = &q->erase_waits[i];
+        if (strcmp(w->user, user) != 0) {
+            q->erase_waits[j++] = *w;
+            continue;
+        }
+        if (rc != 0) {
+            reply_error(q, HSQ_SOCK_CLIENT, w->peer, w->peer_len, HSQ_OP_ERASE, w->rid,
+                        rc == HSQ_EDISKFULL ? HSQ_EDISKFULL : HSQ_EUNAVAIL,
+                        "erasure could not finish (%s); it will complete automatically",
+                        hsq_strerror(rc));
+            continue;
+        }
+        hsq_wire_msg m;
+        memset(&m, 0, sizeof m);
+        m.op = HSQ_OP_ERASE;
+        m.rid = w->rid;
+        m.rep.erase = *rec;
+        m.rep.erase.subject = hsq_str_c(subject);
+        reply(q, HSQ_SOCK_CLIENT, w->peer, w->peer_len, &m);
+    }
+    q->n_erase_waits = j;
+}
+
+/* The records of the first user in the ledger go now, the files to the
+ * reaper (the entry's kind EXP_ERASE; erase_reaped takes the result). */
+static void erase_handoff(hsq_queue *q, hsq_str user) {
+    hsq_rep_erase rec;
+    memset(&rec, 0, sizeof rec);
+    int rc = erase_user_records(q, user, &rec);
+    if (rc != 0) {
+        erase_answer(q, user.ptr, rc, &rec);
+        return;
+    }
+    hsq_fault("erase.handoff");
+    if (q->n_reaps == q->cap_reaps) {
+        q->cap_reaps = q->cap_reaps ? 2 * q->cap_reaps : 16;
+        q->reaps = hsq_xrealloc(q->reaps, q->cap_reaps * sizeof *q->reaps);
+    }
+    hsq_reap *r = &q->reaps[q->n_reaps++];
+    memset(r, 0, sizeof *r);
+    r->entry[16] = EXP_ERASE;
+    hsq_blob_user_prefix(q->blob, user.ptr, user.len, r->prefix);
+    q->reap_inflight++;
+    q->erase_inflight = 1;
+    memcpy(q->erase_user, user.ptr, user.len);
+    q->erase_user[user.len] = '\0';
+    q->erase_ulen = user.len;
+    q->erase_rec = rec;
+}
+
+/* The reaper's result for the erasure in flight. */
+static void erase_reaped(hsq_queue *q, const hsq_reap *r) {
+    hsq_str user = {q->erase_user, q->erase_ulen};
+    q->erase_inflight = 0;
+    q->ledger_pending = 1; /* this user again after a failure, or the next one */
+    if (r->rc != 0) {
+        /* The records are gone already; the ledger entry hands the prefix
+         * over again in a minute. */
+        q->erase_retry_ms = q->now + 60000;
+        erase_answer(q, q->erase_user, r->rc, &q->erase_rec);
+        return;
+    }
+    hsq_fault("erase.after_blobs");
+    q->erase_rec.bytes += r->bytes;
+    blob_bytes_add(q, -(int64_t)r->bytes);
+    int rc = erase_user_done(q, user, &q->erase_rec);
+    erase_answer(q, q->erase_user, rc, &q->erase_rec);
+}
+
+/* 1 when user's files are being erased: no submit for them now. */
+static int erasing(const hsq_queue *q, hsq_str user) {
+    return q->erase_inflight && user.len == q->erase_ulen &&
+           memcmp(user.ptr, q->erase_user, user.len) == 0;
+}
+
+/* Erasures in the ledger: with a reaper one at a time through it, else a
+ * few users per turn, inline. */
+static void process_ledger(hsq_queue *q) {
+    if (!q->ledger_pending || q->ledger_added || q->erase_inflight || q->now < q->erase_retry_ms)
+        return;
+    int reaping = q->reap_max > 0;
+    if (!reaping)
+        q->durable = 1;
+    for (int budget = reaping ? 1 : 4; budget > 0 && q->turn_err == 0; budget--) {
         hsq_cursor *cur;
         if (note(q, hsq_cursor_open(q->st, HSQ_DB_LEDGER, &cur)) != 0)
             return;
@@ -2285,34 +2410,13 @@ static void process_ledger(hsq_queue *q) {
         }
         user[ulen] = '\0';
         hsq_str u = {user, ulen};
+        if (reaping) {
+            erase_handoff(q, u);
+            return;
+        }
         hsq_rep_erase rec;
         rc = erase_user_now(q, u, &rec);
-        char subject[33];
-        audit_subject(q, u, subject);
-        /* Answer everyone who asked for this user. */
-        size_t j = 0;
-        for (size_t i = 0; i < q->n_erase_waits; i++) {
-            struct erase_wait *w = &q->erase_waits[i];
-            if (strcmp(w->user, user) != 0) {
-                q->erase_waits[j++] = *w;
-                continue;
-            }
-            if (rc != 0) {
-                reply_error(q, HSQ_SOCK_CLIENT, w->peer, w->peer_len, HSQ_OP_ERASE, w->rid,
-                            rc == HSQ_EDISKFULL ? HSQ_EDISKFULL : HSQ_EUNAVAIL,
-                            "erasure could not finish (%s); it will complete automatically",
-                            hsq_strerror(rc));
-                continue;
-            }
-            hsq_wire_msg m;
-            memset(&m, 0, sizeof m);
-            m.op = HSQ_OP_ERASE;
-            m.rid = w->rid;
-            m.rep.erase = rec;
-            m.rep.erase.subject = hsq_str_c(subject);
-            reply(q, HSQ_SOCK_CLIENT, w->peer, w->peer_len, &m);
-        }
-        q->n_erase_waits = j;
+        erase_answer(q, user, rc, &rec);
         if (rc != 0)
             return; /* a blob error: the ledger entry stays, retried next turn */
     }
@@ -3202,6 +3306,10 @@ static uint32_t apply_results(hsq_queue *q, uint32_t budget) {
     while (done < budget && q->results_head < q->n_results && q->turn_err == 0) {
         hsq_reap *r = &q->results[q->results_head++];
         done++;
+        if (r->entry[16] == EXP_ERASE) {
+            erase_reaped(q, r);
+            continue;
+        }
         const uint8_t *key = r->entry;
         uint64_t id = hsq_rd_be64(key + 8);
         if (note(q, hsq_store_del(q->st, HSQ_DB_EXPIRY, key, 17)) != 0)
@@ -3442,7 +3550,9 @@ int64_t hsq_queue_next_deadline(hsq_queue *q) {
                     t = w->deadline_ms;
     if (q->store_deadline < t)
         t = q->store_deadline;
-    if (q->ledger_pending || q->results_head < q->n_results)
+    if (q->ledger_pending && !q->erase_inflight) /* (the reaper's result wakes the loop) */
+        t = q->erase_retry_ms > q->now ? (q->erase_retry_ms < t ? q->erase_retry_ms : t) : q->now;
+    if (q->results_head < q->n_results)
         t = q->now;
     return t;
 }

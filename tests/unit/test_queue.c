@@ -1281,6 +1281,68 @@ static void test_reaping(void) {
 /* A submit may ask for shorter retention (never longer): photos deleted a
  * second after the task ends, outputs after an hour; an outputs ask longer
  * than the policy gets the policy. The ask goes through the wire codec. */
+/* With a reaper an erasure's files are deleted on its thread: the records
+ * go in one turn, the user's prefix to the reaper, submits for the user are
+ * refused meanwhile (others are not), and the receipt comes when the files
+ * are gone; the ledger entry stays until then. */
+static void test_erase_reaped(void) {
+    fresh();
+    close_all();
+    conf.inline_max = 0;
+    open_all();
+    hsq_queue_set_reaping(q, 2);
+    char root[300];
+    snprintf(root, sizeof root, "%s/blobs", dir);
+    hsq_reaper *rp;
+    HSQ_OK(hsq_reaper_start(&rp, root, on_reaper_wake, NULL));
+    uint64_t a = finished_task("eve"), b = finished_task("eve");
+    uint64_t queued = (uint64_t)submit("eve", NULL);
+    hsq_wire_msg m;
+    memset(&m, 0, sizeof m);
+    m.op = HSQ_OP_ERASE;
+    m.rid = rid_seq++;
+    m.req.erase.user = HSQ_STR_LIT("eve");
+    begin();
+    feed(HSQ_SOCK_CLIENT, "ops", &m, NULL, 0);
+    turn(); /* the ledger entry */
+    begin();
+    turn(); /* the records; the prefix to the reaper */
+    HSQ_ASSERT(!replied(m.rid));
+    size_t n;
+    hsq_reap *r = hsq_queue_take_reaps(q, &n);
+    HSQ_ASSERT_EQ(n, 1);
+    HSQ_ASSERT_EQ(r[0].n_keys, 0);
+    char prefix[HSQ_BLOB_PREFIX_LEN + 1];
+    hsq_blob_user_prefix(bl, "eve", 3, prefix);
+    HSQ_ASSERT_STR_EQ(r[0].prefix, prefix);
+    HSQ_ASSERT_EQ(task_op(HSQ_OP_STATUS, a, NULL)->m.rep.error.code, HSQ_ENOTFOUND);
+    HSQ_ASSERT_EQ(task_op(HSQ_OP_STATUS, queued, NULL)->m.rep.error.code, HSQ_ENOTFOUND);
+    HSQ_ASSERT(blob_exists("eve", a, "out-0.jpg")); /* nothing deleted on the loop */
+    HSQ_ASSERT(blob_exists("eve", b, "in-0"));
+    HSQ_ASSERT_EQ(submit("eve", NULL), HSQ_EUNAVAIL);
+    HSQ_ASSERT(submit("fay", NULL) > 0);
+    hsq_reaper_submit(rp, r, n);
+    r = reaper_results(rp, &n);
+    HSQ_ASSERT_EQ(n, 1);
+    HSQ_ASSERT_EQ(r[0].rc, 0);
+    HSQ_ASSERT(r[0].bytes > 0);
+    uint64_t bytes = r[0].bytes;
+    HSQ_ASSERT(!blob_exists("eve", a, "out-0.jpg"));
+    begin();
+    hsq_queue_reaped(q, r, n);
+    turn();
+    captured *c = reply_to(m.rid);
+    HSQ_ASSERT_EQ(c->m.kind, HSQ_KIND_REPLY);
+    HSQ_ASSERT_U64_EQ(c->m.rep.erase.tasks, 3);
+    HSQ_ASSERT_U64_EQ(c->m.rep.erase.active, 1);
+    HSQ_ASSERT_U64_EQ(c->m.rep.erase.bytes, bytes);
+    HSQ_ASSERT_EQ(hsq_queue_reaps_inflight(q), 0);
+    HSQ_ASSERT(submit("eve", NULL) > 0); /* a new start */
+    hsq_reaper_stop(&rp);
+    hsq_queue_set_reaping(q, 0);
+    conf.inline_max = 1024;
+}
+
 /* A purge request is bounded in sweep cost, where an entry that deletes
  * files costs more than one: its reply must still say `more` while due
  * entries remain (it said "no more" once the cost passed the limit, and
@@ -1985,6 +2047,7 @@ int main(void) {
     test_reaping();
     test_recovery();
     test_purge_more();
+    test_erase_reaped();
     test_fsck();
     test_rate_limit();
     test_credits();
