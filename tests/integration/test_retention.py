@@ -13,11 +13,13 @@ Usage: test_retention.py classes|erase|export|crash|diskfull|offline
             users untouched; idempotent;
   export    export-user archive holds the user's images byte-identical and
             nothing of another user; then erase; the Python module too;
-  crash     SIGKILL of hsqd at injected points (erase.after_blobs,
-            turn.before_commit@N during an erase, sweep.entry@N during a
-            purge, reap.deleted in the continuous sweeper's reaper thread),
-            restart: `hsq fsck` finds no orphans and no dangling
-            records, and the erasure completed;
+  crash     SIGKILL of hsqd at injected points (erase.handoff: records
+            deleted, not committed; erase.after_blobs: files gone, ledger
+            entry not; turn.before_commit@N during an erase, sweep.entry@N
+            during a purge, reap.deleted in the reaper thread,
+            janitor.deleted in the start-up recovery walk), restart:
+            `hsq fsck` finds no orphans and no dangling records, the
+            erasure completed, and the crash's lost uploads are gone;
   diskfull  purge on a full (tmpfs) disk still frees space and succeeds;
   offline   `hsq purge --data-dir` with hsqd stopped removes expired data.
 """
@@ -425,7 +427,7 @@ def crash_erase(h, fault, n):
         died = d.proc.stop(expect_rc=None) == -9
     d = h.start_hsqd(extra_sets=SETS, data_dir=data)
     gone = os.path.exists(os.path.join(d.blob_dir, ids["prefix"]))
-    if fault == "erase.after_blobs":
+    if fault in ("erase.after_blobs", "erase.handoff"):
         check(died, "hsqd did not die at %s" % fault)
         # The ledger finishes the erasure on restart, without a new request.
         harness.poll_until(lambda: h.cli(d.client, "status", ids["t1"], expect_rc=None)[0] == 3,
@@ -448,6 +450,8 @@ def mode_crash(h):
     Clock(h)
     n = 0
     crash_erase(h, "erase.after_blobs", n)
+    n += 1
+    crash_erase(h, "erase.handoff", n)
     kills = 0
     for k in range(2, 6):  # @1 is the first turn, at startup
         n += 1
