@@ -242,6 +242,32 @@ static captured *task_op(hsq_op op, uint64_t task, const char *user) {
     return reply_to(m.rid);
 }
 
+/* A purge request (limit entries) or an erasure request, fed in a turn of
+ * its own; returns its rid. */
+static uint64_t purge_request(uint32_t limit) {
+    hsq_wire_msg m;
+    memset(&m, 0, sizeof m);
+    m.op = HSQ_OP_PURGE;
+    m.rid = rid_seq++;
+    m.req.purge.limit = limit;
+    begin();
+    feed(HSQ_SOCK_CLIENT, "ops", &m, NULL, 0);
+    turn();
+    return m.rid;
+}
+
+static uint64_t erase_request(const char *user) {
+    hsq_wire_msg m;
+    memset(&m, 0, sizeof m);
+    m.op = HSQ_OP_ERASE;
+    m.rid = rid_seq++;
+    m.req.erase.user = hsq_str_c(user);
+    begin();
+    feed(HSQ_SOCK_CLIENT, "ops", &m, NULL, 0);
+    turn();
+    return m.rid;
+}
+
 static uint8_t state_of(uint64_t task) {
     captured *r = task_op(HSQ_OP_STATUS, task, NULL);
     HSQ_ASSERT_EQ(r->m.kind, HSQ_KIND_REPLY);
@@ -954,17 +980,10 @@ static void test_history(void) {
     HSQ_ASSERT_U64_EQ(got[0], newer);
 
     /* Erasure takes the chunks and the record's ids. */
-    hsq_wire_msg m;
-    memset(&m, 0, sizeof m);
-    m.op = HSQ_OP_ERASE;
-    m.rid = rid_seq++;
-    m.req.erase.user = HSQ_STR_LIT("hx");
-    begin();
-    feed(HSQ_SOCK_CLIENT, "ops", &m, NULL, 0);
-    turn();
+    uint64_t erid = erase_request("hx");
     begin();
     turn();
-    HSQ_ASSERT_EQ(reply_to(m.rid)->m.rep.erase.tasks, 40);
+    HSQ_ASSERT_EQ(reply_to(erid)->m.rep.erase.tasks, 40);
     HSQ_ASSERT_EQ(history_entries("hx"), 0);
     HSQ_ASSERT_EQ(list_all("hx", 10, got, 64), 0);
     HSQ_ASSERT_EQ(list_all("hy", 50, got, 64), 14);
@@ -1132,20 +1151,27 @@ static hsq_reap *reaper_results(hsq_reaper *rp, size_t *n) {
     HSQ_FAIL_("the reaper returned nothing in 2 s");
 }
 
-/* Reaping: the continuous sweeper hands file deletions to the reaper thread
- * (at most reap_max in flight), leaves the records and index entries alone
- * until the results come back, skips entries in flight, holds a purge
- * request until the reaper is idle, and retries a failed deletion later. */
-static void test_reaping(void) {
+/* A fresh queue whose inputs are all files, reaping at most 2 entries at a
+ * time, and a real reaper thread on its blob store. */
+static hsq_reaper *reaping_setup(void) {
     fresh();
     close_all();
-    conf.inline_max = 0; /* every input a file */
+    conf.inline_max = 0;
     open_all();
     hsq_queue_set_reaping(q, 2);
     char root[300];
     snprintf(root, sizeof root, "%s/blobs", dir);
     hsq_reaper *rp;
     HSQ_OK(hsq_reaper_start(&rp, root, on_reaper_wake, NULL));
+    return rp;
+}
+
+/* Reaping: the continuous sweeper hands file deletions to the reaper thread
+ * (at most reap_max in flight), leaves the records and index entries alone
+ * until the results come back, skips entries in flight, holds a purge
+ * request until the reaper is idle, and retries a failed deletion later. */
+static void test_reaping(void) {
+    hsq_reaper *rp = reaping_setup();
     uint64_t ids[4];
     for (int i = 0; i < 4; i++)
         ids[i] = finished_task("uma");
@@ -1175,14 +1201,7 @@ static void test_reaping(void) {
     HSQ_ASSERT_EQ(n, 0);
 
     /* A purge request waits for the reaper. */
-    hsq_wire_msg m;
-    memset(&m, 0, sizeof m);
-    m.op = HSQ_OP_PURGE;
-    m.rid = rid_seq++;
-    m.req.purge.limit = 1000;
-    begin();
-    feed(HSQ_SOCK_CLIENT, "ops", &m, NULL, 0);
-    turn();
+    uint64_t prid = purge_request(1000);
     HSQ_ASSERT_EQ(ncap, 0);
 
     atomic_store(&reaper_woke, 0);
@@ -1207,7 +1226,7 @@ static void test_reaping(void) {
     HSQ_ASSERT(hsq_queue_next_deadline(q) <= now); /* a turn is due to apply them */
     begin();
     turn();
-    for (int round = 0; round < 10 && !replied(m.rid); round++) {
+    for (int round = 0; round < 10 && !replied(prid); round++) {
         for (int i = 0; i < 4; i++) /* files go on the reaper's thread only */
             HSQ_ASSERT(blob_exists("uma", ids[i], "out-0.jpg") ||
                        state_of(ids[i]) == HSQ_STATE_EXPIRED);
@@ -1219,7 +1238,7 @@ static void test_reaping(void) {
         hsq_queue_reaped(q, r, n);
         turn();
     }
-    captured *pr = reply_to(m.rid);
+    captured *pr = reply_to(prid);
     HSQ_ASSERT_EQ(pr->m.kind, HSQ_KIND_REPLY);
     HSQ_ASSERT(!pr->m.rep.purge.more);
     HSQ_ASSERT_U64_EQ(pr->m.rep.purge.inputs, 4);
@@ -1286,28 +1305,13 @@ static void test_reaping(void) {
  * refused meanwhile (others are not), and the receipt comes when the files
  * are gone; the ledger entry stays until then. */
 static void test_erase_reaped(void) {
-    fresh();
-    close_all();
-    conf.inline_max = 0;
-    open_all();
-    hsq_queue_set_reaping(q, 2);
-    char root[300];
-    snprintf(root, sizeof root, "%s/blobs", dir);
-    hsq_reaper *rp;
-    HSQ_OK(hsq_reaper_start(&rp, root, on_reaper_wake, NULL));
+    hsq_reaper *rp = reaping_setup();
     uint64_t a = finished_task("eve"), b = finished_task("eve");
     uint64_t queued = (uint64_t)submit("eve", NULL);
-    hsq_wire_msg m;
-    memset(&m, 0, sizeof m);
-    m.op = HSQ_OP_ERASE;
-    m.rid = rid_seq++;
-    m.req.erase.user = HSQ_STR_LIT("eve");
-    begin();
-    feed(HSQ_SOCK_CLIENT, "ops", &m, NULL, 0);
-    turn(); /* the ledger entry */
+    uint64_t erid = erase_request("eve"); /* its turn commits the ledger entry */
     begin();
     turn(); /* the records; the prefix to the reaper */
-    HSQ_ASSERT(!replied(m.rid));
+    HSQ_ASSERT(!replied(erid));
     size_t n;
     hsq_reap *r = hsq_queue_take_reaps(q, &n);
     HSQ_ASSERT_EQ(n, 1);
@@ -1331,7 +1335,7 @@ static void test_erase_reaped(void) {
     begin();
     hsq_queue_reaped(q, r, n);
     turn();
-    captured *c = reply_to(m.rid);
+    captured *c = reply_to(erid);
     HSQ_ASSERT_EQ(c->m.kind, HSQ_KIND_REPLY);
     HSQ_ASSERT_U64_EQ(c->m.rep.erase.tasks, 3);
     HSQ_ASSERT_U64_EQ(c->m.rep.erase.active, 1);
@@ -1361,15 +1365,7 @@ static void test_purge_more(void) {
     int rounds = 0, more = 1;
     while (more) {
         HSQ_ASSERT(++rounds <= 10);
-        hsq_wire_msg m;
-        memset(&m, 0, sizeof m);
-        m.op = HSQ_OP_PURGE;
-        m.rid = rid_seq++;
-        m.req.purge.limit = 10;
-        begin();
-        feed(HSQ_SOCK_CLIENT, "ops", &m, NULL, 0);
-        turn();
-        captured *c = reply_to(m.rid);
+        captured *c = reply_to(purge_request(10));
         HSQ_ASSERT(c && c->m.kind == HSQ_KIND_REPLY);
         inputs += c->m.rep.purge.inputs;
         more = c->m.rep.purge.more;
@@ -1435,14 +1431,7 @@ static void test_recovery(void) {
     HSQ_ASSERT(!hsq_recover_match("v/abc/2/in-0", r, n));
 
     /* The walk, while purge requests wait for it. */
-    hsq_wire_msg m;
-    memset(&m, 0, sizeof m);
-    m.op = HSQ_OP_PURGE;
-    m.rid = rid_seq++;
-    m.req.purge.limit = 1000;
-    begin();
-    feed(HSQ_SOCK_CLIENT, "ops", &m, NULL, 0);
-    turn();
+    uint64_t prid = purge_request(1000);
     HSQ_ASSERT_EQ(ncap, 0);
     char root[300];
     snprintf(root, sizeof root, "%s/blobs", dir);
@@ -1486,7 +1475,7 @@ static void test_recovery(void) {
     begin();
     hsq_queue_recovered(q, 1, sizeof bytes);
     turn();
-    captured *c = reply_to(m.rid);
+    captured *c = reply_to(prid);
     HSQ_ASSERT(c);
     HSQ_ASSERT_EQ(c->m.rep.purge.inputs, 1);
     HSQ_ASSERT_EQ(c->m.rep.purge.bytes, sizeof bytes);
@@ -1985,17 +1974,10 @@ static void test_credits(void) {
     ASSERT_CREDITS("dee", 7, 6);
 
     /* erase-user refunds the queued tasks and removes the record. */
-    hsq_wire_msg m;
-    memset(&m, 0, sizeof m);
-    m.op = HSQ_OP_ERASE;
-    m.rid = rid_seq++;
-    m.req.erase.user = HSQ_STR_LIT("dee");
-    begin();
-    feed(HSQ_SOCK_CLIENT, "ops", &m, NULL, 0);
-    turn();
+    uint64_t erid = erase_request("dee");
     begin();
     turn(); /* the erasure runs in the turn after the ledger commit */
-    captured *r = reply_to(m.rid);
+    captured *r = reply_to(erid);
     HSQ_ASSERT_EQ(r->m.kind, HSQ_KIND_REPLY);
     HSQ_ASSERT_EQ(r->m.rep.erase.active, 3);
     HSQ_ASSERT_EQ(audit_lines("op=credit_erase"), 1);
