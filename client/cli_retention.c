@@ -6,8 +6,8 @@
  * hsqd's core over them: a purge request built with the codec goes through
  * hsq_queue_handle() in a turn, exactly the daemon's code path, so the
  * crash-safe deletion order, the audit line and the counters are the same.
- * The retention settings come from daemon/defaults.h, overridden by hsqd's
- * config file when --config names it.
+ * The settings are hsqd's own (daemon/hsqd_conf.h: the same defaults, and
+ * hsqd's config file read with hsqd's table when --config names it).
  *
  * `export-user` writes a POSIX ustar archive one task at a time (one export
  * reply in memory), the manifest into an unlinked temp file next to the
@@ -19,7 +19,7 @@
 #include "common/blob.h"
 #include "common/clock.h"
 #include "common/conf.h"
-#include "daemon/defaults.h"
+#include "daemon/hsqd_conf.h"
 #include "daemon/fsck.h"
 #include "daemon/queue.h"
 #include "daemon/store.h"
@@ -87,124 +87,19 @@ static void human_bytes(uint64_t b, char *buf, size_t len) {
         snprintf(buf, len, "%.1f %s", v, units[u]);
 }
 
-/* ---- offline settings: hsqd's defaults and config file ---- */
+/* ---- offline settings: hsqd's own (daemon/hsqd_conf.h) ---- */
 
-typedef struct {
-    char *data_dir;
-    char *blob_dir;
-    uint64_t map_size, map_max;
-    uint64_t max_attempts, backoff_base_ms, backoff_max_ms, lease_ms, inline_max, max_image;
-    uint64_t ret_outputs, ret_uploads, ret_failed, ret_refs, ret_pending, ret_tomb, ret_audit;
-    uint64_t sweep_batch;
-    char *ret_prio[HSQ_PRIO_COUNT_]; /* retention_high/normal/low overrides */
-} offline_conf;
-
-/* The subset of hsqd's keys (daemon/main.c) that a purge or fsck needs; any
- * other key in the file belongs to hsqd and is skipped here (hsqd itself
- * checks it). Bounds are hsqd's. */
-#define F(x) offsetof(offline_conf, x)
-#define DAY HSQ_DEF_DAY_MS
-static const hsq_conf_item offline_items[] = {
-    {"data_dir", HSQ_CONF_STR, F(data_dir), 0, 0, ""},
-    {"blob_dir", HSQ_CONF_STR, F(blob_dir), 0, 0, ""},
-    {"map_size", HSQ_CONF_SIZE, F(map_size), 16ull << 20, 1ull << 42, ""},
-    {"map_max", HSQ_CONF_SIZE, F(map_max), 16ull << 20, 1ull << 44, ""},
-    {"lease", HSQ_CONF_MS, F(lease_ms), 100, DAY, ""},
-    {"max_attempts", HSQ_CONF_U64, F(max_attempts), 1, 1000, ""},
-    {"backoff_base", HSQ_CONF_MS, F(backoff_base_ms), 0, DAY, ""},
-    {"backoff_max", HSQ_CONF_MS, F(backoff_max_ms), 0, 30 * DAY, ""},
-    {"inline_max", HSQ_CONF_SIZE, F(inline_max), 0, 1ull << 20, ""},
-    {"max_image_bytes", HSQ_CONF_SIZE, F(max_image), 1024, 200ull << 20, ""},
-    {"retention_outputs", HSQ_CONF_MS, F(ret_outputs), 1000, 3650 * DAY, ""},
-    {"retention_uploads", HSQ_CONF_MS, F(ret_uploads), 0, 3650 * DAY, ""},
-    {"retention_failed", HSQ_CONF_MS, F(ret_failed), 0, 3650 * DAY, ""},
-    {"retention_references", HSQ_CONF_MS, F(ret_refs), 0, 3650 * DAY, ""},
-    {"retention_pending", HSQ_CONF_MS, F(ret_pending), 1000, 3650 * DAY, ""},
-    {"retention_tombstone", HSQ_CONF_MS, F(ret_tomb), 0, 36500 * DAY, ""},
-    {"retention_audit", HSQ_CONF_MS, F(ret_audit), DAY, 36500 * DAY, ""},
-    {"sweep_batch", HSQ_CONF_U64, F(sweep_batch), 0, 100000, ""},
-    {"retention_high", HSQ_CONF_STR, F(ret_prio[HSQ_PRIO_HIGH]), 0, 0, ""},
-    {"retention_normal", HSQ_CONF_STR, F(ret_prio[HSQ_PRIO_NORMAL]), 0, 0, ""},
-    {"retention_low", HSQ_CONF_STR, F(ret_prio[HSQ_PRIO_LOW]), 0, 0, ""},
-};
-#undef F
-#undef DAY
-#define N_OFFLINE (sizeof offline_items / sizeof offline_items[0])
-
-static void offline_defaults(offline_conf *o) {
-    memset(o, 0, sizeof *o);
-    hsq_conf_set_str(&o->data_dir, "");
-    hsq_conf_set_str(&o->blob_dir, "");
-    o->map_size = 1ull << 30;
-    o->map_max = 64ull << 30;
-    o->lease_ms = 30000;
-    o->max_attempts = 3;
-    o->backoff_base_ms = 1000;
-    o->backoff_max_ms = 60000;
-    o->inline_max = 64 << 10;
-    o->max_image = 50 << 20;
-    o->ret_outputs = HSQ_DEF_RETENTION_OUTPUTS_MS;
-    o->ret_uploads = HSQ_DEF_RETENTION_UPLOADS_MS;
-    o->ret_failed = HSQ_DEF_RETENTION_FAILED_MS;
-    o->ret_refs = HSQ_DEF_RETENTION_REFERENCES_MS;
-    o->ret_pending = HSQ_DEF_RETENTION_PENDING_MS;
-    o->ret_tomb = HSQ_DEF_RETENTION_TOMBSTONE_MS;
-    o->ret_audit = HSQ_DEF_RETENTION_AUDIT_MS;
-    o->sweep_batch = HSQ_DEF_SWEEP_BATCH;
-    for (int p = 0; p < HSQ_PRIO_COUNT_; p++)
-        hsq_conf_set_str(&o->ret_prio[p], "");
-}
-
-/* Read hsqd's config file (same syntax as common/conf.h), applying the keys
- * above. Errors: -errno, HSQ_EINVAL (message in err). */
-static int offline_load(offline_conf *o, const char *path, char *err, size_t errlen) {
-    FILE *f = fopen(path, "r");
-    if (!f) {
-        int e = errno;
-        snprintf(err, errlen, "cannot read %s: %s", path, strerror(e));
-        return -e;
-    }
-    char line[4096], e2[512];
-    int lineno = 0, rc = 0;
-    while (rc == 0 && fgets(line, sizeof line, f)) {
-        lineno++;
-        char *hash = strchr(line, '#');
-        if (hash)
-            *hash = '\0';
-        char *eq = strchr(line, '=');
-        if (!eq)
-            continue; /* blank, comment, or a line hsqd will refuse itself */
-        *eq = '\0';
-        char *k = line, *v = eq + 1;
-        while (*k == ' ' || *k == '\t')
-            k++;
-        for (char *p = k + strlen(k); p > k && strchr(" \t", p[-1]); p--)
-            p[-1] = '\0';
-        while (*v == ' ' || *v == '\t')
-            v++;
-        for (char *p = v + strlen(v); p > v && strchr(" \t\r\n", p[-1]); p--)
-            p[-1] = '\0';
-        for (size_t i = 0; i < N_OFFLINE; i++) {
-            if (strcmp(k, offline_items[i].key) != 0)
-                continue;
-            if (hsq_conf_set(offline_items, N_OFFLINE, o, k, v, e2, sizeof e2) != 0) {
-                snprintf(err, errlen, "%s:%d: %s", path, lineno, e2);
-                rc = HSQ_EINVAL;
-            }
-            break;
-        }
-    }
-    fclose(f);
-    return rc;
-}
-
-/* Settings for an offline run: defaults, then --config, then the flags. */
-static int offline_setup(const hsq_cli_cmd *cmd, offline_conf *o, char *err, size_t errlen) {
-    offline_defaults(o);
+/* Settings for an offline run: hsqd's defaults, then --config (hsqd's own
+ * file, read with hsqd's table), then the flags. Without either, no data
+ * directory is known. Errors: -errno, HSQ_EINVAL (message in err). */
+static int offline_setup(const hsq_cli_cmd *cmd, hsqd_conf *o, char *err, size_t errlen) {
+    hsqd_conf_defaults(o);
     if (cmd->config) {
-        int rc = offline_load(o, cmd->config, err, errlen);
+        int rc = hsq_conf_load(hsqd_conf_items, hsqd_conf_n_items, o, cmd->config, err, errlen);
         if (rc != 0)
             return rc;
+    } else {
+        hsq_conf_set_str(&o->data_dir, "");
     }
     if (cmd->data_dir)
         hsq_conf_set_str(&o->data_dir, cmd->data_dir);
@@ -220,7 +115,7 @@ typedef struct {
 
 /* Open <data_dir>/db and the blob store. Errors as hsq_store_open and
  * hsq_blob_open; err says which. */
-static int data_open(const offline_conf *o, data_dir *d, char *err, size_t errlen) {
+static int data_open(const hsqd_conf *o, data_dir *d, char *err, size_t errlen) {
     char db[PATH_MAX], blobs[PATH_MAX];
     memset(d, 0, sizeof *d);
     snprintf(db, sizeof db, "%s/db", o->data_dir);
@@ -358,40 +253,17 @@ static int offline_turn(hsq_queue *q, uint64_t rid, int dry, uint32_t limit, hsq
     return rc;
 }
 
-static int purge_offline(const hsq_cli_cmd *cmd, const offline_conf *o) {
+static int purge_offline(const hsq_cli_cmd *cmd, const hsqd_conf *o) {
     char err[1024] = "";
     data_dir d;
     int rc = data_open(o, &d, err, sizeof err);
     if (rc != 0)
         return fail(cmd, rc == HSQ_ENOTFOUND ? HSQ_CLI_EXIT_IO : HSQ_CLI_EXIT_REFUSED,
                     hsq_errname(rc), "%s", err);
-    hsq_queue_conf qc = {
-        .max_queued = 2000000,
-        .max_queued_per_user = 1000,
-        .lease_ms = o->lease_ms,
-        .heartbeat_ms = 5000,
-        .max_attempts = o->max_attempts,
-        .backoff_base_ms = o->backoff_base_ms,
-        .backoff_max_ms = o->backoff_max_ms,
-        .inline_max = o->inline_max,
-        .max_frame_bytes = o->max_image,
-        .retention_outputs_ms = o->ret_outputs,
-        .retention_uploads_ms = o->ret_uploads,
-        .retention_failed_ms = o->ret_failed,
-        .retention_references_ms = o->ret_refs,
-        .retention_pending_ms = o->ret_pending,
-        .retention_tombstone_ms = o->ret_tomb,
-        .sweep_batch = o->sweep_batch,
-        .retention_audit_ms = o->ret_audit,
-        .map_max_bytes = o->map_max,
-    };
-    for (int p = 0; p < HSQ_PRIO_COUNT_; p++) {
-        if (hsq_retention_override_parse(o->ret_prio[p], qc.retention_by_prio[p], err,
-                                          sizeof err) != 0) {
-            data_close(&d);
-            return fail(cmd, HSQ_CLI_EXIT_USAGE, hsq_errname(HSQ_EINVAL), "retention_%s: %s",
-                        hsq_prio_name((hsq_prio)p), err);
-        }
+    hsq_queue_conf qc;
+    if (hsqd_conf_queue(o, &qc, err, sizeof err) != 0) {
+        data_close(&d);
+        return fail(cmd, HSQ_CLI_EXIT_USAGE, hsq_errname(HSQ_EINVAL), "%s", err);
     }
     hsq_queue *q = NULL;
     rc = hsq_queue_new(&q, d.st, d.blob, &qc, hsq_clock_wall_ms());
@@ -422,11 +294,11 @@ static int purge_offline(const hsq_cli_cmd *cmd, const offline_conf *o) {
 }
 
 int hsq_cli_purge(const hsq_cli_cmd *cmd, hsq_client *c) {
-    offline_conf o;
+    hsqd_conf o;
     char err[1024] = "";
     int rc = offline_setup(cmd, &o, err, sizeof err);
     if (rc != 0) {
-        hsq_conf_free(offline_items, N_OFFLINE, &o);
+        hsqd_conf_free(&o);
         return fail(cmd, HSQ_CLI_EXIT_USAGE, hsq_errname(HSQ_EINVAL), "%s", err);
     }
     int can_offline = o.data_dir[0] != '\0';
@@ -460,7 +332,7 @@ int hsq_cli_purge(const hsq_cli_cmd *cmd, hsq_client *c) {
     }
     purge_print(cmd, &sum, NULL);
 out:
-    hsq_conf_free(offline_items, N_OFFLINE, &o);
+    hsqd_conf_free(&o);
     return ret;
 }
 
@@ -907,15 +779,15 @@ bad:
 /* ---- fsck ---- */
 
 int hsq_cli_fsck(const hsq_cli_cmd *cmd) {
-    offline_conf o;
+    hsqd_conf o;
     char err[1024] = "";
-    offline_defaults(&o);
+    hsqd_conf_defaults(&o);
     hsq_conf_set_str(&o.data_dir, cmd->data_dir);
     if (cmd->blob_dir)
         hsq_conf_set_str(&o.blob_dir, cmd->blob_dir);
     data_dir d;
     int rc = data_open(&o, &d, err, sizeof err);
-    hsq_conf_free(offline_items, N_OFFLINE, &o);
+    hsqd_conf_free(&o);
     if (rc != 0)
         return fail(cmd, rc == HSQ_ENOTFOUND ? HSQ_CLI_EXIT_IO : HSQ_CLI_EXIT_REFUSED,
                     hsq_errname(rc), "%s", err);

@@ -757,8 +757,8 @@ int hsq_blob_clean_tmp(hsq_blob *b, uint64_t *removed) {
     return hsq_blob_walk_clean(b, NULL, NULL, removed);
 }
 
-int hsq_blob_walk_clean(hsq_blob *b, int (*fn)(const char *key, uint64_t size, void *ud),
-                        void *ud, uint64_t *removed) {
+int hsq_blob_walk_clean(hsq_blob *b, int (*fn)(const char *key, uint64_t size, void *ud), void *ud,
+                        uint64_t *removed) {
     walker w = {.fn = fn, .ud = ud, .clean = 1, .cutoff = time(NULL) - HSQ_BLOB_TMP_STALE_S};
     int r = walk_root(b, &w);
     if (removed)

@@ -97,8 +97,8 @@ int hsq_blob_clean_tmp(hsq_blob *b, uint64_t *removed);
 /* Both in one pass over the tree: fn (may be NULL) for every object key, as
  * hsq_blob_walk, and stale temp files removed, as hsq_blob_clean_tmp.
  * Returns fn's non-zero value when it stops the walk. Errors: -errno. */
-int hsq_blob_walk_clean(hsq_blob *b, int (*fn)(const char *key, uint64_t size, void *ud),
-                        void *ud, uint64_t *removed);
+int hsq_blob_walk_clean(hsq_blob *b, int (*fn)(const char *key, uint64_t size, void *ud), void *ud,
+                        uint64_t *removed);
 
 /* 1 when key is well formed, else 0. */
 int hsq_blob_key_ok(const char *key);

@@ -23,7 +23,7 @@ struct hsq_janitor {
     pthread_cond_t cv;
     hsq_blob *blob; /* the thread's own handle */
     hsq_id_range r[HSQ_RECOVER_RANGES];
-    size_t n;            /* ranges still to recover; thread only */
+    size_t n;             /* ranges still to recover; thread only */
     uint64_t interval_ms; /* between temp-file walks; 0 = none after the first */
     atomic_int quit;      /* also read by the walk, between two files */
     int have_report;      /* guarded by mu */

@@ -34,9 +34,9 @@
 typedef struct hsq_janitor hsq_janitor;
 
 typedef struct {
-    uint64_t files; /* uploads of the recovery ranges deleted */
-    uint64_t bytes; /* their size */
-    uint64_t tmp;   /* stale temp files deleted */
+    uint64_t files;  /* uploads of the recovery ranges deleted */
+    uint64_t bytes;  /* their size */
+    uint64_t tmp;    /* stale temp files deleted */
     uint64_t walked; /* objects looked at */
     uint64_t ms;     /* how long the walk took */
 } hsq_janitor_report;

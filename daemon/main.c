@@ -4,7 +4,7 @@
 #include "common/conf.h"
 #include "common/log.h"
 #include "daemon/auth.h"
-#include "daemon/defaults.h"
+#include "daemon/hsqd_conf.h"
 #include "daemon/metrics.h"
 #include "daemon/queue.h"
 #include "daemon/srv.h"
@@ -21,174 +21,6 @@
 #include <sys/stat.h>
 #include <zmq.h>
 
-#define KIB 1024ull
-#define MIB (1024ull * KIB)
-#define GIB (1024ull * MIB)
-#define SEC 1000ull
-#define DAY (86400ull * SEC)
-
-typedef struct {
-    char *client_endpoint;
-    char *worker_endpoint;
-    char *events_endpoint;
-    char *data_dir;
-    char *blob_dir;
-    char *log_level;
-    char *metrics_listen;
-    char *curve_secret_key_file;
-    char *clients_file;
-    uint64_t map_size;
-    uint64_t map_max;
-    uint64_t max_queued;
-    uint64_t max_queued_per_user;
-    uint64_t lease_ms;
-    uint64_t heartbeat_ms;
-    uint64_t max_attempts;
-    uint64_t backoff_base_ms;
-    uint64_t backoff_max_ms;
-    uint64_t inline_max;
-    uint64_t max_image_bytes;
-    uint64_t retention_outputs_ms;
-    uint64_t retention_uploads_ms;
-    uint64_t retention_failed_ms;
-    uint64_t retention_references_ms;
-    uint64_t retention_pending_ms;
-    uint64_t retention_tombstone_ms;
-    uint64_t sweep_batch;
-    uint64_t slow_turn_ms;
-    uint64_t janitor_interval_s;
-    uint64_t retention_audit_ms;
-    char *retention_prio[HSQ_PRIO_COUNT_]; /* per-class overrides, "outputs:90d,..." */
-    uint64_t submit_rate;
-    uint64_t submit_burst;
-    uint64_t key_submit_rate;
-    uint64_t key_submit_burst;
-    int credits;
-    uint64_t credit_cost;
-} daemon_conf;
-
-#define F(x) offsetof(daemon_conf, x)
-static const hsq_conf_item items[] = {
-    {"client_endpoint", HSQ_CONF_STR, F(client_endpoint), 0, 0,
-     "ZeroMQ endpoint for clients (web tier, CLI)"},
-    {"worker_endpoint", HSQ_CONF_STR, F(worker_endpoint), 0, 0, "ZeroMQ endpoint for workers"},
-    {"events_endpoint", HSQ_CONF_STR, F(events_endpoint), 0, 0,
-     "ZeroMQ PUB endpoint for task events (empty = off)"},
-    {"data_dir", HSQ_CONF_STR, F(data_dir), 0, 0, "state directory (LMDB in <data_dir>/db)"},
-    {"blob_dir", HSQ_CONF_STR, F(blob_dir), 0, 0,
-     "blob store root, shared with workers (default <data_dir>/blobs)"},
-    {"log_level", HSQ_CONF_STR, F(log_level), 0, 0, "err, warn, notice, info or debug"},
-    {"metrics_listen", HSQ_CONF_STR, F(metrics_listen), 0, 0,
-     "HOST:PORT for Prometheus /metrics, /healthz, /readyz (empty = off; port 0 = any)"},
-    {"curve_secret_key_file", HSQ_CONF_STR, F(curve_secret_key_file), 0, 0,
-     "hsqd's CURVE secret key (from `hsq keygen`); required for tcp:// endpoints"},
-    {"clients_file", HSQ_CONF_STR, F(clients_file), 0, 0,
-     "allowed CURVE clients: lines of \"<z85 public key> <web|worker|operator> [name]\""},
-    {"map_size", HSQ_CONF_SIZE, F(map_size), 16 * MIB, 1ull << 42, "initial LMDB map size"},
-    {"map_max", HSQ_CONF_SIZE, F(map_max), 16 * MIB, 1ull << 44,
-     "the map grows (doubling) up to this on MAP_FULL"},
-    {"max_queued", HSQ_CONF_U64, F(max_queued), 1, 1ull << 40,
-     "active (queued + leased) tasks, all users; more answers queue_full"},
-    {"max_queued_per_user", HSQ_CONF_U64, F(max_queued_per_user), 1, 1ull << 40,
-     "active tasks of one user; more answers queue_full"},
-    {"lease", HSQ_CONF_MS, F(lease_ms), 100, DAY, "lease length, renewed by worker heartbeats"},
-    {"heartbeat", HSQ_CONF_MS, F(heartbeat_ms), 50, DAY,
-     "heartbeat interval workers are told to use (keep it under lease/3)"},
-    {"max_attempts", HSQ_CONF_U64, F(max_attempts), 1, 1000,
-     "leases before a task is dead-lettered"},
-    {"backoff_base", HSQ_CONF_MS, F(backoff_base_ms), 0, DAY,
-     "first retry delay; doubles per attempt"},
-    {"backoff_max", HSQ_CONF_MS, F(backoff_max_ms), 0, 30 * DAY, "largest retry delay"},
-    {"inline_max", HSQ_CONF_SIZE, F(inline_max), 0, 1 * MIB,
-     "inputs up to this size are kept in LMDB, larger ones in the blob store"},
-    {"max_image_bytes", HSQ_CONF_SIZE, F(max_image_bytes), 1 * KIB, 200 * MIB,
-     "largest accepted image frame"},
-    {"retention_outputs", HSQ_CONF_MS, F(retention_outputs_ms), SEC, 3650 * DAY,
-     "keep outputs and task metadata this long after success"},
-    {"retention_uploads", HSQ_CONF_MS, F(retention_uploads_ms), 0, 3650 * DAY,
-     "keep uploaded photos this long after the task ends"},
-    {"retention_failed", HSQ_CONF_MS, F(retention_failed_ms), 0, 3650 * DAY,
-     "keep inputs of failed or cancelled tasks this long"},
-    {"retention_references", HSQ_CONF_MS, F(retention_references_ms), 0, 3650 * DAY,
-     "keep clothing and background references this long after success"},
-    {"retention_pending", HSQ_CONF_MS, F(retention_pending_ms), SEC, 3650 * DAY,
-     "a task not finished this long after its submit is cancelled and its inputs deleted"},
-    {"retention_tombstone", HSQ_CONF_MS, F(retention_tombstone_ms), 0, 36500 * DAY,
-     "keep tombstones (id, user, state, dates; no images, no prompt) after outputs expire"},
-    {"retention_audit", HSQ_CONF_MS, F(retention_audit_ms), DAY, 36500 * DAY,
-     "keep audit log lines (no personal data) this long"},
-    {"submit_rate", HSQ_CONF_U64, F(submit_rate), 0, 1000000,
-     "submits per second per user (token bucket); more answers rate_limited; 0 = no limit"},
-    {"submit_burst", HSQ_CONF_U64, F(submit_burst), 1, 1000000,
-     "submits one user may send at once before submit_rate applies"},
-    {"key_submit_rate", HSQ_CONF_U64, F(key_submit_rate), 0, 10000000,
-     "submits per second per CURVE client key (one web-tier instance); 0 = no limit"},
-    {"key_submit_burst", HSQ_CONF_U64, F(key_submit_burst), 1, 10000000,
-     "submits one client key may send at once before key_submit_rate applies"},
-    {"retention_high", HSQ_CONF_STR, F(retention_prio[HSQ_PRIO_HIGH]), 0, 0,
-     "overrides for high-priority tasks, e.g. outputs:90d,uploads:14d (classes outputs, "
-     "uploads, references, failed)"},
-    {"retention_normal", HSQ_CONF_STR, F(retention_prio[HSQ_PRIO_NORMAL]), 0, 0,
-     "overrides for normal-priority tasks (as retention_high)"},
-    {"retention_low", HSQ_CONF_STR, F(retention_prio[HSQ_PRIO_LOW]), 0, 0,
-     "overrides for low-priority tasks (as retention_high)"},
-    {"sweep_batch", HSQ_CONF_U64, F(sweep_batch), 0, 100000,
-     "expired entries the sweeper handles per loop turn (0 = off)"},
-    {"slow_turn_ms", HSQ_CONF_U64, F(slow_turn_ms), 0, 3600000,
-     "log a warning with its phases for every loop turn at least this long (0 = never)"},
-    {"janitor_interval_s", HSQ_CONF_U64, F(janitor_interval_s), 0, 604800,
-     "seconds between walks of the blob store for temp files of writes that died "
-     "(0 = only the walk at start)"},
-    {"credits", HSQ_CONF_BOOL, F(credits), 0, 1,
-     "charge submits against the per-user credit ledger (`hsq credits`); off = free"},
-    {"credit_cost", HSQ_CONF_U64, F(credit_cost), 0, 1000000,
-     "credits per output (background x style x size) when credits are on"},
-};
-#undef F
-#define N_ITEMS (sizeof items / sizeof items[0])
-
-static void defaults(daemon_conf *c) {
-    memset(c, 0, sizeof *c);
-    hsq_conf_set_str(&c->client_endpoint, "ipc:///run/hsq/client.sock");
-    hsq_conf_set_str(&c->worker_endpoint, "ipc:///run/hsq/worker.sock");
-    hsq_conf_set_str(&c->events_endpoint, "ipc:///run/hsq/events.sock");
-    hsq_conf_set_str(&c->data_dir, "/var/lib/hsq");
-    hsq_conf_set_str(&c->blob_dir, "");
-    hsq_conf_set_str(&c->log_level, "info");
-    hsq_conf_set_str(&c->metrics_listen, "");
-    hsq_conf_set_str(&c->curve_secret_key_file, "");
-    hsq_conf_set_str(&c->clients_file, "");
-    c->map_size = 1 * GIB;
-    c->map_max = 64 * GIB;
-    c->max_queued = 2000000;
-    c->max_queued_per_user = 1000;
-    c->lease_ms = 30 * SEC;
-    c->heartbeat_ms = 5 * SEC;
-    c->max_attempts = 3;
-    c->backoff_base_ms = 1 * SEC;
-    c->backoff_max_ms = 60 * SEC;
-    c->inline_max = 64 * KIB;
-    c->max_image_bytes = 50 * MIB;
-    c->retention_outputs_ms = HSQ_DEF_RETENTION_OUTPUTS_MS;
-    c->retention_uploads_ms = HSQ_DEF_RETENTION_UPLOADS_MS;
-    c->retention_failed_ms = HSQ_DEF_RETENTION_FAILED_MS;
-    c->retention_references_ms = HSQ_DEF_RETENTION_REFERENCES_MS;
-    c->retention_pending_ms = HSQ_DEF_RETENTION_PENDING_MS;
-    c->retention_tombstone_ms = HSQ_DEF_RETENTION_TOMBSTONE_MS;
-    c->sweep_batch = HSQ_DEF_SWEEP_BATCH;
-    c->slow_turn_ms = 50;
-    c->janitor_interval_s = 21600;
-    c->retention_audit_ms = HSQ_DEF_RETENTION_AUDIT_MS;
-    for (int p = 0; p < HSQ_PRIO_COUNT_; p++)
-        hsq_conf_set_str(&c->retention_prio[p], "");
-    c->submit_rate = 0;
-    c->submit_burst = 20;
-    c->key_submit_rate = 0;
-    c->key_submit_burst = 200;
-    c->credits = 0;
-    c->credit_cost = 1;
-}
-
 static int is_ipc(const char *ep) {
     return strncmp(ep, "ipc://", 6) == 0;
 }
@@ -197,7 +29,7 @@ static int is_ipc(const char *ep) {
  * ipc:// needs CURVE, i.e. both the server key and the allowlist, unless the
  * operator said --insecure. Returns 0, or -1 after logging why hsqd must not
  * start. */
-static int setup_security(const daemon_conf *c, int insecure, char *key, hsq_auth **auth) {
+static int setup_security(const hsqd_conf *c, int insecure, char *key, hsq_auth **auth) {
     char err[512];
     int have_key = c->curve_secret_key_file[0] != '\0';
     int have_list = c->clients_file[0] != '\0';
@@ -270,10 +102,10 @@ static void usage(FILE *f) {
             "  --insecure        allow tcp:// endpoints without CURVE keys (anyone who\n"
             "                    reaches the port may submit, lease and requeue)\n\n"
             "settings:\n");
-    hsq_conf_usage(items, N_ITEMS, f);
+    hsq_conf_usage(hsqd_conf_items, hsqd_conf_n_items, f);
 }
 
-static int run(int argc, char **argv, daemon_conf *cp) {
+static int run(int argc, char **argv, hsqd_conf *cp) {
     /* cp is owned by main(), which frees its strings on every exit path. */
     char err[512];
     const char *config = NULL;
@@ -292,7 +124,7 @@ static int run(int argc, char **argv, daemon_conf *cp) {
             return 0;
         }
     }
-    if (config && hsq_conf_load(items, N_ITEMS, cp, config, err, sizeof err) != 0) {
+    if (config && hsq_conf_load(hsqd_conf_items, hsqd_conf_n_items, cp, config, err, sizeof err) != 0) {
         fprintf(stderr, "hsqd: %s\n", err);
         return 2;
     }
@@ -309,7 +141,7 @@ static int run(int argc, char **argv, daemon_conf *cp) {
                 return 2;
             }
             *eq = '\0';
-            if (hsq_conf_set(items, N_ITEMS, cp, kv, eq + 1, err, sizeof err) != 0) {
+            if (hsq_conf_set(hsqd_conf_items, hsqd_conf_n_items, cp, kv, eq + 1, err, sizeof err) != 0) {
                 fprintf(stderr, "hsqd: %s\n", err);
                 return 2;
             }
@@ -378,41 +210,13 @@ static int run(int argc, char **argv, daemon_conf *cp) {
         hsq_auth_free(&auth);
         return 1;
     }
-    hsq_queue_conf qc = {
-        .max_queued = cp->max_queued,
-        .max_queued_per_user = cp->max_queued_per_user,
-        .lease_ms = cp->lease_ms,
-        .heartbeat_ms = cp->heartbeat_ms,
-        .max_attempts = cp->max_attempts,
-        .backoff_base_ms = cp->backoff_base_ms,
-        .backoff_max_ms = cp->backoff_max_ms,
-        .inline_max = cp->inline_max,
-        .max_frame_bytes = cp->max_image_bytes,
-        .retention_outputs_ms = cp->retention_outputs_ms,
-        .retention_uploads_ms = cp->retention_uploads_ms,
-        .retention_failed_ms = cp->retention_failed_ms,
-        .retention_references_ms = cp->retention_references_ms,
-        .retention_pending_ms = cp->retention_pending_ms,
-        .retention_tombstone_ms = cp->retention_tombstone_ms,
-        .sweep_batch = cp->sweep_batch,
-        .retention_audit_ms = cp->retention_audit_ms,
-        .submit_rate = cp->submit_rate,
-        .submit_burst = cp->submit_burst,
-        .key_submit_rate = cp->key_submit_rate,
-        .key_submit_burst = cp->key_submit_burst,
-        .map_max_bytes = cp->map_max,
-        .credits = cp->credits,
-        .credit_cost = cp->credit_cost,
-    };
-    for (int p = 0; p < HSQ_PRIO_COUNT_; p++) {
-        if (hsq_retention_override_parse(cp->retention_prio[p], qc.retention_by_prio[p], err,
-                                          sizeof err) != 0) {
-            hsq_log(HSQ_LOG_ERR, "hsqd", "retention_%s: %s", hsq_prio_name((hsq_prio)p), err);
-            hsq_blob_close(&blob);
-            hsq_store_close(&st);
-            hsq_auth_free(&auth);
-            return 2;
-        }
+    hsq_queue_conf qc;
+    if (hsqd_conf_queue(cp, &qc, err, sizeof err) != 0) {
+        hsq_log(HSQ_LOG_ERR, "hsqd", "%s", err);
+        hsq_blob_close(&blob);
+        hsq_store_close(&st);
+        hsq_auth_free(&auth);
+        return 2;
     }
     rc = hsq_queue_new(&q, st, blob, &qc, hsq_clock_wall_ms());
     if (rc != 0) {
@@ -494,9 +298,9 @@ static int run(int argc, char **argv, daemon_conf *cp) {
 }
 
 int main(int argc, char **argv) {
-    daemon_conf c;
-    defaults(&c);
+    hsqd_conf c;
+    hsqd_conf_defaults(&c);
     int rc = run(argc, argv, &c);
-    hsq_conf_free(items, N_ITEMS, &c);
+    hsqd_conf_free(&c);
     return rc;
 }

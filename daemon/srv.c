@@ -568,7 +568,6 @@ static void report_ready(srv *sv, int fd) {
     close(fd);
 }
 
-
 static void close_walk(uv_handle_t *h, void *arg) {
     (void)arg;
     if (!uv_is_closing(h))

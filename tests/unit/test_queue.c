@@ -12,12 +12,12 @@
 #include "test.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <fcntl.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -1354,7 +1354,7 @@ static void test_erase_reaped(void) {
 static void test_purge_more(void) {
     fresh();
     close_all();
-    conf.inline_max = 0; /* every portrait a file: each entry costs 9 */
+    conf.inline_max = 0;  /* every portrait a file: each entry costs 9 */
     conf.sweep_batch = 0; /* only requests sweep */
     open_all();
     uint64_t ids[5];
