@@ -671,6 +671,19 @@ typedef struct {
     char path[HSQ_BLOB_KEY_MAX + 1];
 } walker;
 
+/* Open a directory to list it without touching its atime: reading every
+ * directory would otherwise dirty every inode (relatime updates an atime
+ * older than a day), and the writeback of a whole tree's inodes lands on
+ * the disk that hsqd's commits wait for. O_NOATIME needs the owner (or
+ * CAP_FOWNER); another user's directory is opened plainly. */
+static int open_walk_dir(int dirfd, const char *name) {
+    int fl = O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC;
+    int fd = openat(dirfd, name, fl | O_NOATIME);
+    if (fd < 0 && errno == EPERM)
+        fd = openat(dirfd, name, fl);
+    return fd < 0 ? -errno : fd;
+}
+
 /* Visit directory dfd (consumed), whose path under the root is w->path[0..plen). */
 static int walk_dir(walker *w, int dfd, size_t plen) {
     DIR *d = fdopendir(dfd);
@@ -721,11 +734,11 @@ static int walk_dir(walker *w, int dfd, size_t plen) {
             w->path[plen] = '/';
         memcpy(w->path + klen - nlen, n, nlen + 1);
         if (S_ISDIR(st.st_mode)) {
-            int cfd = openat(dirfd(d), n, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+            int cfd = open_walk_dir(dirfd(d), n);
             if (cfd < 0) {
-                if (errno == ENOENT)
+                if (cfd == -ENOENT)
                     continue;
-                r = -errno;
+                r = cfd;
                 break;
             }
             r = walk_dir(w, cfd, klen);
@@ -741,7 +754,7 @@ static int walk_dir(walker *w, int dfd, size_t plen) {
 }
 
 static int walk_root(hsq_blob *b, walker *w) {
-    int fd = open_dir(b, "", 0);
+    int fd = open_walk_dir(b->rootfd, ".");
     if (fd < 0)
         return fd;
     w->path[0] = '\0';
