@@ -150,12 +150,14 @@ struct hsq_queue {
         char user[HSQ_MAX_USER_LEN + 1];
     } * erase_waits;
     size_t n_erase_waits, cap_erase_waits;
-    /* The erasure whose files are with the reaper (at most one). */
-    int erase_inflight;
+    /* The erasure in progress with a reaper (at most one; see erase-user). */
+    int erase_state;               /* ERASE_* */
     char erase_user[HSQ_MAX_USER_LEN + 1];
     size_t erase_ulen;
-    hsq_rep_erase erase_rec;
-    int64_t erase_retry_ms; /* after a failed deletion: not before */
+    hsq_rep_erase erase_rec;       /* the receipt so far */
+    int erase_saved_state;         /* ... both as the turn began: a turn */
+    hsq_rep_erase erase_saved_rec; /* that fails goes back to them */
+    int64_t erase_retry_ms;        /* after a failed deletion: not before */
     int durable;           /* this turn acknowledges something a client was promised */
     uint64_t blob_ops;     /* blob store deletions by the sweeper (its cost measure) */
     hsq_turn_cost cost;    /* the last end_turn's phases */
@@ -2215,14 +2217,22 @@ static int erase_one(hsq_queue *q, uint64_t id, hsq_rep_erase *out) {
 }
 
 /* Every record, index entry and counter of the user, not the files and not
- * the ledger entry. Counts go to *out. */
-static int erase_user_records(hsq_queue *q, hsq_str user, hsq_rep_erase *out) {
+ * the ledger entry; counts added to *out. Stops after about `budget` tasks
+ * (0: no limit) with *more set; called again, it goes on where it stopped. */
+static int erase_user_records(hsq_queue *q, hsq_str user, hsq_rep_erase *out, uint64_t budget,
+                              int *more) {
     uint8_t k[1 + HSQ_MAX_USER_LEN + 8];
     size_t ul = user_key(k, user);
     int rc;
+    uint64_t start = out->tasks;
+    *more = 0;
     /* History holds every task the user has: take its chunks one by one
      * (each deleted before its tasks), then the ids in the user record. */
     for (;;) {
+        if (budget && out->tasks - start >= budget) {
+            *more = 1;
+            return q->turn_err;
+        }
         hsq_cursor *cur;
         if ((rc = note(q, hsq_cursor_open(q->st, HSQ_DB_HISTORY, &cur))) != 0)
             return rc;
@@ -2297,7 +2307,8 @@ static int erase_user_now(hsq_queue *q, hsq_str user, hsq_rep_erase *out) {
         return rc;
     blob_bytes_add(q, -(int64_t)out->bytes);
     hsq_fault("erase.after_blobs");
-    if ((rc = erase_user_records(q, user, out)) != 0)
+    int more;
+    if ((rc = erase_user_records(q, user, out, 0, &more)) != 0)
         return rc;
     return erase_user_done(q, user, out);
 }
@@ -2331,17 +2342,17 @@ static void erase_answer(hsq_queue *q, const char *user, int rc, const hsq_rep_e
     q->n_erase_waits = j;
 }
 
-/* The records of the first user in the ledger go now, the files to the
- * reaper (the entry's kind EXP_ERASE; erase_reaped takes the result). */
-static void erase_handoff(hsq_queue *q, hsq_str user) {
-    hsq_rep_erase rec;
-    memset(&rec, 0, sizeof rec);
-    int rc = erase_user_records(q, user, &rec);
-    if (rc != 0) {
-        erase_answer(q, user.ptr, rc, &rec);
-        return;
-    }
-    hsq_fault("erase.handoff");
+/* With a reaper an erasure goes through these states, one user at a time:
+ * RECORDS deletes up to ERASE_TURN_TASKS of the user's tasks per turn (a
+ * user with 100,000 would hold one turn for a second); DONE: all of them
+ * are committed, and the next turn hands the user's blob prefix to the
+ * reaper (never the turn that deleted records: if its commit failed, the
+ * records would outlive the files and the ledger entry); FILES: the reaper
+ * has it (the entry's kind EXP_ERASE; erase_reaped takes the result). */
+enum { ERASE_NONE, ERASE_RECORDS, ERASE_DONE, ERASE_FILES };
+#define ERASE_TURN_TASKS 1024
+
+static void erase_handoff(hsq_queue *q) {
     if (q->n_reaps == q->cap_reaps) {
         q->cap_reaps = q->cap_reaps ? 2 * q->cap_reaps : 16;
         q->reaps = hsq_xrealloc(q->reaps, q->cap_reaps * sizeof *q->reaps);
@@ -2349,19 +2360,17 @@ static void erase_handoff(hsq_queue *q, hsq_str user) {
     hsq_reap *r = &q->reaps[q->n_reaps++];
     memset(r, 0, sizeof *r);
     r->entry[16] = EXP_ERASE;
-    hsq_blob_user_prefix(q->blob, user.ptr, user.len, r->prefix);
+    hsq_blob_user_prefix(q->blob, q->erase_user, q->erase_ulen, r->prefix);
     q->reap_inflight++;
-    q->erase_inflight = 1;
-    memcpy(q->erase_user, user.ptr, user.len);
-    q->erase_user[user.len] = '\0';
-    q->erase_ulen = user.len;
-    q->erase_rec = rec;
+    q->erase_state = ERASE_FILES;
 }
 
-/* The reaper's result for the erasure in flight. */
+/* The reaper's result for the erasure's files. */
 static void erase_reaped(hsq_queue *q, const hsq_reap *r) {
+    if (q->erase_state != ERASE_FILES)
+        return; /* (cannot happen: one erasure at a time) */
     hsq_str user = {q->erase_user, q->erase_ulen};
-    q->erase_inflight = 0;
+    q->erase_state = ERASE_NONE;
     q->ledger_pending = 1; /* this user again after a failure, or the next one */
     if (r->rc != 0) {
         /* The records are gone already; the ledger entry hands the prefix
@@ -2377,43 +2386,81 @@ static void erase_reaped(hsq_queue *q, const hsq_reap *r) {
     erase_answer(q, q->erase_user, rc, &q->erase_rec);
 }
 
-/* 1 when user's files are being erased: no submit for them now. */
+/* 1 when user is being erased: no submit for them now (its files would land
+ * under the prefix the reaper deletes). */
 static int erasing(const hsq_queue *q, hsq_str user) {
-    return q->erase_inflight && user.len == q->erase_ulen &&
+    return q->erase_state != ERASE_NONE && user.len == q->erase_ulen &&
            memcmp(user.ptr, q->erase_user, user.len) == 0;
 }
 
-/* Erasures in the ledger: with a reaper one at a time through it, else a
- * few users per turn, inline. */
-static void process_ledger(hsq_queue *q) {
-    if (!q->ledger_pending || q->ledger_added || q->erase_inflight || q->now < q->erase_retry_ms)
+/* The first user in the ledger, into user[]; 0, or HSQ_ENOTFOUND when the
+ * ledger is empty. */
+static int ledger_first(hsq_queue *q, char user[HSQ_MAX_USER_LEN + 1], size_t *ulen) {
+    hsq_cursor *cur;
+    int rc = note(q, hsq_cursor_open(q->st, HSQ_DB_LEDGER, &cur));
+    if (rc != 0)
+        return rc;
+    hsq_bytes k;
+    rc = hsq_cursor_get(cur, HSQ_CUR_FIRST, &k, NULL);
+    *ulen = 0;
+    if (rc == 0 && k.len >= 1 && k.len == 1u + k.ptr[0] && k.ptr[0] <= HSQ_MAX_USER_LEN) {
+        *ulen = k.ptr[0];
+        memcpy(user, k.ptr + 1, *ulen);
+    }
+    user[*ulen] = '\0';
+    hsq_cursor_close(&cur);
+    return rc;
+}
+
+/* One step of the erasure in progress (reaper). */
+static void erase_step(hsq_queue *q) {
+    if (q->erase_state == ERASE_DONE) {
+        erase_handoff(q);
         return;
-    int reaping = q->reap_max > 0;
-    if (!reaping)
-        q->durable = 1;
-    for (int budget = reaping ? 1 : 4; budget > 0 && q->turn_err == 0; budget--) {
-        hsq_cursor *cur;
-        if (note(q, hsq_cursor_open(q->st, HSQ_DB_LEDGER, &cur)) != 0)
-            return;
-        hsq_bytes k;
-        int rc = hsq_cursor_get(cur, HSQ_CUR_FIRST, &k, NULL);
+    }
+    hsq_str user = {q->erase_user, q->erase_ulen};
+    int more = 0;
+    int rc = erase_user_records(q, user, &q->erase_rec, ERASE_TURN_TASKS, &more);
+    if (rc != 0) {
+        erase_answer(q, q->erase_user, rc, &q->erase_rec);
+        return; /* the turn fails and goes back to where it began */
+    }
+    hsq_fault("erase.records");
+    if (!more)
+        q->erase_state = ERASE_DONE;
+}
+
+/* Erasures in the ledger: with a reaper one at a time in steps, else a few
+ * users per turn, inline. */
+static void process_ledger(hsq_queue *q) {
+    if (!q->ledger_pending || q->ledger_added || q->erase_state == ERASE_FILES ||
+        q->now < q->erase_retry_ms)
+        return;
+    if (q->reap_max > 0) {
+        if (q->erase_state == ERASE_NONE) {
+            int rc = ledger_first(q, q->erase_user, &q->erase_ulen);
+            if (rc != 0) {
+                if (rc == HSQ_ENOTFOUND)
+                    q->ledger_pending = 0;
+                return;
+            }
+            q->erase_state = ERASE_RECORDS;
+            memset(&q->erase_rec, 0, sizeof q->erase_rec);
+        }
+        erase_step(q);
+        return;
+    }
+    q->durable = 1;
+    for (int budget = 4; budget > 0 && q->turn_err == 0; budget--) {
         char user[HSQ_MAX_USER_LEN + 1];
-        size_t ulen = 0;
-        if (rc == 0 && k.len >= 1 && k.len == 1u + k.ptr[0] && k.ptr[0] <= HSQ_MAX_USER_LEN) {
-            ulen = k.ptr[0];
-            memcpy(user, k.ptr + 1, ulen);
-        }
-        hsq_cursor_close(&cur);
+        size_t ulen;
+        int rc = ledger_first(q, user, &ulen);
         if (rc != 0) {
-            q->ledger_pending = 0;
+            if (rc == HSQ_ENOTFOUND)
+                q->ledger_pending = 0;
             return;
         }
-        user[ulen] = '\0';
         hsq_str u = {user, ulen};
-        if (reaping) {
-            erase_handoff(q, u);
-            return;
-        }
         hsq_rep_erase rec;
         rc = erase_user_now(q, u, &rec);
         erase_answer(q, user, rc, &rec);
@@ -3386,6 +3433,8 @@ int hsq_queue_begin_turn(hsq_queue *q, int64_t now_ms) {
     q->ledger_added = 0;
     q->durable = 0;
     q->turn_first_id = q->ids.next_id;
+    q->erase_saved_state = q->erase_state;
+    q->erase_saved_rec = q->erase_rec;
     int rc = hsq_store_begin(q->st, 0);
     if (rc != 0)
         return rc;
@@ -3424,6 +3473,13 @@ static void fail_turn(hsq_queue *q, int err) {
     }
     q->n_out = j;
     turn_blobs_clear(q, 1);
+    /* An erasure's records were rolled back: redo them from where this turn
+     * began. (A hand-off changed no record, and a result taken is redone
+     * from the ledger entry.) */
+    if (q->erase_state == ERASE_RECORDS || q->erase_state == ERASE_DONE) {
+        q->erase_state = q->erase_saved_state;
+        q->erase_rec = q->erase_saved_rec;
+    }
     /* Reload the cached counters from what is really on disk. */
     if (hsq_store_begin(q->st, 1) == 0) {
         load_meta(q);
@@ -3550,7 +3606,7 @@ int64_t hsq_queue_next_deadline(hsq_queue *q) {
                     t = w->deadline_ms;
     if (q->store_deadline < t)
         t = q->store_deadline;
-    if (q->ledger_pending && !q->erase_inflight) /* (the reaper's result wakes the loop) */
+    if (q->ledger_pending && q->erase_state != ERASE_FILES) /* (the reaper's result wakes the loop) */
         t = q->erase_retry_ms > q->now ? (q->erase_retry_ms < t ? q->erase_retry_ms : t) : q->now;
     if (q->results_head < q->n_results)
         t = q->now;

@@ -13,7 +13,7 @@ Usage: test_retention.py classes|erase|export|crash|diskfull|offline
             users untouched; idempotent;
   export    export-user archive holds the user's images byte-identical and
             nothing of another user; then erase; the Python module too;
-  crash     SIGKILL of hsqd at injected points (erase.handoff: records
+  crash     SIGKILL of hsqd at injected points (erase.records: records
             deleted, not committed; erase.after_blobs: files gone, ledger
             entry not; turn.before_commit@N during an erase, sweep.entry@N
             during a purge, reap.deleted in the reaper thread,
@@ -427,7 +427,7 @@ def crash_erase(h, fault, n):
         died = d.proc.stop(expect_rc=None) == -9
     d = h.start_hsqd(extra_sets=SETS, data_dir=data)
     gone = os.path.exists(os.path.join(d.blob_dir, ids["prefix"]))
-    if fault in ("erase.after_blobs", "erase.handoff"):
+    if fault in ("erase.after_blobs", "erase.records"):
         check(died, "hsqd did not die at %s" % fault)
         # The ledger finishes the erasure on restart, without a new request.
         harness.poll_until(lambda: h.cli(d.client, "status", ids["t1"], expect_rc=None)[0] == 3,
@@ -451,7 +451,7 @@ def mode_crash(h):
     n = 0
     crash_erase(h, "erase.after_blobs", n)
     n += 1
-    crash_erase(h, "erase.handoff", n)
+    crash_erase(h, "erase.records", n)
     kills = 0
     for k in range(2, 6):  # @1 is the first turn, at startup
         n += 1

@@ -1310,10 +1310,16 @@ static void test_erase_reaped(void) {
     uint64_t queued = (uint64_t)submit("eve", NULL);
     uint64_t erid = erase_request("eve"); /* its turn commits the ledger entry */
     begin();
-    turn(); /* the records; the prefix to the reaper */
-    HSQ_ASSERT(!replied(erid));
+    turn(); /* the records */
     size_t n;
     hsq_reap *r = hsq_queue_take_reaps(q, &n);
+    HSQ_ASSERT_EQ(n, 0); /* not in the turn that deleted them */
+    free(r);
+    HSQ_ASSERT_EQ(submit("eve", NULL), HSQ_EUNAVAIL);
+    begin();
+    turn(); /* the prefix to the reaper */
+    HSQ_ASSERT(!replied(erid));
+    r = hsq_queue_take_reaps(q, &n);
     HSQ_ASSERT_EQ(n, 1);
     HSQ_ASSERT_EQ(r[0].n_keys, 0);
     char prefix[HSQ_BLOB_PREFIX_LEN + 1];
@@ -1342,7 +1348,28 @@ static void test_erase_reaped(void) {
     HSQ_ASSERT_U64_EQ(c->m.rep.erase.bytes, bytes);
     HSQ_ASSERT_EQ(hsq_queue_reaps_inflight(q), 0);
     HSQ_ASSERT(submit("eve", NULL) > 0); /* a new start */
-    hsq_reaper_stop(&rp);
+
+    /* A user with more tasks than one turn erases: the records go over
+     * several turns, oldest first, and only then the files. */
+    uint64_t first = (uint64_t)submit("gil", NULL), last = first;
+    for (int i = 1; i < 1100; i++) {
+        int64_t id = submit("gil", NULL);
+        HSQ_ASSERT(id > 0);
+        last = (uint64_t)id;
+    }
+    erid = erase_request("gil");
+    begin();
+    turn(); /* the oldest 1,024 */
+    /* (every request's turn takes the next step, after answering it) */
+    HSQ_ASSERT_EQ(task_op(HSQ_OP_STATUS, last, NULL)->m.kind, HSQ_KIND_REPLY); /* not yet */
+    free(hsq_queue_take_reaps(q, &n));
+    HSQ_ASSERT_EQ(n, 0); /* the other 76 went in that turn: no hand-off with them */
+    HSQ_ASSERT_EQ(task_op(HSQ_OP_STATUS, first, NULL)->m.rep.error.code, HSQ_ENOTFOUND);
+    free(hsq_queue_take_reaps(q, &n));
+    HSQ_ASSERT_EQ(n, 1); /* now the files */
+    HSQ_ASSERT_EQ(task_op(HSQ_OP_STATUS, last, NULL)->m.rep.error.code, HSQ_ENOTFOUND);
+    HSQ_ASSERT(!replied(erid));
+    hsq_reaper_stop(&rp); /* (the hand-off is dropped: a restart redoes it) */
     hsq_queue_set_reaping(q, 0);
     conf.inline_max = 1024;
 }
