@@ -1495,6 +1495,17 @@ static void test_recovery(void) {
     HSQ_ASSERT_EQ(unlink(young), 0);
     HSQ_ASSERT(!hsq_janitor_collect(j, &rep)); /* once */
     hsq_janitor_stop(&j);
+    /* Later walks (every interval) take temp files that went stale since. */
+    HSQ_OK(hsq_janitor_start(&j, root, NULL, 0, 1, NULL, NULL));
+    for (int i = 0; i < 2000 && !hsq_janitor_collect(j, &rep); i++)
+        usleep(1000);
+    f = fopen(stale, "w");
+    HSQ_ASSERT(f && fclose(f) == 0);
+    HSQ_ASSERT_EQ(utimensat(AT_FDCWD, stale, old, 0), 0);
+    for (int i = 0; i < 300 && access(stale, F_OK) == 0; i++)
+        usleep(10000);
+    HSQ_ASSERT_EQ(access(stale, F_OK), -1);
+    hsq_janitor_stop(&j);
     uint64_t size;
     HSQ_ASSERT_EQ(hsq_blob_size(bl, orphan, &size), -ENOENT);
     HSQ_OK(hsq_blob_size(bl, ka, &size));
