@@ -1064,6 +1064,18 @@ static int credit_settle(hsq_queue *q, hsq_task *t, int consume) {
     return 0;
 }
 
+/* A task has just ended (its new state set; the caller saves it): settle
+ * its credits (consumed on success, else refunded), free its user's active
+ * slot, and stamp its retention dates. */
+static int task_ended(hsq_queue *q, hsq_task *t, int success) {
+    int rc = credit_settle(q, t, success);
+    if (rc == 0)
+        rc = user_active_add(q, t->user, -1);
+    if (rc == 0)
+        rc = stamp_retention(q, t);
+    return rc;
+}
+
 /* ---- queue transitions ---- */
 
 static int pending_put(hsq_queue *q, const hsq_task *t) {
@@ -1124,11 +1136,7 @@ static int retry_or_fail(hsq_queue *q, hsq_task *t, int code, hsq_str why, int r
         if (t->dead)
             q->counts.dead++;
         if (rc == 0)
-            rc = credit_settle(q, t, 0);
-        if (rc == 0)
-            rc = user_active_add(q, t->user, -1);
-        if (rc == 0)
-            rc = stamp_retention(q, t);
+            rc = task_ended(q, t, 0);
     }
     if (rc == 0)
         rc = save_task(q, t);
@@ -1550,11 +1558,7 @@ static int cancel_task(hsq_queue *q, hsq_task *t, int code, hsq_str why) {
     t->err_code = code;
     t->err_msg = why;
     if (rc == 0)
-        rc = credit_settle(q, t, 0);
-    if (rc == 0)
-        rc = user_active_add(q, t->user, -1);
-    if (rc == 0)
-        rc = stamp_retention(q, t);
+        rc = task_ended(q, t, 0);
     if (rc == 0)
         rc = save_task(q, t);
     if (rc == 0)
@@ -1932,11 +1936,7 @@ static void h_done(req_ctx *c) {
     t.err_code = 0;
     t.err_msg.len = 0;
     if (rc == 0)
-        rc = credit_settle(q, &t, 1);
-    if (rc == 0)
-        rc = user_active_add(q, t.user, -1);
-    if (rc == 0)
-        rc = stamp_retention(q, &t);
+        rc = task_ended(q, &t, 1);
     if (rc == 0)
         rc = save_task(q, &t);
     if (rc != 0) {

@@ -129,6 +129,16 @@ static captured *reply_to(uint64_t rid) {
     return c;
 }
 
+/* Feed m (with a new rid) from peer on the client socket, with nframes
+ * frames, in a turn of its own; its reply, which must be there. */
+static captured *ask(const char *peer, hsq_wire_msg *m, const hsq_bytes *frames, size_t nframes) {
+    m->rid = rid_seq++;
+    begin();
+    feed(HSQ_SOCK_CLIENT, peer, m, frames, nframes);
+    turn();
+    return reply_to(m->rid);
+}
+
 static captured *find_op(hsq_op op, hsq_msg_kind kind) {
     for (size_t i = 0; i < ncap; i++)
         if (cap[i].m.op == op && cap[i].m.kind == kind)
@@ -143,7 +153,6 @@ static int64_t submit_prio(const char *user, const char *key, uint8_t prio) {
     hsq_wire_msg m;
     memset(&m, 0, sizeof m);
     m.op = HSQ_OP_SUBMIT;
-    m.rid = rid_seq++;
     m.req.submit.user = hsq_str_c(user);
     if (key)
         m.req.submit.key = hsq_str_c(key);
@@ -157,10 +166,7 @@ static int64_t submit_prio(const char *user, const char *key, uint8_t prio) {
     m.req.submit.outputs[0].height = 80;
     m.req.submit.outputs[0].format = HSQ_FMT_JPEG;
     hsq_bytes f = {tiny, sizeof tiny};
-    begin();
-    feed(HSQ_SOCK_CLIENT, "web-1", &m, &f, 1);
-    turn();
-    captured *r = reply_to(m.rid);
+    captured *r = ask("web-1", &m, &f, 1);
     if (r->m.kind == HSQ_KIND_ERROR)
         return r->m.rep.error.code;
     return (int64_t)r->m.rep.submit.task;
@@ -232,14 +238,10 @@ static captured *task_op(hsq_op op, uint64_t task, const char *user) {
     hsq_wire_msg m;
     memset(&m, 0, sizeof m);
     m.op = op;
-    m.rid = rid_seq++;
     m.req.task.task = task;
     if (user)
         m.req.task.user = hsq_str_c(user);
-    begin();
-    feed(HSQ_SOCK_CLIENT, "web-1", &m, NULL, 0);
-    turn();
-    return reply_to(m.rid);
+    return ask("web-1", &m, NULL, 0);
 }
 
 /* A purge request (limit entries) or an erasure request, fed in a turn of
@@ -555,25 +557,17 @@ static void test_list_pages(void) {
     hsq_wire_msg m;
     memset(&m, 0, sizeof m);
     m.op = HSQ_OP_LIST;
-    m.rid = rid_seq++;
     m.req.list.user = HSQ_STR_LIT("kim");
     m.req.list.limit = 10;
-    begin();
-    feed(HSQ_SOCK_CLIENT, "web", &m, NULL, 0);
-    turn();
-    captured *r = reply_to(m.rid);
+    captured *r = ask("web", &m, NULL, 0);
     HSQ_ASSERT_EQ(r->m.rep.list.n, 10);
     HSQ_ASSERT_U64_EQ(r->m.rep.list.tasks[0].id, (uint64_t)ids[24]); /* newest first */
     uint64_t next = r->m.rep.list.next;
     HSQ_ASSERT(next != 0);
     int total = 10;
     while (next) {
-        m.rid = rid_seq++;
         m.req.list.before = next;
-        begin();
-        feed(HSQ_SOCK_CLIENT, "web", &m, NULL, 0);
-        turn();
-        r = reply_to(m.rid);
+        r = ask("web", &m, NULL, 0);
         for (uint32_t i = 0; i < r->m.rep.list.n; i++)
             HSQ_ASSERT_VIEW_EQ(r->m.rep.list.tasks[i].user, "kim");
         total += (int)r->m.rep.list.n;
@@ -739,7 +733,6 @@ static void test_lease_size_budget(void) {
         hsq_wire_msg m;
         memset(&m, 0, sizeof m);
         m.op = HSQ_OP_SUBMIT;
-        m.rid = rid_seq++;
         m.req.submit.user = HSQ_STR_LIT("rex");
         m.req.submit.prio = HSQ_PRIO_NORMAL;
         m.req.submit.prompt = hsq_str_c(prompt);
@@ -750,10 +743,7 @@ static void test_lease_size_budget(void) {
         m.req.submit.outputs[0].height = 8;
         m.req.submit.outputs[0].format = HSQ_FMT_PNG;
         hsq_bytes f = {tiny, sizeof tiny};
-        begin();
-        feed(HSQ_SOCK_CLIENT, "web", &m, &f, 1);
-        turn();
-        HSQ_ASSERT_EQ(reply_to(m.rid)->m.kind, HSQ_KIND_REPLY);
+        HSQ_ASSERT_EQ(ask("web", &m, &f, 1)->m.kind, HSQ_KIND_REPLY);
     }
     uint32_t total = 0, first = lease("w1", 64, NULL, NULL);
     HSQ_ASSERT(first > 0 && first < 40);
@@ -874,14 +864,10 @@ static uint32_t list_all(const char *user, uint32_t limit, uint64_t *out, uint32
         hsq_wire_msg m;
         memset(&m, 0, sizeof m);
         m.op = HSQ_OP_LIST;
-        m.rid = rid_seq++;
         m.req.list.user = hsq_str_c(user);
         m.req.list.limit = limit;
         m.req.list.before = before;
-        begin();
-        feed(HSQ_SOCK_CLIENT, "web", &m, NULL, 0);
-        turn();
-        captured *r = reply_to(m.rid);
+        captured *r = ask("web", &m, NULL, 0);
         HSQ_ASSERT_EQ(r->m.kind, HSQ_KIND_REPLY);
         for (uint32_t i = 0; i < r->m.rep.list.n && n < max; i++)
             out[n++] = r->m.rep.list.tasks[i].id;
@@ -897,13 +883,9 @@ static uint32_t export_all(const char *user, uint64_t *out, uint32_t max) {
         hsq_wire_msg m;
         memset(&m, 0, sizeof m);
         m.op = HSQ_OP_EXPORT;
-        m.rid = rid_seq++;
         m.req.export_.user = hsq_str_c(user);
         m.req.export_.after = after;
-        begin();
-        feed(HSQ_SOCK_CLIENT, "ops", &m, NULL, 0);
-        turn();
-        captured *r = reply_to(m.rid);
+        captured *r = ask("ops", &m, NULL, 0);
         HSQ_ASSERT_EQ(r->m.kind, HSQ_KIND_REPLY);
         if (!r->m.rep.export_.has_task)
             return n;
@@ -1041,7 +1023,6 @@ static void test_retention_classes(void) {
     hsq_wire_msg m;
     memset(&m, 0, sizeof m);
     m.op = HSQ_OP_SUBMIT;
-    m.rid = rid_seq++;
     m.req.submit.user = HSQ_STR_LIT("tess");
     m.req.submit.key = HSQ_STR_LIT("order-9");
     m.req.submit.prio = HSQ_PRIO_NORMAL;
@@ -1056,10 +1037,7 @@ static void test_retention_classes(void) {
     m.req.submit.outputs[0].height = 8;
     m.req.submit.outputs[0].format = HSQ_FMT_JPEG;
     hsq_bytes f[2] = {{big, sizeof big}, {tiny, sizeof tiny}};
-    begin();
-    feed(HSQ_SOCK_CLIENT, "web", &m, f, 2);
-    turn();
-    uint64_t id = reply_to(m.rid)->m.rep.submit.task;
+    uint64_t id = ask("web", &m, f, 2)->m.rep.submit.task;
     HSQ_ASSERT(blob_exists("tess", id, "in-0")); /* large: blob store */
     HSQ_ASSERT(inline_exists(id, 1));            /* small: inline */
     uint64_t tok;
@@ -1113,7 +1091,6 @@ static uint64_t finished_task(const char *user) {
     hsq_wire_msg m;
     memset(&m, 0, sizeof m);
     m.op = HSQ_OP_SUBMIT;
-    m.rid = rid_seq++;
     m.req.submit.user = hsq_str_c(user);
     m.req.submit.n_inputs = 1;
     m.req.submit.inputs[0].kind = HSQ_STR_LIT("portrait");
@@ -1122,10 +1099,7 @@ static uint64_t finished_task(const char *user) {
     m.req.submit.outputs[0].height = 8;
     m.req.submit.outputs[0].format = HSQ_FMT_JPEG;
     hsq_bytes f = {big, sizeof big};
-    begin();
-    feed(HSQ_SOCK_CLIENT, "web", &m, &f, 1);
-    turn();
-    uint64_t id = reply_to(m.rid)->m.rep.submit.task;
+    uint64_t id = ask("web", &m, &f, 1)->m.rep.submit.task;
     uint64_t tok = 0;
     HSQ_ASSERT_U64_EQ(lease1("w1", &tok), id);
     HSQ_ASSERT_EQ(done("w1", id, tok, user)->m.kind, HSQ_KIND_REPLY);
@@ -1574,7 +1548,6 @@ static void test_retention_asked(void) {
         hsq_wire_msg m;
         memset(&m, 0, sizeof m);
         m.op = HSQ_OP_SUBMIT;
-        m.rid = rid_seq++;
         m.req.submit.user = HSQ_STR_LIT("yan");
         m.req.submit.prio = HSQ_PRIO_NORMAL;
         m.req.submit.n_inputs = 1;
@@ -1586,10 +1559,7 @@ static void test_retention_asked(void) {
         m.req.submit.keep_uploads_s = k == 0 ? 1 : 0;              /* 0: the policy */
         m.req.submit.keep_outputs_s = k == 0 ? 3600 : 100 * 86400; /* 100 d: capped */
         hsq_bytes f = {big, sizeof big};
-        begin();
-        feed(HSQ_SOCK_CLIENT, "web", &m, &f, 1);
-        turn();
-        ids[k] = reply_to(m.rid)->m.rep.submit.task;
+        ids[k] = ask("web", &m, &f, 1)->m.rep.submit.task;
         uint64_t tok = 0;
         HSQ_ASSERT_U64_EQ(lease1("w1", &tok), ids[k]);
         HSQ_ASSERT_EQ(done("w1", ids[k], tok, "yan")->m.kind, HSQ_KIND_REPLY);
@@ -1749,11 +1719,7 @@ static void test_stats(void) {
     hsq_wire_msg m;
     memset(&m, 0, sizeof m);
     m.op = HSQ_OP_STATS;
-    m.rid = rid_seq++;
-    begin();
-    feed(HSQ_SOCK_CLIENT, "ops", &m, NULL, 0);
-    turn();
-    captured *r = reply_to(m.rid);
+    captured *r = ask("ops", &m, NULL, 0);
     HSQ_ASSERT_EQ(r->m.rep.stats.queued, 3);
     HSQ_ASSERT_EQ(r->m.rep.stats.queued_by_prio[HSQ_PRIO_HIGH], 1);
     HSQ_ASSERT_EQ(r->m.rep.stats.queued_by_prio[HSQ_PRIO_NORMAL], 2);
@@ -1769,13 +1735,9 @@ static int credits_op(const char *user, int64_t grant, int64_t *balance, int64_t
     hsq_wire_msg m;
     memset(&m, 0, sizeof m);
     m.op = HSQ_OP_CREDITS;
-    m.rid = rid_seq++;
     m.req.credits.user = hsq_str_c(user);
     m.req.credits.grant = grant;
-    begin();
-    feed(HSQ_SOCK_CLIENT, "ops", &m, NULL, 0);
-    turn();
-    captured *r = reply_to(m.rid);
+    captured *r = ask("ops", &m, NULL, 0);
     if (r->m.kind == HSQ_KIND_ERROR)
         return r->m.rep.error.code;
     HSQ_ASSERT_VIEW_EQ(r->m.rep.credits.user, user);
