@@ -6,8 +6,9 @@ verify: `systemd-analyze verify` on every unit this build configured
   commands exist). Any diagnostic at all fails the test (verify only warns on
   unknown keys). Exit 77 when systemd-analyze is not installed.
 
-notify: hsqd under a minimal sd_notify listener (an AF_UNIX datagram socket
-  as NOTIFY_SOCKET, WATCHDOG_USEC set): READY=1 arrives once hsqd serves (a
+notify: hsqd, with etc/hsqd.conf.example as its config (paths overridden),
+  under a minimal sd_notify listener (an AF_UNIX datagram socket as
+  NOTIFY_SOCKET, WATCHDOG_USEC set): READY=1 arrives once hsqd serves (a
   client request right after it succeeds, its ipc socket is already 0600 in
   a 0700 directory), WATCHDOG=1 keeps arriving from the loop, and SIGTERM
   brings STOPPING=1 and a clean exit.
@@ -86,10 +87,16 @@ def notify(h):
     data = h.path("data")
     rundir = h.path("run", "hsq")
     client_ep = "ipc://%s/client.sock" % rundir
-    argv = [harness.require(harness.hsqd_path(), "hsqd"), "--data-dir", data,
+    # The shipped example config (installed as a template next to the unit),
+    # with the paths of this test: every key in it must be one hsqd takes.
+    example = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "etc",
+                           "hsqd.conf.example")
+    argv = [harness.require(harness.hsqd_path(), "hsqd"), "--config", example,
+            "--data-dir", data,
             "--set", "client_endpoint=" + client_ep,
             "--set", "worker_endpoint=ipc://%s/worker.sock" % rundir,
-            "--set", "events_endpoint=ipc://%s/events.sock" % rundir]
+            "--set", "events_endpoint=ipc://%s/events.sock" % rundir,
+            "--set", "metrics_listen="]
     env = {"NOTIFY_SOCKET": ns_path, "WATCHDOG_USEC": str(int(tmo(0.8) * 1e6))}
     p = harness.Proc(h, "hsqd", argv, env=env, role="hsqd")
     h.procs.append(p)
