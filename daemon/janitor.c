@@ -28,6 +28,7 @@ struct hsq_janitor {
     atomic_int quit;      /* also read by the walk, between two files */
     int have_report;      /* guarded by mu */
     hsq_janitor_report report;
+    hsq_janitor_totals totals; /* guarded by mu */
     void (*wake)(void *ud);
     void *ud;
 };
@@ -110,13 +111,19 @@ static void *janitor_main(void *arg) {
                     "walk objects=%" PRIu64 " uploads_removed=%" PRIu64 " bytes=%" PRIu64
                     " tmp_removed=%" PRIu64 " ms=%" PRIu64,
                     rep.walked, rep.files, rep.bytes, rep.tmp, rep.ms);
+            pthread_mutex_lock(&j->mu);
+            j->totals.walks++;
+            j->totals.uploads_removed += rep.files;
+            j->totals.tmp_removed += rep.tmp;
+            j->totals.last_ms = rep.ms;
+            if (!recovered) {
+                j->report = rep;
+                j->have_report = 1;
+            }
+            pthread_mutex_unlock(&j->mu);
             if (!recovered) {
                 recovered = 1;
                 j->n = 0;
-                pthread_mutex_lock(&j->mu);
-                j->report = rep;
-                j->have_report = 1;
-                pthread_mutex_unlock(&j->mu);
                 if (j->wake)
                     j->wake(j->ud);
             }
@@ -179,6 +186,12 @@ int hsq_janitor_collect(hsq_janitor *j, hsq_janitor_report *out) {
     }
     pthread_mutex_unlock(&j->mu);
     return have;
+}
+
+void hsq_janitor_get_totals(hsq_janitor *j, hsq_janitor_totals *out) {
+    pthread_mutex_lock(&j->mu);
+    *out = j->totals;
+    pthread_mutex_unlock(&j->mu);
 }
 
 void hsq_janitor_stop(hsq_janitor **jp) {

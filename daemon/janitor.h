@@ -52,6 +52,16 @@ int hsq_janitor_start(hsq_janitor **out, const char *blob_root, const hsq_id_ran
  * else 0. */
 int hsq_janitor_collect(hsq_janitor *j, hsq_janitor_report *out);
 
+/* Every walk so far, for the metrics: how many finished, what they deleted
+ * (uploads of the recovery ranges, stale temp files), and the last one's
+ * duration. */
+typedef struct {
+    uint64_t walks;
+    uint64_t uploads_removed, tmp_removed;
+    uint64_t last_ms;
+} hsq_janitor_totals;
+void hsq_janitor_get_totals(hsq_janitor *j, hsq_janitor_totals *out);
+
 /* Stop the walk in progress between two files, join the thread, free.
  * NULL-safe. */
 void hsq_janitor_stop(hsq_janitor **j);

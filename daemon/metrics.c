@@ -300,6 +300,25 @@ void hsq_metrics_render(const hsq_metrics_sample *s, hsq_wbuf *b) {
     one(b, "hsq_rate_limited_total", "counter",
         "Submits refused by the per-user or per-key rate limit since hsqd started.",
         s->rate_limited);
+    one(b, "hsq_recovery_pending", "gauge",
+        "1 until the walk after a crash has deleted the uploads of submits that never committed "
+        "(purge requests wait for it).",
+        s->recovering ? 1 : 0);
+    one(b, "hsq_janitor_walks_total", "counter",
+        "Walks of the whole blob store finished since hsqd started (after a start, then every "
+        "janitor_interval_s).",
+        s->janitor_walks);
+    head(b, "hsq_janitor_removed_total", "counter",
+         "Files the janitor's walks deleted: uploads of submits a crash lost, stale temp files.");
+    put(b, "hsq_janitor_removed_total{kind=\"uploads\"} %" PRIu64 "\n", s->janitor_uploads_removed);
+    put(b, "hsq_janitor_removed_total{kind=\"tmp\"} %" PRIu64 "\n", s->janitor_tmp_removed);
+    {
+        char v[32];
+        fmt_double(v, sizeof v, (double)s->janitor_last_ms / 1000.0);
+        head(b, "hsq_janitor_last_walk_seconds", "gauge",
+             "How long the last walk of the blob store took (0 before the first).");
+        put(b, "hsq_janitor_last_walk_seconds %s\n", v);
+    }
 
     hist(b, "hsq_submit_ack_seconds", "Submit receipt to acknowledgement sent (after the commit).",
          s->submit_ack);

@@ -71,10 +71,14 @@ typedef struct {
     uint64_t lmdb_map_bytes;
     uint64_t zap_allowed, zap_denied; /* CURVE handshakes let in / refused */
     int draining;
-    hsq_sweep_counts swept;   /* retention sweeper totals since start */
-    uint64_t rate_limited;    /* submits refused by the rate limits since start */
-    uint64_t blob_bytes;      /* hsq_queue_blob_bytes */
+    hsq_sweep_counts swept; /* retention sweeper totals since start */
+    uint64_t rate_limited;  /* submits refused by the rate limits since start */
+    uint64_t blob_bytes;    /* hsq_queue_blob_bytes */
     uint64_t workers_cpu, workers_cuda;
+    int recovering;         /* hsq_queue_recovering */
+    uint64_t janitor_walks; /* the janitor's walks of the blob store (janitor.h) */
+    uint64_t janitor_uploads_removed, janitor_tmp_removed;
+    uint64_t janitor_last_ms;
     const char *version;
     const hsq_hist *submit_ack; /* each may be NULL (not shown) */
     const hsq_hist *queue_wait;

@@ -3769,6 +3769,10 @@ int hsq_queue_mark_clean(hsq_queue *q) {
     return hsq_store_commit(q->st);
 }
 
+int hsq_queue_recovering(const hsq_queue *q) {
+    return q->recovering;
+}
+
 void hsq_queue_recovered(hsq_queue *q, uint64_t files, uint64_t bytes) {
     assert(q->in_turn);
     if (!q->recovering)

@@ -253,6 +253,9 @@ int hsq_queue_recover_begin(hsq_queue *q, hsq_id_range out[HSQ_RECOVER_RANGES], 
  * start needs no recovery range. Errors: HSQ_ESTORE, HSQ_EDISKFULL. */
 int hsq_queue_mark_clean(hsq_queue *q);
 
+/* 1 while ranges handed out by hsq_queue_recover_begin are not recovered. */
+int hsq_queue_recovering(const hsq_queue *q);
+
 /* In a turn: the janitor removed the uploads of every range handed out
  * (files of them, bytes): the ranges are forgotten with this turn's commit. */
 void hsq_queue_recovered(hsq_queue *q, uint64_t files, uint64_t bytes);

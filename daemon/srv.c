@@ -429,6 +429,15 @@ static void render_metrics(srv *sv) {
     hsq_queue_sweep_totals(sv->q, &m.swept, &m.rate_limited);
     m.blob_bytes = hsq_queue_blob_bytes(sv->q);
     hsq_queue_workers_by_backend(sv->q, &m.workers_cpu, &m.workers_cuda);
+    m.recovering = hsq_queue_recovering(sv->q);
+    if (sv->janitor) {
+        hsq_janitor_totals jt;
+        hsq_janitor_get_totals(sv->janitor, &jt);
+        m.janitor_walks = jt.walks;
+        m.janitor_uploads_removed = jt.uploads_removed;
+        m.janitor_tmp_removed = jt.tmp_removed;
+        m.janitor_last_ms = jt.last_ms;
+    }
     m.version = c->version;
     m.submit_ack = &sv->submit_ack;
     m.queue_wait = &sv->timing.queue_wait;

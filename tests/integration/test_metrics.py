@@ -153,6 +153,12 @@ def main(h):
     get(base + "/healthz")
     get(base + "/readyz")
     get(base + "/nope", expect=404)
+    # The janitor walks the (empty) blob store once hsqd is ready; a new
+    # store has nothing to recover.
+    s = wait_metric(base, lambda s: s["hsq_janitor_walks_total"] >= 1, "the janitor's first walk")
+    check_eq(s["hsq_recovery_pending"], 0.0, "recovery pending on a new store")
+    check_eq(s['hsq_janitor_removed_total{kind="tmp"}'], 0.0, "temp files removed")
+    check(s["hsq_janitor_last_walk_seconds"] >= 0, "last walk seconds: %r" % s)
 
     n = 7
     c = h.client(d.client)
