@@ -106,6 +106,15 @@ static void *janitor_main(void *arg) {
             hsq_log(HSQ_LOG_WARN, "janitor", "walk of the blob store failed err=%s retry_s=%d",
                     hsq_strerror(rc), RETRY_MS / 1000);
             wait_ms = RETRY_MS;
+            if (!recovered) {
+                rep.rc = rc;
+                pthread_mutex_lock(&j->mu);
+                j->report = rep;
+                j->have_report = 1;
+                pthread_mutex_unlock(&j->mu);
+                if (j->wake)
+                    j->wake(j->ud);
+            }
         } else {
             hsq_log(recovered ? HSQ_LOG_INFO : HSQ_LOG_NOTICE, "janitor",
                     "walk objects=%" PRIu64 " uploads_removed=%" PRIu64 " bytes=%" PRIu64

@@ -16,8 +16,8 @@
  * The thread has its own blob store handle. Matching uploads are collected
  * during the walk and deleted after it, each with its directory sync, so the
  * report means "gone". The first walk's result is collected on the loop
- * thread and given to hsq_queue_recovered; a failed walk is retried a minute
- * later. Stop interrupts a walk between two files: the ranges stay recorded
+ * thread and given to hsq_queue_recovered, a failed one too; a failed walk
+ * is retried a minute later. Stop interrupts a walk between two files: the ranges stay recorded
  * and the next start walks them again.
  *
  * Thread safety: every call is made from the loop thread; wake(ud) is called
@@ -34,6 +34,7 @@
 typedef struct hsq_janitor hsq_janitor;
 
 typedef struct {
+    int rc;          /* 0, or why the walk failed (-errno) */
     uint64_t files;  /* uploads of the recovery ranges deleted */
     uint64_t bytes;  /* their size */
     uint64_t tmp;    /* stale temp files deleted */
@@ -48,8 +49,9 @@ typedef struct {
 int hsq_janitor_start(hsq_janitor **out, const char *blob_root, const hsq_id_range *r, size_t n,
                       uint64_t interval_s, void (*wake)(void *ud), void *ud);
 
-/* 1 (once) when the recovery walk has finished, with its figures in *out;
- * else 0. */
+/* 1 when a recovery walk has ended since the last call, with its figures
+ * in *out (rc says whether it succeeded; after a failure the next walk, a
+ * minute later, reports again, and after a success none does); else 0. */
 int hsq_janitor_collect(hsq_janitor *j, hsq_janitor_report *out);
 
 /* Every walk so far, for the metrics: how many finished, what they deleted

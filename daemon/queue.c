@@ -176,7 +176,8 @@ struct hsq_queue {
     uint32_t turn_msgs;     /* messages handled this turn */
     purge_wait *purge_waits; /* purge requests waiting for the reaper (and recovery) */
     size_t n_purge_waits, cap_purge_waits;
-    int recovering;          /* the janitor has recovery ranges (queue.h) */
+    int recovering;          /* purge requests wait for the janitor's walk (queue.h) */
+    int recover_recorded;    /* this start recorded ranges not yet recovered */
     uint32_t purge_used;     /* a reaping purge pass: sweep budget used so far */
     int sweep_exhausted;     /* the last sweep stopped for want of due entries */
     int purge_exhausted;     /* ... the last sweep of the purge pass did */
@@ -3753,7 +3754,7 @@ int hsq_queue_recover_begin(hsq_queue *q, hsq_id_range out[HSQ_RECOVER_RANGES], 
     q->ids = ids;
     memcpy(out, r, k * sizeof *r);
     *n = k;
-    q->recovering = k > 0;
+    q->recovering = q->recover_recorded = k > 0;
     return 0;
 }
 
@@ -3773,16 +3774,20 @@ int hsq_queue_recovering(const hsq_queue *q) {
     return q->recovering;
 }
 
-void hsq_queue_recovered(hsq_queue *q, uint64_t files, uint64_t bytes) {
+void hsq_queue_recovered(hsq_queue *q, int rc, uint64_t files, uint64_t bytes) {
     assert(q->in_turn);
-    if (!q->recovering)
-        return;
-    /* A failed commit keeps the ranges: the next start walks them again. */
-    note(q, hsq_store_del(q->st, HSQ_DB_META, RECOVER_KEY, strlen(RECOVER_KEY)));
-    q->recovering = 0;
-    q->reaped_sum.inputs += files;
-    q->reaped_sum.bytes += bytes;
-    answer_purge_waits(q);
+    if (rc == 0 && q->recover_recorded) {
+        /* A failed commit keeps the ranges: the next start walks them again. */
+        note(q, hsq_store_del(q->st, HSQ_DB_META, RECOVER_KEY, strlen(RECOVER_KEY)));
+        q->recover_recorded = 0;
+        q->reaped_sum.inputs += files;
+        q->reaped_sum.bytes += bytes;
+    }
+    if (q->recovering) {
+        /* (after a failed walk, purges go on without it: it may keep failing) */
+        q->recovering = 0;
+        answer_purge_waits(q);
+    }
 }
 
 void hsq_queue_sweep_totals(const hsq_queue *q, hsq_sweep_counts *swept, uint64_t *rate_limited) {

@@ -256,9 +256,12 @@ int hsq_queue_mark_clean(hsq_queue *q);
 /* 1 while ranges handed out by hsq_queue_recover_begin are not recovered. */
 int hsq_queue_recovering(const hsq_queue *q);
 
-/* In a turn: the janitor removed the uploads of every range handed out
- * (files of them, bytes): the ranges are forgotten with this turn's commit. */
-void hsq_queue_recovered(hsq_queue *q, uint64_t files, uint64_t bytes);
+/* In a turn: the janitor's walk for the ranges handed out ended. rc 0: it
+ * removed their uploads (files of them, bytes), and the ranges are forgotten
+ * with this turn's commit. Otherwise (a walk that failed; the janitor tries
+ * again) purge requests stop waiting for it, and the ranges stay recorded
+ * until a walk succeeds, here or after a restart. */
+void hsq_queue_recovered(hsq_queue *q, int rc, uint64_t files, uint64_t bytes);
 
 /* 1 when key is an upload ("u/<hash>/<id>/in-<n>") of a task id in one of
  * the n ranges, else 0. */

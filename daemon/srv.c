@@ -49,6 +49,7 @@ typedef struct {
     hsq_reaper *reaper; /* NULL: the sweeper deletes files inline */
     hsq_janitor *janitor;
     int recovered_inline; /* no janitor: recovery ran on this thread; tell the core */
+    int recover_rc;       /* ... how it went */
     const hsq_srv_conf *conf;
     hsq_queue *q;
     int dirty; /* a socket signalled, or a timer is due */
@@ -259,10 +260,10 @@ static void run_turn(srv *sv) {
     }
     hsq_janitor_report jr;
     if (sv->janitor && hsq_janitor_collect(sv->janitor, &jr))
-        hsq_queue_recovered(sv->q, jr.files, jr.bytes);
+        hsq_queue_recovered(sv->q, jr.rc, jr.files, jr.bytes);
     if (sv->recovered_inline) {
         sv->recovered_inline = 0;
-        hsq_queue_recovered(sv->q, 0, 0);
+        hsq_queue_recovered(sv->q, sv->recover_rc, 0, 0);
     }
     int n = drain(sv, HSQ_SOCK_CLIENT);
     n += drain(sv, HSQ_SOCK_WORKER);
@@ -320,6 +321,7 @@ static void render_metrics(srv *sv);
 static void recover_inline(srv *sv) {
     uint64_t removed = 0;
     int rc = hsq_queue_recover(sv->q, &removed);
+    sv->recover_rc = rc;
     if (rc != 0)
         hsq_log(HSQ_LOG_WARN, "srv", "recovery walk failed err=%s", hsq_strerror(rc));
     else

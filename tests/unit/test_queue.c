@@ -1485,7 +1485,7 @@ static void test_recovery(void) {
     HSQ_OK(hsq_blob_size(bl, ka, &size));
     HSQ_OK(hsq_blob_size(bl, kb, &size));
     begin();
-    hsq_queue_recovered(q, 1, sizeof bytes);
+    hsq_queue_recovered(q, 0, 1, sizeof bytes);
     turn();
     captured *c = reply_to(prid);
     HSQ_ASSERT(c);
@@ -1517,6 +1517,19 @@ static void test_recovery(void) {
     open_all();
     HSQ_OK(hsq_queue_recover_begin(q, r, &n));
     HSQ_ASSERT_EQ(n, 1);
+    /* A walk that fails: purge requests stop waiting for it (it may keep
+     * failing), and the range stays recorded for a later walk. */
+    uint64_t prid2 = purge_request(1000);
+    HSQ_ASSERT(!replied(prid2));
+    begin();
+    hsq_queue_recovered(q, -EIO, 0, 0);
+    turn();
+    HSQ_ASSERT_EQ(reply_to(prid2)->m.kind, HSQ_KIND_REPLY);
+    HSQ_ASSERT(!hsq_queue_recovering(q));
+    close_all();
+    open_all();
+    HSQ_OK(hsq_queue_recover_begin(q, r, &n));
+    HSQ_ASSERT_EQ(n, 2);
 
     /* A new store and a clean stop: nothing to recover, no gap in the ids. */
     fresh();
