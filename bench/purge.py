@@ -295,12 +295,8 @@ def main():
                 print("erase receipt: tasks %d, bytes %d" % (r["tasks"], r["bytes"]))
             elif a.by == "request":
                 # Like `hsq purge`: ask again while the reply says more.
-                while True:
-                    r = c.ok("purge", {}, timeout=600).meta
-                    if os.environ.get("PURGE_DEBUG"):
-                        print("  purge reply %r" % (r,))
-                    if not r["more"]:
-                        break
+                while c.ok("purge", {}, timeout=600).meta["more"]:
+                    pass
             elif done:
                 while not done(c.stats()):
                     time.sleep(0.05)
