@@ -5,6 +5,7 @@
 #include "common/clock.h"
 #include "common/fault.h"
 #include "common/log.h"
+#include "daemon/cond.h"
 #include "schemas/err.h"
 
 #include <errno.h>
@@ -13,7 +14,6 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #define RETRY_MS 60000 /* after a failed walk */
 
@@ -87,9 +87,8 @@ static int walk_once(hsq_janitor *j, hsq_janitor_report *rep) {
 
 /* Sleep until monotonic time `until_ms` or quit; called with mu held. */
 static void rest_until(hsq_janitor *j, uint64_t until_ms) {
-    struct timespec ts = {(time_t)(until_ms / 1000u), (long)(until_ms % 1000u) * 1000000L};
     while (!atomic_load(&j->quit) && hsq_clock_mono_ms() < until_ms)
-        if (pthread_cond_timedwait(&j->cv, &j->mu, &ts) == ETIMEDOUT)
+        if (hsq_cond_wait_until_us(&j->cv, &j->mu, until_ms * 1000u) == ETIMEDOUT)
             break;
 }
 
@@ -169,11 +168,7 @@ int hsq_janitor_start(hsq_janitor **out, const char *blob_root, const hsq_id_ran
     j->ud = ud;
     atomic_init(&j->quit, 0);
     pthread_mutex_init(&j->mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* rest_until's deadlines */
-    pthread_cond_init(&j->cv, &ca);
-    pthread_condattr_destroy(&ca);
+    hsq_cond_init_mono(&j->cv); /* rest_until's deadlines */
     rc = pthread_create(&j->thread, NULL, janitor_main, j);
     if (rc != 0) {
         pthread_cond_destroy(&j->cv);

@@ -5,13 +5,13 @@
 #include "common/clock.h"
 #include "common/fault.h"
 #include "common/log.h"
+#include "daemon/cond.h"
 #include "schemas/err.h"
 
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #define REAP_BATCH 64          /* entries deleted between two flushes */
 #define REAP_REST_MAX_US 250000 /* longest pause after a batch */
@@ -62,9 +62,8 @@ static void delete_entry(hsq_reaper *r, hsq_reap *e) {
 
 /* Sleep until monotonic time `until` (us) or quit; called with mu held. */
 static void rest_until(hsq_reaper *r, uint64_t until) {
-    struct timespec ts = {(time_t)(until / 1000000u), (long)(until % 1000000u) * 1000};
     while (!r->quit && hsq_clock_mono_us() < until)
-        if (pthread_cond_timedwait(&r->cv, &r->mu, &ts) == ETIMEDOUT)
+        if (hsq_cond_wait_until_us(&r->cv, &r->mu, until) == ETIMEDOUT)
             break;
 }
 
@@ -126,11 +125,7 @@ int hsq_reaper_start(hsq_reaper **out, const char *blob_root, void (*wake)(void 
     r->wake = wake;
     r->ud = ud;
     pthread_mutex_init(&r->mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* rest_until's deadlines */
-    pthread_cond_init(&r->cv, &ca);
-    pthread_condattr_destroy(&ca);
+    hsq_cond_init_mono(&r->cv); /* rest_until's deadlines */
     rc = pthread_create(&r->thread, NULL, reaper_main, r);
     if (rc != 0) {
         pthread_cond_destroy(&r->cv);
