@@ -90,8 +90,9 @@ int hsq_blob_walk(hsq_blob *b, int (*fn)(const char *key, uint64_t size, void *u
 
 /* Remove temp files (".tmp.*") left by crashed puts anywhere in the store, if
  * last written more than HSQ_BLOB_TMP_STALE_S ago; safe while other processes
- * write. *removed (optional) gets how many. hsqd's janitor thread runs it
- * (janitor.h). Errors: -errno. */
+ * write. *removed (optional) gets how many. `hsq fsck --repair` runs it;
+ * hsqd's janitor thread does the same within its own walk
+ * (hsq_blob_walk_clean, janitor.h). Errors: -errno. */
 int hsq_blob_clean_tmp(hsq_blob *b, uint64_t *removed);
 
 /* Both in one pass over the tree: fn (may be NULL) for every object key, as

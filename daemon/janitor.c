@@ -82,6 +82,7 @@ static int walk_once(hsq_janitor *j, hsq_janitor_report *rep) {
     free(c.sizes);
     rep->walked = c.walked;
     rep->ms = hsq_clock_mono_ms() - t0;
+    rep->rc = rc;
     return rc;
 }
 
@@ -100,42 +101,35 @@ static void *janitor_main(void *arg) {
         int rc = walk_once(j, &rep);
         if (atomic_load(&j->quit))
             break;
-        uint64_t wait_ms = j->interval_ms;
-        if (rc != 0) {
+        if (rc != 0)
             hsq_log(HSQ_LOG_WARN, "janitor", "walk of the blob store failed err=%s retry_s=%d",
                     hsq_strerror(rc), RETRY_MS / 1000);
-            wait_ms = RETRY_MS;
-            if (!recovered) {
-                rep.rc = rc;
-                pthread_mutex_lock(&j->mu);
-                j->report = rep;
-                j->have_report = 1;
-                pthread_mutex_unlock(&j->mu);
-                if (j->wake)
-                    j->wake(j->ud);
-            }
-        } else {
+        else
             hsq_log(recovered ? HSQ_LOG_INFO : HSQ_LOG_NOTICE, "janitor",
                     "walk objects=%" PRIu64 " uploads_removed=%" PRIu64 " bytes=%" PRIu64
                     " tmp_removed=%" PRIu64 " ms=%" PRIu64,
                     rep.walked, rep.files, rep.bytes, rep.tmp, rep.ms);
-            pthread_mutex_lock(&j->mu);
+        /* Recovery walks report until one succeeds, failed ones too. */
+        int report = !recovered;
+        pthread_mutex_lock(&j->mu);
+        if (rc == 0) {
             j->totals.walks++;
             j->totals.uploads_removed += rep.files;
             j->totals.tmp_removed += rep.tmp;
             j->totals.last_ms = rep.ms;
-            if (!recovered) {
-                j->report = rep;
-                j->have_report = 1;
-            }
-            pthread_mutex_unlock(&j->mu);
-            if (!recovered) {
-                recovered = 1;
-                j->n = 0;
-                if (j->wake)
-                    j->wake(j->ud);
-            }
         }
+        if (report) {
+            j->report = rep;
+            j->have_report = 1;
+        }
+        pthread_mutex_unlock(&j->mu);
+        if (report && rc == 0) {
+            recovered = 1;
+            j->n = 0;
+        }
+        if (report && j->wake)
+            j->wake(j->ud);
+        uint64_t wait_ms = rc != 0 ? RETRY_MS : j->interval_ms;
         pthread_mutex_lock(&j->mu);
         if (wait_ms == 0) /* nothing more to do: wait for stop */
             while (!atomic_load(&j->quit))
