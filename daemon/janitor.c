@@ -3,7 +3,6 @@
 #include "common/alloc.h"
 #include "common/blob.h"
 #include "common/clock.h"
-#include "common/fault.h"
 #include "common/log.h"
 #include "daemon/cond.h"
 #include "schemas/err.h"
@@ -33,57 +32,18 @@ struct hsq_janitor {
     void *ud;
 };
 
-typedef struct {
-    hsq_janitor *j;
-    char **keys;
-    uint64_t *sizes;
-    size_t nk, cap;
-    uint64_t walked;
-} walk_ctx;
-
-static int visit(const char *key, uint64_t size, void *ud) {
-    walk_ctx *c = ud;
-    if (atomic_load(&c->j->quit))
-        return -ECANCELED;
-    c->walked++;
-    if (!hsq_recover_match(key, c->j->r, c->j->n))
-        return 0;
-    if (c->nk == c->cap) {
-        c->cap = c->cap ? c->cap * 2 : 16;
-        c->keys = hsq_xrealloc(c->keys, c->cap * sizeof *c->keys);
-        c->sizes = hsq_xrealloc(c->sizes, c->cap * sizeof *c->sizes);
-    }
-    c->keys[c->nk] = hsq_xstrndup(key, strlen(key));
-    c->sizes[c->nk++] = size;
-    return 0;
+static int quitting(void *ud) {
+    hsq_janitor *j = ud;
+    return atomic_load(&j->quit);
 }
 
-/* One walk: stale temp files, and the uploads of the ranges (collected, then
- * deleted each with its directory sync). */
+/* One walk (hsq_recover_walk): stale temp files, and the uploads of the
+ * ranges still to recover. */
 static int walk_once(hsq_janitor *j, hsq_janitor_report *rep) {
-    memset(rep, 0, sizeof *rep);
     uint64_t t0 = hsq_clock_mono_ms();
-    walk_ctx c = {j, NULL, NULL, 0, 0, 0};
-    int rc = hsq_blob_walk_clean(j->blob, visit, &c, &rep->tmp);
-    for (size_t i = 0; i < c.nk; i++) {
-        if (rc == 0 && atomic_load(&j->quit))
-            rc = -ECANCELED;
-        if (rc == 0) {
-            rc = hsq_blob_delete(j->blob, c.keys[i]);
-            if (rc == 0) {
-                rep->files++;
-                rep->bytes += c.sizes[i];
-                hsq_fault("janitor.deleted");
-            }
-        }
-        free(c.keys[i]);
-    }
-    free(c.keys);
-    free(c.sizes);
-    rep->walked = c.walked;
+    rep->rc = hsq_recover_walk(j->blob, j->r, j->n, quitting, j, &rep->n);
     rep->ms = hsq_clock_mono_ms() - t0;
-    rep->rc = rc;
-    return rc;
+    return rep->rc;
 }
 
 /* Sleep until monotonic time `until_ms` or quit; called with mu held. */
@@ -108,14 +68,14 @@ static void *janitor_main(void *arg) {
             hsq_log(recovered ? HSQ_LOG_INFO : HSQ_LOG_NOTICE, "janitor",
                     "walk objects=%" PRIu64 " uploads_removed=%" PRIu64 " bytes=%" PRIu64
                     " tmp_removed=%" PRIu64 " ms=%" PRIu64,
-                    rep.walked, rep.files, rep.bytes, rep.tmp, rep.ms);
+                    rep.n.walked, rep.n.files, rep.n.bytes, rep.n.tmp, rep.ms);
         /* Recovery walks report until one succeeds, failed ones too. */
         int report = !recovered;
         pthread_mutex_lock(&j->mu);
         if (rc == 0) {
             j->totals.walks++;
-            j->totals.uploads_removed += rep.files;
-            j->totals.tmp_removed += rep.tmp;
+            j->totals.uploads_removed += rep.n.files;
+            j->totals.tmp_removed += rep.n.tmp;
             j->totals.last_ms = rep.ms;
         }
         if (report) {

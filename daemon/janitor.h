@@ -13,12 +13,13 @@
  *              that died (a worker killed while writing an output holds a
  *              user's image in one), once older than HSQ_BLOB_TMP_STALE_S.
  *
- * The thread has its own blob store handle. Matching uploads are collected
- * during the walk and deleted after it, each with its directory sync, so the
- * report means "gone". The first walk's result is collected on the loop
- * thread and given to hsq_queue_recovered, a failed one too; a failed walk
- * is retried a minute later. Stop interrupts a walk between two files: the ranges stay recorded
- * and the next start walks them again.
+ * The thread has its own blob store handle and walks with hsq_recover_walk
+ * (queue.h): matching uploads are deleted after the walk, each with its
+ * directory sync, so the report means "gone". Recovery walks are reported to
+ * the loop thread, which gives them to hsq_queue_recovered, until one
+ * succeeds; a failed walk is retried a minute later. Stop interrupts a walk
+ * between two files: the ranges stay recorded and the next start walks them
+ * again.
  *
  * Thread safety: every call is made from the loop thread; wake(ud) is called
  * on the janitor's thread when the recovery walk has finished.
@@ -34,12 +35,9 @@
 typedef struct hsq_janitor hsq_janitor;
 
 typedef struct {
-    int rc;          /* 0, or why the walk failed (-errno) */
-    uint64_t files;  /* uploads of the recovery ranges deleted */
-    uint64_t bytes;  /* their size */
-    uint64_t tmp;    /* stale temp files deleted */
-    uint64_t walked; /* objects looked at */
-    uint64_t ms;     /* how long the walk took */
+    int rc;               /* 0, or why the walk failed (-errno) */
+    hsq_recover_counts n; /* what it looked at and deleted (queue.h) */
+    uint64_t ms;          /* how long it took */
 } hsq_janitor_report;
 
 /* Open a blob store handle on root and start the thread, which walks at once

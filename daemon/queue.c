@@ -2120,6 +2120,18 @@ static void h_purge(req_ctx *c) {
     purge_pass(q, c->sock, c->peer, c->plen, c->m->rid, limit, r->dry_run, NULL);
 }
 
+/* A new, zeroed entry for the reaper, in flight once the turn hands the
+ * list over (hsq_queue_take_reaps); the caller fills it in. */
+static hsq_reap *reap_push(hsq_queue *q) {
+    if (q->n_reaps == q->cap_reaps) {
+        q->cap_reaps = q->cap_reaps ? 2 * q->cap_reaps : 16;
+        q->reaps = hsq_xrealloc(q->reaps, q->cap_reaps * sizeof *q->reaps);
+    }
+    hsq_reap *r = &q->reaps[q->n_reaps++];
+    memset(r, 0, sizeof *r);
+    return r;
+}
+
 /* ---- erase-user ----
  *
  * The request records the user in the ledger and waits; the ledger entry
@@ -2354,12 +2366,7 @@ enum { ERASE_NONE, ERASE_RECORDS, ERASE_DONE, ERASE_FILES };
 #define ERASE_TURN_TASKS 1024
 
 static void erase_handoff(hsq_queue *q) {
-    if (q->n_reaps == q->cap_reaps) {
-        q->cap_reaps = q->cap_reaps ? 2 * q->cap_reaps : 16;
-        q->reaps = hsq_xrealloc(q->reaps, q->cap_reaps * sizeof *q->reaps);
-    }
-    hsq_reap *r = &q->reaps[q->n_reaps++];
-    memset(r, 0, sizeof *r);
+    hsq_reap *r = reap_push(q);
     r->entry[16] = EXP_ERASE;
     hsq_blob_user_prefix(q->blob, q->erase_user, q->erase_ulen, r->prefix);
     q->reap_inflight++;
@@ -3150,8 +3157,6 @@ static void sweep_retry_later(hsq_queue *q, uint64_t id, uint8_t kind) {
     save_task(q, &t);
 }
 
-
-
 /* Append a NUL-terminated copy of key to the reap's key block. */
 static void reap_key(hsq_reap *r, size_t *len, hsq_str key) {
     r->keys = hsq_xrealloc(r->keys, *len + key.len + 1);
@@ -3183,12 +3188,7 @@ static int try_handoff(hsq_queue *q, const uint8_t key[17]) {
         return 0;
     if (q->reap_inflight >= q->reap_max)
         return -1;
-    if (q->n_reaps == q->cap_reaps) {
-        q->cap_reaps = q->cap_reaps ? 2 * q->cap_reaps : 16;
-        q->reaps = hsq_xrealloc(q->reaps, q->cap_reaps * sizeof *q->reaps);
-    }
-    hsq_reap *r = &q->reaps[q->n_reaps++];
-    memset(r, 0, sizeof *r);
+    hsq_reap *r = reap_push(q);
     memcpy(r->entry, key, 17);
     size_t len = 0;
     for (uint32_t i = 0; i < t.n_inputs; i++) {
@@ -3316,9 +3316,6 @@ void hsq_queue_reaped(hsq_queue *q, hsq_reap *r, size_t n) {
     q->results_head = 0;
 }
 
-/* Apply up to `budget` results from the reaper: the records of deleted files
- * change now. Returns how many were applied. */
-
 /* Purge requests wait while their pass has work left (reaping: the turns'
  * sweeps hand its entries to the reaper until none is due or the first
  * request's limit is used), while the reaper holds entries, and while the
@@ -3347,6 +3344,8 @@ static void answer_purge_waits(hsq_queue *q) {
     memset(&q->reaped_sum, 0, sizeof q->reaped_sum);
 }
 
+/* Apply up to `budget` results from the reaper: the records of deleted files
+ * change now. Returns how many were applied. */
 static uint32_t apply_results(hsq_queue *q, uint32_t budget) {
     hsq_sweep_counts sc;
     memset(&sc, 0, sizeof sc);
@@ -3525,7 +3524,7 @@ int hsq_queue_end_turn(hsq_queue *q) {
         if (budget > 0)
             used = apply_results(q, budget);
         else if (q->results_head < q->n_results)
-            apply_results(q, 64); /* the sweeper was switched off meanwhile */
+            apply_results(q, 64); /* sweeper off: an erasure's, or ones from before */
         if (used < budget) {
             hsq_sweep_counts sc;
             memset(&sc, 0, sizeof sc);
@@ -3654,21 +3653,52 @@ int hsq_recover_match(const char *key, const hsq_id_range *r, size_t n) {
 typedef struct {
     const hsq_id_range *r;
     size_t n;
+    int (*stop)(void *ud);
+    void *ud;
     char **keys;
+    uint64_t *sizes;
     size_t nk, cap;
+    uint64_t walked;
 } recover_ctx;
 
 static int recover_visit(const char *key, uint64_t size, void *ud) {
-    (void)size;
     recover_ctx *c = ud;
+    if (c->stop && c->stop(c->ud))
+        return -ECANCELED;
+    c->walked++;
     if (!hsq_recover_match(key, c->r, c->n))
         return 0;
     if (c->nk == c->cap) {
         c->cap = c->cap ? c->cap * 2 : 16;
         c->keys = hsq_xrealloc(c->keys, c->cap * sizeof *c->keys);
+        c->sizes = hsq_xrealloc(c->sizes, c->cap * sizeof *c->sizes);
     }
-    c->keys[c->nk++] = hsq_xstrndup(key, strlen(key));
+    c->keys[c->nk] = hsq_xstrndup(key, strlen(key));
+    c->sizes[c->nk++] = size;
     return 0;
+}
+
+int hsq_recover_walk(hsq_blob *b, const hsq_id_range *r, size_t n, int (*stop)(void *ud), void *ud,
+                     hsq_recover_counts *out) {
+    memset(out, 0, sizeof *out);
+    /* Collected first, deleted after: the walk's directory reads never see
+     * their own deletions. */
+    recover_ctx c = {r, n, stop, ud, NULL, NULL, 0, 0, 0};
+    int rc = hsq_blob_walk_clean(b, recover_visit, &c, &out->tmp);
+    for (size_t i = 0; i < c.nk; i++) {
+        if (rc == 0 && stop && stop(ud))
+            rc = -ECANCELED;
+        if (rc == 0 && (rc = hsq_blob_delete(b, c.keys[i])) == 0) {
+            out->files++;
+            out->bytes += c.sizes[i];
+            hsq_fault("recover.deleted");
+        }
+        free(c.keys[i]);
+    }
+    free(c.keys);
+    free(c.sizes);
+    out->walked = c.walked;
+    return rc;
 }
 
 int hsq_queue_recover(hsq_queue *q, uint64_t *removed) {
@@ -3685,23 +3715,14 @@ int hsq_queue_recover(hsq_queue *q, uint64_t *removed) {
     r[n].lo = q->ids.next_id; /* nothing is served yet: no id above is taken */
     r[n].hi = UINT64_MAX;
     n++;
-    /* Collected first, deleted after: the walk's directory reads never see
-     * their own deletions. */
-    recover_ctx c = {r, n, NULL, 0, 0};
-    uint64_t tmp = 0, del = 0;
-    rc = hsq_blob_walk_clean(q->blob, recover_visit, &c, &tmp);
-    for (size_t i = 0; i < c.nk; i++) {
-        if (rc == 0 && (rc = hsq_blob_delete(q->blob, c.keys[i])) == 0)
-            del++;
-        free(c.keys[i]);
-    }
-    free(c.keys);
+    hsq_recover_counts counts;
+    rc = hsq_recover_walk(q->blob, r, n, NULL, NULL, &counts);
     if (rc == 0 && n > 1 && (rc = hsq_store_begin(q->st, 0)) == 0) {
         rc = hsq_store_del(q->st, HSQ_DB_META, RECOVER_KEY, strlen(RECOVER_KEY));
         rc = rc == 0 ? hsq_store_commit(q->st) : (hsq_store_abort(q->st), rc);
     }
     if (removed)
-        *removed = del + tmp;
+        *removed = counts.files + counts.tmp;
     return rc;
 }
 

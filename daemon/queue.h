@@ -267,6 +267,20 @@ void hsq_queue_recovered(hsq_queue *q, int rc, uint64_t files, uint64_t bytes);
  * the n ranges, else 0. */
 int hsq_recover_match(const char *key, const hsq_id_range *r, size_t n);
 
+/* One walk of the blob store b for recovery: stale temp files removed, and
+ * the uploads of the n ranges collected, then deleted each with its
+ * directory sync (so a count means gone). stop(ud) (stop may be NULL) is
+ * asked between two files; when it says so the walk ends with -ECANCELED.
+ * Errors: -errno. */
+typedef struct {
+    uint64_t files;  /* uploads of the ranges deleted */
+    uint64_t bytes;  /* their size */
+    uint64_t tmp;    /* stale temp files deleted */
+    uint64_t walked; /* objects looked at */
+} hsq_recover_counts;
+int hsq_recover_walk(hsq_blob *b, const hsq_id_range *r, size_t n, int (*stop)(void *ud), void *ud,
+                     hsq_recover_counts *out);
+
 /* The same in one call on this thread, for when there is no janitor: walk
  * the tree now, deleting uploads in the recorded ranges and of ids at or above
  * the next id, and temp files of interrupted writes; then forget the ranges.

@@ -260,7 +260,7 @@ static void run_turn(srv *sv) {
     }
     hsq_janitor_report jr;
     if (sv->janitor && hsq_janitor_collect(sv->janitor, &jr))
-        hsq_queue_recovered(sv->q, jr.rc, jr.files, jr.bytes);
+        hsq_queue_recovered(sv->q, jr.rc, jr.n.files, jr.n.bytes);
     if (sv->recovered_inline) {
         sv->recovered_inline = 0;
         hsq_queue_recovered(sv->q, sv->recover_rc, 0, 0);

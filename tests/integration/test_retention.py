@@ -17,7 +17,7 @@ Usage: test_retention.py classes|erase|export|crash|diskfull|offline
             deleted, not committed; erase.after_blobs: files gone, ledger
             entry not; turn.before_commit@N during an erase, sweep.entry@N
             during a purge, reap.deleted in the reaper thread,
-            janitor.deleted in the start-up recovery walk), restart:
+            recover.deleted in the start-up recovery walk), restart:
             `hsq fsck` finds no orphans and no dangling records, the
             erasure completed, and the crash's lost uploads are gone;
   diskfull  purge on a full (tmpfs) disk still frees space and succeeds;
@@ -559,11 +559,11 @@ def crash_recovery(h):
         harness.write_blob(d.blob_dir, os.path.relpath(path, d.blob_dir), make_png(9, 9, i))
     # SIGKILL in the janitor, after its first deletion (it starts once hsqd
     # is ready, so readiness does not wait for the walk).
-    d = start_faulty(h, data, "janitor.deleted")
-    check(wait_dead(d.proc, tmo(10)), "hsqd did not die at janitor.deleted")
+    d = start_faulty(h, data, "recover.deleted")
+    check(wait_dead(d.proc, tmo(10)), "hsqd did not die at recover.deleted")
     d.kill9()
     left = [p for p in orphans if os.path.exists(p)]
-    check_eq(len(left), 2, "uploads left after SIGKILL at janitor.deleted")
+    check_eq(len(left), 2, "uploads left after SIGKILL at recover.deleted")
     # The range set aside before that walk is still recorded: this start
     # finishes it; a purge answers only after the walk (it counts the
     # uploads when it had to wait for them).

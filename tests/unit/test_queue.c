@@ -1460,10 +1460,10 @@ static void test_recovery(void) {
     }
     HSQ_ASSERT(got);
     HSQ_ASSERT_EQ(atomic_load(&reaper_woke), 1);
-    HSQ_ASSERT_EQ(rep.files, 1);
-    HSQ_ASSERT_EQ(rep.bytes, sizeof bytes);
-    HSQ_ASSERT_EQ(rep.walked, 3);
-    HSQ_ASSERT_EQ(rep.tmp, 1);
+    HSQ_ASSERT_EQ(rep.n.files, 1);
+    HSQ_ASSERT_EQ(rep.n.bytes, sizeof bytes);
+    HSQ_ASSERT_EQ(rep.n.walked, 3);
+    HSQ_ASSERT_EQ(rep.n.tmp, 1);
     HSQ_ASSERT_EQ(access(stale, F_OK), -1);
     HSQ_ASSERT_EQ(access(young, F_OK), 0);
     HSQ_ASSERT_EQ(unlink(young), 0);
