@@ -19,8 +19,8 @@
 #include "common/blob.h"
 #include "common/clock.h"
 #include "common/conf.h"
-#include "daemon/hsqd_conf.h"
 #include "daemon/fsck.h"
+#include "daemon/hsqd_conf.h"
 #include "daemon/queue.h"
 #include "daemon/store.h"
 
@@ -822,8 +822,7 @@ int hsq_cli_fsck(const hsq_cli_cmd *cmd) {
         printf("orphans    %" PRIu64 " blobs without a record (%" PRIu64 " bytes)\n", r.orphans,
                r.orphan_bytes);
         printf("dangling   %" PRIu64 " references to missing blobs\n", r.dangling);
-        printf("pending    %" PRIu64 " deletions due and half done (the sweeper finishes them)\n",
-               r.pending);
+        printf("pending    %" PRIu64 " deletions in progress (hsqd finishes them)\n", r.pending);
         if (cmd->repair)
             printf("repaired   %" PRIu64 "\n", r.repaired);
         if (r.tmp_removed)

@@ -1,6 +1,7 @@
 #include "daemon/fsck.h"
 
 #include "common/alloc.h"
+#include "daemon/queue.h"
 #include "daemon/task.h"
 #include "schemas/err.h"
 
@@ -74,6 +75,11 @@ typedef struct {
     keyset leased;   /* "<task id>" of leased tasks: their dirs may be in use */
     keyset found;    /* keys present in the blob store */
     keyset orphans;
+    /* Deletions recorded as intents: "u/<hash>/" of each user in the erasure
+     * ledger, and start-up recovery's id ranges. */
+    keyset erasing;
+    hsq_id_range recover[HSQ_RECOVER_RANGES];
+    size_t n_recover;
     uint64_t max_id; /* tasks above this were created after pass 1 began */
     int64_t now;
     int repair;
@@ -108,6 +114,13 @@ static int on_blob(const char *key, uint64_t size, void *ud) {
     /* hsqd writes a new task's inputs before its record commits. */
     if (id[0] && strtoull(id, NULL, 10) > c->max_id)
         return 0;
+    /* Deleted by an erasure or by start-up recovery, both recorded. */
+    char prefix[HSQ_BLOB_PREFIX_LEN + 1];
+    snprintf(prefix, sizeof prefix, "%s", key);
+    if (set_has(&c->erasing, prefix) || hsq_recover_match(key, c->recover, c->n_recover)) {
+        c->r->pending++;
+        return 0;
+    }
     c->r->orphans++;
     c->r->orphan_bytes += size;
     set_add(&c->orphans, key, strlen(key));
@@ -116,7 +129,27 @@ static int on_blob(const char *key, uint64_t size, void *ud) {
     return 0;
 }
 
-/* Pass 1: collect every referenced key and the leased task ids. */
+/* The blob prefixes of the users in the erasure ledger (u8 len | user). */
+static int erasing_prefixes(hsq_store *st, fsck_ctx *c) {
+    hsq_cursor *cur;
+    int rc = hsq_cursor_open(st, HSQ_DB_LEDGER, &cur);
+    if (rc != 0)
+        return rc;
+    hsq_bytes k;
+    for (rc = hsq_cursor_get(cur, HSQ_CUR_FIRST, &k, NULL); rc == 0;
+         rc = hsq_cursor_get(cur, HSQ_CUR_NEXT, &k, NULL)) {
+        if (k.len < 1 || k.len != 1u + k.ptr[0])
+            continue;
+        char prefix[HSQ_BLOB_PREFIX_LEN + 1];
+        hsq_blob_user_prefix(c->blob, (const char *)k.ptr + 1, k.ptr[0], prefix);
+        set_add(&c->erasing, prefix, strlen(prefix));
+    }
+    hsq_cursor_close(&cur);
+    return rc == HSQ_ENOTFOUND ? 0 : rc;
+}
+
+/* Pass 1: collect every referenced key, the leased task ids and the
+ * deletions recorded as intents (erasures, start-up recovery). */
 static int collect(hsq_store *st, fsck_ctx *c) {
     int rc = hsq_store_begin(st, 1);
     if (rc != 0)
@@ -150,8 +183,12 @@ static int collect(hsq_store *st, fsck_ctx *c) {
         }
     }
     hsq_cursor_close(&cur);
+    if (rc == HSQ_ENOTFOUND)
+        rc = erasing_prefixes(st, c);
+    if (rc == 0)
+        rc = hsq_recover_ranges(st, c->recover, &c->n_recover);
     hsq_store_abort(st);
-    return rc == HSQ_ENOTFOUND ? 0 : rc;
+    return rc;
 }
 
 /* Pass 3: records whose blobs are gone; with repair, drop the references. */
@@ -266,5 +303,6 @@ int hsq_fsck_run(hsq_store *st, hsq_blob *blob, int repair, int64_t now_ms, FILE
     set_free(&c.leased);
     set_free(&c.found);
     set_free(&c.orphans);
+    set_free(&c.erasing);
     return rc;
 }

@@ -2,7 +2,10 @@
  *
  * Finds blobs that no record references (orphans) and records that point
  * at blobs that are gone (dangling). A blob under a task that is currently
- * leased is not an orphan: its worker may be writing outputs right now. With
+ * leased is not an orphan: its worker may be writing outputs right now. Nor
+ * is one that a recorded intent is deleting (pending): everything under the
+ * prefix of a user in the erasure ledger, and uploads of the ids hsqd's
+ * start-up recovery set aside (queue.h); hsqd finishes both. With
  * repair, orphans are deleted and dangling references are dropped from their
  * records (an input is marked deleted, a missing output leaves the list), in
  * write transactions of bounded size. Safe to run while hsqd serves: LMDB
@@ -23,8 +26,10 @@ typedef struct {
     uint64_t orphans;      /* blobs without a record */
     uint64_t orphan_bytes;
     uint64_t dangling;     /* references to missing blobs */
-    uint64_t pending;      /* missing blobs whose deletion is due but not yet recorded
-                              (a sweep interrupted by a crash: the next pass finishes it) */
+    uint64_t pending;      /* deletions in progress: missing blobs whose deletion is due
+                              but not yet recorded (a sweep interrupted by a crash: the
+                              next pass finishes it), and blobs an erasure or start-up
+                              recovery is deleting */
     uint64_t repaired;     /* orphans deleted + references dropped */
     uint64_t tmp_removed;  /* stale temp files of crashed writes */
 } hsq_fsck_report;

@@ -3618,10 +3618,10 @@ int64_t hsq_queue_next_deadline(hsq_queue *q) {
 #define RECOVER_KEY "recover" /* meta: hsq_id_range[], the ranges not yet recovered */
 #define CLEAN_KEY "clean"     /* meta: present while stopped cleanly */
 
-static int load_recover(hsq_queue *q, hsq_id_range *r, size_t *n) {
+int hsq_recover_ranges(hsq_store *st, hsq_id_range r[HSQ_RECOVER_RANGES], size_t *n) {
     *n = 0;
     hsq_bytes v;
-    int rc = hsq_store_get(q->st, HSQ_DB_META, RECOVER_KEY, strlen(RECOVER_KEY), &v);
+    int rc = hsq_store_get(st, HSQ_DB_META, RECOVER_KEY, strlen(RECOVER_KEY), &v);
     if (rc == HSQ_ENOTFOUND)
         return 0;
     if (rc != 0)
@@ -3708,7 +3708,7 @@ int hsq_queue_recover(hsq_queue *q, uint64_t *removed) {
     int rc = hsq_store_begin(q->st, 1);
     if (rc != 0)
         return rc;
-    rc = load_recover(q, r, &n);
+    rc = hsq_recover_ranges(q->st, r, &n);
     hsq_store_abort(q->st);
     if (rc != 0)
         return rc;
@@ -3734,7 +3734,7 @@ int hsq_queue_recover_begin(hsq_queue *q, hsq_id_range out[HSQ_RECOVER_RANGES], 
     int rc = hsq_store_begin(q->st, 0);
     if (rc != 0)
         return rc;
-    rc = load_recover(q, r, &k);
+    rc = hsq_recover_ranges(q->st, r, &k);
     hsq_bytes v;
     /* A store that has run (its ids are recorded) and was not stopped
      * cleanly may hold uploads of a lost turn. */

@@ -263,6 +263,11 @@ int hsq_queue_recovering(const hsq_queue *q);
  * until a walk succeeds, here or after a restart. */
 void hsq_queue_recovered(hsq_queue *q, int rc, uint64_t files, uint64_t bytes);
 
+/* The ranges recorded and not yet recovered, read in st's open transaction
+ * (hsq fsck counts their uploads as deletions in progress).
+ * Errors: HSQ_ESTORE, HSQ_ECORRUPT. */
+int hsq_recover_ranges(hsq_store *st, hsq_id_range r[HSQ_RECOVER_RANGES], size_t *n);
+
 /* 1 when key is an upload ("u/<hash>/<id>/in-<n>") of a task id in one of
  * the n ranges, else 0. */
 int hsq_recover_match(const char *key, const hsq_id_range *r, size_t n);

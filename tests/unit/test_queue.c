@@ -1679,6 +1679,33 @@ static void test_fsck(void) {
     HSQ_OK(hsq_fsck_run(st, bl, 0, now, NULL, &r));
     HSQ_ASSERT_EQ(r.orphans, 0);
     HSQ_ASSERT_EQ(r.dangling, 0);
+
+    /* Files a recorded intent is deleting are pending, not orphans: a user
+     * in the erasure ledger (whose records may be gone already), and an
+     * upload of the ids start-up recovery set aside. */
+    hsq_blob_user_prefix(bl, "wes", 3, prefix);
+    snprintf(key, sizeof key, "%s1/out-0.jpg", prefix);
+    HSQ_OK(hsq_blob_put(bl, key, "x", 1, HSQ_BLOB_SYNC));
+    uint64_t erid = erase_request("wes"); /* the ledger entry; the erasure is next turn */
+    HSQ_OK(hsq_fsck_run(st, bl, 0, now, NULL, &r));
+    HSQ_ASSERT_EQ(r.orphans, 0);
+    HSQ_ASSERT_EQ(r.pending, 1);
+    begin();
+    turn();
+    HSQ_ASSERT_EQ(reply_to(erid)->m.kind, HSQ_KIND_REPLY);
+    close_all();
+    open_all(); /* not a clean stop */
+    hsq_id_range rr[HSQ_RECOVER_RANGES];
+    size_t nr;
+    HSQ_OK(hsq_queue_recover_begin(q, rr, &nr));
+    HSQ_ASSERT_EQ(nr, 1);
+    HSQ_ASSERT(submit("vic", NULL) > 0); /* a task above the range */
+    hsq_blob_user_prefix(bl, "vic", 3, prefix);
+    snprintf(key, sizeof key, "%s%llu/in-0", prefix, (unsigned long long)rr[0].lo);
+    HSQ_OK(hsq_blob_put(bl, key, "x", 1, HSQ_BLOB_SYNC));
+    HSQ_OK(hsq_fsck_run(st, bl, 0, now, NULL, &r));
+    HSQ_ASSERT_EQ(r.orphans, 0);
+    HSQ_ASSERT_EQ(r.pending, 1);
 }
 
 /* The per-user token bucket: a burst passes, the next submit is refused
