@@ -32,7 +32,7 @@ static const char overview[] =
     "  top      [--once]                      live view: depth, throughput, workers (q quits)\n"
     "  keygen   [-o PREFIX]                   write a CURVE key pair (PREFIX.key, PREFIX.pub)\n"
     "  purge    [--dry-run] [--data-dir DIR]  delete what the retention policy says is due\n"
-    "  erase-user USER                        erase every task and image of USER (receipt)\n"
+    "  erase-user USER [--timeout-s N]        erase every task and image of USER (receipt)\n"
     "  export-user USER -o FILE.tar           one archive of USER's tasks and images\n"
     "  fsck     --data-dir DIR [--repair]     find (and fix) orphan blobs and dangling records\n"
     "  credits  grant USER N | show USER      a user's credit balance; grant (or take back) N\n"
@@ -131,13 +131,15 @@ static const struct {
               "--config, hsqd's config file), the pass runs directly on the data directory\n"
               "with hsqd's own code and retention settings, and says so. For cron and the\n"
               "hsq-purge.timer; exit 0 when the pass succeeded.\n"},
-    {"erase-user", "usage: hsq erase-user USER\n"
+    {"erase-user", "usage: hsq erase-user USER [--timeout-s N]\n"
                    "\n"
                    "Erase every task, image, index entry and idempotency key of USER, queued\n"
                    "and running tasks included (workers are told to stop). hsqd records the\n"
                    "request in its deletion ledger first, so an erasure cut short by a crash\n"
                    "completes on restart. Prints the receipt: tasks, active tasks, bytes, time\n"
-                   "and the subject hash the audit log uses. Running it again is harmless.\n"},
+                   "and the subject hash the audit log uses. Running it again is harmless.\n"
+                   "A large user's files take a while: hsq waits up to --timeout-s seconds\n"
+                   "(default 300, 0 = until the receipt) while hsqd still answers.\n"},
     {"export-user", "usage: hsq export-user USER -o FILE.tar\n"
                     "\n"
                     "Write one POSIX tar archive of USER's data: tasks/<id>/inputs/<i>-<kind>.<ext>,\n"
@@ -449,6 +451,8 @@ static const struct option purge_opts[] = {GLOBAL_OPTS,
                                            {"blob-dir", required_argument, NULL, OPT_BLOB_DIR},
                                            {"config", required_argument, NULL, OPT_CONFIG},
                                            {NULL, 0, NULL, 0}};
+static const struct option erase_opts[] = {
+    GLOBAL_OPTS, {"timeout-s", required_argument, NULL, OPT_TIMEOUT_S}, {NULL, 0, NULL, 0}};
 static const struct option export_opts[] = {
     GLOBAL_OPTS, {"output", required_argument, NULL, 'o'}, {NULL, 0, NULL, 0}};
 static const struct option fsck_opts[] = {GLOBAL_OPTS,
@@ -477,7 +481,7 @@ static const struct {
     {"top", HSQ_CLI_TOP, top_opts, ":e:h", 0},
     {"keygen", HSQ_CLI_KEYGEN, keygen_opts, ":e:ho:", 0},
     {"purge", HSQ_CLI_PURGE, purge_opts, ":e:h", 0},
-    {"erase-user", HSQ_CLI_ERASE_USER, global_opts, ":e:h", 2},
+    {"erase-user", HSQ_CLI_ERASE_USER, erase_opts, ":e:h", 2},
     {"export-user", HSQ_CLI_EXPORT_USER, export_opts, ":e:ho:", 2},
     {"fsck", HSQ_CLI_FSCK, fsck_opts, ":e:h", 0},
     {"credits", HSQ_CLI_CREDITS, global_opts, ":e:h", 3},

@@ -45,6 +45,7 @@ struct hsq_client {
     void *sock; /* NULL after a failed reconnect; reopened on the next call */
     char *endpoint;
     int timeout_ms;
+    int slow_ms;  /* added to timeout_ms for purge and erase */
     uint64_t rid; /* last request id used */
     int curve;
     char server_key[41], public_key[41], secret_key[41];
@@ -301,6 +302,14 @@ int hsq_client_open(hsq_client **out, const char *endpoint, int timeout_ms) {
     hsq_client *c = hsq_xcalloc(1, sizeof *c);
     c->endpoint = hsq_xstrndup(endpoint, strlen(endpoint));
     hsq_client_set_timeout(c, timeout_ms);
+    c->slow_ms = HSQ_CLIENT_SLOW_MS;
+    const char *slow = getenv(HSQ_CLIENT_SLOW_ENV);
+    if (slow && *slow) {
+        char *end;
+        long v = strtol(slow, &end, 10);
+        if (*end == '\0' && v >= 0 && v <= 86400000)
+            c->slow_ms = (int)v;
+    }
     hsq_wbuf_init(&c->out);
     c->ctx = zmq_ctx_new();
     if (!c->ctx) {
@@ -666,7 +675,7 @@ int hsq_client_purge(hsq_client *c, int dry_run, uint32_t limit, hsq_rep_purge *
     }
     req.req.purge.dry_run = dry_run != 0;
     req.req.purge.limit = limit ? limit : 100000;
-    int rc = call(c, &req, NULL, 0, HSQ_CLIENT_SLOW_MS, &c->last);
+    int rc = call(c, &req, NULL, 0, c->slow_ms, &c->last);
     if (rc != 0)
         return rc;
     if (out)
@@ -681,7 +690,7 @@ int hsq_client_erase(hsq_client *c, const char *user, hsq_rep_erase *out) {
     if (rc != 0)
         return rc;
     req.req.erase.user = hsq_str_c(user);
-    if ((rc = call(c, &req, NULL, 0, HSQ_CLIENT_SLOW_MS, &c->last)) != 0)
+    if ((rc = call(c, &req, NULL, 0, c->slow_ms, &c->last)) != 0)
         return rc;
     if (out)
         *out = c->last.msg.rep.erase;

@@ -812,6 +812,9 @@ static void publish(hsq_queue *q, const hsq_task *t) {
     m.req.event.at_ms = q->now;
     hsq_out *o = out_push(q, HSQ_SOCK_EVENTS, (const uint8_t *)t->user.ptr, t->user.len);
     o->op = HSQ_OP_EVENT;
+    o->ev_task = t->id;
+    o->ev_state = t->state;
+    o->ev_at_ms = q->now;
     if (hsq_wire_encode(&m, &o->meta) != 0)
         q->n_out--; /* cannot happen with a valid task; drop rather than send junk */
 }

@@ -109,6 +109,10 @@ typedef struct {
     hsq_wbuf meta;
     uint32_t nframes;
     hsq_bytes *frames; /* each ptr malloc'd, owned */
+    /* op HSQ_OP_EVENT: what meta says, for the daemon's histograms */
+    uint64_t ev_task;
+    uint8_t ev_state;
+    int64_t ev_at_ms;
 } hsq_out;
 
 typedef struct hsq_queue hsq_queue;

@@ -186,15 +186,6 @@ static int drain(srv *sv, hsq_sock which) {
     return handled;
 }
 
-/* Feed the task events of a committed turn to the wait/run histograms. */
-static void observe_event(srv *sv, const hsq_out *o) {
-    hsq_wire_msg m;
-    memset(&m, 0, sizeof m);
-    if (hsq_wire_decode(o->meta.data, o->meta.len, 0, &m) == 0 && m.op == HSQ_OP_EVENT)
-        hsq_timing_event(&sv->timing, m.req.event.task, m.req.event.state, m.req.event.at_ms);
-    hsq_wire_msg_free(&m);
-}
-
 static void send_outbox(srv *sv, int committed) {
     size_t n;
     hsq_out *out = hsq_queue_outbox(sv->q, &n);
@@ -202,7 +193,7 @@ static void send_outbox(srv *sv, int committed) {
         hsq_out *o = &out[i];
         if (committed && sv->conf->metrics) {
             if (o->sock == HSQ_SOCK_EVENTS && o->op == HSQ_OP_EVENT)
-                observe_event(sv, o);
+                hsq_timing_event(&sv->timing, o->ev_task, o->ev_state, o->ev_at_ms);
             else if (o->is_reply && o->op == HSQ_OP_SUBMIT && i < sv->cap_recv && sv->recv_us[i])
                 hsq_hist_observe(&sv->submit_ack,
                                  (double)(hsq_clock_mono_us() - sv->recv_us[i]) / 1e6);

@@ -312,6 +312,37 @@ def mode_erase(h):
     check_no_trace(h, d, user, ids, r["subject"])  # after a clean shutdown too
     js = fsck(h, d.data_dir)
     check_eq((js["orphans"], js["dangling"]), (0, 0), "fsck after erase")
+    erase_slow(h)
+
+
+def erase_slow(h):
+    """An erasure that outlasts one request's wait (the reaper stalls 1.5 s
+    per batch; a request waits 0.3 s + HSQ_CLIENT_SLOW_MS 0.2 s): erase-user
+    asks again while hsqd answers, and prints the receipt; with --timeout-s
+    it gives up with exit 4 and says the ledger finishes the job."""
+    d = start_faulty(h, h.path("slow"), "reap.deleted~1500")
+    user, other = "hana-51c0", "ivan-8e22"
+    ids = populate(h, d, user, other, with_leased=False)
+    os.environ["HSQ_CLIENT_SLOW_MS"] = "200"
+    try:
+        _, _, r = h.cli(d.client, "--timeout", "300", "erase-user", user, json_out=True)
+        check_eq(r["tasks"], 2, "receipt after asking again")
+        h.cli(d.client, "--timeout", "300", "erase-user", user)  # nothing left: still a pass
+        check("erasure still running" in h.extra_logs[-1][1],
+              "no word of a long erasure: %r" % h.extra_logs[-1][1])
+        rc, _, js = h.cli(d.client, "--timeout", "300", "erase-user", other, "--timeout-s", "1",
+                          json_out=True, expect_rc=4)
+        check_eq(js["error"]["code"], "timeout", "bounded wait")
+        check("run erase-user again" in js["error"]["message"], "message %r" % js)
+    finally:
+        del os.environ["HSQ_CLIENT_SLOW_MS"]
+    for k in ("t1", "t3"):
+        status(h, d, ids[k], expect_rc=3)
+    check(not os.path.exists(os.path.join(d.blob_dir, ids["prefix"])), "prefix gone")
+    # The erasure the client gave up on completes by itself.
+    harness.poll_until(lambda: not os.path.exists(os.path.join(d.blob_dir, ids["other_prefix"])),
+                       tmo(20), "abandoned erasure completed")
+    d.stop()
 
 
 # ---------------------------------------------------------------- export
@@ -429,10 +460,12 @@ def crash_erase(h, fault, n):
     gone = os.path.exists(os.path.join(d.blob_dir, ids["prefix"]))
     if fault in ("erase.after_blobs", "erase.records"):
         check(died, "hsqd did not die at %s" % fault)
-        # The ledger finishes the erasure on restart, without a new request.
+        # The ledger finishes the erasure on restart, without a new request:
+        # records first, then (the reaper, a turn or more later) the files.
         harness.poll_until(lambda: h.cli(d.client, "status", ids["t1"], expect_rc=None)[0] == 3,
                            tmo(10), "erasure completed after restart")
-        check(not os.path.exists(os.path.join(d.blob_dir, ids["prefix"])), "prefix after restart")
+        harness.poll_until(lambda: not os.path.exists(os.path.join(d.blob_dir, ids["prefix"])),
+                           tmo(10), "prefix gone after restart")
     js = fsck(h, data)
     check_eq((js["orphans"], js["dangling"]), (0, 0),
              "fsck after SIGKILL at %s (died=%s, prefix there=%s)" % (fault, died, gone))
