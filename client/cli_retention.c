@@ -827,7 +827,7 @@ int hsq_cli_fsck(const hsq_cli_cmd *cmd) {
     if (rc != 0)
         return fail(cmd, HSQ_CLI_EXIT_REFUSED, hsq_errname(rc), "fsck of %s failed: %s",
                     cmd->data_dir, hsq_strerror(rc));
-    uint64_t found = r.orphans + r.dangling;
+    uint64_t found = r.orphans + r.dangling + r.recover_corrupt;
     uint64_t left = found > r.repaired ? found - r.repaired : 0;
     if (!cmd->repair)
         left = found;
@@ -841,6 +841,7 @@ int hsq_cli_fsck(const hsq_cli_cmd *cmd) {
         hsq_cli_json_u64(&j, "orphan_bytes", r.orphan_bytes);
         hsq_cli_json_u64(&j, "dangling", r.dangling);
         hsq_cli_json_u64(&j, "pending", r.pending);
+        hsq_cli_json_bool(&j, "recover_corrupt", r.recover_corrupt != 0);
         hsq_cli_json_u64(&j, "repaired", r.repaired);
         hsq_cli_json_u64(&j, "tmp_removed", r.tmp_removed);
         hsq_cli_json_bool(&j, "clean", left == 0);
@@ -851,6 +852,9 @@ int hsq_cli_fsck(const hsq_cli_cmd *cmd) {
                r.orphan_bytes);
         printf("dangling   %" PRIu64 " references to missing blobs\n", r.dangling);
         printf("pending    %" PRIu64 " deletions in progress (hsqd finishes them)\n", r.pending);
+        if (r.recover_corrupt)
+            printf("recovery   the start-up recovery record is corrupt (hsqd will not start)%s\n",
+                   cmd->repair ? ": deleted" : "");
         if (cmd->repair)
             printf("repaired   %" PRIu64 "\n", r.repaired);
         if (r.tmp_removed)

@@ -111,8 +111,10 @@ static int on_blob(const char *key, uint64_t size, void *ud) {
     task_of_key(key, id, sizeof id);
     if (id[0] && set_has(&c->leased, id))
         return 0;
-    /* hsqd writes a new task's inputs before its record commits. */
-    if (id[0] && strtoull(id, NULL, 10) > c->max_id)
+    /* hsqd writes a new task's inputs before its record commits. Not with
+     * a corrupt recovery record: hsqd does not start on one, so nothing is
+     * in progress, and the uploads it stood for are above every record. */
+    if (id[0] && strtoull(id, NULL, 10) > c->max_id && !c->r->recover_corrupt)
         return 0;
     /* Deleted by an erasure or by start-up recovery, both recorded. */
     char prefix[HSQ_BLOB_PREFIX_LEN + 1];
@@ -185,8 +187,19 @@ static int collect(hsq_store *st, fsck_ctx *c) {
     hsq_cursor_close(&cur);
     if (rc == HSQ_ENOTFOUND)
         rc = erasing_prefixes(st, c);
-    if (rc == 0)
+    if (rc == 0) {
         rc = hsq_recover_ranges(st, c->recover, &c->n_recover);
+        if (rc == HSQ_ECORRUPT) {
+            /* Without the ranges, their uploads are what they are: files
+             * without a record. */
+            c->r->recover_corrupt = 1;
+            c->n_recover = 0;
+            rc = 0;
+            if (c->log)
+                fprintf(c->log, "corrupt start-up recovery record: its uploads are orphans%s\n",
+                        c->repair ? "; deleting the record after them" : "");
+        }
+    }
     hsq_store_abort(st);
     return rc;
 }
@@ -296,6 +309,12 @@ int hsq_fsck_run(hsq_store *st, hsq_blob *blob, int repair, int64_t now_ms, FILE
                 out->repaired++;
         }
         rc = hsq_blob_clean_tmp(blob, &out->tmp_removed);
+        if (rc == 0 && out->recover_corrupt && (rc = hsq_store_begin(st, 0)) == 0) {
+            rc = hsq_recover_forget(st);
+            rc = rc == 0 ? hsq_store_commit(st) : (hsq_store_abort(st), rc);
+            if (rc == 0)
+                out->repaired++;
+        }
     }
     if (rc == 0)
         rc = dangling(st, &c);

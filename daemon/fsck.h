@@ -30,7 +30,12 @@ typedef struct {
                               but not yet recorded (a sweep interrupted by a crash: the
                               next pass finishes it), and blobs an erasure or start-up
                               recovery is deleting */
-    uint64_t repaired;     /* orphans deleted + references dropped */
+    uint64_t recover_corrupt; /* 1: start-up recovery's record is unreadable. hsqd
+                                 refuses to start on it, so no submit is in progress:
+                                 every upload without a record (those the record stood
+                                 for among them) is an orphan, and repair deletes the
+                                 record after them */
+    uint64_t repaired;     /* orphans deleted + references dropped (+ that record) */
     uint64_t tmp_removed;  /* stale temp files of crashed writes */
 } hsq_fsck_report;
 

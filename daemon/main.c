@@ -231,8 +231,15 @@ static int run(int argc, char **argv, hsqd_conf *cp) {
     hsq_id_range recover[HSQ_RECOVER_RANGES];
     size_t n_recover = 0;
     rc = hsq_queue_recover_begin(q, recover, &n_recover);
-    if (rc != 0) {
+    if (rc == HSQ_ECORRUPT)
+        hsq_log(HSQ_LOG_ERR, "hsqd",
+                "the start-up recovery record in %s is corrupt: with hsqd stopped, run "
+                "`hsq fsck --data-dir %s --repair` (it deletes the uploads of lost submits "
+                "as orphans, then the record)",
+                dbdir, cp->data_dir);
+    else if (rc != 0)
         hsq_log(HSQ_LOG_ERR, "hsqd", "cannot set aside the recovery ids err=%s", hsq_strerror(rc));
+    if (rc != 0) {
         hsq_queue_free(&q);
         hsq_blob_close(&blob);
         hsq_store_close(&st);

@@ -3631,9 +3631,18 @@ int hsq_recover_ranges(hsq_store *st, hsq_id_range r[HSQ_RECOVER_RANGES], size_t
         return rc;
     if (v.len % sizeof *r != 0 || v.len / sizeof *r > HSQ_RECOVER_RANGES)
         return HSQ_ECORRUPT;
-    *n = v.len / sizeof *r;
+    size_t k = v.len / sizeof *r;
     memcpy(r, v.ptr, v.len);
+    for (size_t i = 0; i < k; i++)
+        if (r[i].lo == 0 || r[i].lo >= r[i].hi)
+            return HSQ_ECORRUPT;
+    *n = k;
     return 0;
+}
+
+int hsq_recover_forget(hsq_store *st) {
+    int rc = hsq_store_del(st, HSQ_DB_META, RECOVER_KEY, strlen(RECOVER_KEY));
+    return rc == HSQ_ENOTFOUND ? 0 : rc;
 }
 
 int hsq_recover_match(const char *key, const hsq_id_range *r, size_t n) {

@@ -269,8 +269,14 @@ void hsq_queue_recovered(hsq_queue *q, int rc, uint64_t files, uint64_t bytes);
 
 /* The ranges recorded and not yet recovered, read in st's open transaction
  * (hsq fsck counts their uploads as deletions in progress).
- * Errors: HSQ_ESTORE, HSQ_ECORRUPT. */
+ * Errors: HSQ_ESTORE, HSQ_ECORRUPT (a record of the wrong size or with an
+ * empty range; hsqd will not start on it: hsq fsck --repair). */
 int hsq_recover_ranges(hsq_store *st, hsq_id_range r[HSQ_RECOVER_RANGES], size_t *n);
+
+/* Delete the ranges' record in st's open write transaction: what fsck's
+ * repair does with a corrupt one, once its own walk has deleted every
+ * upload without a record (the uploads the ranges stood for among them). */
+int hsq_recover_forget(hsq_store *st);
 
 /* 1 when key is an upload ("u/<hash>/<id>/in-<n>") of a task id in one of
  * the n ranges, else 0. */

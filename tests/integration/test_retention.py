@@ -709,6 +709,39 @@ def mode_offline(h):
     check_eq((js["orphans"], js["dangling"]), (0, 0), "fsck after offline purge")
     d2 = h.start_hsqd(extra_sets=SETS, data_dir=d.data_dir)
     check_eq(status(h, d2, t)["state"], "expired", "task after offline purge")
+    d2.stop()
+    corrupt_recovery_record(h, d.data_dir)
+
+
+def corrupt_recovery_record(h, data):
+    """A corrupt start-up recovery record (written with mdb_load): hsqd will
+    not start and says what to run; hsq fsck --repair deletes the upload it
+    stood for as an orphan, then the record; hsqd starts again."""
+    rec = h.path("recover.txt")
+    with open(rec, "w") as f:
+        f.write("VERSION=3\nformat=print\ntype=btree\nHEADER=END\n recover\n short\nDATA=END\n")
+    subprocess.run(["mdb_load", "-s", "meta", "-f", rec, os.path.join(data, "db")], check=True)
+    lost = "u/%s/999999/in-0" % ("f" * 32)
+    harness.write_blob(os.path.join(data, "blobs"), lost, make_png(9, 9, 1))
+    r = subprocess.run([harness.hsqd_path(), "--data-dir", data, "--insecure",
+                        "--set", "client_endpoint=tcp://127.0.0.1:*",
+                        "--set", "worker_endpoint=tcp://127.0.0.1:*",
+                        "--set", "events_endpoint=tcp://127.0.0.1:*"],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=tmo(20),
+                       stdin=subprocess.DEVNULL)
+    err = r.stderr.decode("utf-8", "replace")
+    check(r.returncode != 0, "hsqd started on a corrupt recovery record")
+    check("recovery record" in err and "hsq fsck --data-dir %s --repair" % data in err,
+          "hsqd's message: %r" % err[-600:])
+    js = fsck(h, data)
+    check_eq((js["recover_corrupt"], js["orphans"]), (True, 1), "fsck on the corrupt record")
+    js = fsck(h, data, repair=True)
+    check_eq(js["repaired"], 2, "fsck --repair: the orphan and the record")
+    check(not os.path.exists(os.path.join(data, "blobs", lost)), "lost upload still there")
+    js = fsck(h, data)
+    check_eq((js["recover_corrupt"], js["clean"]), (False, True), "fsck after the repair")
+    d = h.start_hsqd(extra_sets=SETS, data_dir=data)
+    d.stop()
 
 
 # ---------------------------------------------------------------- asked

@@ -1706,6 +1706,31 @@ static void test_fsck(void) {
     HSQ_OK(hsq_fsck_run(st, bl, 0, now, NULL, &r));
     HSQ_ASSERT_EQ(r.orphans, 0);
     HSQ_ASSERT_EQ(r.pending, 1);
+
+    /* A corrupt recovery record: hsqd's start refuses it; fsck counts the
+     * upload it stood for as an orphan, and the repair deletes the upload,
+     * then the record, after which a start works again. */
+    static const char *const bad[] = {"short", "zzzzzzzz00000000"}; /* odd size; lo > hi */
+    for (int i = 0; i < 2; i++) {
+        HSQ_OK(hsq_store_begin(st, 0));
+        HSQ_OK(hsq_store_put(st, HSQ_DB_META, "recover", 7, bad[i], strlen(bad[i])));
+        HSQ_OK(hsq_store_commit(st));
+        close_all();
+        open_all();
+        HSQ_ASSERT_EQ(hsq_queue_recover_begin(q, rr, &nr), HSQ_ECORRUPT);
+        HSQ_OK(hsq_fsck_run(st, bl, 0, now, NULL, &r));
+        HSQ_ASSERT_EQ(r.recover_corrupt, 1);
+        HSQ_ASSERT_EQ(r.orphans, (uint64_t)(i == 0));
+        HSQ_ASSERT_EQ(r.pending, 0);
+        HSQ_OK(hsq_fsck_run(st, bl, 1, now, NULL, &r));
+        HSQ_ASSERT_EQ(r.repaired, (uint64_t)(i == 0) + 1);
+        uint64_t sz;
+        HSQ_ASSERT(hsq_blob_size(bl, key, &sz) != 0);
+        HSQ_OK(hsq_fsck_run(st, bl, 0, now, NULL, &r));
+        HSQ_ASSERT_EQ(r.recover_corrupt, 0);
+        HSQ_ASSERT_EQ(r.orphans + r.dangling, 0);
+        HSQ_OK(hsq_queue_recover_begin(q, rr, &nr));
+    }
 }
 
 /* The per-user token bucket: a burst passes, the next submit is refused
