@@ -61,6 +61,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
@@ -327,6 +328,7 @@ typedef struct {
     double submits_s;            /* acknowledged submits / (first send -> last ack) */
     double ack_p50, ack_p99;     /* ms */
     double lease_p50, lease_p99; /* ms */
+    double server_us, harness_us; /* CPU per completed job (all threads); 0 = not measured */
     char err[256];
 } result;
 
@@ -465,6 +467,44 @@ static memstat read_mem(pid_t pid) {
     }
     fclose(f);
     return m;
+}
+
+/* CPU seconds (user + system, every thread) a child has used so far; -1
+ * when unreadable. */
+static double proc_cpu_s(pid_t pid) {
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return -1;
+    buf[n] = 0;
+    /* Fields after the command name, which is in parentheses and may hold
+     * blanks: state is field 3, utime 14, stime 15. */
+    char *p = strrchr(buf, ')');
+    unsigned long long ut, st;
+    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+        return -1;
+    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+/* CPU seconds this process (the harness: every thread) has used so far. */
+static double self_cpu_s(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+           (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
+/* Per completed job, both sides of a run (the harness shares the CPUs). */
+static void cpu_per_job(result *r, double server0, double server1, double self0, double self1) {
+    if (r->jobs == 0 || server0 < 0 || server1 < 0)
+        return;
+    r->server_us = (server1 - server0) * 1e6 / (double)r->jobs;
+    r->harness_us = (self1 - self0) * 1e6 / (double)r->jobs;
 }
 
 static int rm_rf(const char *path) {
@@ -1028,8 +1068,9 @@ static void bs_put_sentinels(int port, int n) {
     conn_free(&c);
 }
 
-static result bs_run(const opts *o, int port, double rate, double secs) {
+static result bs_run(const opts *o, pid_t pid, int port, double rate, double secs) {
     result r = {0};
+    double server0 = proc_cpu_s(pid), self0 = self_cpu_s();
     backlog bl;
     backlog_init(&bl, o->max_backlog < 0 ? (uint64_t)o->bs_window : (uint64_t)o->max_backlog);
     bs_prod P = {.port = port,
@@ -1054,6 +1095,7 @@ static result bs_run(const opts *o, int port, double rate, double secs) {
 
     r.submitted = P.acked;
     r.jobs = C->deleted;
+    cpu_per_job(&r, server0, proc_cpu_s(pid), self0, self_cpu_s());
     r.errors = P.errors + C->errors;
     r.peak_backlog = atomic_load(&bl.peak);
     r.secs = (double)(C->t_last > P.t_start ? C->t_last - P.t_start : 0) / 1e9;
@@ -1738,6 +1780,7 @@ static result hq_run(const opts *o, hq_env *e, int np, double rate, double secs,
     pthread_t *t = xmalloc((size_t)np * sizeof *t);
     uint64_t done0 = e->w ? atomic_load(&e->w->done) : 0;
     size_t got0 = 0;
+    double server0 = proc_cpu_s(e->srv.p.pid), self0 = self_cpu_s();
     backlog bl;
     /* Only with a consumer: the fill run queues on purpose. */
     uint64_t bmax = o->max_backlog < 0 ? (uint64_t)np * (uint64_t)window : (uint64_t)o->max_backlog;
@@ -1809,6 +1852,7 @@ static result hq_run(const opts *o, hq_env *e, int np, double rate, double secs,
         r.jobs = r.submitted;
         r.secs = t_end > t_start ? (double)(t_end - t_start) / 1e9 : 0;
     }
+    cpu_per_job(&r, server0, proc_cpu_s(e->srv.p.pid), self0, self_cpu_s());
     r.peak_backlog = atomic_load(&bl.peak);
     r.submits_s = t_end > t_start ? (double)r.submitted / ((double)(t_end - t_start) / 1e9) : 0;
     r.ok = r.jobs > 0 && r.jobs == r.submitted && !(r.err[0] && r.submitted == 0);
@@ -2008,9 +2052,10 @@ static result median_result(result *rs, int n) {
 static void show_run(const char *what, const result *r) {
     if (r->ok)
         note("%-26s %8.0f jobs/s  %" PRIu64 " jobs in %.2f s  ack p50 %.3f p99 %.3f ms  "
-             "s->l p50 %.3f p99 %.3f ms  peak backlog %" PRIu64 "%s",
+             "s->l p50 %.3f p99 %.3f ms  peak backlog %" PRIu64 "  cpu/job server %.0f "
+             "harness %.0f us%s",
              what, r->jobs_s, r->jobs, r->secs, r->ack_p50, r->ack_p99, r->lease_p50, r->lease_p99,
-             r->peak_backlog, r->errors ? "  (with refusals)" : "");
+             r->peak_backlog, r->server_us, r->harness_us, r->errors ? "  (with refusals)" : "");
     else
         note("%-30s FAILED: %s (%" PRIu64 " submitted, %" PRIu64 " done, %" PRIu64 " errors)", what,
              r->err[0] ? r->err : "no jobs completed", r->submitted, r->jobs, r->errors);
@@ -2064,6 +2109,16 @@ static void row(const char *name, const sys_res *s) {
 static void paced_row(const char *name, const sys_res *s) {
     if (s->ran)
         print_result(name, &s->paced);
+}
+
+/* CPU per job of a throughput median, and the rate the machine's CPUs
+ * would allow at that cost if nothing else ever waited: a ceiling. */
+static void cpu_row(const char *name, const sys_res *s, long ncpu) {
+    if (!s->ran || !s->tput.ok || s->tput.server_us <= 0)
+        return;
+    double total = s->tput.server_us + s->tput.harness_us;
+    printf("%-30s %10.0f %11.0f %11.0f %11.0f\n", name, s->tput.server_us, s->tput.harness_us,
+           total, total > 0 ? (double)ncpu * 1e6 / total : 0);
 }
 
 /* ------------------------------------------------------------------ */
@@ -2444,12 +2499,12 @@ int main(int argc, char **argv) {
             sr->ran = 1;
             const char *name = b ? "beanstalkd -b -f0" : "beanstalkd (no binlog)";
             for (int i = 0; i < o.repeat; i++) {
-                runs[i] = bs_run(&o, s.port, 0, o.secs);
+                runs[i] = bs_run(&o, s.p.pid, s.port, 0, o.secs);
                 show_run(name, &runs[i]);
             }
             sr->tput = median_result(runs, o.repeat);
             if (o.run_paced) {
-                sr->paced = bs_run(&o, s.port, o.paced_rate, o.paced_secs);
+                sr->paced = bs_run(&o, s.p.pid, s.port, o.paced_rate, o.paced_secs);
                 show_run(name, &sr->paced);
             }
             proc_stop(&s.p, 5000);
@@ -2487,6 +2542,19 @@ int main(int argc, char **argv) {
                hq.tput.jobs_s / nd.tput.jobs_s);
     if (nd.ran && !nd.tput.ok)
         failed = 1;
+    if (hq.tput.server_us > 0 || bs0.tput.server_us > 0) {
+        printf("\nCPU per completed job, us (server: every thread of the daemon; harness: "
+               "this\nprocess, producers and consumer; both on the same %ld CPUs)\n",
+               ncpu);
+        printf("%-30s %10s %11s %11s %11s\n", "system", "server", "harness", "total",
+               "CPU ceiling");
+        cpu_row("hsqd (fsync, group commit)", &hq, ncpu);
+        cpu_row("hsqd CURVE (fsync, group c.)", &cv, ncpu);
+        cpu_row("hsqd, LMDB on tmpfs (no disk)", &nd, ncpu);
+        cpu_row("beanstalkd (no binlog)", &bs0, ncpu);
+        cpu_row("beanstalkd -b -f0", &bs1, ncpu);
+        printf("CPU ceiling = CPUs / total CPU per job: jobs/s if the CPUs were never idle.\n");
+    }
     if (o.run_paced && (hq.ran || bs0.ran || bs1.ran)) {
         printf("\npaced at %.0f jobs/s (latency from the scheduled send time)\n", o.paced_rate);
         paced_row("hsqd", &hq);
