@@ -4,10 +4,11 @@
  *
  *   hsqd       the real daemon binary on a temp data dir, driven over ZeroMQ by
  *              P producer threads (DEALER, pipelined submits, a window of
- *              in-flight submits each) and one no-op worker thread (DEALER:
- *              ready {prefetch 2}, then two lease {max 64, wait_ms} requests kept
- *              in flight (one parked while the other is answered), answering every
- *              job at once with `done`). The worker reports one fake output
+ *              in-flight submits each) and W no-op worker threads, a small
+ *              fleet (DEALER each: ready {prefetch 4, the protocol's most},
+ *              then four lease {max 64, wait_ms} requests kept in flight
+ *              (parked while others are answered), answering every job at
+ *              once with `done`). A worker reports one fake output
  *              per job: an empty file (hsqd checks that it exists with the
  *              reported size), no image bytes, no fsync, on tmpfs when there is
  *              one. This measures the protocol and the broker, not the worker.
@@ -71,7 +72,8 @@
 #include <unistd.h>
 
 #define MAX_PRODUCERS 64
-#define BENCH_PREFETCH 2 /* the no-op worker keeps two lease requests parked (ready.prefetch) */
+#define BENCH_PREFETCH HSQ_MAX_PREFETCH /* lease requests each no-op worker keeps parked */
+#define MAX_WORKERS 16
 #define MAX_EXTRA_ARGS 64
 #define CURVE_FLOOR 0.5 /* CURVE throughput / plaintext: below this a full run fails */
 #define BS_TUBE_TTR 600 /* s: far beyond a run, so no job is ever auto-released */
@@ -100,6 +102,7 @@ typedef struct {
     double secs;         /* one throughput run */
     int repeat;          /* throughput runs per system; median reported */
     int producers;       /* hsqd producer threads */
+    int workers;         /* hsqd no-op worker threads */
     int window;          /* hsqd submits in flight per producer */
     int bs_window;       /* beanstalkd puts / reserves in flight */
     int64_t max_backlog; /* producers wait while this many jobs are sent, not leased;
@@ -1522,10 +1525,10 @@ out:
     return NULL;
 }
 
-/* The no-op benchmark worker. */
-/* The worker lives as long as its hsqd: a worker that disconnected with a
- * lease parked could be handed tasks that nobody would ever answer until the
- * lease expired, so runs share one worker instead of starting their own. */
+/* The no-op benchmark workers: threads sharing this state, one socket each.
+ * They live as long as their hsqd: a worker that disconnected with a lease
+ * parked could be handed tasks that nobody would ever answer until the
+ * lease expired, so runs share the workers instead of starting their own. */
 typedef struct {
     void *ctx;
     const char *ep;
@@ -1533,15 +1536,14 @@ typedef struct {
     const char *blob_root;   /* hsqd's blob store, where the empty outputs go */
     uint32_t wait_ms;
     atomic_int quit;
-    atomic_int failed;           /* set with err when the worker gave up */
-    pthread_mutex_t lock;        /* guards got */
+    atomic_int failed;           /* set with err when a worker gave up */
+    pthread_mutex_t lock;        /* guards got, bl and err */
     recvec got;                  /* (task id, t_lease) */
     atomic_uint_fast64_t done;   /* done acks */
     atomic_uint_fast64_t t_last; /* time of the last done ack */
     atomic_uint_fast64_t errors;
-    backlog *bl; /* the current run's, or NULL between runs; guarded by lock */
-    uint64_t leases;
-    char err[256];
+    backlog *bl; /* the current run's, or NULL between runs */
+    char err[256]; /* the first worker error */
 } hq_worker;
 
 /* Create the empty file blob_root/key (and its directories). hsqd checks that
@@ -1587,6 +1589,7 @@ static const uint8_t sha256_empty[32] = {
 
 static void *hq_worker_main(void *arg) {
     hq_worker *W = arg;
+    char err[sizeof W->err] = "";
     void *s = zsocket_dealer(W->ctx, W->ep, W->curve);
     hsq_wbuf wb;
     hsq_wbuf_init(&wb);
@@ -1607,7 +1610,7 @@ static void *hq_worker_main(void *arg) {
     m.req.ready.max_batch = HSQ_MAX_BATCH;
     m.req.ready.prefetch = BENCH_PREFETCH;
     if ((rc = hsq_wire_encode(&m, &wb)) != 0 || (rc = zsend_meta(s, &wb, NULL, 0)) != 0) {
-        snprintf(W->err, sizeof W->err, "ready: %s", hsq_strerror(rc));
+        snprintf(err, sizeof err, "ready: %s", hsq_strerror(rc));
         goto out;
     }
     int ready = 0, lease_out = 0;
@@ -1623,11 +1626,10 @@ static void *hq_worker_main(void *arg) {
             m.req.lease.wait_ms = W->wait_ms;
             hsq_wbuf_reset(&wb);
             if ((rc = hsq_wire_encode(&m, &wb)) != 0 || (rc = zsend_meta(s, &wb, NULL, 0)) != 0) {
-                snprintf(W->err, sizeof W->err, "lease: %s", hsq_strerror(rc));
+                snprintf(err, sizeof err, "lease: %s", hsq_strerror(rc));
                 goto out;
             }
             lease_out++;
-            W->leases++;
         }
         if (!zwait(s, 100))
             continue;
@@ -1638,17 +1640,20 @@ static void *hq_worker_main(void *arg) {
             rc = hsq_wire_decode(zmq_msg_data(&parts[0]), zmq_msg_size(&parts[0]), (size_t)(n - 1),
                                  &r);
             if (rc != 0) {
-                snprintf(W->err, sizeof W->err, "undecodable message from hsqd: %s (%s)", r.errmsg,
+                snprintf(err, sizeof err, "undecodable message from hsqd: %s (%s)", r.errmsg,
                          hsq_strerror(rc));
                 hsq_wire_msg_free(&r);
                 zclose_parts(parts, n);
                 goto out;
             }
             if (r.kind == HSQ_KIND_ERROR) {
-                if (atomic_fetch_add(&W->errors, 1) == 0)
+                if (atomic_fetch_add(&W->errors, 1) == 0) {
+                    pthread_mutex_lock(&W->lock);
                     snprintf(W->err, sizeof W->err, "%s refused: %s: %.*s", hsq_op_name(r.op),
                              hsq_errname(r.rep.error.code), (int)r.rep.error.message.len,
                              r.rep.error.message.ptr);
+                    pthread_mutex_unlock(&W->lock);
+                }
                 if (r.op == HSQ_OP_LEASE && lease_out)
                     lease_out--;
                 else if (r.op == HSQ_OP_DONE && pending_done)
@@ -1693,7 +1698,7 @@ static void *hq_worker_main(void *arg) {
                     op->size = 0;
                     memcpy(op->sha256, sha256_empty, 32);
                     if ((rc = touch_blob(W->blob_root, op->key)) != 0) {
-                        snprintf(W->err, sizeof W->err, "cannot create output %.150s: %s", key,
+                        snprintf(err, sizeof err, "cannot create output %.150s: %s", key,
                                  strerror(-rc));
                         hsq_wire_msg_free(&r);
                         zclose_parts(parts, n);
@@ -1705,7 +1710,7 @@ static void *hq_worker_main(void *arg) {
                     hsq_wbuf_reset(&wb);
                     if ((rc = hsq_wire_encode(&d, &wb)) != 0 ||
                         (rc = zsend_meta(s, &wb, NULL, 0)) != 0) {
-                        snprintf(W->err, sizeof W->err, "done: %s", hsq_strerror(rc));
+                        snprintf(err, sizeof err, "done: %s", hsq_strerror(rc));
                         hsq_wire_msg_free(&r);
                         zclose_parts(parts, n);
                         goto out;
@@ -1715,7 +1720,9 @@ static void *hq_worker_main(void *arg) {
             } else if (r.kind == HSQ_KIND_REPLY && r.op == HSQ_OP_DONE) {
                 if (pending_done)
                     pending_done--;
-                atomic_store(&W->t_last, t);
+                uint64_t last = atomic_load(&W->t_last);
+                while (last < t && !atomic_compare_exchange_weak(&W->t_last, &last, t))
+                    ;
                 atomic_fetch_add(&W->done, 1);
             }
             /* abort commands and anything else: nothing to stop, ignored */
@@ -1726,6 +1733,12 @@ static void *hq_worker_main(void *arg) {
 out:
     if (!atomic_load(&W->quit))
         atomic_store(&W->failed, 1);
+    if (err[0]) {
+        pthread_mutex_lock(&W->lock);
+        if (!W->err[0])
+            memcpy(W->err, err, sizeof err);
+        pthread_mutex_unlock(&W->lock);
+    }
     zmq_close(s);
     hsq_wbuf_free(&wb);
     return NULL;
@@ -1735,13 +1748,14 @@ typedef struct {
     void *ctx;
     char blobs[1100];
     hsqd_server srv;
-    hq_worker *w; /* NULL: no worker (fill run) */
-    pthread_t wt;
+    hq_worker *w; /* NULL: no workers (fill run) */
+    pthread_t wt[MAX_WORKERS];
+    int nw;
     int curve;              /* CURVE on both endpoints */
     curve_keys web, worker; /* the producers' (web role) and the worker's keys */
 } hq_env;
 
-static void hq_worker_start(hq_env *e, const char *blob_root, uint32_t wait_ms) {
+static void hq_worker_start(hq_env *e, const char *blob_root, uint32_t wait_ms, int n) {
     hq_worker *W = xmalloc(sizeof *W);
     memset(W, 0, sizeof *W);
     W->ctx = e->ctx;
@@ -1756,14 +1770,17 @@ static void hq_worker_start(hq_env *e, const char *blob_root, uint32_t wait_ms) 
     atomic_init(&W->t_last, 0);
     atomic_init(&W->errors, 0);
     e->w = W;
-    pthread_create(&e->wt, NULL, hq_worker_main, W);
+    for (e->nw = 0; e->nw < n; e->nw++)
+        pthread_create(&e->wt[e->nw], NULL, hq_worker_main, W);
 }
 
 static void hq_worker_stop(hq_env *e) {
     if (!e->w)
         return;
     atomic_store(&e->w->quit, 1);
-    pthread_join(e->wt, NULL);
+    for (int i = 0; i < e->nw; i++)
+        pthread_join(e->wt[i], NULL);
+    e->nw = 0;
     pthread_mutex_destroy(&e->w->lock);
     free(e->w->got.v);
     free(e->w);
@@ -1922,7 +1939,7 @@ static int hq_env_start(const opts *o, hq_env *e, const char *root, const char *
     else
         snprintf(e->blobs, sizeof e->blobs, "%s/blobs", data);
     if (with_worker)
-        hq_worker_start(e, e->blobs, o->lease_wait_ms);
+        hq_worker_start(e, e->blobs, o->lease_wait_ms, o->workers);
     return 0;
 }
 
@@ -2152,6 +2169,7 @@ static void usage(FILE *f) {
             "  --secs S             length of one throughput run (10; quick 2)\n"
             "  --repeat N           throughput runs per system, median shown (3; quick 1)\n"
             "  --producers N        hsqd producer threads (2)\n"
+            "  --workers N          hsqd no-op worker threads, prefetch 4 each (4)\n"
             "  --window N           hsqd submits in flight per producer (256)\n"
             "  --bs-window N        beanstalkd puts and reserves in flight (64)\n"
             "  --max-backlog N      producers hold back while N jobs are sent but not yet\n"
@@ -2210,6 +2228,7 @@ int main(int argc, char **argv) {
     o.secs = -1;
     o.repeat = -1;
     o.producers = 2;
+    o.workers = 4;
     o.window = 256;
     o.bs_window = 64;
     o.max_backlog = -1;
@@ -2274,6 +2293,8 @@ int main(int argc, char **argv) {
             o.secs = parse_dbl(a, v, 0.1, 3600);
         else if (ARG("--repeat"))
             o.repeat = (int)parse_num(a, v, 1, 99);
+        else if (ARG("--workers"))
+            o.workers = (int)parse_num(a, v, 1, MAX_WORKERS);
         else if (ARG("--producers"))
             o.producers = (int)parse_num(a, v, 1, MAX_PRODUCERS);
         else if (ARG("--window"))
@@ -2371,8 +2392,9 @@ int main(int argc, char **argv) {
         printf("WARNING: the data dir is on tmpfs, where fsync costs nothing: pass --dir on a "
                "disk\n");
     printf("jobs: %zu-byte input, %d s x %d runs (median), hsqd %d producers x window %d, "
-           "beanstalkd window %d\n",
-           o.job_bytes, (int)o.secs, o.repeat, o.producers, o.window, o.bs_window);
+           "%d workers x prefetch %d, beanstalkd window %d\n",
+           o.job_bytes, (int)o.secs, o.repeat, o.producers, o.window, o.workers, BENCH_PREFETCH,
+           o.bs_window);
     if (o.run_hsqd)
         printf("hsqd throughput/paced runs: worker outputs (empty files) in %s (%s)\n",
                outdir[0] ? outdir : "the data dir", outdir[0] ? fs_name(outdir) : fs_name(root));
