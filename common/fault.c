@@ -1,18 +1,20 @@
 #include "common/fault.h"
 
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
-static int loaded;
+static pthread_once_t once = PTHREAD_ONCE_INIT;
 static char want[128];
-static long want_n = 1, stall_ms = -1, seen;
+static long want_n = 1, stall_ms = -1;
+static atomic_long seen; /* points run on the loop and on the reaper thread */
 
 /* "name[@N][~MS]" */
 static void load(void) {
-    loaded = 1;
     const char *e = getenv("HSQ_FAULT");
     if (!e || strlen(e) >= sizeof want)
         return;
@@ -32,11 +34,10 @@ static void load(void) {
 }
 
 void hsq_fault(const char *point) {
-    if (!loaded)
-        load();
+    pthread_once(&once, load);
     if (!want[0] || strcmp(point, want) != 0)
         return;
-    if (++seen < want_n)
+    if (atomic_fetch_add(&seen, 1) + 1 < want_n)
         return;
     if (stall_ms < 0)
         kill(getpid(), SIGKILL);
