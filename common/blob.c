@@ -54,6 +54,7 @@ struct hsq_blob {
     uint8_t key[crypto_generichash_KEYBYTES];
     strvec files; /* deferred: keys whose data is not yet fsynced */
     strvec dirs;  /* deferred: directories ("" = root) whose entries are not yet fsynced */
+    size_t syncfs_min; /* flush with syncfs above this many entries; 0 = never */
 };
 
 /* Shared by every handle in the process, so two handles (two threads) never
@@ -449,15 +450,38 @@ out:
     return r;
 }
 
+void hsq_blob_set_syncfs(hsq_blob *b, size_t min) {
+    b->syncfs_min = min;
+}
+
+/* Sort and drop repeats: a key or directory written many times is synced once. */
+static void strvec_uniq(strvec *s) {
+    if (s->n < 2)
+        return;
+    qsort(s->v, s->n, sizeof(char *), cmp_str);
+    size_t k = 1;
+    for (size_t i = 1; i < s->n; i++) {
+        if (strcmp(s->v[i], s->v[k - 1]) == 0)
+            free(s->v[i]);
+        else
+            s->v[k++] = s->v[i];
+    }
+    s->n = k;
+}
+
 int hsq_blob_flush(hsq_blob *b) {
     int r = 0;
 
-    /* Sorted so a key or directory written many times is synced once. */
-    if (b->files.n > 1)
-        qsort(b->files.v, b->files.n, sizeof(char *), cmp_str);
+    strvec_uniq(&b->files);
+    strvec_uniq(&b->dirs);
+    if (b->syncfs_min && b->files.n + b->dirs.n > b->syncfs_min) {
+        if (syncfs(b->rootfd) < 0)
+            r = -errno;
+        strvec_clear(&b->files);
+        strvec_clear(&b->dirs);
+        return r;
+    }
     for (size_t i = 0; i < b->files.n; i++) {
-        if (i > 0 && strcmp(b->files.v[i], b->files.v[i - 1]) == 0)
-            continue;
         int fd = openat(b->rootfd, b->files.v[i], O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
         if (fd < 0) {
             if (errno != ENOENT && r == 0) /* deleted since: nothing to make durable */
@@ -468,11 +492,7 @@ int hsq_blob_flush(hsq_blob *b) {
             r = -errno;
         close(fd);
     }
-    if (b->dirs.n > 1)
-        qsort(b->dirs.v, b->dirs.n, sizeof(char *), cmp_str);
     for (size_t i = 0; i < b->dirs.n; i++) {
-        if (i > 0 && strcmp(b->dirs.v[i], b->dirs.v[i - 1]) == 0)
-            continue;
         int rd = fsync_dir(b, b->dirs.v[i], strlen(b->dirs.v[i]));
         if (rd < 0 && r == 0)
             r = rd;

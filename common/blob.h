@@ -57,6 +57,16 @@ int hsq_blob_put(hsq_blob *b, const char *key, const void *data, size_t len, int
  * the pending list is cleared either way. */
 int hsq_blob_flush(hsq_blob *b);
 
+/* From now on, a flush with more than `min` distinct files and directories
+ * to make durable does it with one syncfs(2) of the store's filesystem
+ * instead of one fsync each: one cache flush of the device instead of
+ * `min` or more, each of which waits behind every other write in flight
+ * (LMDB's commits among them). Worth it for a thread whose flushes cover
+ * many directories at once (the reaper's batches of deletions); it also
+ * writes back whatever else is dirty on that filesystem, so the loop's own
+ * handle keeps per-entry fsyncs. 0 (the default): never. */
+void hsq_blob_set_syncfs(hsq_blob *b, size_t min);
+
 /* Read a whole object into a fresh malloc'd buffer (*data, caller frees).
  * Errors: -ENOENT, HSQ_EINVAL, HSQ_ETOOLARGE (object larger than max), -errno. */
 int hsq_blob_get(hsq_blob *b, const char *key, size_t max, uint8_t **data, size_t *len);

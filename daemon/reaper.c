@@ -15,6 +15,7 @@
 
 #define REAP_BATCH 64          /* entries deleted between two flushes */
 #define REAP_REST_MAX_US 250000 /* longest pause after a batch */
+#define REAP_SYNCFS_MIN 8       /* a flush of more directories than this: one syncfs */
 
 typedef struct {
     hsq_reap *v;
@@ -122,6 +123,7 @@ int hsq_reaper_start(hsq_reaper **out, const char *blob_root, void (*wake)(void 
         free(r);
         return rc;
     }
+    hsq_blob_set_syncfs(r->blob, REAP_SYNCFS_MIN);
     r->wake = wake;
     r->ud = ud;
     pthread_mutex_init(&r->mu, NULL);

@@ -169,6 +169,35 @@ static void test_defer(void) {
     teardown();
 }
 
+/* A flush over more entries than the handle's syncfs threshold makes them
+ * durable with one syncfs; below it, one fsync each. Either way the same
+ * objects are there, and repeats are synced once. */
+static void test_defer_syncfs(void) {
+    setup();
+    hsq_blob *b = open_store("s");
+    hsq_blob_set_syncfs(b, 3);
+    char key[32];
+    for (int i = 0; i < 6; i++) {
+        snprintf(key, sizeof key, "u%d/t/out", i);
+        HSQ_OK(hsq_blob_put(b, key, "X", 1, HSQ_BLOB_DEFER));
+        HSQ_OK(hsq_blob_put(b, key, "Y", 1, HSQ_BLOB_DEFER)); /* a repeat */
+    }
+    HSQ_OK(hsq_blob_flush(b)); /* 6 files + their directories: syncfs */
+    for (int i = 0; i < 6; i++) {
+        snprintf(key, sizeof key, "u%d/t/out", i);
+        check_get(b, key, "Y");
+        HSQ_OK(hsq_blob_delete_flags(b, key, HSQ_BLOB_DEFER));
+    }
+    HSQ_OK(hsq_blob_flush(b)); /* 6 parent directories: syncfs */
+    HSQ_ASSERT(!exists("s/u0/t/out"));
+    HSQ_ASSERT(!exists("s/u5")); /* emptied directories pruned */
+    HSQ_OK(hsq_blob_put(b, "one/k", "1", 1, HSQ_BLOB_DEFER));
+    HSQ_OK(hsq_blob_flush(b)); /* 2 entries: fsync each */
+    check_get(b, "one/k", "1");
+    hsq_blob_close(&b);
+    teardown();
+}
+
 static void test_keys(void) {
     static char longest[HSQ_BLOB_KEY_MAX + 1], toolong[HSQ_BLOB_KEY_MAX + 2];
     memset(longest, 'a', HSQ_BLOB_KEY_MAX);
@@ -602,6 +631,7 @@ int main(void) {
     test_roundtrip();
     test_overwrite();
     test_defer();
+    test_defer_syncfs();
     test_keys();
     test_user_prefix();
     test_delete();
