@@ -188,7 +188,7 @@ static void test_defer_syncfs(void) {
         check_get(b, key, "Y");
         HSQ_OK(hsq_blob_delete_flags(b, key, HSQ_BLOB_DEFER));
     }
-    HSQ_OK(hsq_blob_flush(b)); /* 6 parent directories: syncfs */
+    HSQ_OK(hsq_blob_flush(b)); /* the emptied directories went: the root, one fsync */
     HSQ_ASSERT(!exists("s/u0/t/out"));
     HSQ_ASSERT(!exists("s/u5")); /* emptied directories pruned */
     HSQ_OK(hsq_blob_put(b, "one/k", "1", 1, HSQ_BLOB_DEFER));
