@@ -39,6 +39,7 @@
 
 #define IO_ERROR_NAME "io_error"
 #define PURGE_CHUNK 5000
+#define OFFLINE_SYNCFS_MIN 8 /* an offline pass's flush of more directories: one syncfs */
 #define PURGE_PROBE_MS                                                                             \
     2000 /* how long to look for hsqd before going offline                                         \
           */
@@ -265,6 +266,10 @@ static int purge_offline(const hsq_cli_cmd *cmd, const hsqd_conf *o) {
         data_close(&d);
         return fail(cmd, HSQ_CLI_EXIT_USAGE, hsq_errname(HSQ_EINVAL), "%s", err);
     }
+    /* A pass deletes thousands of files before its commit, and nobody
+     * waits on this process: one syncfs per pass, not an fsync per
+     * directory (blob.h). */
+    hsq_blob_set_syncfs(d.blob, OFFLINE_SYNCFS_MIN);
     hsq_queue *q = NULL;
     rc = hsq_queue_new(&q, d.st, d.blob, &qc, hsq_clock_wall_ms());
     if (rc != 0) {
