@@ -3,6 +3,7 @@
 #include "common/alloc.h"
 #include "common/conf.h"
 #include "common/fault.h"
+#include "common/log.h"
 #include "daemon/task.h"
 #include "schemas/err.h"
 
@@ -184,6 +185,11 @@ struct hsq_queue {
     uint64_t turn_first_id;  /* the next id when this turn began */
     uint64_t reaped_bytes;  /* ... and the bytes its prefix removal freed */
     int ledger_pending;    /* ledger entries may exist: erase them next turn */
+    /* Free-page scrub after an erasure (hsq_store_scrub): the free list's
+     * records keyed up to scrub_upto, from scrub_next on, are still to be
+     * zeroed; scrub_upto 0 = none. Kept in META "scrub" with the turns. */
+    uint64_t scrub_next, scrub_upto;
+    uint64_t scrub_pages;  /* zeroed in the scrub under way */
     int ledger_added;      /* an entry was added this turn: not before it commits */
     uint8_t audit_key[32]; /* keyed hash of user ids in the audit log */
     uint64_t audit_seq;
@@ -586,6 +592,10 @@ static int user_active_add(hsq_queue *q, hsq_str user, int delta) {
     return save_user(q, user, &u);
 }
 
+#define SCRUB_KEY "scrub"  /* meta: {next, upto}, a free-page scrub under way */
+#define SCRUB_PAGES 256    /* pages zeroed per turn at most (1 MiB of writes) */
+#define SCRUB_TICK_MS 10   /* a scrub keeps the turns (and the txnids) going */
+
 static int load_meta(hsq_queue *q) {
     hsq_bytes v;
     int rc;
@@ -612,6 +622,17 @@ static int load_meta(hsq_queue *q) {
         if (v.len != sizeof q->rounds)
             return HSQ_ECORRUPT;
         memcpy(q->rounds, v.ptr, sizeof q->rounds);
+    } else if (rc != HSQ_ENOTFOUND) {
+        return rc;
+    }
+    q->scrub_next = q->scrub_upto = 0;
+    if ((rc = hsq_store_get(q->st, HSQ_DB_META, SCRUB_KEY, strlen(SCRUB_KEY), &v)) == 0) {
+        uint64_t s[2];
+        if (v.len != sizeof s)
+            return HSQ_ECORRUPT;
+        memcpy(s, v.ptr, sizeof s);
+        q->scrub_next = s[0];
+        q->scrub_upto = s[1];
     } else if (rc != HSQ_ENOTFOUND) {
         return rc;
     }
@@ -2296,12 +2317,52 @@ static int erase_user_records(hsq_queue *q, hsq_str user, hsq_rep_erase *out, ui
 
 /* The user's data is gone: the ledger entry goes, the audit line is
  * written, and the receipt is complete. */
+/* Scrub the free list up to this turn's transaction: an erased user's
+ * records lie in pages LMDB has freed but not reused (and in older copies
+ * of them). A scrub under way is extended, not restarted. */
+static void scrub_request(hsq_queue *q) {
+    if (q->scrub_upto == 0) {
+        q->scrub_next = 0;
+        q->scrub_pages = 0;
+    }
+    q->scrub_upto = hsq_store_txn_id(q->st);
+    uint64_t s[2] = {q->scrub_next, q->scrub_upto};
+    note(q, hsq_store_put(q->st, HSQ_DB_META, SCRUB_KEY, strlen(SCRUB_KEY), s, sizeof s));
+}
+
+/* One bounded scrub step, before the turn's commit (which syncs the zeros).
+ * A failed step is logged and tried again next turn: it leaves nothing
+ * inconsistent, only bytes not yet overwritten. */
+static void scrub_step(hsq_queue *q) {
+    uint64_t next = q->scrub_next, pages = 0;
+    int done = 0;
+    int rc = hsq_store_scrub(q->st, &next, q->scrub_upto, SCRUB_PAGES, &pages, &done);
+    if (rc != 0) {
+        hsq_log(HSQ_LOG_WARN, "queue", "free-page scrub failed err=%s (retrying)",
+                hsq_strerror(rc));
+        return;
+    }
+    q->scrub_next = next;
+    q->scrub_pages += pages;
+    if (done) {
+        hsq_log(HSQ_LOG_NOTICE, "queue", "free-page scrub done pages=%" PRIu64, q->scrub_pages);
+        q->scrub_upto = 0;
+        note(q, hsq_store_del(q->st, HSQ_DB_META, SCRUB_KEY, strlen(SCRUB_KEY)));
+        return;
+    }
+    /* Written every step even without progress: the commit then takes a
+     * new txnid, which is what makes the newest freed pages unreachable. */
+    uint64_t s[2] = {q->scrub_next, q->scrub_upto};
+    note(q, hsq_store_put(q->st, HSQ_DB_META, SCRUB_KEY, strlen(SCRUB_KEY), s, sizeof s));
+}
+
 static int erase_user_done(hsq_queue *q, hsq_str user, hsq_rep_erase *out) {
     uint8_t k[1 + HSQ_MAX_USER_LEN];
     size_t ul = user_key(k, user);
     int rc = note(q, hsq_store_del(q->st, HSQ_DB_LEDGER, k, ul));
     if (rc != 0)
         return rc;
+    scrub_request(q);
     char subject[33];
     audit_subject(q, user, subject);
     out->at_ms = q->now;
@@ -3551,6 +3612,8 @@ int hsq_queue_end_turn(hsq_queue *q) {
             save_meta(q);
         q->store_deadline = first_store_deadline(q);
     }
+    if (q->turn_err == 0 && q->scrub_upto)
+        scrub_step(q);
     int rc = q->turn_err;
     uint64_t t1 = mono_us(q);
     if (rc == 0)
@@ -3613,6 +3676,8 @@ int64_t hsq_queue_next_deadline(hsq_queue *q) {
         t = q->erase_retry_ms > q->now ? (q->erase_retry_ms < t ? q->erase_retry_ms : t) : q->now;
     if (q->results_head < q->n_results)
         t = q->now;
+    if (q->scrub_upto && q->now + SCRUB_TICK_MS < t)
+        t = q->now + SCRUB_TICK_MS;
     return t;
 }
 

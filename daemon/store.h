@@ -78,6 +78,27 @@ int hsq_store_commit_lazy(hsq_store *s);
 void hsq_store_abort(hsq_store *s);
 int hsq_store_in_txn(const hsq_store *s);
 
+/* The id of the open write transaction (LMDB's txnid: each commit that
+ * changed something takes the next one). */
+uint64_t hsq_store_txn_id(const hsq_store *s);
+
+/* Scrub LMDB's free pages: a deleted record leaves its bytes in the pages
+ * that held it (and in older copies of them) until LMDB reuses them, so
+ * `strings data.mdb` would still find an erased user. Inside the open write
+ * transaction (which holds the writer lock, so no other process allocates
+ * meanwhile), overwrite with zeros every page of the free list's records
+ * keyed by a txnid in [*next, upto] that no snapshot can reach any more:
+ * LMDB's own reuse rule, txnid < min(this txn - 1, every reader's
+ * snapshot). Zeros go through the data file's descriptor into the page
+ * cache, and the transaction's commit syncs them. Whole records, in key
+ * order; a step stops before a record that would pass max_pages (unless it
+ * is the step's first) and at the first record not yet unreachable.
+ * *next advances past what was done; *done is 1 once no record keyed up to
+ * `upto` is left. *pages counts the pages written.
+ * Errors: HSQ_ESTORE, -errno of a failed write. */
+int hsq_store_scrub(hsq_store *s, uint64_t *next, uint64_t upto, size_t max_pages,
+                    uint64_t *pages, int *done);
+
 /* Double the map size, up to max_bytes. Only outside a transaction.
  * Errors: HSQ_EDISKFULL (already at max), HSQ_ESTORE. */
 int hsq_store_grow(hsq_store *s, uint64_t max_bytes);

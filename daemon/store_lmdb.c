@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #define SCHEMA_VERSION 1
 
@@ -158,6 +159,91 @@ void hsq_store_abort(hsq_store *s) {
 
 int hsq_store_in_txn(const hsq_store *s) {
     return s->txn != NULL;
+}
+
+uint64_t hsq_store_txn_id(const hsq_store *s) {
+    assert(s->txn);
+    return (uint64_t)mdb_txn_id(s->txn);
+}
+
+/* mdb_reader_list's lines: "pid thread txnid", txnid "-" for an idle slot. */
+static int oldest_reader(const char *line, void *ctx) {
+    uint64_t *oldest = ctx;
+    long pid;
+    char thread[64], txnid[64];
+    if (sscanf(line, "%ld %63s %63s", &pid, thread, txnid) == 3 && txnid[0] >= '0' &&
+        txnid[0] <= '9') {
+        uint64_t t = strtoull(txnid, NULL, 10);
+        if (t < *oldest)
+            *oldest = t;
+    }
+    return 0;
+}
+
+int hsq_store_scrub(hsq_store *s, uint64_t *next, uint64_t upto, size_t max_pages,
+                    uint64_t *pages, int *done) {
+    assert(s->txn);
+    *pages = 0;
+    *done = 0;
+    uint64_t oldest = (uint64_t)mdb_txn_id(s->txn) - 1;
+    mdb_reader_list(s->env, oldest_reader, &oldest);
+    MDB_stat st;
+    int fd;
+    int rc = mdb_env_stat(s->env, &st);
+    if (rc == 0)
+        rc = mdb_env_get_fd(s->env, &fd);
+    if (rc != 0)
+        return xlate(s, rc, "mdb_env_stat");
+    /* The free list (dbi 0) can only be read from a read-only transaction;
+     * MDB_NOTLS lets this thread hold one beside its write transaction. */
+    MDB_txn *r;
+    MDB_cursor *c;
+    if ((rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &r)) != 0)
+        return xlate(s, rc, "mdb_txn_begin(scrub)");
+    if ((rc = mdb_cursor_open(r, 0, &c)) != 0) {
+        mdb_txn_abort(r);
+        return xlate(s, rc, "mdb_cursor_open(free list)");
+    }
+    uint8_t *zero = hsq_xcalloc(1, st.ms_psize);
+    size_t from = (size_t)*next;
+    MDB_val k = {sizeof from, &from}, v;
+    int err = 0;
+    for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0;
+         rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+        size_t t, n;
+        memcpy(&t, k.mv_data, sizeof t);
+        if (t > upto) {
+            rc = MDB_NOTFOUND;
+            break;
+        }
+        if (t >= oldest)
+            break; /* a snapshot may still read these: a later step */
+        memcpy(&n, v.mv_data, sizeof n); /* an IDL: count, then page numbers */
+        if (v.mv_size < (n + 1) * sizeof(size_t)) {
+            err = HSQ_ECORRUPT;
+            break;
+        }
+        if (*pages > 0 && *pages + n > max_pages)
+            break;
+        for (size_t i = 1; i <= n && !err; i++) {
+            size_t pg;
+            memcpy(&pg, (const char *)v.mv_data + i * sizeof(size_t), sizeof pg);
+            if (pwrite(fd, zero, st.ms_psize, (off_t)pg * st.ms_psize) != (ssize_t)st.ms_psize)
+                err = errno ? -errno : -EIO;
+        }
+        if (err)
+            break;
+        *pages += n;
+        *next = (uint64_t)t + 1;
+    }
+    if (rc == MDB_NOTFOUND && !err)
+        *done = 1;
+    else if (rc != 0 && rc != MDB_NOTFOUND && !err)
+        err = xlate(s, rc, "mdb_cursor_get(free list)");
+    free(zero);
+    mdb_cursor_close(c);
+    mdb_txn_abort(r);
+    return err;
 }
 
 int hsq_store_grow(hsq_store *s, uint64_t max_bytes) {
