@@ -2062,8 +2062,14 @@ static void counts_add(hsq_sweep_counts *dst, const hsq_sweep_counts *src) {
 }
 
 /* The reply to a purge request, and its audit line when anything went. */
+static void scrub_request(hsq_queue *q);
+
 static void purge_reply(hsq_queue *q, hsq_sock sock, const uint8_t *peer, size_t plen,
                         uint64_t rid, int dry, int more, const hsq_sweep_counts *sc) {
+    /* The end of a purge (cron's, or hsq purge by hand): what retention
+     * deleted since the last scrub leaves LMDB's free pages too. */
+    if (!dry && !more)
+        scrub_request(q);
     if (!dry && (sc->inputs || sc->outputs || sc->tasks || sc->tombstones || sc->cancelled ||
                  sc->errors))
         audit(q,

@@ -1718,6 +1718,45 @@ static void test_erase_scrub(void) {
     HSQ_ASSERT(submit("keeper", NULL) > 0);
 }
 
+/* A purge that finished (more = 0) scrubs the free pages as well: the
+ * records retention deleted leave no copy there. (The user record stays:
+ * retention deletes tasks, not the account; so the marker is the user's
+ * blob path hash, which only the deleted task records held.) */
+static void test_purge_scrub(void) {
+    fresh();
+    static const char gone[] = "purged-user-93b7";
+    char prefix[HSQ_BLOB_PREFIX_LEN + 1];
+    hsq_blob_user_prefix(bl, gone, strlen(gone), prefix);
+    for (int i = 0; i < 20; i++)
+        finished_task(gone);
+    int slack;
+    for (int round = 0; round < 4; round++) {
+        tick_at(now + 400ll * 86400000); /* past every retention class */
+        for (int more = 1, n = 0; more; n++) {
+            HSQ_ASSERT(n < 50);
+            captured *c = reply_to(purge_request(100000));
+            HSQ_ASSERT(c && c->m.kind == HSQ_KIND_REPLY);
+            more = c->m.rep.purge.more;
+        }
+    }
+    hsq_bytes v;
+    HSQ_OK(hsq_store_begin(st, 1));
+    HSQ_OK(hsq_store_get(st, HSQ_DB_META, "scrub", 5, &v)); /* requested by the last reply */
+    hsq_store_abort(st);
+    HSQ_ASSERT(finished_task("keeper") > 0);
+    for (int turns = 0;; turns++) {
+        HSQ_OK(hsq_store_begin(st, 1));
+        int rc = hsq_store_get(st, HSQ_DB_META, "scrub", 5, &v);
+        hsq_store_abort(st);
+        if (rc == HSQ_ENOTFOUND)
+            break;
+        HSQ_ASSERT(turns < 50);
+        begin();
+        turn();
+    }
+    HSQ_ASSERT_EQ(data_hits(prefix, &slack), 0);
+}
+
 /* fsck finds a blob no record references and a record whose blob is gone,
  * and --repair leaves a consistent store. */
 static void test_fsck(void) {
@@ -2166,6 +2205,7 @@ int main(void) {
     test_erase_reaped();
     test_fsck();
     test_erase_scrub();
+    test_purge_scrub();
     test_rate_limit();
     test_credits();
     close_all();
