@@ -593,7 +593,7 @@ static int user_active_add(hsq_queue *q, hsq_str user, int delta) {
 }
 
 #define SCRUB_KEY "scrub"  /* meta: {next, upto}, a free-page scrub under way */
-#define SCRUB_PAGES 256    /* pages zeroed per turn at most (1 MiB of writes) */
+#define SCRUB_PAGES 64     /* pages zeroed per turn at most (256 KiB of writes) */
 #define SCRUB_TICK_MS 10   /* a scrub keeps the turns (and the txnids) going */
 
 static int load_meta(hsq_queue *q) {
