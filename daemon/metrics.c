@@ -304,6 +304,11 @@ void hsq_metrics_render(const hsq_metrics_sample *s, hsq_wbuf *b) {
         "1 until the walk after a crash has deleted the uploads of submits that never committed "
         "(purge requests wait for it).",
         s->recovering ? 1 : 0);
+    one(b, "hsq_scrub_pending", "gauge",
+        "1 while LMDB's free pages are being overwritten after an erasure or a purge.",
+        s->scrubbing ? 1 : 0);
+    one(b, "hsq_scrub_pages_total", "counter",
+        "Free LMDB pages overwritten with zeros since hsqd started.", s->scrub_pages);
     one(b, "hsq_janitor_walks_total", "counter",
         "Walks of the whole blob store finished since hsqd started (after a start, then every "
         "janitor_interval_s).",

@@ -76,6 +76,8 @@ typedef struct {
     uint64_t blob_bytes;    /* hsq_queue_blob_bytes */
     uint64_t workers_cpu, workers_cuda;
     int recovering;         /* hsq_queue_recovering */
+    int scrubbing;          /* hsq_queue_scrub_state */
+    uint64_t scrub_pages;
     uint64_t janitor_walks; /* the janitor's walks of the blob store (janitor.h) */
     uint64_t janitor_uploads_removed, janitor_tmp_removed;
     uint64_t janitor_last_ms;

@@ -190,6 +190,7 @@ struct hsq_queue {
      * zeroed; scrub_upto 0 = none. Kept in META "scrub" with the turns. */
     uint64_t scrub_next, scrub_upto;
     uint64_t scrub_pages;  /* zeroed in the scrub under way */
+    uint64_t scrub_pages_total; /* zeroed since the queue was loaded */
     int ledger_added;      /* an entry was added this turn: not before it commits */
     uint8_t audit_key[32]; /* keyed hash of user ids in the audit log */
     uint64_t audit_seq;
@@ -2350,6 +2351,7 @@ static void scrub_step(hsq_queue *q) {
     }
     q->scrub_next = next;
     q->scrub_pages += pages;
+    q->scrub_pages_total += pages;
     if (done) {
         hsq_log(HSQ_LOG_NOTICE, "queue", "free-page scrub done pages=%" PRIu64, q->scrub_pages);
         q->scrub_upto = 0;
@@ -3876,6 +3878,11 @@ int hsq_queue_mark_clean(hsq_queue *q) {
 
 int hsq_queue_recovering(const hsq_queue *q) {
     return q->recovering;
+}
+
+void hsq_queue_scrub_state(const hsq_queue *q, int *pending, uint64_t *pages_total) {
+    *pending = q->scrub_upto != 0;
+    *pages_total = q->scrub_pages_total;
 }
 
 void hsq_queue_recovered(hsq_queue *q, int rc, uint64_t files, uint64_t bytes) {

@@ -260,6 +260,11 @@ int hsq_queue_mark_clean(hsq_queue *q);
 /* 1 while ranges handed out by hsq_queue_recover_begin are not recovered. */
 int hsq_queue_recovering(const hsq_queue *q);
 
+/* The free-page scrub after erasures and purges (store.h, hsq_store_scrub):
+ * whether one is under way, and the pages zeroed since the queue was
+ * loaded. */
+void hsq_queue_scrub_state(const hsq_queue *q, int *pending, uint64_t *pages_total);
+
 /* In a turn: the janitor's walk for the ranges handed out ended. rc 0: it
  * removed their uploads (files of them, bytes), and the ranges are forgotten
  * with this turn's commit. Otherwise (a walk that failed; the janitor tries

@@ -423,6 +423,7 @@ static void render_metrics(srv *sv) {
     m.blob_bytes = hsq_queue_blob_bytes(sv->q);
     hsq_queue_workers_by_backend(sv->q, &m.workers_cpu, &m.workers_cuda);
     m.recovering = hsq_queue_recovering(sv->q);
+    hsq_queue_scrub_state(sv->q, &m.scrubbing, &m.scrub_pages);
     if (sv->janitor) {
         hsq_janitor_totals jt;
         hsq_janitor_get_totals(sv->janitor, &jt);

@@ -157,6 +157,7 @@ def main(h):
     # store has nothing to recover.
     s = wait_metric(base, lambda s: s["hsq_janitor_walks_total"] >= 1, "the janitor's first walk")
     check_eq(s["hsq_recovery_pending"], 0.0, "recovery pending on a new store")
+    check_eq((s["hsq_scrub_pending"], s["hsq_scrub_pages_total"]), (0.0, 0.0), "no scrub yet")
     check_eq(s['hsq_janitor_removed_total{kind="tmp"}'], 0.0, "temp files removed")
     check(s["hsq_janitor_last_walk_seconds"] >= 0, "last walk seconds: %r" % s)
 
@@ -187,6 +188,10 @@ def main(h):
           "histogram sums: %r" % s)
     check_eq(s['hsq_workers{state="idle"}'] + s['hsq_workers{state="busy"}'], 1.0,
              "one worker connected")
+    # An erasure frees LMDB pages; the scrub that follows zeroes them.
+    h.cli(d.client, "erase-user", "u0", json_out=True)
+    s = wait_metric(base, lambda s: s["hsq_scrub_pending"] == 0 and s["hsq_scrub_pages_total"] > 0,
+                    "the free-page scrub after an erasure")
     _, body = scrape(base)
     promtool(h, body)
     get(base + "/healthz")
