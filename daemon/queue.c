@@ -189,7 +189,7 @@ struct hsq_queue {
      * records keyed up to scrub_upto, from scrub_next on, are still to be
      * zeroed; scrub_upto 0 = none. Kept in META "scrub" with the turns. */
     uint64_t scrub_next, scrub_upto;
-    uint64_t scrub_pages;  /* zeroed in the scrub under way */
+    uint64_t scrub_pages;       /* zeroed in the scrub under way */
     uint64_t scrub_pages_total; /* zeroed since the queue was loaded */
     int ledger_added;      /* an entry was added this turn: not before it commits */
     uint8_t audit_key[32]; /* keyed hash of user ids in the audit log */
@@ -593,9 +593,9 @@ static int user_active_add(hsq_queue *q, hsq_str user, int delta) {
     return save_user(q, user, &u);
 }
 
-#define SCRUB_KEY "scrub"  /* meta: {next, upto}, a free-page scrub under way */
-#define SCRUB_PAGES 64     /* pages zeroed per turn at most (256 KiB of writes) */
-#define SCRUB_TICK_MS 10   /* a scrub keeps the turns (and the txnids) going */
+#define SCRUB_KEY "scrub" /* meta: {next, upto}, a free-page scrub under way */
+#define SCRUB_PAGES 64    /* pages zeroed per turn at most (256 KiB of writes) */
+#define SCRUB_TICK_MS 10  /* a scrub keeps the turns (and the txnids) going */
 
 static int load_meta(hsq_queue *q) {
     hsq_bytes v;

@@ -96,8 +96,8 @@ uint64_t hsq_store_txn_id(const hsq_store *s);
  * *next advances past what was done; *done is 1 once no record keyed up to
  * `upto` is left. *pages counts the pages written.
  * Errors: HSQ_ESTORE, -errno of a failed write. */
-int hsq_store_scrub(hsq_store *s, uint64_t *next, uint64_t upto, size_t max_pages,
-                    uint64_t *pages, int *done);
+int hsq_store_scrub(hsq_store *s, uint64_t *next, uint64_t upto, size_t max_pages, uint64_t *pages,
+                    int *done);
 
 /* Double the map size, up to max_bytes. Only outside a transaction.
  * Errors: HSQ_EDISKFULL (already at max), HSQ_ESTORE. */

@@ -180,8 +180,8 @@ static int oldest_reader(const char *line, void *ctx) {
     return 0;
 }
 
-int hsq_store_scrub(hsq_store *s, uint64_t *next, uint64_t upto, size_t max_pages,
-                    uint64_t *pages, int *done) {
+int hsq_store_scrub(hsq_store *s, uint64_t *next, uint64_t upto, size_t max_pages, uint64_t *pages,
+                    int *done) {
     assert(s->txn);
     *pages = 0;
     *done = 0;
@@ -217,7 +217,7 @@ int hsq_store_scrub(hsq_store *s, uint64_t *next, uint64_t upto, size_t max_page
             break;
         }
         if (t >= oldest)
-            break; /* a snapshot may still read these: a later step */
+            break;                       /* a snapshot may still read these: a later step */
         memcpy(&n, v.mv_data, sizeof n); /* an IDL: count, then page numbers */
         if (v.mv_size < (n + 1) * sizeof(size_t)) {
             err = HSQ_ECORRUPT;
