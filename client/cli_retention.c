@@ -39,7 +39,6 @@
 
 #define IO_ERROR_NAME "io_error"
 #define PURGE_CHUNK 5000
-#define OFFLINE_SYNCFS_MIN 8 /* an offline pass's flush of more directories: one syncfs */
 #define PURGE_PROBE_MS                                                                             \
     2000 /* how long to look for hsqd before going offline                                         \
           */
@@ -269,7 +268,7 @@ static int purge_offline(const hsq_cli_cmd *cmd, const hsqd_conf *o) {
     /* A pass deletes thousands of files before its commit, and nobody
      * waits on this process: one syncfs per pass, not an fsync per
      * directory (blob.h). */
-    hsq_blob_set_syncfs(d.blob, OFFLINE_SYNCFS_MIN);
+    hsq_blob_set_syncfs(d.blob, HSQ_BLOB_SYNCFS_MIN);
     hsq_queue *q = NULL;
     rc = hsq_queue_new(&q, d.st, d.blob, &qc, hsq_clock_wall_ms());
     if (rc != 0) {

@@ -67,6 +67,10 @@ int hsq_blob_flush(hsq_blob *b);
  * handle keeps per-entry fsyncs. 0 (the default): never. */
 void hsq_blob_set_syncfs(hsq_blob *b, size_t min);
 
+/* The threshold for handles whose flushes cover many directories at once
+ * (the reaper, the offline purge). */
+#define HSQ_BLOB_SYNCFS_MIN 8
+
 /* Read a whole object into a fresh malloc'd buffer (*data, caller frees).
  * Errors: -ENOENT, HSQ_EINVAL, HSQ_ETOOLARGE (object larger than max), -errno. */
 int hsq_blob_get(hsq_blob *b, const char *key, size_t max, uint8_t **data, size_t *len);

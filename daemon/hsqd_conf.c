@@ -90,7 +90,6 @@ const hsq_conf_item hsqd_conf_items[] = {
 };
 #undef F
 const size_t hsqd_conf_n_items = sizeof hsqd_conf_items / sizeof hsqd_conf_items[0];
-#undef F
 
 void hsqd_conf_defaults(hsqd_conf *c) {
     memset(c, 0, sizeof *c);

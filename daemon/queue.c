@@ -2062,9 +2062,53 @@ static void counts_add(hsq_sweep_counts *dst, const hsq_sweep_counts *src) {
     dst->errors += src->errors;
 }
 
-/* The reply to a purge request, and its audit line when anything went. */
-static void scrub_request(hsq_queue *q);
+/* ---- free-page scrub (store.h, hsq_store_scrub) ---- */
 
+/* The scrub's progress into META with the turn: a restart continues it. */
+static void scrub_save(hsq_queue *q) {
+    uint64_t s[2] = {q->scrub_next, q->scrub_upto};
+    note(q, hsq_store_put(q->st, HSQ_DB_META, SCRUB_KEY, strlen(SCRUB_KEY), s, sizeof s));
+}
+
+/* Scrub the free list up to this turn's transaction: deleted records (an
+ * erasure's, retention's) lie in pages LMDB has freed but not reused, and
+ * in older copies of them. A scrub under way is extended, not restarted. */
+static void scrub_request(hsq_queue *q) {
+    if (q->scrub_upto == 0) {
+        q->scrub_next = 0;
+        q->scrub_pages = 0;
+    }
+    q->scrub_upto = hsq_store_txn_id(q->st);
+    scrub_save(q);
+}
+
+/* One bounded scrub step, before the turn's commit (which syncs the zeros).
+ * A failed step is logged and tried again next turn: it leaves nothing
+ * inconsistent, only bytes not yet overwritten. */
+static void scrub_step(hsq_queue *q) {
+    uint64_t next = q->scrub_next, pages = 0;
+    int done = 0;
+    int rc = hsq_store_scrub(q->st, &next, q->scrub_upto, SCRUB_PAGES, &pages, &done);
+    if (rc != 0) {
+        hsq_log(HSQ_LOG_WARN, "queue", "free-page scrub failed err=%s (retrying)",
+                hsq_strerror(rc));
+        return;
+    }
+    q->scrub_next = next;
+    q->scrub_pages += pages;
+    q->scrub_pages_total += pages;
+    if (done) {
+        hsq_log(HSQ_LOG_NOTICE, "queue", "free-page scrub done pages=%" PRIu64, q->scrub_pages);
+        q->scrub_upto = 0;
+        note(q, hsq_store_del(q->st, HSQ_DB_META, SCRUB_KEY, strlen(SCRUB_KEY)));
+        return;
+    }
+    /* Written every step even without progress: the commit then takes a
+     * new txnid, which is what makes the newest freed pages unreachable. */
+    scrub_save(q);
+}
+
+/* The reply to a purge request, and its audit line when anything went. */
 static void purge_reply(hsq_queue *q, hsq_sock sock, const uint8_t *peer, size_t plen,
                         uint64_t rid, int dry, int more, const hsq_sweep_counts *sc) {
     /* The end of a purge (cron's, or hsq purge by hand): what retention
@@ -2324,46 +2368,6 @@ static int erase_user_records(hsq_queue *q, hsq_str user, hsq_rep_erase *out, ui
 
 /* The user's data is gone: the ledger entry goes, the audit line is
  * written, and the receipt is complete. */
-/* Scrub the free list up to this turn's transaction: an erased user's
- * records lie in pages LMDB has freed but not reused (and in older copies
- * of them). A scrub under way is extended, not restarted. */
-static void scrub_request(hsq_queue *q) {
-    if (q->scrub_upto == 0) {
-        q->scrub_next = 0;
-        q->scrub_pages = 0;
-    }
-    q->scrub_upto = hsq_store_txn_id(q->st);
-    uint64_t s[2] = {q->scrub_next, q->scrub_upto};
-    note(q, hsq_store_put(q->st, HSQ_DB_META, SCRUB_KEY, strlen(SCRUB_KEY), s, sizeof s));
-}
-
-/* One bounded scrub step, before the turn's commit (which syncs the zeros).
- * A failed step is logged and tried again next turn: it leaves nothing
- * inconsistent, only bytes not yet overwritten. */
-static void scrub_step(hsq_queue *q) {
-    uint64_t next = q->scrub_next, pages = 0;
-    int done = 0;
-    int rc = hsq_store_scrub(q->st, &next, q->scrub_upto, SCRUB_PAGES, &pages, &done);
-    if (rc != 0) {
-        hsq_log(HSQ_LOG_WARN, "queue", "free-page scrub failed err=%s (retrying)",
-                hsq_strerror(rc));
-        return;
-    }
-    q->scrub_next = next;
-    q->scrub_pages += pages;
-    q->scrub_pages_total += pages;
-    if (done) {
-        hsq_log(HSQ_LOG_NOTICE, "queue", "free-page scrub done pages=%" PRIu64, q->scrub_pages);
-        q->scrub_upto = 0;
-        note(q, hsq_store_del(q->st, HSQ_DB_META, SCRUB_KEY, strlen(SCRUB_KEY)));
-        return;
-    }
-    /* Written every step even without progress: the commit then takes a
-     * new txnid, which is what makes the newest freed pages unreachable. */
-    uint64_t s[2] = {q->scrub_next, q->scrub_upto};
-    note(q, hsq_store_put(q->st, HSQ_DB_META, SCRUB_KEY, strlen(SCRUB_KEY), s, sizeof s));
-}
-
 static int erase_user_done(hsq_queue *q, hsq_str user, hsq_rep_erase *out) {
     uint8_t k[1 + HSQ_MAX_USER_LEN];
     size_t ul = user_key(k, user);
@@ -3714,8 +3718,7 @@ int hsq_recover_ranges(hsq_store *st, hsq_id_range r[HSQ_RECOVER_RANGES], size_t
 }
 
 int hsq_recover_forget(hsq_store *st) {
-    int rc = hsq_store_del(st, HSQ_DB_META, RECOVER_KEY, strlen(RECOVER_KEY));
-    return rc == HSQ_ENOTFOUND ? 0 : rc;
+    return hsq_store_del(st, HSQ_DB_META, RECOVER_KEY, strlen(RECOVER_KEY));
 }
 
 int hsq_recover_match(const char *key, const hsq_id_range *r, size_t n) {
@@ -3803,7 +3806,7 @@ int hsq_queue_recover(hsq_queue *q, uint64_t *removed) {
     hsq_recover_counts counts;
     rc = hsq_recover_walk(q->blob, r, n, NULL, NULL, &counts);
     if (rc == 0 && n > 1 && (rc = hsq_store_begin(q->st, 0)) == 0) {
-        rc = hsq_store_del(q->st, HSQ_DB_META, RECOVER_KEY, strlen(RECOVER_KEY));
+        rc = hsq_recover_forget(q->st);
         rc = rc == 0 ? hsq_store_commit(q->st) : (hsq_store_abort(q->st), rc);
     }
     if (removed)
@@ -3850,7 +3853,7 @@ int hsq_queue_recover_begin(hsq_queue *q, hsq_id_range out[HSQ_RECOVER_RANGES], 
     if (rc == 0)
         rc = k ? hsq_store_put(q->st, HSQ_DB_META, RECOVER_KEY, strlen(RECOVER_KEY), r,
                                k * sizeof *r)
-               : hsq_store_del(q->st, HSQ_DB_META, RECOVER_KEY, strlen(RECOVER_KEY));
+               : hsq_recover_forget(q->st);
     if (rc != 0) {
         hsq_store_abort(q->st);
         return rc;
@@ -3889,7 +3892,7 @@ void hsq_queue_recovered(hsq_queue *q, int rc, uint64_t files, uint64_t bytes) {
     assert(q->in_turn);
     if (rc == 0 && q->recover_recorded) {
         /* A failed commit keeps the ranges: the next start walks them again. */
-        note(q, hsq_store_del(q->st, HSQ_DB_META, RECOVER_KEY, strlen(RECOVER_KEY)));
+        note(q, hsq_recover_forget(q->st));
         q->recover_recorded = 0;
         q->reaped_sum.inputs += files;
         q->reaped_sum.bytes += bytes;

@@ -278,9 +278,10 @@ void hsq_queue_recovered(hsq_queue *q, int rc, uint64_t files, uint64_t bytes);
  * empty range; hsqd will not start on it: hsq fsck --repair). */
 int hsq_recover_ranges(hsq_store *st, hsq_id_range r[HSQ_RECOVER_RANGES], size_t *n);
 
-/* Delete the ranges' record in st's open write transaction: what fsck's
- * repair does with a corrupt one, once its own walk has deleted every
- * upload without a record (the uploads the ranges stood for among them). */
+/* Delete the ranges' record in st's open write transaction (a missing one
+ * is no error): once the ranges are recovered, and what fsck's repair does
+ * with a corrupt one after its own walk has deleted every upload without a
+ * record (the uploads the ranges stood for among them). */
 int hsq_recover_forget(hsq_store *st);
 
 /* 1 when key is an upload ("u/<hash>/<id>/in-<n>") of a task id in one of

@@ -15,7 +15,6 @@
 
 #define REAP_BATCH 64          /* entries deleted between two flushes */
 #define REAP_REST_MAX_US 250000 /* longest pause after a batch */
-#define REAP_SYNCFS_MIN 8       /* a flush of more directories than this: one syncfs */
 
 typedef struct {
     hsq_reap *v;
@@ -123,7 +122,7 @@ int hsq_reaper_start(hsq_reaper **out, const char *blob_root, void (*wake)(void 
         free(r);
         return rc;
     }
-    hsq_blob_set_syncfs(r->blob, REAP_SYNCFS_MIN);
+    hsq_blob_set_syncfs(r->blob, HSQ_BLOB_SYNCFS_MIN);
     r->wake = wake;
     r->ud = ud;
     pthread_mutex_init(&r->mu, NULL);
