@@ -191,6 +191,7 @@ struct hsq_queue {
     uint64_t scrub_next, scrub_upto;
     uint64_t scrub_pages;       /* zeroed in the scrub under way */
     uint64_t scrub_pages_total; /* zeroed since the queue was loaded */
+    int64_t scrub_retry_ms;     /* after a failed step: not before */
     int ledger_added;      /* an entry was added this turn: not before it commits */
     uint8_t audit_key[32]; /* keyed hash of user ids in the audit log */
     uint64_t audit_seq;
@@ -596,6 +597,7 @@ static int user_active_add(hsq_queue *q, hsq_str user, int delta) {
 #define SCRUB_KEY "scrub" /* meta: {next, upto}, a free-page scrub under way */
 #define SCRUB_PAGES 64    /* pages zeroed per turn at most (256 KiB of writes) */
 #define SCRUB_TICK_MS 10  /* a scrub keeps the turns (and the txnids) going */
+#define SCRUB_RETRY_MS 60000 /* after a failed step (a write error, say) */
 
 static int load_meta(hsq_queue *q) {
     hsq_bytes v;
@@ -2083,15 +2085,18 @@ static void scrub_request(hsq_queue *q) {
 }
 
 /* One bounded scrub step, before the turn's commit (which syncs the zeros).
- * A failed step is logged and tried again next turn: it leaves nothing
+ * A failed step is logged and tried again a minute later: it leaves nothing
  * inconsistent, only bytes not yet overwritten. */
 static void scrub_step(hsq_queue *q) {
+    if (q->now < q->scrub_retry_ms)
+        return;
     uint64_t next = q->scrub_next, pages = 0;
     int done = 0;
     int rc = hsq_store_scrub(q->st, &next, q->scrub_upto, SCRUB_PAGES, &pages, &done);
     if (rc != 0) {
-        hsq_log(HSQ_LOG_WARN, "queue", "free-page scrub failed err=%s (retrying)",
-                hsq_strerror(rc));
+        hsq_log(HSQ_LOG_WARN, "queue", "free-page scrub failed err=%s retry_s=%d",
+                hsq_strerror(rc), SCRUB_RETRY_MS / 1000);
+        q->scrub_retry_ms = q->now + SCRUB_RETRY_MS;
         return;
     }
     q->scrub_next = next;
@@ -3688,8 +3693,13 @@ int64_t hsq_queue_next_deadline(hsq_queue *q) {
         t = q->erase_retry_ms > q->now ? (q->erase_retry_ms < t ? q->erase_retry_ms : t) : q->now;
     if (q->results_head < q->n_results)
         t = q->now;
-    if (q->scrub_upto && q->now + SCRUB_TICK_MS < t)
-        t = q->now + SCRUB_TICK_MS;
+    if (q->scrub_upto) {
+        int64_t at = q->now + SCRUB_TICK_MS;
+        if (q->scrub_retry_ms > at)
+            at = q->scrub_retry_ms;
+        if (at < t)
+            t = at;
+    }
     return t;
 }
 
