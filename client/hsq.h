@@ -58,7 +58,9 @@ extern "C" {
 #define HSQ_CLIENT_ENDPOINT_ENV "HSQ_ENDPOINT" /* overrides the default endpoint */
 #define HSQ_CLIENT_DEFAULT_TIMEOUT_MS 10000
 #define HSQ_CLIENT_SLOW_MS 60000 /* added to the timeout of purge and erase */
-#define HSQ_CLIENT_SLOW_ENV "HSQ_CLIENT_SLOW_MS" /* overrides it (ms, 0..86400000) */
+/* Overrides HSQ_CLIENT_SLOW_MS when it holds 0..86400000 (ms); any other
+ * value is ignored. */
+#define HSQ_CLIENT_SLOW_ENV "HSQ_CLIENT_SLOW_MS"
 
 typedef struct hsq_client hsq_client;
 

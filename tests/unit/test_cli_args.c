@@ -78,6 +78,9 @@ static void test_usage_errors(void) {
         {"status 1 --limit 3", "unknown option --limit"},
         {"wait 1 --since done", "--since"},
         {"wait 1 --timeout-s x", "--timeout-s"},
+        {"erase-user bob --timeout-s -1", "--timeout-s"},
+        {"erase-user bob --timeout-s 99999999999", "--timeout-s"},
+        {"erase-user bob --since leased", "unknown option --since"},
         {"list", "--user is required"},
         {"list --user u --limit 0", "--limit"},
         {"list --user u --limit 101", "--limit"},
@@ -176,6 +179,12 @@ static void test_other_commands(void) {
     HSQ_ASSERT_U64_EQ(cmd.task, 42);
     HSQ_ASSERT_STR_EQ(cmd.user, "bob");
 
+    HSQ_OK(parse("erase-user bob --timeout-s 0", &cmd, err, sizeof err));
+    HSQ_ASSERT_EQ(cmd.verb, HSQ_CLI_ERASE_USER);
+    HSQ_ASSERT_STR_EQ(cmd.user, "bob");
+    HSQ_ASSERT_U64_EQ(cmd.wait_s, 0);
+    HSQ_OK(parse("erase-user bob", &cmd, err, sizeof err));
+    HSQ_ASSERT_U64_EQ(cmd.wait_s, HSQ_CLI_DEFAULT_WAIT_S);
     HSQ_OK(parse("wait 18446744073709551615 --since leased --timeout-s 7", &cmd, err, sizeof err));
     HSQ_ASSERT_EQ(cmd.verb, HSQ_CLI_WAIT);
     HSQ_ASSERT_U64_EQ(cmd.task, UINT64_MAX);
