@@ -128,7 +128,16 @@ typedef struct {
     size_t rawlen;
     char *err; /* first failure, NUL-terminated */
     size_t errcap;
-    char path[96]; /* where we are, for messages: "submit.inputs[1]" */
+    /* Where we are, for messages ("submit.inputs[1]"): the segments are
+     * kept as pointers and rendered into path[] only when a message needs
+     * them, so a valid message costs no formatting. */
+    const char *root;
+    struct {
+        const char *name;
+        long index; /* -1: a map field, not an array element */
+    } seg[8];
+    size_t depth;
+    char path[96];
 } ctx;
 
 __attribute__((format(printf, 3, 4))) static int fail(ctx *c, int code, const char *fmt, ...) {
@@ -142,19 +151,37 @@ __attribute__((format(printf, 3, 4))) static int fail(ctx *c, int code, const ch
 }
 
 /* Path segments are pushed while descending and popped on the way back, so
- * messages name the exact element ("field 'kind' in submit.inputs[2]"). */
+ * messages name the exact element ("field 'kind' in submit.inputs[2]").
+ * Shapes nest less deep than seg[]; deeper segments are left out of the
+ * message rather than overflow. */
 static size_t path_push(ctx *c, const char *name, long index) {
-    size_t old = strlen(c->path);
-    size_t room = sizeof(c->path) - old;
-    if (index >= 0)
-        snprintf(c->path + old, room, ".%s[%ld]", name, index);
-    else
-        snprintf(c->path + old, room, ".%s", name);
+    size_t old = c->depth;
+    if (c->depth < sizeof(c->seg) / sizeof(c->seg[0])) {
+        c->seg[c->depth].name = name;
+        c->seg[c->depth].index = index;
+    }
+    c->depth++;
     return old;
 }
 
 static void path_pop(ctx *c, size_t old) {
-    c->path[old] = '\0';
+    c->depth = old;
+}
+
+/* The current path as text, for a failure message. */
+static const char *path(ctx *c) {
+    size_t n = sizeof(c->seg) / sizeof(c->seg[0]);
+    size_t len = (size_t)snprintf(c->path, sizeof(c->path), "%s", c->root ? c->root : "message");
+    for (size_t i = 0; i < c->depth && i < n && len < sizeof(c->path); i++) {
+        int w = c->seg[i].index >= 0
+                    ? snprintf(c->path + len, sizeof(c->path) - len, ".%s[%ld]", c->seg[i].name,
+                               c->seg[i].index)
+                    : snprintf(c->path + len, sizeof(c->path) - len, ".%s", c->seg[i].name);
+        if (w < 0)
+            break;
+        len += (size_t)w;
+    }
+    return c->path;
 }
 
 /* A wire-supplied name made safe to print: printable ASCII, at most 32 bytes. */
@@ -244,6 +271,7 @@ typedef struct shape shape;
 
 typedef struct {
     const char *name;
+    uint8_t nlen; /* strlen(name), so lookups and the encoder need no strlen */
     uint8_t type;
     uint8_t flags;
     uint16_t off;
@@ -276,8 +304,8 @@ struct shape {
 #define NOLIM UINT64_MAX
 #define FLD(st, f, ty, n, fl, lo, hi, d)                                                           \
     {                                                                                              \
-        .name = #f, .type = (ty), .flags = (fl), .off = OFF(st, f, n), .min = (lo), .max = (hi),   \
-        .def = (d)                                                                                 \
+        .name = #f, .nlen = sizeof(#f) - 1, .type = (ty), .flags = (fl), .off = OFF(st, f, n),     \
+        .min = (lo), .max = (hi), .def = (d)                                                       \
     }
 #define U64(st, f, fl, lo) FLD(st, f, T_U64, 8, fl, lo, NOLIM, 0)
 #define U32(st, f, fl, lo, hi, d) FLD(st, f, T_U32, 4, fl, lo, hi, d)
@@ -287,8 +315,8 @@ struct shape {
 #define BG(st, f) FLD(st, f, T_BG, 1, F_REQ, HSQ_BG_SOLID, HSQ_BG_REFERENCE, 0)
 #define RAW(st, f, s, hi)                                                                          \
     {                                                                                              \
-        .name = #f, .type = T_RAW, .flags = 0, .off = OFF(st, f, sizeof(hsq_bytes)), .max = (hi),  \
-        .sub = &(s)                                                                                \
+        .name = #f, .nlen = sizeof(#f) - 1, .type = T_RAW, .flags = 0,                             \
+        .off = OFF(st, f, sizeof(hsq_bytes)), .max = (hi), .sub = &(s)                             \
     }
 #define I64(st, f) FLD(st, f, T_I64, 8, F_REQ, 0, 0, 0)
 #define I64OPT(st, f) FLD(st, f, T_I64, 8, 0, 0, 0, 0) /* left out when 0 */
@@ -296,12 +324,12 @@ struct shape {
  * all-zero struct is left out (and not checked) by the encoder. */
 #define OPTMAP(st, f, s)                                                                           \
     {                                                                                              \
-        .name = #f, .type = T_MAP, .flags = 0, .off = offsetof(st, f),                             \
+        .name = #f, .nlen = sizeof(#f) - 1, .type = T_MAP, .flags = 0, .off = offsetof(st, f),     \
         .esize = sizeof(MEMBER(st, f)), .sub = &(s)                                                \
     }
 #define U32ARR_CNTOF(st, f, cnt, hi)                                                               \
     {                                                                                              \
-        .name = #f, .type = T_U32ARR, .flags = F_CNTCHK,                                           \
+        .name = #f, .nlen = sizeof(#f) - 1, .type = T_U32ARR, .flags = F_CNTCHK,                   \
         .off = offsetof(st, f) + CAP_OK(st, f, hi) + SIZE_IS(st, f[0], 4),                         \
         .count_off = OFF(st, cnt, 4), .esize = sizeof(uint32_t), .max = (hi)                       \
     }
@@ -309,8 +337,8 @@ struct shape {
 #define STR(st, f, fl, lo, hi) FLD(st, f, T_STR, sizeof(hsq_str), fl, lo, hi, 0)
 #define ONEOF(st, f, list)                                                                         \
     {                                                                                              \
-        .name = #f, .type = T_STR, .flags = F_REQ, .off = OFF(st, f, sizeof(hsq_str)), .min = 1,   \
-        .max = HSQ_MAX_NAME_LEN, .oneof = (list)                                                   \
+        .name = #f, .nlen = sizeof(#f) - 1, .type = T_STR, .flags = F_REQ,                         \
+        .off = OFF(st, f, sizeof(hsq_str)), .min = 1, .max = HSQ_MAX_NAME_LEN, .oneof = (list)     \
     }
 #define PRIO(st, f, fl) FLD(st, f, T_PRIO, 1, fl, 0, HSQ_PRIO_COUNT_ - 1, HSQ_PRIO_NORMAL)
 #define STATE(st, f, fl, lo) FLD(st, f, T_STATE, 1, fl, lo, HSQ_STATE_COUNT_ - 1, 0)
@@ -318,22 +346,25 @@ struct shape {
 #define ERR(st, f, fl) FLD(st, f, T_ERR, 4, fl, 0, 0, 0)
 #define SHA(st, f) FLD(st, f, T_SHA, 32, F_REQ, 0, 0, 0)
 #define MAP(st, f, s)                                                                              \
-    { .name = #f, .type = T_MAP, .flags = F_REQ, .off = offsetof(st, f), .sub = &(s) }
+    {                                                                                              \
+        .name = #f, .nlen = sizeof(#f) - 1, .type = T_MAP, .flags = F_REQ, .off = offsetof(st, f), \
+        .sub = &(s)                                                                                \
+    }
 #define ARR(st, f, cnt, fl, lo, hi, s)                                                             \
     {                                                                                              \
-        .name = #f, .type = T_ARR, .flags = (fl), .off = offsetof(st, f) + CAP_OK(st, f, hi),      \
-        .count_off = OFF(st, cnt, 4), .esize = sizeof(MEMBER(st, f)[0]), .min = (lo), .max = (hi), \
-        .sub = &(s)                                                                                \
+        .name = #f, .nlen = sizeof(#f) - 1, .type = T_ARR, .flags = (fl),                          \
+        .off = offsetof(st, f) + CAP_OK(st, f, hi), .count_off = OFF(st, cnt, 4),                  \
+        .esize = sizeof(MEMBER(st, f)[0]), .min = (lo), .max = (hi), .sub = &(s)                   \
     }
 #define PARR(st, f, cnt, hi, s)                                                                    \
     {                                                                                              \
-        .name = #f, .type = T_PARR, .flags = F_REQ, .off = OFF(st, f, sizeof(void *)),             \
-        .count_off = OFF(st, cnt, 4), .esize = sizeof(MEMBER(st, f)[0]), .min = 0, .max = (hi),    \
-        .sub = &(s)                                                                                \
+        .name = #f, .nlen = sizeof(#f) - 1, .type = T_PARR, .flags = F_REQ,                        \
+        .off = OFF(st, f, sizeof(void *)), .count_off = OFF(st, cnt, 4),                           \
+        .esize = sizeof(MEMBER(st, f)[0]), .min = 0, .max = (hi), .sub = &(s)                      \
     }
 #define U64ARR(st, f, cnt, hi)                                                                     \
     {                                                                                              \
-        .name = #f, .type = T_U64ARR, .flags = F_REQ,                                              \
+        .name = #f, .nlen = sizeof(#f) - 1, .type = T_U64ARR, .flags = F_REQ,                      \
         .off = offsetof(st, f) + CAP_OK(st, f, hi) + SIZE_IS(st, f[0], 8),                         \
         .count_off = OFF(st, cnt, 4), .esize = sizeof(uint64_t), .max = (hi)                       \
     }
@@ -702,7 +733,7 @@ static const field rep_heartbeat_f[] = {
 };
 static const field rep_error_f[] = {
     /* the error map is the whole of hsq_rep_error */
-    {.name = "error", .type = T_MAP, .flags = F_REQ, .off = 0, .sub = &error_s},
+    {.name = "error", .nlen = 5, .type = T_MAP, .flags = F_REQ, .off = 0, .sub = &error_s},
 };
 
 static const shape rep_submit_s = SHAPE("submit reply", rep_submit_f, false, NULL);
@@ -880,33 +911,33 @@ static int check_str(ctx *c, const field *f, const void *base) {
     const hsq_str *v = CAT(base, f->off, hsq_str);
     if (v->len > f->max)
         return fail(c, HSQ_ETOOLARGE, "field '%s' in %s is too long (%zu > %llu bytes)", f->name,
-                    c->path, v->len, (unsigned long long)f->max);
+                    path(c), v->len, (unsigned long long)f->max);
     if (v->len < f->min)
-        return fail(c, HSQ_EBADREQ, "field '%s' in %s must not be empty", f->name, c->path);
+        return fail(c, HSQ_EBADREQ, "field '%s' in %s must not be empty", f->name, path(c));
     if (v->len > 0 && !v->ptr)
-        return fail(c, HSQ_EBADREQ, "field '%s' in %s has a NULL pointer", f->name, c->path);
+        return fail(c, HSQ_EBADREQ, "field '%s' in %s has a NULL pointer", f->name, path(c));
     if (!utf8_valid((const unsigned char *)v->ptr, v->len))
-        return fail(c, HSQ_EBADREQ, "field '%s' in %s is not valid UTF-8", f->name, c->path);
+        return fail(c, HSQ_EBADREQ, "field '%s' in %s is not valid UTF-8", f->name, path(c));
     if (!f->oneof)
         return 0;
     for (const char *const *p = f->oneof; *p; p++)
         if (hsq_str_eq(*v, *p))
             return 0;
-    return fail(c, HSQ_EBADREQ, "field '%s' in %s has an unknown value", f->name, c->path);
+    return fail(c, HSQ_EBADREQ, "field '%s' in %s has an unknown value", f->name, path(c));
 }
 
 static int check_array(ctx *c, const field *f, const void *base) {
     uint32_t n = get_count(f, base);
     if (n > f->max)
         return fail(c, HSQ_ETOOLARGE, "field '%s' in %s has too many elements (%u > %llu)", f->name,
-                    c->path, n, (unsigned long long)f->max);
+                    path(c), n, (unsigned long long)f->max);
     if (n < f->min)
         return fail(c, HSQ_EBADREQ, "field '%s' in %s needs at least %llu element(s)", f->name,
-                    c->path, (unsigned long long)f->min);
+                    path(c), (unsigned long long)f->min);
     if (f->type == T_U64ARR || f->type == T_U32ARR)
         return 0;
     if (n > 0 && f->type == T_PARR && !parr_get(f, base))
-        return fail(c, HSQ_EBADREQ, "field '%s' in %s has a NULL array", f->name, c->path);
+        return fail(c, HSQ_EBADREQ, "field '%s' in %s has a NULL array", f->name, path(c));
     for (uint32_t i = 0; i < n; i++) {
         size_t old = path_push(c, f->name, (long)i);
         int rc = check_shape(c, f->sub, elem_at(f, base, i), i);
@@ -940,9 +971,9 @@ static int check_field(ctx *c, const field *f, const void *base) {
             return 0;
         if (v->len > f->max)
             return fail(c, HSQ_ETOOLARGE, "field '%s' in %s is too large (%zu > %llu bytes)",
-                        f->name, c->path, v->len, (unsigned long long)f->max);
+                        f->name, path(c), v->len, (unsigned long long)f->max);
         if (!v->ptr)
-            return fail(c, HSQ_EBADREQ, "field '%s' in %s has a NULL pointer", f->name, c->path);
+            return fail(c, HSQ_EBADREQ, "field '%s' in %s has a NULL pointer", f->name, path(c));
         raw_scratch scratch;
         size_t old = path_push(c, f->name, -1);
         int rc = raw_decode(c, f->sub, *v, &scratch, sizeof(scratch));
@@ -957,13 +988,13 @@ static int check_field(ctx *c, const field *f, const void *base) {
         /* Any nonzero code travels (system codes as their wire name); 0 is
          * "none" and only an optional field may hold it. */
         if ((f->flags & F_REQ) && get_num(f, base) == 0)
-            return fail(c, HSQ_EBADREQ, "field '%s' in %s must be an error code", f->name, c->path);
+            return fail(c, HSQ_EBADREQ, "field '%s' in %s must be an error code", f->name, path(c));
         return 0;
     default: {
         uint64_t v = get_num(f, base);
         if (v < f->min || v > f->max)
             return fail(c, HSQ_EBADREQ, "field '%s' in %s is out of range (%llu..%llu)", f->name,
-                        c->path, (unsigned long long)f->min, (unsigned long long)f->max);
+                        path(c), (unsigned long long)f->min, (unsigned long long)f->max);
         return 0;
     }
     }
@@ -982,9 +1013,9 @@ static int check_shape(ctx *c, const shape *s, const void *base, uint32_t index)
 static int check_input_submit(ctx *c, const void *obj, uint32_t index) {
     const hsq_wire_input *in = obj;
     if (in->frame != index)
-        return fail(c, HSQ_EBADREQ, "field 'frame' in %s must be %u", c->path, index);
+        return fail(c, HSQ_EBADREQ, "field 'frame' in %s must be %u", path(c), index);
     if (in->key.len != 0 || in->size != 0)
-        return fail(c, HSQ_EBADREQ, "%s: key and size are set by hsqd, not in submit", c->path);
+        return fail(c, HSQ_EBADREQ, "%s: key and size are set by hsqd, not in submit", path(c));
     return 0;
 }
 
@@ -994,10 +1025,10 @@ static int check_input_lease(ctx *c, const void *obj, uint32_t index) {
     bool has_key = in->key.len > 0, has_frame = in->frame != HSQ_NO_FRAME;
     (void)index;
     if (has_key == has_frame)
-        return fail(c, HSQ_EBADREQ, "%s needs exactly one of 'key' and 'frame'", c->path);
+        return fail(c, HSQ_EBADREQ, "%s needs exactly one of 'key' and 'frame'", path(c));
     if (c->decoding && has_frame && in->frame >= c->nframes)
         return fail(c, HSQ_EBADREQ, "field 'frame' in %s is %u but only %zu frame(s) follow",
-                    c->path, in->frame, c->nframes);
+                    path(c), in->frame, c->nframes);
     return 0;
 }
 
@@ -1048,10 +1079,10 @@ static int check_background(ctx *c, const void *obj, uint32_t index) {
     const hsq_wire_background *b = obj;
     (void)index;
     if (b->blur_px != 0 && b->kind != HSQ_BG_REFERENCE)
-        return fail(c, HSQ_EBADREQ, "field 'blur_px' in %s applies to 'reference' only", c->path);
+        return fail(c, HSQ_EBADREQ, "field 'blur_px' in %s applies to 'reference' only", path(c));
     const uint8_t *c2 = b->color2;
     if ((c2[0] | c2[1] | c2[2]) != 0 && b->kind != HSQ_BG_GRADIENT)
-        return fail(c, HSQ_EBADREQ, "field 'color2' in %s applies to 'gradient' only", c->path);
+        return fail(c, HSQ_EBADREQ, "field 'color2' in %s applies to 'gradient' only", path(c));
     return 0;
 }
 
@@ -1059,7 +1090,7 @@ static int check_settings(ctx *c, const void *obj, uint32_t index) {
     const hsq_wire_settings *s = obj;
     (void)index;
     if (s->dpi != 0 && s->dpi < 72)
-        return fail(c, HSQ_EBADREQ, "field 'dpi' in %s must be 0 or 72..1200", c->path);
+        return fail(c, HSQ_EBADREQ, "field 'dpi' in %s must be 0 or 72..1200", path(c));
     return 0;
 }
 
@@ -1067,7 +1098,7 @@ static int check_info(ctx *c, const void *obj, uint32_t index) {
     const hsq_wire_info *in = obj;
     (void)index;
     if (in->backend.len && !hsq_str_eq(in->backend, "cpu") && !hsq_str_eq(in->backend, "cuda"))
-        return fail(c, HSQ_EBADREQ, "field 'backend' in %s has an unknown value", c->path);
+        return fail(c, HSQ_EBADREQ, "field 'backend' in %s has an unknown value", path(c));
     return 0;
 }
 
@@ -1124,13 +1155,13 @@ static size_t raw_first(const ctx *c, size_t off) {
 }
 
 static int type_error(ctx *c, const field *f, const char *what) {
-    return fail(c, HSQ_EBADREQ, "field '%s' in %s must be %s", f->name, c->path, what);
+    return fail(c, HSQ_EBADREQ, "field '%s' in %s must be %s", f->name, path(c), what);
 }
 
 static int parse_uint(ctx *c, const field *f, const msgpack_object *o, uint64_t max) {
     if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER ||
         (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER && o->via.u64 > max))
-        return fail(c, HSQ_EBADREQ, "field '%s' in %s is out of range", f->name, c->path);
+        return fail(c, HSQ_EBADREQ, "field '%s' in %s is out of range", f->name, path(c));
     if (o->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
         return type_error(c, f, "an unsigned integer");
     return 0;
@@ -1144,7 +1175,7 @@ static int parse_int(ctx *c, const field *f, const msgpack_object *o, int64_t *o
     if (o->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
         return type_error(c, f, "an integer");
     if (o->via.u64 > (uint64_t)INT64_MAX)
-        return fail(c, HSQ_EBADREQ, "field '%s' in %s is out of range", f->name, c->path);
+        return fail(c, HSQ_EBADREQ, "field '%s' in %s is out of range", f->name, path(c));
     *out = (int64_t)o->via.u64;
     return 0;
 }
@@ -1184,7 +1215,7 @@ static int parse_enum(ctx *c, const field *f, const msgpack_object *o, void *bas
         return 0;
     }
     if (v < 0)
-        return fail(c, HSQ_EBADREQ, "field '%s' in %s has an unknown value", f->name, c->path);
+        return fail(c, HSQ_EBADREQ, "field '%s' in %s has an unknown value", f->name, path(c));
     set_num(f, base, (uint64_t)v);
     return 0;
 }
@@ -1195,8 +1226,20 @@ static int parse_array_head(ctx *c, const field *f, const msgpack_object *o) {
         return type_error(c, f, "an array");
     if (o->via.array.size > f->max)
         return fail(c, HSQ_ETOOLARGE, "field '%s' in %s has too many elements (%u > %llu)", f->name,
-                    c->path, o->via.array.size, (unsigned long long)f->max);
+                    path(c), o->via.array.size, (unsigned long long)f->max);
     return 0;
+}
+
+/* Does s, or a shape nested in it, hold a T_RAW field? Only then must the
+ * parse keep byte offsets beside the objects (raw_skip walks every value a
+ * second time, which is most of a decode's cost for a shape without one). */
+static bool shape_has_raw(const shape *s) {
+    for (size_t i = 0; i < s->n; i++) {
+        const field *f = &s->fields[i];
+        if (f->type == T_RAW || (f->sub && shape_has_raw(f->sub)))
+            return true;
+    }
+    return false;
 }
 
 static int parse_array(ctx *c, const field *f, const msgpack_object *o, void *base, size_t roff) {
@@ -1219,11 +1262,13 @@ static int parse_array(ctx *c, const field *f, const msgpack_object *o, void *ba
         c->cnt_seen = n;
     else
         *AT(base, f->count_off, uint32_t) = n;
-    size_t eoff = raw_first(c, roff);
+    bool track = c->raw && f->sub && shape_has_raw(f->sub);
+    size_t eoff = track ? raw_first(c, roff) : 0;
     for (uint32_t i = 0; i < n; i++) {
         const msgpack_object *e = &o->via.array.ptr[i];
         size_t this_off = eoff;
-        eoff = raw_skip(c, eoff);
+        if (track)
+            eoff = raw_skip(c, eoff);
         if (f->type == T_U64ARR) {
             if ((rc = parse_uint(c, f, e, UINT64_MAX)) != 0)
                 return rc;
@@ -1286,7 +1331,7 @@ static int parse_field(ctx *c, const field *f, const msgpack_object *o, void *ba
             const msgpack_object *e = &o->via.array.ptr[k];
             if (e->type != MSGPACK_OBJECT_POSITIVE_INTEGER || e->via.u64 > 255)
                 return fail(c, HSQ_EBADREQ, "field '%s' in %s needs components 0..255", f->name,
-                            c->path);
+                            path(c));
             AT(base, f->off, uint8_t)[k] = (uint8_t)e->via.u64;
         }
         return 0;
@@ -1295,7 +1340,7 @@ static int parse_field(ctx *c, const field *f, const msgpack_object *o, void *ba
         if (o->type != MSGPACK_OBJECT_MAP)
             return type_error(c, f, "a map");
         if (!c->raw)
-            return fail(c, HSQ_EINTERNAL, "field '%s' in %s: no input bytes", f->name, c->path);
+            return fail(c, HSQ_EINTERNAL, "field '%s' in %s: no input bytes", f->name, path(c));
         hsq_bytes *v = AT(base, f->off, hsq_bytes);
         v->ptr = c->raw + roff;
         v->len = skim(c->raw + roff, c->rawlen - roff);
@@ -1322,9 +1367,11 @@ static bool is_envelope_key(hsq_str k) {
 }
 
 static int find_field(const shape *s, hsq_str key) {
-    for (size_t i = 0; i < s->n; i++)
-        if (hsq_str_eq(key, s->fields[i].name))
+    for (size_t i = 0; i < s->n; i++) {
+        const field *f = &s->fields[i];
+        if (f->nlen == key.len && memcmp(f->name, key.ptr, key.len) == 0)
             return (int)i;
+    }
     return -1;
 }
 
@@ -1344,15 +1391,19 @@ static int parse_shape(ctx *c, const shape *s, const msgpack_object *o, void *ba
                        bool top, size_t roff) {
     uint64_t seen = 0; /* bit i: field i was present (shapes have < 64 fields) */
     if (o->type != MSGPACK_OBJECT_MAP)
-        return fail(c, HSQ_EBADREQ, "%s must be a map", c->path);
+        return fail(c, HSQ_EBADREQ, "%s must be a map", path(c));
     set_defaults(s, base, index);
-    size_t kvoff = raw_first(c, roff);
+    bool track = c->raw && shape_has_raw(s);
+    size_t kvoff = track ? raw_first(c, roff) : 0;
     for (uint32_t i = 0; i < o->via.map.size; i++) {
         const msgpack_object_kv *kv = &o->via.map.ptr[i];
-        size_t voff = raw_skip(c, kvoff);
-        kvoff = raw_skip(c, voff);
+        size_t voff = 0;
+        if (track) {
+            voff = raw_skip(c, kvoff);
+            kvoff = raw_skip(c, voff);
+        }
         if (kv->key.type != MSGPACK_OBJECT_STR)
-            return fail(c, HSQ_EBADREQ, "field names in %s must be strings", c->path);
+            return fail(c, HSQ_EBADREQ, "field names in %s must be strings", path(c));
         hsq_str key = {kv->key.via.str.ptr, kv->key.via.str.size};
         if (top && is_envelope_key(key))
             continue;
@@ -1360,10 +1411,10 @@ static int parse_shape(ctx *c, const shape *s, const msgpack_object *o, void *ba
         if (fi < 0) {
             char name[40];
             sanitize(name, sizeof(name), key.ptr, key.len);
-            return fail(c, HSQ_EBADREQ, "unknown field '%s' in %s", name, c->path);
+            return fail(c, HSQ_EBADREQ, "unknown field '%s' in %s", name, path(c));
         }
         if (seen & (1ull << fi))
-            return fail(c, HSQ_EBADREQ, "duplicate field '%s' in %s", s->fields[fi].name, c->path);
+            return fail(c, HSQ_EBADREQ, "duplicate field '%s' in %s", s->fields[fi].name, path(c));
         seen |= 1ull << fi;
         int rc = parse_field(c, &s->fields[fi], &kv->val, base, voff);
         if (rc)
@@ -1371,7 +1422,7 @@ static int parse_shape(ctx *c, const shape *s, const msgpack_object *o, void *ba
     }
     for (size_t i = 0; i < s->n; i++)
         if ((s->fields[i].flags & F_REQ) && !(seen & (1ull << i)))
-            return fail(c, HSQ_EBADREQ, "missing field '%s' in %s", s->fields[i].name, c->path);
+            return fail(c, HSQ_EBADREQ, "missing field '%s' in %s", s->fields[i].name, path(c));
     return 0;
 }
 
@@ -1623,7 +1674,8 @@ static int decode_map(ctx *c, const msgpack_object *o, bool trailing, hsq_wire_m
     if (!s->frames && c->nframes != 0)
         return fail(c, HSQ_EBADREQ, "%s takes no binary frames, got %zu", s->name, c->nframes);
     void *base = msg->kind == HSQ_KIND_REQUEST ? (void *)&msg->req : (void *)&msg->rep;
-    snprintf(c->path, sizeof(c->path), "%s", s->name);
+    c->root = s->name;
+    c->depth = 0;
     rc = parse_shape(c, s, o, base, 0, true, 0);
     return rc ? rc : check_shape(c, s, base, 0);
 }
@@ -1634,7 +1686,7 @@ static int decode_map(ctx *c, const msgpack_object *o, bool trailing, hsq_wire_m
 static int raw_decode(ctx *c, const shape *s, hsq_bytes raw, void *out, size_t outsize) {
     memset(out, 0, outsize);
     if (skim(raw.ptr, raw.len) != raw.len)
-        return fail(c, HSQ_EBADREQ, "%s is not exactly one well-formed msgpack map", c->path);
+        return fail(c, HSQ_EBADREQ, "%s is not exactly one well-formed msgpack map", path(c));
     msgpack_unpacked up;
     msgpack_unpacked_init(&up);
     size_t off = 0;
@@ -1642,8 +1694,8 @@ static int raw_decode(ctx *c, const shape *s, hsq_bytes raw, void *out, size_t o
     if (ur != MSGPACK_UNPACK_SUCCESS) {
         msgpack_unpacked_destroy(&up);
         if (ur == MSGPACK_UNPACK_NOMEM_ERROR)
-            return fail(c, HSQ_ENOMEM, "out of memory decoding %s", c->path);
-        return fail(c, HSQ_EBADREQ, "%s is malformed msgpack", c->path);
+            return fail(c, HSQ_ENOMEM, "out of memory decoding %s", path(c));
+        return fail(c, HSQ_EBADREQ, "%s is malformed msgpack", path(c));
     }
     const uint8_t *saved_raw = c->raw;
     size_t saved_len = c->rawlen;
@@ -1670,7 +1722,7 @@ static int raw_public_decode(const shape *s, size_t max, hsq_bytes raw, void *ou
     memset(out, 0, outsize);
     if (raw.len == 0)
         return 0;
-    snprintf(c.path, sizeof(c.path), "%s", s->name);
+    c.root = s->name;
     if (!raw.ptr)
         return fail(&c, HSQ_EBADREQ, "%s has a NULL pointer", s->name);
     if (raw.len > max)
@@ -1844,7 +1896,7 @@ static void pack_shape_fields(msgpack_packer *pk, const shape *s, const void *ba
         const field *f = &s->fields[i];
         if (is_default(f, base))
             continue;
-        pack_cstr(pk, f->name);
+        pack_str(pk, (hsq_str){f->name, f->nlen});
         pack_value(pk, f, base);
     }
 }
@@ -1861,7 +1913,7 @@ int hsq_wire_encode(const hsq_wire_msg *msg, hsq_wbuf *out) {
         return HSQ_EINVAL;
     const void *base =
         msg->kind == HSQ_KIND_REQUEST ? (const void *)&msg->req : (const void *)&msg->rep;
-    snprintf(c.path, sizeof(c.path), "%s", s->name);
+    c.root = s->name;
     int rc = check_shape(&c, s, base, 0);
     if (rc)
         return rc;
@@ -1891,7 +1943,7 @@ static int raw_public_encode(const shape *s, size_t max, const void *in, hsq_wbu
     ctx c = {.decoding = false, .err = err, .errcap = sizeof(err)};
     if (!in || !out)
         return HSQ_EINVAL;
-    snprintf(c.path, sizeof(c.path), "%s", s->name);
+    c.root = s->name;
     int rc = check_shape(&c, s, in, 0);
     if (rc)
         return rc;
