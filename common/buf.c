@@ -10,11 +10,6 @@ hsq_str hsq_str_c(const char *s) {
     return v;
 }
 
-int hsq_str_eq(hsq_str a, const char *lit) {
-    size_t n = strlen(lit);
-    return a.len == n && (n == 0 || memcmp(a.ptr, lit, n) == 0);
-}
-
 int hsq_str_eqs(hsq_str a, hsq_str b) {
     return a.len == b.len && (a.len == 0 || memcmp(a.ptr, b.ptr, a.len) == 0);
 }

@@ -9,6 +9,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -33,7 +34,11 @@ typedef struct {
 #define HSQ_STR_LIT(s) ((hsq_str){(s), sizeof(s) - 1})
 
 hsq_str hsq_str_c(const char *s); /* view of a NUL-terminated string */
-int hsq_str_eq(hsq_str a, const char *lit);
+/* Inline, so that the length of a literal is known at compile time. */
+static inline int hsq_str_eq(hsq_str a, const char *lit) {
+    size_t n = strlen(lit);
+    return a.len == n && (n == 0 || memcmp(a.ptr, lit, n) == 0);
+}
 int hsq_str_eqs(hsq_str a, hsq_str b);
 
 void hsq_wbuf_init(hsq_wbuf *b);

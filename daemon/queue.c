@@ -1220,10 +1220,22 @@ static void input_blob_key(hsq_queue *q, hsq_str user, uint64_t id, uint32_t i, 
     snprintf(out, n, "%s%" PRIu64 "/in-%u", prefix, id, i);
 }
 
+/* "u/<hash>/<id>/". Built by hand: it runs twice per job. */
 static void out_prefix(hsq_queue *q, hsq_str user, uint64_t id, char *out, size_t n) {
-    char prefix[HSQ_BLOB_PREFIX_LEN + 1];
-    hsq_blob_user_prefix(q->blob, user.ptr, user.len, prefix);
-    snprintf(out, n, "%s%" PRIu64 "/", prefix, id);
+    char digits[20];
+    size_t d = 0;
+    do {
+        digits[d++] = (char)('0' + id % 10);
+        id /= 10;
+    } while (id);
+    assert(n >= HSQ_BLOB_PREFIX_LEN + d + 2);
+    (void)n;
+    hsq_blob_user_prefix(q->blob, user.ptr, user.len, out);
+    char *p = out + HSQ_BLOB_PREFIX_LEN;
+    while (d)
+        *p++ = digits[--d];
+    *p++ = '/';
+    *p = '\0';
 }
 
 static void turn_blob_note(hsq_queue *q, const char *key) {
