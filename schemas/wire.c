@@ -1393,15 +1393,13 @@ static int parse_shape(ctx *c, const shape *s, const msgpack_object *o, void *ba
     if (o->type != MSGPACK_OBJECT_MAP)
         return fail(c, HSQ_EBADREQ, "%s must be a map", path(c));
     set_defaults(s, base, index);
+    /* Byte offsets are found only for a field that needs them, by walking
+     * the input up to it: most maps have none, or one near the end. */
     bool track = c->raw && shape_has_raw(s);
-    size_t kvoff = track ? raw_first(c, roff) : 0;
+    size_t walk_off = track ? raw_first(c, roff) : 0; /* where pair walk_i begins */
+    uint32_t walk_i = 0;
     for (uint32_t i = 0; i < o->via.map.size; i++) {
         const msgpack_object_kv *kv = &o->via.map.ptr[i];
-        size_t voff = 0;
-        if (track) {
-            voff = raw_skip(c, kvoff);
-            kvoff = raw_skip(c, voff);
-        }
         if (kv->key.type != MSGPACK_OBJECT_STR)
             return fail(c, HSQ_EBADREQ, "field names in %s must be strings", path(c));
         hsq_str key = {kv->key.via.str.ptr, kv->key.via.str.size};
@@ -1416,7 +1414,14 @@ static int parse_shape(ctx *c, const shape *s, const msgpack_object *o, void *ba
         if (seen & (1ull << fi))
             return fail(c, HSQ_EBADREQ, "duplicate field '%s' in %s", s->fields[fi].name, path(c));
         seen |= 1ull << fi;
-        int rc = parse_field(c, &s->fields[fi], &kv->val, base, voff);
+        const field *f = &s->fields[fi];
+        size_t voff = 0;
+        if (track && (f->type == T_RAW || (f->sub && shape_has_raw(f->sub)))) {
+            for (; walk_i < i; walk_i++)
+                walk_off = raw_skip(c, raw_skip(c, walk_off));
+            voff = raw_skip(c, walk_off); /* past the key */
+        }
+        int rc = parse_field(c, f, &kv->val, base, voff);
         if (rc)
             return rc;
     }

@@ -1465,6 +1465,24 @@ static void test_settings_info(void) {
     HSQ_OK(hsq_wire_encode(&d, &b));
     HSQ_ASSERT(a.len == b.len && memcmp(a.data, b.data, a.len) == 0);
     hsq_wire_msg_free(&d);
+    /* The byte range is right wherever the map stands among the keys,
+     * before, between or after nested arrays and the envelope. */
+    static const char *const orders[] = {
+        "{settings:{dpi:300}, " SUBMIT_HEAD ", outputs:[" OUT_J "], inputs:[" IN_P "]}",
+        "{" SUBMIT_HEAD ", inputs:[" IN_P "], settings:{dpi:300}, outputs:[" OUT_J "]}",
+        "{user:'alice', inputs:[" IN_P "], outputs:[" OUT_J ", " OUT_J "], settings:{dpi:300},"
+        " v:1, rid:9, op:'submit'}",
+    };
+    for (size_t i = 0; i < sizeof orders / sizeof orders[0]; i++) {
+        hsq_wbuf_reset(&a);
+        mp(orders[i], &a);
+        HSQ_OK(hsq_wire_decode(a.data, a.len, 1, &d));
+        hsq_wire_settings got;
+        HSQ_OK(hsq_wire_settings_decode(d.req.submit.settings, &got, NULL, 0));
+        HSQ_ASSERT_EQ(got.dpi, 300);
+        HSQ_ASSERT_EQ(d.req.submit.settings.len, 8); /* fixmap, fixstr "dpi", uint16 */
+        hsq_wire_msg_free(&d);
+    }
     /* One more size: 4 x 2 x 3 = 24 > 16. */
     m.req.submit.n_outputs = 3;
     m.req.submit.outputs[2] = m.req.submit.outputs[1];
