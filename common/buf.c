@@ -30,14 +30,6 @@ void hsq_wbuf_reserve(hsq_wbuf *b, size_t extra) {
     b->cap = cap;
 }
 
-void hsq_wbuf_append(hsq_wbuf *b, const void *p, size_t n) {
-    if (n == 0)
-        return;
-    hsq_wbuf_reserve(b, n);
-    memcpy(b->data + b->len, p, n);
-    b->len += n;
-}
-
 void hsq_wbuf_reset(hsq_wbuf *b) {
     b->len = 0;
 }

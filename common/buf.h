@@ -43,7 +43,16 @@ int hsq_str_eqs(hsq_str a, hsq_str b);
 
 void hsq_wbuf_init(hsq_wbuf *b);
 void hsq_wbuf_reserve(hsq_wbuf *b, size_t extra);
-void hsq_wbuf_append(hsq_wbuf *b, const void *p, size_t n);
+/* Inline: encoders append a byte or a few at a time, and a constant n turns
+ * the copy into a store. */
+static inline void hsq_wbuf_append(hsq_wbuf *b, const void *p, size_t n) {
+    if (n == 0)
+        return;
+    if (b->cap - b->len < n)
+        hsq_wbuf_reserve(b, n);
+    memcpy(b->data + b->len, p, n);
+    b->len += n;
+}
 void hsq_wbuf_reset(hsq_wbuf *b); /* len = 0, keeps capacity */
 void hsq_wbuf_free(hsq_wbuf *b);
 
