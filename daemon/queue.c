@@ -90,6 +90,7 @@ typedef struct waiter {
 #define RATE_BUCKETS 4096
 #define WORKER_IDLE_MS 120000
 #define MAX_TIMER_WORK 2048 /* expiries handled per turn, so no turn runs long */
+#define OUT_KEEP_BYTES 16384 /* an outbox slot keeps a buffer up to this size */
 
 typedef struct {
     hsq_sock sock;
@@ -123,6 +124,7 @@ struct hsq_queue {
     /* outbox */
     hsq_out *out;
     size_t n_out, cap_out;
+    size_t n_out_init; /* out[0..n_out_init) own a meta buffer, kept across turns */
 
     /* memory-only */
     worker_rec *workers;
@@ -251,14 +253,25 @@ static hsq_out *out_push(hsq_queue *q, hsq_sock sock, const uint8_t *peer, size_
         q->cap_out = q->cap_out ? q->cap_out * 2 : 64;
         q->out = hsq_xrealloc(q->out, q->cap_out * sizeof *q->out);
     }
-    hsq_out *o = &q->out[q->n_out++];
+    hsq_out *o = &q->out[q->n_out];
+    /* A slot used before keeps its buffer: a turn sends thousands of
+     * replies and events, and each would otherwise be a malloc and a free. */
+    hsq_wbuf meta;
+    if (q->n_out < q->n_out_init) {
+        meta = o->meta;
+        hsq_wbuf_reset(&meta);
+    } else {
+        hsq_wbuf_init(&meta);
+        q->n_out_init = q->n_out + 1;
+    }
+    q->n_out++;
     memset(o, 0, sizeof *o);
+    o->meta = meta;
     o->sock = sock;
     if (plen > HSQ_PEER_MAX)
         plen = HSQ_PEER_MAX;
     memcpy(o->peer, peer, plen);
     o->peer_len = plen;
-    hsq_wbuf_init(&o->meta);
     return o;
 }
 
@@ -3562,7 +3575,10 @@ static void fail_turn(hsq_queue *q, int err) {
                                   ? "storage is full; nothing was changed, retry later"
                                   : "storage error; nothing was changed, retry later",
                               &o->meta);
-        q->out[j++] = *o;
+        /* Swap, not copy: every slot keeps owning exactly one buffer. */
+        hsq_out keep = *o;
+        *o = q->out[j];
+        q->out[j++] = keep;
     }
     q->n_out = j;
     turn_blobs_clear(q, 1);
@@ -3684,7 +3700,10 @@ hsq_out *hsq_queue_outbox(hsq_queue *q, size_t *n) {
 void hsq_queue_outbox_clear(hsq_queue *q) {
     for (size_t i = 0; i < q->n_out; i++) {
         out_free_frames(&q->out[i]);
-        hsq_wbuf_free(&q->out[i].meta);
+        if (q->out[i].meta.cap > OUT_KEEP_BYTES)
+            hsq_wbuf_free(&q->out[i].meta); /* a big lease or list page */
+        else
+            hsq_wbuf_reset(&q->out[i].meta);
     }
     q->n_out = 0;
 }
@@ -4035,6 +4054,8 @@ void hsq_queue_free(hsq_queue **qp) {
     if (q->in_turn)
         hsq_store_abort(q->st);
     hsq_queue_outbox_clear(q);
+    for (size_t i = 0; i < q->n_out_init; i++)
+        hsq_wbuf_free(&q->out[i].meta);
     free(q->out);
     turn_blobs_clear(q, 0);
     free(q->turn_blobs);
