@@ -6,21 +6,21 @@
 
 /* ---- writer ---- */
 
-static void put_u8(hsq_wbuf *b, uint8_t v) {
+static inline void put_u8(hsq_wbuf *b, uint8_t v) {
     hsq_wbuf_append(b, &v, 1);
 }
 
-static void put_u32(hsq_wbuf *b, uint32_t v) {
+static inline void put_u32(hsq_wbuf *b, uint32_t v) {
     uint8_t x[4] = {(uint8_t)v, (uint8_t)(v >> 8), (uint8_t)(v >> 16), (uint8_t)(v >> 24)};
     hsq_wbuf_append(b, x, 4);
 }
 
-static void put_u64(hsq_wbuf *b, uint64_t v) {
+static inline void put_u64(hsq_wbuf *b, uint64_t v) {
     put_u32(b, (uint32_t)v);
     put_u32(b, (uint32_t)(v >> 32));
 }
 
-static void put_str(hsq_wbuf *b, hsq_str s) {
+static inline void put_str(hsq_wbuf *b, hsq_str s) {
     put_u32(b, (uint32_t)s.len);
     hsq_wbuf_append(b, s.ptr, s.len);
 }
@@ -94,7 +94,7 @@ typedef struct {
     int bad;
 } rd;
 
-static const uint8_t *take(rd *r, size_t n) {
+static inline const uint8_t *take(rd *r, size_t n) {
     if (r->bad || r->left < n) {
         r->bad = 1;
         return NULL;
@@ -105,25 +105,25 @@ static const uint8_t *take(rd *r, size_t n) {
     return p;
 }
 
-static uint8_t get_u8(rd *r) {
+static inline uint8_t get_u8(rd *r) {
     const uint8_t *p = take(r, 1);
     return p ? p[0] : 0;
 }
 
-static uint32_t get_u32(rd *r) {
+static inline uint32_t get_u32(rd *r) {
     const uint8_t *p = take(r, 4);
     if (!p)
         return 0;
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
-static uint64_t get_u64(rd *r) {
+static inline uint64_t get_u64(rd *r) {
     uint64_t lo = get_u32(r);
     uint64_t hi = get_u32(r);
     return lo | hi << 32;
 }
 
-static hsq_str get_str(rd *r) {
+static inline hsq_str get_str(rd *r) {
     uint32_t n = get_u32(r);
     const uint8_t *p = take(r, n);
     hsq_str s = {p ? (const char *)p : "", p ? n : 0};
