@@ -309,6 +309,13 @@ void hsq_metrics_render(const hsq_metrics_sample *s, hsq_wbuf *b) {
         s->scrubbing ? 1 : 0);
     one(b, "hsq_scrub_pages_total", "counter",
         "Free LMDB pages overwritten with zeros since hsqd started.", s->scrub_pages);
+    head(b, "hsq_events_total", "counter",
+         "Task events since hsqd started: published, or not encoded because no subscription "
+         "matched the user's topic.");
+    put(b, "hsq_events_total{delivery=\"published\"} %" PRIu64 "\n", s->events_published);
+    put(b, "hsq_events_total{delivery=\"unwatched\"} %" PRIu64 "\n", s->events_unwatched);
+    one(b, "hsq_event_subscriptions", "gauge",
+        "Distinct topics subscribed to on the events socket.", s->event_topics);
     one(b, "hsq_janitor_walks_total", "counter",
         "Walks of the whole blob store finished since hsqd started (after a start, then every "
         "janitor_interval_s).",

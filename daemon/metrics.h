@@ -81,6 +81,9 @@ typedef struct {
     uint64_t janitor_walks; /* the janitor's walks of the blob store (janitor.h) */
     uint64_t janitor_uploads_removed, janitor_tmp_removed;
     uint64_t janitor_last_ms;
+    uint64_t events_published; /* task events encoded and sent (someone subscribed) */
+    uint64_t events_unwatched; /* ... skipped: no subscription matched the user */
+    uint64_t event_topics;     /* distinct subscriptions held (topics.h) */
     const char *version;
     const hsq_hist *submit_ack; /* each may be NULL (not shown) */
     const hsq_hist *queue_wait;

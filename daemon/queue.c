@@ -165,6 +165,8 @@ struct hsq_queue {
     uint64_t blob_ops;     /* blob store deletions by the sweeper (its cost measure) */
     hsq_turn_cost cost;    /* the last end_turn's phases */
     uint64_t (*mono_us)(void); /* the shell's clock for `cost` (NULL: no timing) */
+    int (*event_wanted)(void *ud, const void *topic, size_t len); /* NULL: publish all */
+    void *event_ud;
 
     /* reaping (queue.h): handed-off file deletions */
     size_t reap_max;        /* entries in flight at most; 0 = delete inline */
@@ -270,7 +272,8 @@ static hsq_out *out_push(hsq_queue *q, hsq_sock sock, const uint8_t *peer, size_
     o->sock = sock;
     if (plen > HSQ_PEER_MAX)
         plen = HSQ_PEER_MAX;
-    memcpy(o->peer, peer, plen);
+    if (plen)
+        memcpy(o->peer, peer, plen);
     o->peer_len = plen;
     return o;
 }
@@ -836,6 +839,15 @@ static void rate_prune(hsq_queue *q) {
 /* ---- events and waiters ---- */
 
 static void publish(hsq_queue *q, const hsq_task *t) {
+    if (q->event_wanted && !q->event_wanted(q->event_ud, t->user.ptr, t->user.len)) {
+        hsq_out *o = out_push(q, HSQ_SOCK_EVENTS, NULL, 0);
+        o->op = HSQ_OP_EVENT;
+        o->unsent = 1;
+        o->ev_task = t->id;
+        o->ev_state = t->state;
+        o->ev_at_ms = q->now;
+        return;
+    }
     hsq_wire_msg m;
     memset(&m, 0, sizeof m);
     m.v = HSQ_WIRE_VERSION;
@@ -3686,6 +3698,12 @@ int hsq_queue_end_turn(hsq_queue *q) {
 
 void hsq_queue_turn_cost(const hsq_queue *q, hsq_turn_cost *out) {
     *out = q->cost;
+}
+
+void hsq_queue_set_event_filter(hsq_queue *q,
+                                int (*wanted)(void *ud, const void *topic, size_t len), void *ud) {
+    q->event_wanted = wanted;
+    q->event_ud = ud;
 }
 
 void hsq_queue_set_cost_clock(hsq_queue *q, uint64_t (*fn)(void)) {

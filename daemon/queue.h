@@ -113,6 +113,7 @@ typedef struct {
     uint64_t ev_task;
     uint8_t ev_state;
     int64_t ev_at_ms;
+    int unsent; /* an event nobody subscribed to: not encoded, only counted */
 } hsq_out;
 
 typedef struct hsq_queue hsq_queue;
@@ -170,6 +171,14 @@ void hsq_queue_turn_cost(const hsq_queue *q, hsq_turn_cost *out);
 /* The clock behind hsq_turn_cost (monotonic us); NULL, the default, leaves
  * the figures 0. The core reads no clock of its own. */
 void hsq_queue_set_cost_clock(hsq_queue *q, uint64_t (*mono_us)(void));
+
+/* Events no subscriber would receive are not encoded: wanted(ud, topic, len)
+ * says whether one on that topic would reach anyone (topics.h). Such an
+ * event still takes an outbox entry, with `unsent` set and no meta, so the
+ * shell's timing histograms see every state change. NULL, the default,
+ * encodes every event. */
+void hsq_queue_set_event_filter(hsq_queue *q,
+                                int (*wanted)(void *ud, const void *topic, size_t len), void *ud);
 
 /* ---- reaping: the continuous sweeper's file deletions, off the loop ----
  *

@@ -5,6 +5,7 @@
 #include "common/log.h"
 #include "daemon/janitor.h"
 #include "daemon/reaper.h"
+#include "daemon/topics.h"
 #include "schemas/err.h"
 
 #include <errno.h>
@@ -38,7 +39,10 @@ typedef struct {
     uv_loop_t loop;
     void *zctx;
     void *zs[3]; /* indexed by hsq_sock */
-    uv_poll_t polls[2];
+    uv_poll_t polls[3]; /* indexed by hsq_sock; the events socket's for subscriptions */
+    int n_polls;
+    hsq_topics *topics; /* what the events socket's subscribers want (NULL: no socket) */
+    uint64_t events_published, events_unwatched;
     uv_check_t check;
     uv_idle_t idle;
     uv_timer_t timer;
@@ -76,6 +80,10 @@ static int zsock_has_input(void *s) {
     if (zmq_getsockopt(s, ZMQ_EVENTS, &ev, &len) != 0)
         return 0;
     return (ev & ZMQ_POLLIN) != 0;
+}
+
+static int events_input(srv *sv) {
+    return sv->zs[HSQ_SOCK_EVENTS] && zsock_has_input(sv->zs[HSQ_SOCK_EVENTS]);
 }
 
 /* Receive the rest of a multipart message and drop it. */
@@ -186,6 +194,38 @@ static int drain(srv *sv, hsq_sock which) {
     return handled;
 }
 
+/* The events socket is an XPUB: read the (un)subscriptions libzmq passes
+ * up, so the core encodes only events someone will receive. */
+static void drain_subscriptions(srv *sv) {
+    void *s = sv->zs[HSQ_SOCK_EVENTS];
+    if (!s)
+        return;
+    for (;;) {
+        zmq_msg_t m;
+        zmq_msg_init(&m);
+        if (zmq_msg_recv(&m, s, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&m);
+            return;
+        }
+        int more = zmq_msg_more(&m);
+        /* Anything else (an XSUB peer may send data) is ignored. */
+        (void)hsq_topics_apply(sv->topics, zmq_msg_data(&m), zmq_msg_size(&m));
+        zmq_msg_close(&m);
+        if (more)
+            discard_rest(s);
+    }
+}
+
+static int event_wanted(void *ud, const void *topic, size_t len) {
+    srv *sv = ud;
+    if (hsq_topics_match(sv->topics, topic, len)) {
+        sv->events_published++;
+        return 1;
+    }
+    sv->events_unwatched++;
+    return 0;
+}
+
 static void send_outbox(srv *sv, int committed) {
     size_t n;
     hsq_out *out = hsq_queue_outbox(sv->q, &n);
@@ -199,8 +239,8 @@ static void send_outbox(srv *sv, int committed) {
                                  (double)(hsq_clock_mono_us() - sv->recv_us[i]) / 1e6);
         }
         void *s = sv->zs[o->sock];
-        if (!s)
-            continue; /* no PUB socket configured */
+        if (!s || o->unsent)
+            continue; /* no events socket configured, or nobody subscribed */
         int rc = zmq_send(s, o->peer, o->peer_len, ZMQ_SNDMORE | ZMQ_DONTWAIT);
         if (rc >= 0)
             rc = zmq_send(s, o->meta.data, o->meta.len,
@@ -256,6 +296,7 @@ static void run_turn(srv *sv) {
         sv->recovered_inline = 0;
         hsq_queue_recovered(sv->q, sv->recover_rc, 0, 0);
     }
+    drain_subscriptions(sv);
     int n = drain(sv, HSQ_SOCK_CLIENT);
     n += drain(sv, HSQ_SOCK_WORKER);
     sv->msgs += (uint64_t)n;
@@ -342,7 +383,8 @@ static void on_check(uv_check_t *h) {
     /* Handshakes wait on the ZAP handler: answer them first, every wake-up
      * (its fd is edge-triggered like the others). */
     hsq_auth_serve(sv->conf->auth);
-    int more = zsock_has_input(sv->zs[HSQ_SOCK_CLIENT]) || zsock_has_input(sv->zs[HSQ_SOCK_WORKER]);
+    int more = zsock_has_input(sv->zs[HSQ_SOCK_CLIENT]) ||
+               zsock_has_input(sv->zs[HSQ_SOCK_WORKER]) || events_input(sv);
     if (!more && !sv->dirty) {
         uv_idle_stop(&sv->idle);
         return;
@@ -360,7 +402,7 @@ static void on_check(uv_check_t *h) {
     }
     /* Sends and receives consumed the fd's edge: look again. */
     if (sv->dirty || zsock_has_input(sv->zs[HSQ_SOCK_CLIENT]) ||
-        zsock_has_input(sv->zs[HSQ_SOCK_WORKER]))
+        zsock_has_input(sv->zs[HSQ_SOCK_WORKER]) || events_input(sv))
         uv_idle_start(&sv->idle, on_idle);
     else
         uv_idle_stop(&sv->idle);
@@ -424,6 +466,9 @@ static void render_metrics(srv *sv) {
     hsq_queue_workers_by_backend(sv->q, &m.workers_cpu, &m.workers_cuda);
     m.recovering = hsq_queue_recovering(sv->q);
     hsq_queue_scrub_state(sv->q, &m.scrubbing, &m.scrub_pages);
+    m.events_published = sv->events_published;
+    m.events_unwatched = sv->events_unwatched;
+    m.event_topics = sv->topics ? hsq_topics_count(sv->topics) : 0;
     if (sv->janitor) {
         hsq_janitor_totals jt;
         hsq_janitor_get_totals(sv->janitor, &jt);
@@ -608,9 +653,14 @@ int hsq_srv_run(const hsq_srv_conf *conf, hsq_queue *q) {
     if (rc == 0)
         rc = open_socket(&sv, HSQ_SOCK_WORKER, ZMQ_ROUTER, conf->worker_endpoint, conf);
     if (rc == 0 && conf->events_endpoint && conf->events_endpoint[0])
-        rc = open_socket(&sv, HSQ_SOCK_EVENTS, ZMQ_PUB, conf->events_endpoint, conf);
+        rc = open_socket(&sv, HSQ_SOCK_EVENTS, ZMQ_XPUB, conf->events_endpoint, conf);
+    if (rc == 0 && sv.zs[HSQ_SOCK_EVENTS]) {
+        sv.topics = hsq_topics_new();
+        hsq_queue_set_event_filter(q, event_wanted, &sv);
+    }
     if (rc == 0) {
-        for (int i = 0; i < 2 && rc == 0; i++) {
+        sv.n_polls = sv.zs[HSQ_SOCK_EVENTS] ? 3 : 2;
+        for (int i = 0; i < sv.n_polls && rc == 0; i++) {
             int fd;
             size_t len = sizeof fd;
             zmq_getsockopt(sv.zs[i], ZMQ_FD, &fd, &len);
@@ -678,6 +728,8 @@ int hsq_srv_run(const hsq_srv_conf *conf, hsq_queue *q) {
             zmq_close(sv.zs[i]);
     hsq_auth_stop(conf->auth); /* after the server sockets: no handshake is left without it */
     zmq_ctx_term(sv.zctx);
+    hsq_queue_set_event_filter(q, NULL, NULL); /* it pointed at this frame */
+    hsq_topics_free(sv.topics);
     free(sv.recv_us);
     hsq_timing_free(&sv.timing);
     hsq_log(HSQ_LOG_NOTICE, "srv",

@@ -188,6 +188,36 @@ def main(h):
           "histogram sums: %r" % s)
     check_eq(s['hsq_workers{state="idle"}'] + s['hsq_workers{state="busy"}'], 1.0,
              "one worker connected")
+    # Nobody subscribed: every event was counted (the histograms above saw
+    # them) and none was encoded or sent.
+    check_eq(s['hsq_events_total{delivery="published"}'], 0.0, "events published unwatched")
+    check(s['hsq_events_total{delivery="unwatched"}'] >= 3 * n,
+          "unwatched events: %r" % s['hsq_events_total{delivery="unwatched"}'])
+    check_eq(s["hsq_event_subscriptions"], 0.0, "subscriptions at start")
+    # A subscriber for u1: its events are published, u2's still are not.
+    sub = h.subscriber(d.events, ["u1"])
+    s = wait_metric(base, lambda s: s["hsq_event_subscriptions"] == 1, "the u1 subscription")
+    unwatched0 = s['hsq_events_total{delivery="unwatched"}']
+    t1 = c.submit("u1")["task"]
+    t2 = c.submit("u2")["task"]
+    for t in (t1, t2):
+        check_eq(c.wait_terminal(t)["state"], "succeeded", "task %d" % t)
+    seen = []
+
+    def got_u1_done():
+        while sub.poll(0):
+            seen.append(sub.recv_multipart())
+        return any(f[0] == b"u1" and b"succeeded" in f[1] for f in seen)
+    poll_until(got_u1_done, tmo(10), "u1's succeeded event on the subscriber")
+    check(all(f[0] == b"u1" for f in seen), "the u1 subscriber got: %r" % [f[0] for f in seen])
+    s = wait_metric(base, lambda s: s['hsq_events_total{delivery="published"}'] >= 3,
+                    "u1's events published")
+    check(s['hsq_events_total{delivery="unwatched"}'] >= unwatched0 + 3,
+          "u2's events unwatched: %r -> %r" % (unwatched0, s['hsq_events_total{delivery="unwatched"}']))
+    # The subscriber leaves: libzmq passes the unsubscription up.
+    h.sockets.remove(sub)
+    sub.close(0)
+    wait_metric(base, lambda s: s["hsq_event_subscriptions"] == 0, "the subscription dropped")
     # An erasure frees LMDB pages; the scrub that follows zeroes them.
     h.cli(d.client, "erase-user", "u0", json_out=True)
     s = wait_metric(base, lambda s: s["hsq_scrub_pending"] == 0 and s["hsq_scrub_pages_total"] > 0,
