@@ -91,6 +91,14 @@ typedef struct waiter {
 #define WORKER_IDLE_MS 120000
 #define MAX_TIMER_WORK 2048 /* expiries handled per turn, so no turn runs long */
 #define OUT_KEEP_BYTES 16384 /* an outbox slot keeps a buffer up to this size */
+#define PREFIX_CACHE 256     /* users whose blob prefix is remembered (power of two) */
+
+/* A user's blob prefix costs a keyed BLAKE2b; lease and done both need it. */
+typedef struct {
+    uint8_t len; /* 0: empty */
+    char user[HSQ_MAX_USER_LEN];
+    char prefix[HSQ_BLOB_PREFIX_LEN + 1];
+} prefix_slot;
 
 typedef struct {
     hsq_sock sock;
@@ -167,6 +175,7 @@ struct hsq_queue {
     uint64_t (*mono_us)(void); /* the shell's clock for `cost` (NULL: no timing) */
     int (*event_wanted)(void *ud, const void *topic, size_t len); /* NULL: publish all */
     void *event_ud;
+    prefix_slot *prefixes; /* PREFIX_CACHE slots: users' blob prefixes, a keyed hash each */
 
     /* reaping (queue.h): handed-off file deletions */
     size_t reap_max;        /* entries in flight at most; 0 = delete inline */
@@ -1238,10 +1247,38 @@ static int find_task(req_ctx *c, uint64_t id, hsq_str user, hsq_task *t) {
     return 0;
 }
 
+static prefix_slot *prefix_slot_of(hsq_queue *q, hsq_str user) {
+    return &q->prefixes[str_hash(user) & (PREFIX_CACHE - 1)];
+}
+
+/* hsq_blob_user_prefix, remembered. */
+static void user_prefix(hsq_queue *q, hsq_str user, char out[HSQ_BLOB_PREFIX_LEN + 1]) {
+    if (user.len == 0 || user.len > HSQ_MAX_USER_LEN) {
+        hsq_blob_user_prefix(q->blob, user.ptr, user.len, out);
+        return;
+    }
+    prefix_slot *s = prefix_slot_of(q, user);
+    if (s->len != user.len || memcmp(s->user, user.ptr, user.len) != 0) {
+        hsq_blob_user_prefix(q->blob, user.ptr, user.len, s->prefix);
+        memcpy(s->user, user.ptr, user.len);
+        s->len = (uint8_t)user.len;
+    }
+    memcpy(out, s->prefix, HSQ_BLOB_PREFIX_LEN + 1);
+}
+
+/* An erased user leaves no copy of the id here. */
+static void user_prefix_forget(hsq_queue *q, hsq_str user) {
+    if (user.len == 0 || user.len > HSQ_MAX_USER_LEN)
+        return;
+    prefix_slot *s = prefix_slot_of(q, user);
+    if (s->len == user.len && memcmp(s->user, user.ptr, user.len) == 0)
+        memset(s, 0, sizeof *s);
+}
+
 static void input_blob_key(hsq_queue *q, hsq_str user, uint64_t id, uint32_t i, char *out,
                            size_t n) {
     char prefix[HSQ_BLOB_PREFIX_LEN + 1];
-    hsq_blob_user_prefix(q->blob, user.ptr, user.len, prefix);
+    user_prefix(q, user, prefix);
     snprintf(out, n, "%s%" PRIu64 "/in-%u", prefix, id, i);
 }
 
@@ -1255,7 +1292,7 @@ static void out_prefix(hsq_queue *q, hsq_str user, uint64_t id, char *out, size_
     } while (id);
     assert(n >= HSQ_BLOB_PREFIX_LEN + d + 2);
     (void)n;
-    hsq_blob_user_prefix(q->blob, user.ptr, user.len, out);
+    user_prefix(q, user, out);
     char *p = out + HSQ_BLOB_PREFIX_LEN;
     while (d)
         *p++ = digits[--d];
@@ -2416,6 +2453,7 @@ static int erase_user_done(hsq_queue *q, hsq_str user, hsq_rep_erase *out) {
     int rc = note(q, hsq_store_del(q->st, HSQ_DB_LEDGER, k, ul));
     if (rc != 0)
         return rc;
+    user_prefix_forget(q, user);
     scrub_request(q);
     char subject[33];
     audit_subject(q, user, subject);
@@ -4061,6 +4099,7 @@ int hsq_queue_new(hsq_queue **out, hsq_store *st, hsq_blob *blob, const hsq_queu
         *out = NULL;
         return rc;
     }
+    q->prefixes = hsq_xcalloc(PREFIX_CACHE, sizeof *q->prefixes);
     *out = q;
     return 0;
 }
@@ -4075,6 +4114,8 @@ void hsq_queue_free(hsq_queue **qp) {
     for (size_t i = 0; i < q->n_out_init; i++)
         hsq_wbuf_free(&q->out[i].meta);
     free(q->out);
+    memset(q->prefixes, 0, PREFIX_CACHE * sizeof *q->prefixes);
+    free(q->prefixes);
     turn_blobs_clear(q, 0);
     free(q->turn_blobs);
     free(q->workers);
