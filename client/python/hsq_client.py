@@ -490,11 +490,12 @@ class Client:
 
 
 class Events:
-    """Task events of one user from hsqd's PUB socket.
+    """Task events of one user from hsqd's events (XPUB) socket.
 
     endpoint: None -> $HSQ_EVENTS_ENDPOINT or DEFAULT_EVENTS. Events are
-    best-effort (PUB drops when a subscriber is slow or not yet connected):
-    use them to refresh a page, and Client.status/wait for the truth."""
+    best-effort: dropped when a subscriber is slow, and not even encoded
+    until hsqd has read the subscription (a turn or so after connecting).
+    Use them to refresh a page, and Client.status/wait for the truth."""
 
     def __init__(self, user, endpoint=None, curve=None, context=None):
         self.user = user
