@@ -655,7 +655,7 @@ int hsq_srv_run(const hsq_srv_conf *conf, hsq_queue *q) {
     if (rc == 0 && conf->events_endpoint && conf->events_endpoint[0])
         rc = open_socket(&sv, HSQ_SOCK_EVENTS, ZMQ_XPUB, conf->events_endpoint, conf);
     if (rc == 0 && sv.zs[HSQ_SOCK_EVENTS]) {
-        sv.topics = hsq_topics_new();
+        sv.topics = hsq_topics_new(HSQ_TOPICS_MAX);
         hsq_queue_set_event_filter(q, event_wanted, &sv);
     }
     if (rc == 0) {

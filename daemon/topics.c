@@ -6,54 +6,72 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct {
-    uint8_t *bytes;
+/* A chained hash set of (un)subscribed topics. Matching looks up every
+ * prefix length that some topic has, so by_len says which lengths to try. */
+typedef struct topic {
+    struct topic *next;
+    uint64_t hash;
     size_t len;
     uint32_t refs;
+    uint8_t bytes[];
 } topic;
 
-/* Sorted by (len, bytes): a match looks up one prefix length at a time. */
 struct hsq_topics {
-    topic *v;
-    size_t n, cap;
+    topic **buckets;
+    size_t nbuckets; /* a power of two */
+    size_t n, max;
     uint32_t by_len[HSQ_TOPIC_MAX + 1]; /* topics held of each length */
+    uint64_t dropped;                   /* subscriptions past max, not kept: match all */
 };
 
-hsq_topics *hsq_topics_new(void) {
-    return hsq_xcalloc(1, sizeof(hsq_topics));
+static uint64_t hash_of(const uint8_t *b, size_t len) {
+    uint64_t h = 1469598103934665603ull ^ len;
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ b[i]) * 1099511628211ull;
+    return h;
+}
+
+hsq_topics *hsq_topics_new(size_t max) {
+    hsq_topics *t = hsq_xcalloc(1, sizeof *t);
+    t->max = max;
+    t->nbuckets = 64;
+    t->buckets = hsq_xcalloc(t->nbuckets, sizeof *t->buckets);
+    return t;
 }
 
 void hsq_topics_free(hsq_topics *t) {
     if (!t)
         return;
-    for (size_t i = 0; i < t->n; i++)
-        free(t->v[i].bytes);
-    free(t->v);
+    for (size_t b = 0; b < t->nbuckets; b++) {
+        for (topic *e = t->buckets[b], *next; e; e = next) {
+            next = e->next;
+            free(e);
+        }
+    }
+    free(t->buckets);
     free(t);
 }
 
-static int cmp(const topic *a, const uint8_t *b, size_t blen) {
-    if (a->len != blen)
-        return a->len < blen ? -1 : 1;
-    return blen ? memcmp(a->bytes, b, blen) : 0;
+static topic **slot_of(const hsq_topics *t, const uint8_t *b, size_t len, uint64_t h) {
+    topic **pp = &t->buckets[h & (t->nbuckets - 1)];
+    while (*pp && !((*pp)->hash == h && (*pp)->len == len && memcmp((*pp)->bytes, b, len) == 0))
+        pp = &(*pp)->next;
+    return pp;
 }
 
-/* Index of the first topic not below (b, blen). */
-static size_t lower_bound(const hsq_topics *t, const uint8_t *b, size_t blen) {
-    size_t lo = 0, hi = t->n;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (cmp(&t->v[mid], b, blen) < 0)
-            lo = mid + 1;
-        else
-            hi = mid;
+static void grow(hsq_topics *t) {
+    size_t nb = t->nbuckets * 2;
+    topic **nv = hsq_xcalloc(nb, sizeof *nv);
+    for (size_t b = 0; b < t->nbuckets; b++) {
+        for (topic *e = t->buckets[b], *next; e; e = next) {
+            next = e->next;
+            e->next = nv[e->hash & (nb - 1)];
+            nv[e->hash & (nb - 1)] = e;
+        }
     }
-    return lo;
-}
-
-static int held(const hsq_topics *t, const uint8_t *b, size_t blen, size_t *at) {
-    *at = lower_bound(t, b, blen);
-    return *at < t->n && cmp(&t->v[*at], b, blen) == 0;
+    free(t->buckets);
+    t->buckets = nv;
+    t->nbuckets = nb;
 }
 
 int hsq_topics_apply(hsq_topics *t, const void *msg, size_t len) {
@@ -61,31 +79,42 @@ int hsq_topics_apply(hsq_topics *t, const void *msg, size_t len) {
     if (len == 0 || m[0] > 1)
         return HSQ_EINVAL;
     const uint8_t *b = m + 1;
-    size_t blen = len - 1, at;
-    int found = held(t, b, blen, &at);
+    size_t blen = len - 1;
+    uint64_t h = hash_of(b, blen);
+    topic **pp = slot_of(t, b, blen, h);
     if (m[0] == 1) {
-        if (found) {
-            t->v[at].refs++;
+        if (*pp) {
+            (*pp)->refs++;
             return 1;
         }
-        if (t->n == t->cap) {
-            t->cap = t->cap ? t->cap * 2 : 16;
-            t->v = hsq_xrealloc(t->v, t->cap * sizeof *t->v);
+        if (t->n >= t->max) {
+            t->dropped++;
+            return 1;
         }
-        memmove(&t->v[at + 1], &t->v[at], (t->n - at) * sizeof *t->v);
-        t->v[at].bytes = hsq_xmalloc(blen ? blen : 1);
+        topic *e = hsq_xmalloc(sizeof *e + blen);
+        e->next = NULL;
+        e->hash = h;
+        e->len = blen;
+        e->refs = 1;
         if (blen)
-            memcpy(t->v[at].bytes, b, blen);
-        t->v[at].len = blen;
-        t->v[at].refs = 1;
+            memcpy(e->bytes, b, blen);
+        *pp = e;
         t->n++;
         if (blen <= HSQ_TOPIC_MAX)
             t->by_len[blen]++;
+        if (t->n > t->nbuckets)
+            grow(t);
         return 1;
     }
-    if (found && --t->v[at].refs == 0) {
-        free(t->v[at].bytes);
-        memmove(&t->v[at], &t->v[at + 1], (t->n - at - 1) * sizeof *t->v);
+    if (!*pp) {
+        if (t->dropped > 0)
+            t->dropped--; /* XPUB passes up only what it passed down: one not kept */
+        return 0;
+    }
+    if (--(*pp)->refs == 0) {
+        topic *e = *pp;
+        *pp = e->next;
+        free(e);
         t->n--;
         if (blen <= HSQ_TOPIC_MAX)
             t->by_len[blen]--;
@@ -94,11 +123,14 @@ int hsq_topics_apply(hsq_topics *t, const void *msg, size_t len) {
 }
 
 int hsq_topics_match(const hsq_topics *t, const void *topic_, size_t len) {
+    if (t->dropped > 0)
+        return 1;
     if (t->n == 0)
         return 0;
-    size_t at, max = len < HSQ_TOPIC_MAX ? len : HSQ_TOPIC_MAX;
+    const uint8_t *b = topic_;
+    size_t max = len < HSQ_TOPIC_MAX ? len : HSQ_TOPIC_MAX;
     for (size_t l = 0; l <= max; l++)
-        if (t->by_len[l] && held(t, topic_, l, &at))
+        if (t->by_len[l] && *slot_of(t, b, l, hash_of(b, l)))
             return 1;
     return 0;
 }

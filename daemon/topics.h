@@ -21,10 +21,16 @@
 #include <stdint.h>
 
 #define HSQ_TOPIC_MAX 255
+/* Distinct topics hsqd keeps at most: past that (a subscriber gone wild)
+ * the set stops filtering and every event is published, as a plain PUB
+ * would, until unsubscriptions bring it back under. */
+#define HSQ_TOPICS_MAX (1u << 20)
 
 typedef struct hsq_topics hsq_topics;
 
-hsq_topics *hsq_topics_new(void); /* aborts on OOM, like every bookkeeping allocation */
+/* A set keeping at most max topics (hsqd: HSQ_TOPICS_MAX). Aborts on OOM,
+ * like every bookkeeping allocation. */
+hsq_topics *hsq_topics_new(size_t max);
 void hsq_topics_free(hsq_topics *t);
 
 /* Apply one message received on the XPUB socket. Returns 1 for a
@@ -34,10 +40,11 @@ void hsq_topics_free(hsq_topics *t);
  * unsubscribed twice. */
 int hsq_topics_apply(hsq_topics *t, const void *msg, size_t len);
 
-/* Would an event on this topic reach anyone? */
+/* Would an event on this topic reach anyone? (Always yes while more than
+ * max topics are subscribed: those beyond it are not kept.) */
 int hsq_topics_match(const hsq_topics *t, const void *topic, size_t len);
 
-/* Distinct topics held (a long one included). */
+/* Distinct topics held (a long one included; not those beyond the cap). */
 size_t hsq_topics_count(const hsq_topics *t);
 
 #endif

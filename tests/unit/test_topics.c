@@ -19,7 +19,7 @@ static int match(const hsq_topics *t, const char *topic) {
 }
 
 static void test_prefixes(void) {
-    hsq_topics *t = hsq_topics_new();
+    hsq_topics *t = hsq_topics_new(HSQ_TOPICS_MAX);
     HSQ_ASSERT(!match(t, "alice"));
     HSQ_ASSERT(!match(t, ""));
     HSQ_ASSERT_EQ(sub(t, 1, "alice"), 1);
@@ -45,7 +45,7 @@ static void test_prefixes(void) {
 }
 
 static void test_refs_and_junk(void) {
-    hsq_topics *t = hsq_topics_new();
+    hsq_topics *t = hsq_topics_new(HSQ_TOPICS_MAX);
     /* Subscribed twice (a verbose peer, or two after an unsubscription
      * raced): the first unsubscription keeps it. */
     sub(t, 1, "u1");
@@ -100,9 +100,35 @@ static void test_refs_and_junk(void) {
     hsq_topics_free(t);
 }
 
+/* Past its cap the set keeps nothing more and matches everything, until
+ * unsubscriptions bring it back under. */
+static void test_cap(void) {
+    hsq_topics *t = hsq_topics_new(3);
+    sub(t, 1, "a");
+    sub(t, 1, "b");
+    sub(t, 1, "c");
+    HSQ_ASSERT(!match(t, "zed"));
+    HSQ_ASSERT_EQ(sub(t, 1, "d"), 1);
+    HSQ_ASSERT_EQ(sub(t, 1, "e"), 1);
+    HSQ_ASSERT_EQ(hsq_topics_count(t), 3);
+    HSQ_ASSERT(match(t, "zed")); /* d and e were not kept: publish everything */
+    sub(t, 0, "e");
+    HSQ_ASSERT(match(t, "zed"));
+    sub(t, 0, "d");
+    HSQ_ASSERT(!match(t, "zed")); /* back under: filtering again */
+    HSQ_ASSERT(match(t, "a"));
+    sub(t, 0, "a");
+    HSQ_ASSERT_EQ(sub(t, 1, "f"), 1); /* room again: kept */
+    HSQ_ASSERT_EQ(hsq_topics_count(t), 3);
+    HSQ_ASSERT(match(t, "f"));
+    HSQ_ASSERT(!match(t, "a"));
+    hsq_topics_free(t);
+}
+
 int main(void) {
     test_prefixes();
     test_refs_and_junk();
+    test_cap();
     printf("test_topics: ok\n");
     return 0;
 }
