@@ -6,7 +6,9 @@
  * only then sends the outbox. ZMQ_FD is edge-triggered and every send or recv
  * consumes the edge, so after each turn it re-reads ZMQ_EVENTS and keeps an
  * idle handle running while any socket still has input: the loop never
- * blocks with a message waiting.
+ * blocks with a message waiting. The events socket is an XPUB: each turn
+ * also reads its (un)subscriptions into a topics set (topics.h), and the
+ * core encodes only events that some subscription matches.
  *
  * Readiness: once the sockets are bound and the first turn has run, the
  * endpoints go to --ready-fd and READY=1 to systemd (sd_notify); a 1 s tick
@@ -26,7 +28,7 @@
 typedef struct {
     const char *client_endpoint;
     const char *worker_endpoint;
-    const char *events_endpoint;  /* "" = no PUB socket */
+    const char *events_endpoint;  /* "" = no events socket */
     uint64_t max_msg_bytes;       /* ZMQ_MAXMSGSIZE: larger messages drop the peer */
     int ready_fd;                 /* -1 = none; else endpoints are written here, then closed */
     /* Transport security (see auth.h). With curve_secret_key set, every
