@@ -733,7 +733,12 @@ static const field rep_heartbeat_f[] = {
 };
 static const field rep_error_f[] = {
     /* the error map is the whole of hsq_rep_error */
-    {.name = "error", .nlen = 5, .type = T_MAP, .flags = F_REQ, .off = 0, .sub = &error_s},
+    {.name = "error",
+     .nlen = sizeof("error") - 1,
+     .type = T_MAP,
+     .flags = F_REQ,
+     .off = 0,
+     .sub = &error_s},
 };
 
 static const shape rep_submit_s = SHAPE("submit reply", rep_submit_f, false, NULL);
@@ -1230,9 +1235,9 @@ static int parse_array_head(ctx *c, const field *f, const msgpack_object *o) {
     return 0;
 }
 
-/* Does s, or a shape nested in it, hold a T_RAW field? Only then must the
- * parse keep byte offsets beside the objects (raw_skip walks every value a
- * second time, which is most of a decode's cost for a shape without one). */
+/* Does s, or a shape nested in it, hold a T_RAW field? Only then does the
+ * parse need byte offsets beside the objects, and finding them (raw_skip)
+ * walks the input a second time. */
 static bool shape_has_raw(const shape *s) {
     for (size_t i = 0; i < s->n; i++) {
         const field *f = &s->fields[i];
