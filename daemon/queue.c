@@ -848,15 +848,18 @@ static void rate_prune(hsq_queue *q) {
 /* ---- events and waiters ---- */
 
 static void publish(hsq_queue *q, const hsq_task *t) {
-    if (q->event_wanted && !q->event_wanted(q->event_ud, t->user.ptr, t->user.len)) {
-        hsq_out *o = out_push(q, HSQ_SOCK_EVENTS, NULL, 0);
-        o->op = HSQ_OP_EVENT;
-        o->unsent = 1;
-        o->ev_task = t->id;
-        o->ev_state = t->state;
-        o->ev_at_ms = q->now;
+    int wanted = !q->event_wanted || q->event_wanted(q->event_ud, t->user.ptr, t->user.len);
+    /* An event nobody subscribed to keeps its entry, unsent and not
+     * encoded, for the shell's histograms. */
+    hsq_out *o =
+        out_push(q, HSQ_SOCK_EVENTS, (const uint8_t *)t->user.ptr, wanted ? t->user.len : 0);
+    o->op = HSQ_OP_EVENT;
+    o->unsent = !wanted;
+    o->ev_task = t->id;
+    o->ev_state = t->state;
+    o->ev_at_ms = q->now;
+    if (!wanted)
         return;
-    }
     hsq_wire_msg m;
     memset(&m, 0, sizeof m);
     m.v = HSQ_WIRE_VERSION;
@@ -868,11 +871,6 @@ static void publish(hsq_queue *q, const hsq_task *t) {
     m.req.event.progress = t->progress;
     m.req.event.stage = t->stage;
     m.req.event.at_ms = q->now;
-    hsq_out *o = out_push(q, HSQ_SOCK_EVENTS, (const uint8_t *)t->user.ptr, t->user.len);
-    o->op = HSQ_OP_EVENT;
-    o->ev_task = t->id;
-    o->ev_state = t->state;
-    o->ev_at_ms = q->now;
     if (hsq_wire_encode(&m, &o->meta) != 0)
         q->n_out--; /* cannot happen with a valid task; drop rather than send junk */
 }

@@ -40,7 +40,6 @@ typedef struct {
     void *zctx;
     void *zs[3]; /* indexed by hsq_sock */
     uv_poll_t polls[3]; /* indexed by hsq_sock; the events socket's for subscriptions */
-    int n_polls;
     hsq_topics *topics; /* what the events socket's subscribers want (NULL: no socket) */
     uint64_t events_published, events_unwatched;
     uv_check_t check;
@@ -82,8 +81,10 @@ static int zsock_has_input(void *s) {
     return (ev & ZMQ_POLLIN) != 0;
 }
 
-static int events_input(srv *sv) {
-    return sv->zs[HSQ_SOCK_EVENTS] && zsock_has_input(sv->zs[HSQ_SOCK_EVENTS]);
+/* A request on either ROUTER, or a subscription on the events socket. */
+static int has_input(srv *sv) {
+    return zsock_has_input(sv->zs[HSQ_SOCK_CLIENT]) || zsock_has_input(sv->zs[HSQ_SOCK_WORKER]) ||
+           (sv->zs[HSQ_SOCK_EVENTS] && zsock_has_input(sv->zs[HSQ_SOCK_EVENTS]));
 }
 
 /* Receive the rest of a multipart message and drop it. */
@@ -383,9 +384,7 @@ static void on_check(uv_check_t *h) {
     /* Handshakes wait on the ZAP handler: answer them first, every wake-up
      * (its fd is edge-triggered like the others). */
     hsq_auth_serve(sv->conf->auth);
-    int more = zsock_has_input(sv->zs[HSQ_SOCK_CLIENT]) ||
-               zsock_has_input(sv->zs[HSQ_SOCK_WORKER]) || events_input(sv);
-    if (!more && !sv->dirty) {
+    if (!has_input(sv) && !sv->dirty) {
         uv_idle_stop(&sv->idle);
         return;
     }
@@ -401,8 +400,7 @@ static void on_check(uv_check_t *h) {
         start_janitor(sv);
     }
     /* Sends and receives consumed the fd's edge: look again. */
-    if (sv->dirty || zsock_has_input(sv->zs[HSQ_SOCK_CLIENT]) ||
-        zsock_has_input(sv->zs[HSQ_SOCK_WORKER]) || events_input(sv))
+    if (sv->dirty || has_input(sv))
         uv_idle_start(&sv->idle, on_idle);
     else
         uv_idle_stop(&sv->idle);
@@ -659,8 +657,8 @@ int hsq_srv_run(const hsq_srv_conf *conf, hsq_queue *q) {
         hsq_queue_set_event_filter(q, event_wanted, &sv);
     }
     if (rc == 0) {
-        sv.n_polls = sv.zs[HSQ_SOCK_EVENTS] ? 3 : 2;
-        for (int i = 0; i < sv.n_polls && rc == 0; i++) {
+        int n_polls = sv.zs[HSQ_SOCK_EVENTS] ? 3 : 2;
+        for (int i = 0; i < n_polls && rc == 0; i++) {
             int fd;
             size_t len = sizeof fd;
             zmq_getsockopt(sv.zs[i], ZMQ_FD, &fd, &len);

@@ -1235,15 +1235,20 @@ static int parse_array_head(ctx *c, const field *f, const msgpack_object *o) {
     return 0;
 }
 
+static bool shape_has_raw(const shape *s);
+
+/* Is f a T_RAW field, or does its nested shape hold one? */
+static bool field_has_raw(const field *f) {
+    return f->type == T_RAW || (f->sub && shape_has_raw(f->sub));
+}
+
 /* Does s, or a shape nested in it, hold a T_RAW field? Only then does the
  * parse need byte offsets beside the objects, and finding them (raw_skip)
  * walks the input a second time. */
 static bool shape_has_raw(const shape *s) {
-    for (size_t i = 0; i < s->n; i++) {
-        const field *f = &s->fields[i];
-        if (f->type == T_RAW || (f->sub && shape_has_raw(f->sub)))
+    for (size_t i = 0; i < s->n; i++)
+        if (field_has_raw(&s->fields[i]))
             return true;
-    }
     return false;
 }
 
@@ -1267,7 +1272,7 @@ static int parse_array(ctx *c, const field *f, const msgpack_object *o, void *ba
         c->cnt_seen = n;
     else
         *AT(base, f->count_off, uint32_t) = n;
-    bool track = c->raw && f->sub && shape_has_raw(f->sub);
+    bool track = c->raw && field_has_raw(f);
     size_t eoff = track ? raw_first(c, roff) : 0;
     for (uint32_t i = 0; i < n; i++) {
         const msgpack_object *e = &o->via.array.ptr[i];
@@ -1421,7 +1426,7 @@ static int parse_shape(ctx *c, const shape *s, const msgpack_object *o, void *ba
         seen |= 1ull << fi;
         const field *f = &s->fields[fi];
         size_t voff = 0;
-        if (track && (f->type == T_RAW || (f->sub && shape_has_raw(f->sub)))) {
+        if (track && field_has_raw(f)) {
             for (; walk_i < i; walk_i++)
                 walk_off = raw_skip(c, raw_skip(c, walk_off));
             voff = raw_skip(c, walk_off); /* past the key */
