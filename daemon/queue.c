@@ -187,6 +187,11 @@ struct hsq_queue {
     hsq_reap *results;      /* results back from the reaper, applied a few per turn */
     hsq_sweep_counts reaped_sum; /* what results applied while a purge waits */
     size_t n_results, results_head;
+    /* checking (queue.h): dones whose outputs are confirmed off the loop */
+    size_t check_max;       /* in flight at most; 0 = check inline */
+    size_t checks_inflight; /* handed off, not back */
+    hsq_check *checks;      /* handed off since the shell last took them */
+    size_t n_checks, cap_checks;
     uint32_t turn_msgs;     /* messages handled this turn */
     purge_wait *purge_waits; /* purge requests waiting for the reaper (and recovery) */
     size_t n_purge_waits, cap_purge_waits;
@@ -1999,6 +2004,77 @@ static void h_progress(req_ctx *c) {
     reply_empty(c);
 }
 
+static void output_missing(req_ctx *c, uint32_t i, const hsq_wire_output *o) {
+    FAIL(c, HSQ_EBADREQ, "output %u (%.*s) is not in the blob store with %" PRIu64 " bytes", i,
+         (int)o->key.len, o->key.ptr, o->size);
+}
+
+/* The outputs are confirmed and t's lease is current: t succeeded. */
+static void done_finish(req_ctx *c, hsq_task *t) {
+    hsq_queue *q = c->q;
+    const hsq_req_done *r = &c->m->req.done;
+    int rc = unlease(q, t);
+    set_state(q, t, HSQ_STATE_SUCCEEDED);
+    t->n_outputs = r->n_outputs;
+    memcpy(t->outputs, r->outputs, sizeof(hsq_wire_output) * r->n_outputs);
+    t->info = r->info;
+    t->progress = 100;
+    t->err_code = 0;
+    t->err_msg.len = 0;
+    if (rc == 0)
+        rc = task_ended(q, t, 1);
+    if (rc == 0)
+        rc = save_task(q, t);
+    if (rc != 0) {
+        fail_store(c, rc);
+        return;
+    }
+    for (uint32_t i = 0; i < r->n_outputs; i++)
+        blob_bytes_add(q, (int64_t)r->outputs[i].size);
+    q->completed_total++;
+    changed(q, t);
+    reply_empty(c);
+}
+
+/* Copy the done request into an hsq_check for the shell: its outputs, their
+ * keys (NUL-terminated) and the info map in one allocation. */
+static void check_defer(req_ctx *c) {
+    hsq_queue *q = c->q;
+    const hsq_req_done *r = &c->m->req.done;
+    size_t bytes = r->n_outputs * sizeof(hsq_wire_output) + r->info.len;
+    for (uint32_t i = 0; i < r->n_outputs; i++)
+        bytes += r->outputs[i].key.len + 1;
+    if (q->n_checks == q->cap_checks) {
+        q->cap_checks = q->cap_checks ? 2 * q->cap_checks : 64;
+        q->checks = hsq_xrealloc(q->checks, q->cap_checks * sizeof *q->checks);
+    }
+    hsq_check *k = &q->checks[q->n_checks++];
+    memset(k, 0, sizeof *k);
+    k->task = r->task;
+    k->token = r->token;
+    k->rid = c->m->rid;
+    k->n_outputs = r->n_outputs;
+    k->peer_len = c->plen;
+    memcpy(k->peer, c->peer, c->plen);
+    uint8_t *mem = hsq_xmalloc(bytes ? bytes : 1);
+    k->mem = mem;
+    k->outputs = (hsq_wire_output *)mem;
+    memcpy(k->outputs, r->outputs, r->n_outputs * sizeof(hsq_wire_output));
+    char *p = (char *)(mem + r->n_outputs * sizeof(hsq_wire_output));
+    for (uint32_t i = 0; i < r->n_outputs; i++) {
+        memcpy(p, r->outputs[i].key.ptr, r->outputs[i].key.len);
+        p[r->outputs[i].key.len] = '\0';
+        k->outputs[i].key.ptr = p;
+        p += r->outputs[i].key.len + 1;
+    }
+    if (r->info.len) {
+        memcpy(p, r->info.ptr, r->info.len);
+        k->info.ptr = (const uint8_t *)p;
+        k->info.len = r->info.len;
+    }
+    k->bad = -1;
+}
+
 static void h_done(req_ctx *c) {
     hsq_queue *q = c->q;
     const hsq_req_done *r = &c->m->req.done;
@@ -2011,43 +2087,101 @@ static void h_done(req_ctx *c) {
     size_t pl = strlen(prefix);
     for (uint32_t i = 0; i < r->n_outputs; i++) {
         const hsq_wire_output *o = &r->outputs[i];
-        char key[HSQ_BLOB_KEY_MAX + 1];
         if (o->key.len <= pl || o->key.len > HSQ_BLOB_KEY_MAX ||
             memcmp(o->key.ptr, prefix, pl) != 0) {
             FAIL(c, HSQ_EBADREQ, "output %u key is outside the task's prefix %s", i, prefix);
             return;
         }
+    }
+    if (q->checks_inflight + q->n_checks < q->check_max) {
+        check_defer(c);
+        return;
+    }
+    for (uint32_t i = 0; i < r->n_outputs; i++) {
+        const hsq_wire_output *o = &r->outputs[i];
+        char key[HSQ_BLOB_KEY_MAX + 1];
         memcpy(key, o->key.ptr, o->key.len);
         key[o->key.len] = '\0';
         uint64_t size = 0;
         int rc = hsq_blob_size(q->blob, key, &size);
         if (rc != 0 || size != o->size) {
-            FAIL(c, HSQ_EBADREQ, "output %u (%s) is not in the blob store with %" PRIu64 " bytes",
-                 i, key, o->size);
+            output_missing(c, i, o);
             return;
         }
     }
-    int rc = unlease(q, &t);
-    set_state(q, &t, HSQ_STATE_SUCCEEDED);
-    t.n_outputs = r->n_outputs;
-    memcpy(t.outputs, r->outputs, sizeof(hsq_wire_output) * r->n_outputs);
-    t.info = r->info;
-    t.progress = 100;
-    t.err_code = 0;
-    t.err_msg.len = 0;
-    if (rc == 0)
-        rc = task_ended(q, &t, 1);
-    if (rc == 0)
-        rc = save_task(q, &t);
-    if (rc != 0) {
-        fail_store(c, rc);
-        return;
+    done_finish(c, &t);
+}
+
+void hsq_queue_set_checking(hsq_queue *q, size_t max) {
+    q->check_max = max;
+}
+
+hsq_check *hsq_queue_take_checks(hsq_queue *q, size_t *n) {
+    hsq_check *v = q->checks;
+    *n = q->n_checks;
+    q->checks_inflight += q->n_checks;
+    q->checks = NULL;
+    q->n_checks = q->cap_checks = 0;
+    return v;
+}
+
+void hsq_checks_run(hsq_blob *b, hsq_check *v, size_t n) {
+    hsq_fault("check.run"); /* tests: "check.run~MS" keeps checks in flight */
+    for (size_t i = 0; i < n; i++) {
+        hsq_check *k = &v[i];
+        k->bad = -1;
+        k->rc = 0;
+        for (uint32_t j = 0; j < k->n_outputs; j++) {
+            uint64_t size = 0;
+            int rc = hsq_blob_size(b, k->outputs[j].key.ptr, &size);
+            if (rc != 0 || size != k->outputs[j].size) {
+                k->bad = (int)j;
+                k->rc = rc;
+                break;
+            }
+        }
     }
-    for (uint32_t i = 0; i < r->n_outputs; i++)
-        blob_bytes_add(q, (int64_t)r->outputs[i].size);
-    q->completed_total++;
-    changed(q, &t);
-    reply_empty(c);
+}
+
+void hsq_queue_checked(hsq_queue *q, hsq_check *v, size_t n) {
+    assert(q->in_turn);
+    q->checks_inflight = q->checks_inflight > n ? q->checks_inflight - n : 0;
+    for (size_t i = 0; i < n; i++) {
+        const hsq_check *k = &v[i];
+        hsq_wire_msg m;
+        memset(&m, 0, sizeof m);
+        m.kind = HSQ_KIND_REQUEST;
+        m.op = HSQ_OP_DONE;
+        m.rid = k->rid;
+        hsq_req_done *r = &m.req.done;
+        r->task = k->task;
+        r->token = k->token;
+        r->n_outputs = k->n_outputs;
+        memcpy(r->outputs, k->outputs, k->n_outputs * sizeof *k->outputs);
+        r->info = k->info;
+        req_ctx c = {q, HSQ_SOCK_WORKER, NULL, k->peer, k->peer_len, &m, NULL, 0};
+        q->turn_msgs++;
+        hsq_task t;
+        if (q->turn_err)
+            fail_store(&c, q->turn_err);
+        else if (check_lease(&c, k->task, k->token, &t) != 0)
+            continue;
+        else if (k->bad >= 0)
+            output_missing(&c, (uint32_t)k->bad, &k->outputs[k->bad]);
+        else
+            done_finish(&c, &t);
+    }
+    hsq_checks_free(v, n);
+}
+
+size_t hsq_queue_checks_inflight(const hsq_queue *q) {
+    return q->checks_inflight;
+}
+
+void hsq_checks_free(hsq_check *v, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        free(v[i].mem);
+    free(v);
 }
 
 static void h_fail(req_ctx *c) {
@@ -4122,6 +4256,7 @@ void hsq_queue_free(hsq_queue **qp) {
     free(q->purge_waits);
     hsq_reaps_free(q->reaps, q->n_reaps);
     hsq_reaps_free(q->results, q->n_results);
+    hsq_checks_free(q->checks, q->n_checks);
     for (size_t i = 0; i < RATE_BUCKETS; i++) {
         rate_bucket *b = q->rate[i];
         while (b) {

@@ -3,6 +3,7 @@
 #include "common/alloc.h"
 #include "common/clock.h"
 #include "common/log.h"
+#include "daemon/checker.h"
 #include "daemon/janitor.h"
 #include "daemon/reaper.h"
 #include "daemon/topics.h"
@@ -24,6 +25,7 @@
 #define COMMIT_FAILS_FATAL 8            /* consecutive failed commits before exiting */
 #define TICK_MS 1000                    /* metrics snapshot and loop liveness */
 #define REAP_INFLIGHT 256               /* sweeper entries with the reaper at most */
+#define CHECK_INFLIGHT 4096             /* dones whose outputs are being checked at most */
 
 /* ZMQ_ZAP_ENFORCE_DOMAIN is in libzmq's DRAFT section through 4.3.5, though
  * every 4.3 build honours it (Debian's included). Setting it fails with
@@ -50,6 +52,7 @@ typedef struct {
     uv_timer_t tick;    /* TICK_MS: metrics snapshot, systemd watchdog */
     uv_async_t wakeup;  /* the reaper finished a batch, or the janitor its recovery */
     hsq_reaper *reaper; /* NULL: the sweeper deletes files inline */
+    hsq_checker *checker; /* NULL: the done handler checks outputs inline */
     hsq_janitor *janitor;
     int recovered_inline; /* no janitor: recovery ran on this thread; tell the core */
     int recover_rc;       /* ... how it went */
@@ -57,6 +60,8 @@ typedef struct {
     hsq_queue *q;
     int dirty; /* a socket signalled, or a timer is due */
     int stopping;
+    int stop_pending; /* stopping once the checks in flight are answered */
+    int closing;      /* the handles are closing: start none */
     int commit_fails; /* consecutive */
     int fatal;
     int announced;        /* readiness reported (ready fd, READY=1) */
@@ -290,6 +295,11 @@ static void run_turn(srv *sv) {
         hsq_reap *r = hsq_reaper_collect(sv->reaper, &nr);
         hsq_queue_reaped(sv->q, r, nr);
     }
+    if (sv->checker) {
+        size_t nc;
+        hsq_check *v = hsq_checker_collect(sv->checker, &nc);
+        hsq_queue_checked(sv->q, v, nc);
+    }
     hsq_janitor_report jr;
     if (sv->janitor && hsq_janitor_collect(sv->janitor, &jr))
         hsq_queue_recovered(sv->q, jr.rc, jr.n.files, jr.n.bytes);
@@ -326,6 +336,12 @@ static void run_turn(srv *sv) {
         size_t nr;
         hsq_reap *r = hsq_queue_take_reaps(sv->q, &nr);
         hsq_reaper_submit(sv->reaper, r, nr);
+    }
+    if (sv->checker) {
+        /* Taken even from a failed turn: handing them off wrote nothing. */
+        size_t nc;
+        hsq_check *v = hsq_queue_take_checks(sv->q, &nc);
+        hsq_checker_submit(sv->checker, v, nc);
     }
     size_t nout;
     hsq_queue_outbox(sv->q, &nout);
@@ -390,6 +406,10 @@ static void on_check(uv_check_t *h) {
     }
     sv->dirty = 0;
     run_turn(sv);
+    if (sv->stop_pending && hsq_checker_busy(sv->checker) == 0) {
+        uv_stop(&sv->loop); /* the last checks were answered in that turn */
+        return;
+    }
     if (!sv->announced && !sv->stopping) {
         /* Bound, and the first turn (expired leases, backoffs) is done. */
         sv->announced = 1;
@@ -429,6 +449,14 @@ static void on_wakeup(uv_async_t *h) {
     srv *sv = h->data;
     sv->dirty = 1;
     uv_idle_start(&sv->idle, on_idle);
+}
+
+/* A batch of checks is back (on the loop thread). */
+static void on_checked(void *ud) {
+    srv *sv = ud;
+    sv->dirty = 1;
+    if (!sv->closing)
+        uv_idle_start(&sv->idle, on_idle);
 }
 
 /* On the reaper's or the janitor's thread. */
@@ -505,9 +533,16 @@ static void on_signal(uv_signal_t *h, int signum) {
     sv->stopping = 1;
     render_metrics(sv); /* /readyz turns 503 at once */
     hsq_queue_drain(sv->q);
+    hsq_queue_set_checking(sv->q, 0); /* dones from now on: checked inline */
     /* One last turn answers parked long-polls and commits what is pending. */
     run_turn(sv);
-    uv_stop(&sv->loop);
+    if (sv->checker && hsq_checker_busy(sv->checker) > 0) {
+        /* Turns go on until they are back, and answer them. */
+        hsq_log(HSQ_LOG_NOTICE, "srv", "stopping once output checks are back batches=%zu",
+                hsq_checker_busy(sv->checker));
+        sv->stop_pending = 1;
+    } else
+        uv_stop(&sv->loop);
 }
 
 static int make_ipc_dir(const char *endpoint) {
@@ -693,6 +728,12 @@ int hsq_srv_run(const hsq_srv_conf *conf, hsq_queue *q) {
             else /* inline deletions still work: slower turns, nothing lost */
                 hsq_log(HSQ_LOG_WARN, "srv", "no reaper thread err=%s: the sweeper deletes inline",
                         hsq_strerror(r));
+            r = hsq_checker_new(&sv.checker, &sv.loop, conf->blob_root, on_checked, &sv);
+            if (r == 0)
+                hsq_queue_set_checking(q, CHECK_INFLIGHT);
+            else
+                hsq_log(HSQ_LOG_WARN, "srv", "no output checker err=%s: dones are checked inline",
+                        hsq_strerror(r));
         } else if (conf->n_recover > 0) {
             recover_inline(&sv); /* no blob root: no threads */
         }
@@ -717,9 +758,14 @@ int hsq_srv_run(const hsq_srv_conf *conf, hsq_queue *q) {
     hsq_janitor_stop(&sv.janitor);
     hsq_reaper_stop(&sv.reaper);
     hsq_queue_set_reaping(q, 0);
-    /* Handles first (poll handles must stop before their sockets close). */
+    /* Handles first (poll handles must stop before their sockets close).
+     * That run also waits for checks still on the pool (after a fatal
+     * error): their workers get no answer, and their leases expire. */
+    hsq_queue_set_checking(q, 0);
+    sv.closing = 1;
     uv_walk(&sv.loop, close_walk, NULL);
     uv_run(&sv.loop, UV_RUN_DEFAULT);
+    hsq_checker_free(&sv.checker);
     uv_loop_close(&sv.loop);
     for (int i = 0; i < 3; i++)
         if (sv.zs[i])

@@ -6,7 +6,9 @@
     dir and socket paths: the worker notices, reconnects, and every task
     still succeeds (the old leases expire and are handed out again);
   * hsqd stopped cleanly (SIGTERM, exit 0) while a worker long-polls, then
-    restarted: the worker reconnects and new work runs.
+    restarted: the worker reconnects and new work runs;
+  * hsqd stopped cleanly right after a worker sent 64 dones: it exits 0,
+    and after a restart every task whose done it acknowledged succeeded.
 """
 import os
 import sys
@@ -66,6 +68,64 @@ def main(h):
     files = harness.output_files(d.blob_dir)
     for t in ids:
         check(len(files.get(t, [])) >= 1, "task %d has no output file" % t)
+
+    # -- clean stop while dones are in flight: hsqd checks their outputs off
+    # its loop (slowed here to 500 ms a batch, so the checks are still away
+    # when SIGTERM comes). It answers them before it exits 0, and every done
+    # it acknowledged is recorded.
+    w.stop(timeout=tmo(15))
+    d.stop()
+    c.close()
+    os.environ["HSQ_FAULT"] = "check.run~500"
+    try:
+        d = h.start_hsqd(transport="ipc", extra_sets=SETS, data_dir=d.data_dir)
+    finally:
+        del os.environ["HSQ_FAULT"]
+    c = h.client(d.client)
+    fw = h.fake_worker(d.worker)
+    fw.ready(name="pipelined", max_batch=16)
+    n = 64
+    ids = [c.submit("pat", images=[img], outputs=OUT)["task"] for _ in range(n)]
+    jobs = []
+    while len(jobs) < n:
+        got, _frames = fw.lease(max=16, wait_ms=int(tmo(5) * 1000))
+        jobs += got
+    body = b"output bytes of a pipelined done"
+    dones = []
+    for j in jobs:
+        key = j["out_prefix"] + "out-0.jpg"
+        harness.write_blob(d.blob_dir, key, body)
+        out = {"key": key, "size": len(body), "sha256": harness.sha256(body), "width": 20,
+               "height": 20, "format": "jpeg"}
+        dones.append((j["task"], {"task": j["task"], "token": j["token"], "outputs": [out]}))
+    sent = {fw.send("done", body): task for task, body in dones}
+    # Messages of one peer are handled in order, and checks leave for the
+    # pool when their turn ends, before its replies are sent: once this
+    # heartbeat is answered, every done above is being checked.
+    fw.ok("heartbeat", {"leases": [{"task": jobs[0]["task"], "token": jobs[0]["token"]}]})
+    d.stop()  # asserts exit 0
+    check("stopping once output checks are back" in d.proc.stderr_text(),
+          "hsqd stopped without waiting for the output checks in flight")
+    acked = set()
+    while True:
+        r = fw.try_recv(0.5)
+        if r is None:
+            break
+        if r.meta.get("re") == "done" and r.error is None and r.meta.get("rid") in sent:
+            acked.add(sent[r.meta["rid"]])
+    fw.close()
+    c.close()
+    harness.log("dones acknowledged before the stop: %d of %d" % (len(acked), n))
+    check(len(acked) > 0, "no done was acknowledged before hsqd stopped")
+    d = h.start_hsqd(transport="ipc", extra_sets=SETS, data_dir=d.data_dir)
+    c = h.client(d.client)
+    for t in ids:
+        st = c.status(t)
+        if t in acked:
+            check_eq(st["state"], "succeeded", "task %d, whose done was acknowledged" % t)
+        else:
+            check(st["state"] in ("leased", "queued", "succeeded"),
+                  "task %d, whose done was not acknowledged: %r" % (t, st))
 
 
 harness.run(main)

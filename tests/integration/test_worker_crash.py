@@ -10,6 +10,9 @@ hsqd runs with a short lease (1 s), heartbeat 200 ms and backoff 100 ms.
   Then the fake worker reports T2 done with its old token, with a real
   output object under the task's prefix: refused with stale_lease, and T2
   keeps the outputs of the worker that really finished it.
+  T3: the fake worker reports outputs that are not in the blob store, or
+  not with the size it says: refused (hsqd checks off its loop), the lease
+  kept; then the right done passes.
 """
 import os
 import sys
@@ -71,7 +74,7 @@ def main(h):
     check_eq(hb.get("lost", []), [t2], "heartbeat of an expired lease")
 
     # -- Another real worker finishes both.
-    h.start_worker(d, name="rescuer")
+    rescuer = h.start_worker(d, name="rescuer")
     for tid in (t1, t2):
         t = c.wait_terminal(tid)
         check_eq(t["state"], "succeeded", "task %d final state (%r)" % (tid, t.get("err_msg")))
@@ -110,6 +113,34 @@ def main(h):
     check_eq(len(files.get(t1, [])), 1, "output files of T1 (%r)" % files.get(t1))
     s = c.stats()
     check_eq((s["succeeded"], s["queued"], s["leased"], s["failed"]), (2, 0, 0, 0),
+             "stats once T1 and T2 are done")
+
+    # -- T3: hsqd confirms a done's outputs (off its loop) before recording
+    # them. One that is not in the blob store, or is there with another
+    # size, is refused and the lease stays; the right one then passes.
+    rescuer.stop()
+    t3 = c.submit("outs", images=[img], outputs=spec)["task"]
+    jobs, _frames = fw.lease(max=1, wait_ms=int(tmo(5) * 1000))
+    check_eq([j["task"] for j in jobs], [t3], "fake worker lease of T3")
+    job3 = jobs[0]
+    body = res2.frames[0]
+    out = {"key": job3["out_prefix"] + "out-0.jpg", "size": len(body), "sha256": sha256(body),
+           "width": 32, "height": 40, "format": "jpeg"}
+    done3 = {"task": t3, "token": job3["token"], "outputs": [out]}
+    r = fw.err("done", done3, "bad_request")
+    check("not in the blob store" in r.error.get("message", ""),
+          "done naming a missing output: %r" % r.error)
+    harness.write_blob(d.blob_dir, out["key"], body)
+    r = fw.err("done", dict(done3, outputs=[dict(out, size=len(body) + 1)]), "bad_request")
+    check("not in the blob store" in r.error.get("message", ""),
+          "done naming an output of another size: %r" % r.error)
+    check_eq(c.status(t3)["state"], "leased", "T3 after the refused dones")
+    fw.ok("done", done3)
+    res3 = c.ok("result", {"task": t3})
+    check_eq(res3["task"]["state"], "succeeded", "T3 after its done")
+    check_eq(sha256(res3.frames[0]), sha256(body), "T3 result bytes")
+    s = c.stats()
+    check_eq((s["succeeded"], s["queued"], s["leased"], s["failed"]), (3, 0, 0, 0),
              "final stats")
 
 

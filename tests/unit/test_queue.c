@@ -208,26 +208,37 @@ static uint64_t lease1(const char *peer, uint64_t *token) {
     return job.task;
 }
 
+static const uint8_t out_img[] = "fake output bytes";
+
+/* A done for task naming out-0.jpg under the task's prefix (the key is
+ * written to key, which m points into); the file is stored first when
+ * `write` says so. */
+static void done_msg(hsq_wire_msg *m, uint64_t task, uint64_t token, const char *user, char *key,
+                     size_t keylen, int write) {
+    char prefix[HSQ_BLOB_PREFIX_LEN + 1];
+    hsq_blob_user_prefix(bl, user, strlen(user), prefix);
+    snprintf(key, keylen, "%s%llu/out-0.jpg", prefix, (unsigned long long)task);
+    if (write)
+        HSQ_OK(hsq_blob_put(bl, key, out_img, sizeof out_img, HSQ_BLOB_SYNC));
+    memset(m, 0, sizeof *m);
+    m->op = HSQ_OP_DONE;
+    m->rid = rid_seq++;
+    m->req.done.task = task;
+    m->req.done.token = token;
+    m->req.done.n_outputs = 1;
+    m->req.done.outputs[0].key = hsq_str_c(key);
+    m->req.done.outputs[0].size = sizeof out_img;
+    m->req.done.outputs[0].width = 64;
+    m->req.done.outputs[0].height = 80;
+    m->req.done.outputs[0].format = HSQ_FMT_JPEG;
+    hsq_sha256(out_img, sizeof out_img, m->req.done.outputs[0].sha256);
+}
+
 /* Write an output blob under the task's prefix and report done. */
 static captured *done(const char *peer, uint64_t task, uint64_t token, const char *user) {
-    char prefix[HSQ_BLOB_PREFIX_LEN + 1], key[256];
-    hsq_blob_user_prefix(bl, user, strlen(user), prefix);
-    snprintf(key, sizeof key, "%s%llu/out-0.jpg", prefix, (unsigned long long)task);
-    static const uint8_t img[] = "fake output bytes";
-    HSQ_OK(hsq_blob_put(bl, key, img, sizeof img, HSQ_BLOB_SYNC));
+    char key[256];
     hsq_wire_msg m;
-    memset(&m, 0, sizeof m);
-    m.op = HSQ_OP_DONE;
-    m.rid = rid_seq++;
-    m.req.done.task = task;
-    m.req.done.token = token;
-    m.req.done.n_outputs = 1;
-    m.req.done.outputs[0].key = hsq_str_c(key);
-    m.req.done.outputs[0].size = sizeof img;
-    m.req.done.outputs[0].width = 64;
-    m.req.done.outputs[0].height = 80;
-    m.req.done.outputs[0].format = HSQ_FMT_JPEG;
-    hsq_sha256(img, sizeof img, m.req.done.outputs[0].sha256);
+    done_msg(&m, task, token, user, key, sizeof key, 1);
     begin();
     feed(HSQ_SOCK_WORKER, peer, &m, NULL, 0);
     turn();
@@ -360,6 +371,136 @@ static void test_submit_lease_done_result(void) {
     /* A second done for the same lease is stale. */
     r = done("w1", (uint64_t)id, token, "alice");
     HSQ_ASSERT_EQ(r->m.rep.error.code, HSQ_ESTALE);
+}
+
+/* Checking off the loop (queue.h "checking"): a done is answered in the
+ * turn its checks come back in, after its lease is validated again. */
+static void test_checking(void) {
+    fresh();
+    hsq_queue_set_checking(q, 4);
+    hsq_wire_msg m;
+    char key[256];
+    size_t n;
+    uint64_t token;
+
+    /* A good done: no answer until the checks are back, then success. */
+    int64_t id = submit("alice", NULL);
+    HSQ_ASSERT_U64_EQ(lease1("w1", &token), (uint64_t)id);
+    done_msg(&m, (uint64_t)id, token, "alice", key, sizeof key, 1);
+    begin();
+    feed(HSQ_SOCK_WORKER, "w1", &m, NULL, 0);
+    turn();
+    HSQ_ASSERT(replied(m.rid) == NULL);
+    HSQ_ASSERT_EQ(state_of((uint64_t)id), HSQ_STATE_LEASED);
+    hsq_check *v = hsq_queue_take_checks(q, &n);
+    HSQ_ASSERT_EQ(n, 1);
+    HSQ_ASSERT_EQ(hsq_queue_checks_inflight(q), 1);
+    HSQ_ASSERT_STR_EQ(v[0].outputs[0].key.ptr, key);
+    hsq_checks_run(bl, v, n);
+    HSQ_ASSERT_EQ(v[0].bad, -1);
+    begin();
+    hsq_queue_checked(q, v, n);
+    turn();
+    HSQ_ASSERT_EQ(reply_to(m.rid)->m.kind, HSQ_KIND_REPLY);
+    HSQ_ASSERT_EQ(hsq_queue_checks_inflight(q), 0);
+    HSQ_ASSERT_EQ(state_of((uint64_t)id), HSQ_STATE_SUCCEEDED);
+    captured *r = task_op(HSQ_OP_RESULT, (uint64_t)id, "alice");
+    HSQ_ASSERT_EQ(r->m.rep.task.task.n_outputs, 1);
+    HSQ_ASSERT(hsq_str_eq(r->m.rep.task.task.outputs[0].key, key));
+
+    /* An output that is not there: refused then, and the task stays leased;
+     * once the file is there the same done passes. */
+    id = submit("alice", NULL);
+    HSQ_ASSERT_U64_EQ(lease1("w1", &token), (uint64_t)id);
+    done_msg(&m, (uint64_t)id, token, "alice", key, sizeof key, 0);
+    begin();
+    feed(HSQ_SOCK_WORKER, "w1", &m, NULL, 0);
+    turn();
+    v = hsq_queue_take_checks(q, &n);
+    HSQ_ASSERT_EQ(n, 1);
+    hsq_checks_run(bl, v, n);
+    HSQ_ASSERT_EQ(v[0].bad, 0);
+    HSQ_ASSERT_EQ(v[0].rc, -ENOENT);
+    begin();
+    hsq_queue_checked(q, v, n);
+    turn();
+    r = reply_to(m.rid);
+    HSQ_ASSERT_EQ(r->m.rep.error.code, HSQ_EBADREQ);
+    HSQ_ASSERT(memmem(r->m.rep.error.message.ptr, r->m.rep.error.message.len,
+                      "not in the blob store", 21) != NULL);
+    HSQ_ASSERT_EQ(state_of((uint64_t)id), HSQ_STATE_LEASED);
+    done_msg(&m, (uint64_t)id, token, "alice", key, sizeof key, 1);
+    begin();
+    feed(HSQ_SOCK_WORKER, "w1", &m, NULL, 0);
+    turn();
+    v = hsq_queue_take_checks(q, &n);
+    hsq_checks_run(bl, v, n);
+    begin();
+    hsq_queue_checked(q, v, n);
+    turn();
+    HSQ_ASSERT_EQ(reply_to(m.rid)->m.kind, HSQ_KIND_REPLY);
+    HSQ_ASSERT_EQ(state_of((uint64_t)id), HSQ_STATE_SUCCEEDED);
+
+    /* The lease expires while the checks are away: the done is stale, and
+     * the task runs again. */
+    id = submit("alice", NULL);
+    HSQ_ASSERT_U64_EQ(lease1("w1", &token), (uint64_t)id);
+    done_msg(&m, (uint64_t)id, token, "alice", key, sizeof key, 1);
+    begin();
+    feed(HSQ_SOCK_WORKER, "w1", &m, NULL, 0);
+    turn();
+    v = hsq_queue_take_checks(q, &n);
+    hsq_checks_run(bl, v, n);
+    HSQ_ASSERT_EQ(v[0].bad, -1);
+    now += (int64_t)conf.lease_ms + 1;
+    begin();
+    turn();
+    HSQ_ASSERT(state_of((uint64_t)id) != HSQ_STATE_LEASED);
+    begin();
+    hsq_queue_checked(q, v, n);
+    turn();
+    HSQ_ASSERT_EQ(reply_to(m.rid)->m.rep.error.code, HSQ_ESTALE);
+    HSQ_ASSERT_EQ(state_of((uint64_t)id), HSQ_STATE_QUEUED);
+
+    /* Past the limit a done is checked inline and answered at once. */
+    hsq_queue_set_checking(q, 1);
+    now += (int64_t)conf.backoff_max_ms + 1;
+    int64_t id2 = submit("bob", NULL);
+    hsq_wire_job jobs[2];
+    uint64_t tokens[2];
+    HSQ_ASSERT_EQ(lease("w1", 2, jobs, tokens), 2);
+    hsq_wire_msg m2;
+    char key2[256];
+    done_msg(&m, jobs[0].task, tokens[0], jobs[0].task == (uint64_t)id2 ? "bob" : "alice", key,
+             sizeof key, 1);
+    done_msg(&m2, jobs[1].task, tokens[1], jobs[1].task == (uint64_t)id2 ? "bob" : "alice", key2,
+             sizeof key2, 1);
+    begin();
+    feed(HSQ_SOCK_WORKER, "w1", &m, NULL, 0);
+    feed(HSQ_SOCK_WORKER, "w1", &m2, NULL, 0);
+    turn();
+    HSQ_ASSERT(replied(m.rid) == NULL);
+    HSQ_ASSERT_EQ(reply_to(m2.rid)->m.kind, HSQ_KIND_REPLY);
+    v = hsq_queue_take_checks(q, &n);
+    HSQ_ASSERT_EQ(n, 1);
+    hsq_checks_run(bl, v, n);
+    begin();
+    hsq_queue_checked(q, v, n);
+    turn();
+    HSQ_ASSERT_EQ(reply_to(m.rid)->m.kind, HSQ_KIND_REPLY);
+    HSQ_ASSERT_EQ(state_of(jobs[0].task), HSQ_STATE_SUCCEEDED);
+    HSQ_ASSERT_EQ(state_of(jobs[1].task), HSQ_STATE_SUCCEEDED);
+
+    /* A check never taken is freed with the queue. */
+    id = submit("alice", NULL);
+    HSQ_ASSERT_U64_EQ(lease1("w1", &token), (uint64_t)id);
+    done_msg(&m, (uint64_t)id, token, "alice", key, sizeof key, 1);
+    begin();
+    feed(HSQ_SOCK_WORKER, "w1", &m, NULL, 0);
+    turn();
+    HSQ_ASSERT(replied(m.rid) == NULL);
+    close_all();
+    q = NULL;
 }
 
 static void test_idempotent_submit(void) {
@@ -2178,6 +2319,7 @@ int main(void) {
     snprintf(dir, sizeof dir, "/tmp/hsq-test-queue-XXXXXX");
     HSQ_ASSERT(mkdtemp(dir) != NULL);
     test_submit_lease_done_result();
+    test_checking();
     test_idempotent_submit();
     test_lease_expiry_retry_dead_letter();
     test_heartbeat_keeps_lease();
