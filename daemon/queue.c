@@ -2075,28 +2075,40 @@ static void check_defer(req_ctx *c) {
     k->bad = -1;
 }
 
-static void h_done(req_ctx *c) {
-    hsq_queue *q = c->q;
+/* The lease is current and every output key lies under the task's prefix:
+ * 0 with t loaded, else answered. */
+static int done_validate(req_ctx *c, hsq_task *t) {
     const hsq_req_done *r = &c->m->req.done;
-    worker_touch(q, c->peer, c->plen);
-    hsq_task t;
-    if (check_lease(c, r->task, r->token, &t) != 0)
-        return;
+    if (check_lease(c, r->task, r->token, t) != 0)
+        return HSQ_ESTALE;
     char prefix[HSQ_BLOB_KEY_MAX + 1];
-    out_prefix(q, t.user, t.id, prefix, sizeof prefix);
+    out_prefix(c->q, t->user, t->id, prefix, sizeof prefix);
     size_t pl = strlen(prefix);
     for (uint32_t i = 0; i < r->n_outputs; i++) {
         const hsq_wire_output *o = &r->outputs[i];
         if (o->key.len <= pl || o->key.len > HSQ_BLOB_KEY_MAX ||
             memcmp(o->key.ptr, prefix, pl) != 0) {
             FAIL(c, HSQ_EBADREQ, "output %u key is outside the task's prefix %s", i, prefix);
-            return;
+            return HSQ_EBADREQ;
         }
     }
+    return 0;
+}
+
+static void h_done(req_ctx *c) {
+    hsq_queue *q = c->q;
+    const hsq_req_done *r = &c->m->req.done;
+    worker_touch(q, c->peer, c->plen);
     if (q->checks_inflight + q->n_checks < q->check_max) {
+        /* Everything is validated when the stats are back (a stat of a
+         * key outside the prefix tells the worker nothing: it is refused
+         * then either way). */
         check_defer(c);
         return;
     }
+    hsq_task t;
+    if (done_validate(c, &t) != 0)
+        return;
     for (uint32_t i = 0; i < r->n_outputs; i++) {
         const hsq_wire_output *o = &r->outputs[i];
         char key[HSQ_BLOB_KEY_MAX + 1];
@@ -2164,7 +2176,7 @@ void hsq_queue_checked(hsq_queue *q, hsq_check *v, size_t n) {
         hsq_task t;
         if (q->turn_err)
             fail_store(&c, q->turn_err);
-        else if (check_lease(&c, k->task, k->token, &t) != 0)
+        else if (done_validate(&c, &t) != 0)
             continue;
         else if (k->bad >= 0)
             output_missing(&c, (uint32_t)k->bad, &k->outputs[k->bad]);

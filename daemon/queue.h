@@ -231,14 +231,15 @@ void hsq_reaps_free(hsq_reap *r, size_t n);
  * output. On a local disk that is a tenth of the loop's time at full load;
  * on the shared mount that workers on other machines use it is a network
  * round trip, during which the loop would serve nobody. With checking on,
- * the done handler validates what needs no I/O (the lease, the keys'
- * prefix) and hands the stats to the shell as an hsq_check; the shell runs
- * them elsewhere (hsq_checks_run, on a thread) and hands them back in a
- * later turn (hsq_queue_checked). That turn validates the lease again (it
- * may have expired, or the task been cancelled or erased, meanwhile: then
- * the done is refused like any late one) and records the result or refuses
- * the missing output. The reply to the worker leaves after that turn's
- * commit, as every reply does. */
+ * the done handler copies the request into an hsq_check and reads nothing;
+ * the shell runs the stats elsewhere (hsq_checks_run, on a thread) and
+ * hands the checks back in a later turn (hsq_queue_checked). That turn
+ * validates the done as the inline path does, at that moment (the lease may
+ * have expired, or the task been cancelled or erased, since it arrived:
+ * then it is refused like any late done; a key outside the task's prefix
+ * is refused whatever its stat said), and records the result or refuses the
+ * missing output. The reply to the worker leaves after that turn's commit,
+ * as every reply does. */
 typedef struct {
     uint64_t task, token, rid;
     uint32_t n_outputs;

@@ -462,6 +462,43 @@ static void test_checking(void) {
     HSQ_ASSERT_EQ(reply_to(m.rid)->m.rep.error.code, HSQ_ESTALE);
     HSQ_ASSERT_EQ(state_of((uint64_t)id), HSQ_STATE_QUEUED);
 
+    /* A wrong token, and a key outside the task's prefix (bob's prefix
+     * for alice's task): both refused when their checks are back. */
+    id = submit("alice", NULL);
+    HSQ_ASSERT_U64_EQ(lease1("w1", &token), (uint64_t)id);
+    hsq_wire_msg bad1, bad2;
+    char kb1[256], kb2[256];
+    done_msg(&bad1, (uint64_t)id, token + 7, "alice", kb1, sizeof kb1, 1);
+    done_msg(&bad2, (uint64_t)id, token, "bob", kb2, sizeof kb2, 1);
+    begin();
+    feed(HSQ_SOCK_WORKER, "w1", &bad1, NULL, 0);
+    feed(HSQ_SOCK_WORKER, "w1", &bad2, NULL, 0);
+    turn();
+    HSQ_ASSERT(replied(bad1.rid) == NULL && replied(bad2.rid) == NULL);
+    v = hsq_queue_take_checks(q, &n);
+    HSQ_ASSERT_EQ(n, 2);
+    hsq_checks_run(bl, v, n);
+    HSQ_ASSERT(v[0].bad == -1 && v[1].bad == -1); /* the files are there */
+    begin();
+    hsq_queue_checked(q, v, n);
+    turn();
+    HSQ_ASSERT_EQ(reply_to(bad1.rid)->m.rep.error.code, HSQ_ESTALE);
+    r = reply_to(bad2.rid);
+    HSQ_ASSERT_EQ(r->m.rep.error.code, HSQ_EBADREQ);
+    HSQ_ASSERT(memmem(r->m.rep.error.message.ptr, r->m.rep.error.message.len,
+                      "outside the task's prefix", 25) != NULL);
+    HSQ_ASSERT_EQ(state_of((uint64_t)id), HSQ_STATE_LEASED);
+    done_msg(&m, (uint64_t)id, token, "alice", key, sizeof key, 1);
+    begin();
+    feed(HSQ_SOCK_WORKER, "w1", &m, NULL, 0);
+    turn();
+    v = hsq_queue_take_checks(q, &n);
+    hsq_checks_run(bl, v, n);
+    begin();
+    hsq_queue_checked(q, v, n);
+    turn();
+    HSQ_ASSERT_EQ(reply_to(m.rid)->m.kind, HSQ_KIND_REPLY);
+
     /* Past the limit a done is checked inline and answered at once. */
     hsq_queue_set_checking(q, 1);
     now += (int64_t)conf.backoff_max_ms + 1;
