@@ -54,6 +54,17 @@ typedef struct {
 
 #define USER_REC_V1 (sizeof(uint64_t) * (HSQ_PRIO_COUNT_ + 1))
 
+/* A turn reads and rewrites a user's record for each of the user's submits
+ * and finished tasks: the turn keeps the records it read, and writes each
+ * changed one once, before its commit (users_flush). */
+typedef struct {
+    uint64_t turn; /* the turn it belongs to (q->turn_seq); another: empty */
+    int dirty;     /* changed in that turn, not yet written */
+    uint8_t len;
+    char user[HSQ_MAX_USER_LEN];
+    user_rec rec;
+} user_slot;
+
 /* ---- in-memory, rebuildable state ---- */
 
 typedef struct {
@@ -91,7 +102,8 @@ typedef struct waiter {
 #define WORKER_IDLE_MS 120000
 #define MAX_TIMER_WORK 2048 /* expiries handled per turn, so no turn runs long */
 #define OUT_KEEP_BYTES 16384 /* an outbox slot keeps a buffer up to this size */
-#define PREFIX_CACHE 256     /* users whose blob prefix is remembered (power of two) */
+#define PREFIX_CACHE 1024    /* users whose blob prefix is remembered (power of two) */
+#define USER_CACHE 1024      /* user records a turn keeps (power of two) */
 
 /* A user's blob prefix costs a keyed BLAKE2b; lease and done both need it. */
 typedef struct {
@@ -176,6 +188,8 @@ struct hsq_queue {
     int (*event_wanted)(void *ud, const void *topic, size_t len); /* NULL: publish all */
     void *event_ud;
     prefix_slot *prefixes; /* PREFIX_CACHE slots: users' blob prefixes, a keyed hash each */
+    user_slot *users;      /* USER_CACHE slots: this turn's user records */
+    uint64_t turn_seq;     /* turns begun; tells this turn's user slots */
 
     /* reaping (queue.h): handed-off file deletions */
     size_t reap_max;        /* entries in flight at most; 0 = delete inline */
@@ -404,26 +418,94 @@ static int save_per_user(hsq_queue *q, hsq_db db, hsq_str user, const void *rec,
     return note(q, hsq_store_put(q->st, db, k, kl, rec, size));
 }
 
+static uint64_t str_hash(hsq_str s);
+
+static user_slot *user_slot_of(hsq_queue *q, hsq_str user) {
+    return &q->users[str_hash(user) & (USER_CACHE - 1)];
+}
+
+static int user_slot_is(const hsq_queue *q, const user_slot *s, hsq_str user) {
+    return s->turn == q->turn_seq && s->len == user.len && memcmp(s->user, user.ptr, user.len) == 0;
+}
+
+/* Write a changed record back. */
+static int user_write(hsq_queue *q, user_slot *s) {
+    s->dirty = 0;
+    hsq_str user = {s->user, s->len};
+    return save_per_user(q, HSQ_DB_USERS, user, &s->rec, sizeof s->rec);
+}
+
+/* Make s user's slot for this turn, writing back another user's changed
+ * record first. */
+static int user_slot_take(hsq_queue *q, user_slot *s, hsq_str user) {
+    if (s->turn == q->turn_seq && s->dirty) {
+        int rc = user_write(q, s);
+        if (rc != 0)
+            return rc;
+    }
+    s->turn = q->turn_seq;
+    s->dirty = 0;
+    s->len = (uint8_t)user.len;
+    memcpy(s->user, user.ptr, user.len);
+    return 0;
+}
+
 static int load_user(hsq_queue *q, hsq_str user, user_rec *u) {
+    user_slot *s = q->in_turn ? user_slot_of(q, user) : NULL;
+    if (s && user_slot_is(q, s, user)) {
+        *u = s->rec;
+        return 0;
+    }
     uint8_t k[1 + HSQ_MAX_USER_LEN];
     size_t kl = user_key(k, user);
     hsq_bytes v;
     int rc = hsq_store_get(q->st, HSQ_DB_USERS, k, kl, &v);
     memset(u, 0, sizeof *u);
-    if (rc == HSQ_ENOTFOUND)
-        return 0;
-    if (rc != 0)
+    if (rc != 0 && rc != HSQ_ENOTFOUND)
         return note(q, rc);
-    if (v.len != sizeof *u && v.len != USER_REC_V1)
-        return note(q, HSQ_ECORRUPT);
-    memcpy(u, v.ptr, v.len);
-    if (u->n_recent > HIST_RECENT)
-        return note(q, HSQ_ECORRUPT);
+    if (rc == 0) {
+        if (v.len != sizeof *u && v.len != USER_REC_V1)
+            return note(q, HSQ_ECORRUPT);
+        memcpy(u, v.ptr, v.len);
+        if (u->n_recent > HIST_RECENT)
+            return note(q, HSQ_ECORRUPT);
+    }
+    if (s) {
+        if ((rc = user_slot_take(q, s, user)) != 0)
+            return rc;
+        s->rec = *u;
+    }
     return 0;
 }
 
+/* In a turn the record is written before the commit (users_flush). */
 static int save_user(hsq_queue *q, hsq_str user, const user_rec *u) {
-    return save_per_user(q, HSQ_DB_USERS, user, u, sizeof *u);
+    if (!q->in_turn)
+        return save_per_user(q, HSQ_DB_USERS, user, u, sizeof *u);
+    user_slot *s = user_slot_of(q, user);
+    if (!user_slot_is(q, s, user)) {
+        int rc = user_slot_take(q, s, user);
+        if (rc != 0)
+            return rc;
+    }
+    s->rec = *u;
+    s->dirty = 1;
+    return 0;
+}
+
+/* The user's record was deleted: forget this turn's copy, changed or not. */
+static void user_forget(hsq_queue *q, hsq_str user) {
+    user_slot *s = user_slot_of(q, user);
+    if (user_slot_is(q, s, user))
+        s->turn = 0;
+}
+
+static void users_flush(hsq_queue *q) {
+    for (size_t i = 0; i < USER_CACHE && q->turn_err == 0; i++) {
+        user_slot *s = &q->users[i];
+        if (s->turn == q->turn_seq && s->dirty)
+            note(q, user_write(q, s));
+    }
 }
 
 /* ---- per-user history ----
@@ -2571,6 +2653,7 @@ static int erase_user_records(hsq_queue *q, hsq_str user, hsq_rep_erase *out, ui
             return rc;
     if ((rc = note(q, hsq_store_del(q->st, HSQ_DB_USERS, k, ul))) != 0)
         return rc;
+    user_forget(q, user);
     /* The credit record goes too (its reservations were refunded above). */
     hsq_bytes cv;
     if ((rc = hsq_store_get(q->st, HSQ_DB_CREDITS, k, ul, &cv)) == 0) {
@@ -3738,6 +3821,7 @@ int hsq_queue_begin_turn(hsq_queue *q, int64_t now_ms) {
     int rc = hsq_store_begin(q->st, 0);
     if (rc != 0)
         return rc;
+    q->turn_seq++; /* the last turn's user slots are empty now */
     q->in_turn = 1;
     return 0;
 }
@@ -3847,6 +3931,7 @@ int hsq_queue_end_turn(hsq_queue *q) {
         if (purging)
             answer_purge_waits(q);
         q->cost.sweep_us = mono_us(q) - t0;
+        users_flush(q);
         if (q->meta_dirty)
             save_meta(q);
         q->store_deadline = first_store_deadline(q);
@@ -4244,6 +4329,7 @@ int hsq_queue_new(hsq_queue **out, hsq_store *st, hsq_blob *blob, const hsq_queu
         return rc;
     }
     q->prefixes = hsq_xcalloc(PREFIX_CACHE, sizeof *q->prefixes);
+    q->users = hsq_xcalloc(USER_CACHE, sizeof *q->users);
     *out = q;
     return 0;
 }
@@ -4260,6 +4346,7 @@ void hsq_queue_free(hsq_queue **qp) {
     free(q->out);
     memset(q->prefixes, 0, PREFIX_CACHE * sizeof *q->prefixes);
     free(q->prefixes);
+    free(q->users);
     turn_blobs_clear(q, 0);
     free(q->turn_blobs);
     free(q->workers);

@@ -148,23 +148,28 @@ static captured *find_op(hsq_op op, hsq_msg_kind kind) {
 
 static const uint8_t tiny[] = "not really a jpeg, the core never decodes inputs";
 
+/* A submit of one small input (the frame: tiny). */
+static void submit_msg(hsq_wire_msg *m, const char *user, const char *key, uint8_t prio) {
+    memset(m, 0, sizeof *m);
+    m->op = HSQ_OP_SUBMIT;
+    m->req.submit.user = hsq_str_c(user);
+    if (key)
+        m->req.submit.key = hsq_str_c(key);
+    m->req.submit.prio = prio;
+    m->req.submit.n_inputs = 1;
+    m->req.submit.inputs[0].kind = HSQ_STR_LIT("portrait");
+    m->req.submit.inputs[0].name = HSQ_STR_LIT("me.jpg");
+    m->req.submit.inputs[0].frame = 0;
+    m->req.submit.n_outputs = 1;
+    m->req.submit.outputs[0].width = 64;
+    m->req.submit.outputs[0].height = 80;
+    m->req.submit.outputs[0].format = HSQ_FMT_JPEG;
+}
+
 /* Submit one task; returns its id (or the negative error code). */
 static int64_t submit_prio(const char *user, const char *key, uint8_t prio) {
     hsq_wire_msg m;
-    memset(&m, 0, sizeof m);
-    m.op = HSQ_OP_SUBMIT;
-    m.req.submit.user = hsq_str_c(user);
-    if (key)
-        m.req.submit.key = hsq_str_c(key);
-    m.req.submit.prio = prio;
-    m.req.submit.n_inputs = 1;
-    m.req.submit.inputs[0].kind = HSQ_STR_LIT("portrait");
-    m.req.submit.inputs[0].name = HSQ_STR_LIT("me.jpg");
-    m.req.submit.inputs[0].frame = 0;
-    m.req.submit.n_outputs = 1;
-    m.req.submit.outputs[0].width = 64;
-    m.req.submit.outputs[0].height = 80;
-    m.req.submit.outputs[0].format = HSQ_FMT_JPEG;
+    submit_msg(&m, user, key, prio);
     hsq_bytes f = {tiny, sizeof tiny};
     captured *r = ask("web-1", &m, &f, 1);
     if (r->m.kind == HSQ_KIND_ERROR)
@@ -752,6 +757,54 @@ static void test_list_pages(void) {
         next = r->m.rep.list.next;
     }
     HSQ_ASSERT_EQ(total, 25);
+}
+
+/* A turn keeps the user records it reads and writes each changed one once
+ * before its commit. With more users in one turn than it keeps, records are
+ * written back when another user takes their slot and read again later:
+ * the per-user limit still sees every submit of the turn, and the records
+ * reach the store. */
+static void test_user_records(void) {
+    fresh();
+    close_all();
+    conf.max_queued_per_user = 1;
+    open_all();
+    enum { USERS = 1100 };
+    static uint64_t rids[2][USERS];
+    hsq_bytes f = {tiny, sizeof tiny};
+    char user[32];
+    begin();
+    for (int round = 0; round < 2; round++) {
+        for (int u = 0; u < USERS; u++) {
+            hsq_wire_msg m;
+            snprintf(user, sizeof user, "rec-%d", u);
+            submit_msg(&m, user, NULL, HSQ_PRIO_NORMAL);
+            feed(HSQ_SOCK_CLIENT, "web", &m, &f, 1);
+            rids[round][u] = m.rid;
+        }
+    }
+    HSQ_OK(turn());
+    for (int u = 0; u < USERS; u++) {
+        HSQ_ASSERT_EQ(reply_to(rids[0][u])->m.kind, HSQ_KIND_REPLY);
+        HSQ_ASSERT_EQ(reply_to(rids[1][u])->m.rep.error.code, HSQ_EQUEUEFULL);
+    }
+    begin();
+    for (int u = 0; u < USERS; u++) {
+        hsq_wire_msg m;
+        memset(&m, 0, sizeof m);
+        m.op = HSQ_OP_LIST;
+        snprintf(user, sizeof user, "rec-%d", u);
+        m.req.list.user = hsq_str_c(user);
+        m.req.list.limit = 10;
+        feed(HSQ_SOCK_CLIENT, "web", &m, NULL, 0);
+        rids[0][u] = m.rid;
+    }
+    HSQ_OK(turn());
+    for (int u = 0; u < USERS; u++)
+        HSQ_ASSERT_EQ(reply_to(rids[0][u])->m.rep.list.n, 1);
+    close_all();
+    conf.max_queued_per_user = 10000;
+    open_all();
 }
 
 static void test_wait(void) {
@@ -2365,6 +2418,7 @@ int main(void) {
     test_limits();
     test_fairness_and_priority();
     test_list_pages();
+    test_user_records();
     test_wait();
     test_bad_input();
     test_restart_keeps_state();
