@@ -1534,6 +1534,8 @@ typedef struct {
     const char *ep;
     const curve_keys *curve; /* NULL: plaintext */
     const char *blob_root;   /* hsqd's blob store, where the empty outputs go */
+    int rootfd;              /* ... opened */
+    char empty[2048];        /* an empty file beside it (same filesystem): linked as outputs */
     uint32_t wait_ms;
     atomic_int quit;
     atomic_int failed;           /* set with err when a worker gave up */
@@ -1546,36 +1548,46 @@ typedef struct {
     char err[256]; /* the first worker error */
 } hq_worker;
 
-/* Create the empty file blob_root/key (and its directories). hsqd checks that
+/* Put an empty file at blob_root/key (and its directories). hsqd checks that
  * a reported output exists with the reported size, so the no-op worker
  * leaves an empty file there: no bytes, no fsync, no temp-file rename, unlike
  * a real worker, since what is measured is the broker, not the worker's disk.
  * Every task has a directory of its own, so the common case is one mkdir of
- * the key's directory and one open; the ancestors are made only when that
- * mkdir says they are missing (the first task of a user). The harness shares
- * the CPUs with hsqd, so what it spends here is taken from the broker. */
-static int touch_blob(const char *root, hsq_str key) {
+ * the key's directory and one link of the worker's empty file into it (no
+ * new inode); the ancestors are made only when that mkdir says they are
+ * missing (the first task of a user), and a file is created instead where
+ * the empty file has all the links its filesystem allows. Both go relative
+ * to the root's descriptor. The harness shares the CPUs with hsqd, so what
+ * it spends here is taken from the broker: creating each file with its own
+ * inode and full path was half of the harness's CPU. */
+static int touch_blob(int rootfd, const char *empty, hsq_str key) {
     char path[2048];
-    int n = snprintf(path, sizeof path, "%s/%.*s", root, (int)key.len, key.ptr);
+    int n = snprintf(path, sizeof path, "%.*s", (int)key.len, key.ptr);
     if (n < 0 || (size_t)n >= sizeof path)
         return -ENAMETOOLONG;
     char *leaf = strrchr(path, '/');
+    if (!leaf)
+        return -EINVAL;
     *leaf = 0;
-    int rc = mkdir(path, 0700);
+    int rc = mkdirat(rootfd, path, 0700);
     if (rc != 0 && errno == ENOENT) {
-        for (char *p = path + strlen(root) + 1; (p = strchr(p, '/')); p++) {
+        for (char *p = path; (p = strchr(p, '/')); p++) {
             *p = 0;
-            rc = mkdir(path, 0700);
+            rc = mkdirat(rootfd, path, 0700);
             *p = '/';
             if (rc != 0 && errno != EEXIST)
                 return -errno;
         }
-        rc = mkdir(path, 0700);
+        rc = mkdirat(rootfd, path, 0700);
     }
     if (rc != 0 && errno != EEXIST)
         return -errno;
     *leaf = '/';
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (linkat(AT_FDCWD, empty, rootfd, path, 0) == 0)
+        return 0;
+    if (errno != EMLINK && errno != EEXIST)
+        return -errno;
+    int fd = openat(rootfd, path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd < 0)
         return -errno;
     close(fd);
@@ -1697,7 +1709,7 @@ static void *hq_worker_main(void *arg) {
                     op->key = (hsq_str){key, (size_t)kl < sizeof key ? (size_t)kl : sizeof key - 1};
                     op->size = 0;
                     memcpy(op->sha256, sha256_empty, 32);
-                    if ((rc = touch_blob(W->blob_root, op->key)) != 0) {
+                    if ((rc = touch_blob(W->rootfd, W->empty, op->key)) != 0) {
                         snprintf(err, sizeof err, "cannot create output %.150s: %s", key,
                                  strerror(-rc));
                         hsq_wire_msg_free(&r);
@@ -1762,6 +1774,14 @@ static void hq_worker_start(hq_env *e, const char *blob_root, uint32_t wait_ms, 
     W->ep = e->srv.worker_ep;
     W->curve = e->curve ? &e->worker : NULL;
     W->blob_root = blob_root;
+    W->rootfd = open(blob_root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (W->rootfd < 0)
+        die("cannot open %s: %s", blob_root, strerror(errno));
+    snprintf(W->empty, sizeof W->empty, "%s.empty", blob_root);
+    int fd = open(W->empty, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0)
+        die("cannot create %s: %s", W->empty, strerror(errno));
+    close(fd);
     W->wait_ms = wait_ms;
     pthread_mutex_init(&W->lock, NULL);
     atomic_init(&W->quit, 0);
@@ -1782,6 +1802,8 @@ static void hq_worker_stop(hq_env *e) {
         pthread_join(e->wt[i], NULL);
     e->nw = 0;
     pthread_mutex_destroy(&e->w->lock);
+    close(e->w->rootfd);
+    unlink(e->w->empty);
     free(e->w->got.v);
     free(e->w);
     e->w = NULL;
