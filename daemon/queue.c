@@ -376,15 +376,22 @@ static int load_task(hsq_queue *q, uint64_t id, hsq_task *t) {
     return note(q, hsq_task_decode(v.ptr, v.len, t));
 }
 
-/* Write t. Afterwards, views in t may point into pages the put reused, so t is
- * re-decoded from the encoded copy in buf (which the caller owns). */
-static int save_task_into(hsq_queue *q, hsq_task *t, hsq_wbuf *buf) {
+/* Write t (its updated_ms is now). Views in t that point into LMDB's pages
+ * may be invalid afterwards: for a caller done with t, or whose t views
+ * only memory of its own (a task built from a request). */
+static int put_task(hsq_queue *q, hsq_task *t, hsq_wbuf *buf) {
     hsq_wbuf_reset(buf);
     t->updated_ms = q->now;
     hsq_task_encode(t, buf);
     uint8_t k[8];
     task_key(k, t->id);
-    int rc = note(q, hsq_store_put(q->st, HSQ_DB_TASKS, k, sizeof k, buf->data, buf->len));
+    return note(q, hsq_store_put(q->st, HSQ_DB_TASKS, k, sizeof k, buf->data, buf->len));
+}
+
+/* Write t, and re-decode it from the encoded copy in buf (which the caller
+ * owns), so that its views stay valid whatever page the put reused. */
+static int save_task_into(hsq_queue *q, hsq_task *t, hsq_wbuf *buf) {
+    int rc = put_task(q, t, buf);
     if (rc == 0)
         rc = hsq_task_decode(buf->data, buf->len, t);
     return rc;
@@ -1599,7 +1606,7 @@ static void h_submit(req_ctx *c) {
     if (rc == 0)
         rc = credit_reserve(q, &t, cost);
     if (rc == 0)
-        rc = save_task(q, &t);
+        rc = put_task(q, &t, &q->scratch); /* t views the request and keys[] only */
     if (rc != 0) {
         fail_store(c, rc);
         return;
@@ -2105,8 +2112,14 @@ static void done_finish(req_ctx *c, hsq_task *t) {
     t->err_msg.len = 0;
     if (rc == 0)
         rc = task_ended(q, t, 1);
-    if (rc == 0)
-        rc = save_task(q, t);
+    if (rc == 0) {
+        /* Announced before the write, while t's views of its old record
+         * are valid: then the write needs no re-decode. A failed write
+         * fails the turn, and its events are dropped. */
+        t->updated_ms = q->now;
+        changed(q, t);
+        rc = put_task(q, t, &q->scratch);
+    }
     if (rc != 0) {
         fail_store(c, rc);
         return;
@@ -2114,7 +2127,6 @@ static void done_finish(req_ctx *c, hsq_task *t) {
     for (uint32_t i = 0; i < r->n_outputs; i++)
         blob_bytes_add(q, (int64_t)r->outputs[i].size);
     q->completed_total++;
-    changed(q, t);
     reply_empty(c);
 }
 
