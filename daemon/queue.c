@@ -89,6 +89,8 @@ typedef struct {
 
 typedef struct waiter {
     struct waiter *next;
+    struct waiter **pprev; /* the pointer to it in its bucket's list */
+    size_t heap_i;         /* its place in the deadline heap */
     uint64_t task;
     uint8_t peer[HSQ_PEER_MAX];
     size_t peer_len;
@@ -151,8 +153,10 @@ struct hsq_queue {
     size_t n_workers, cap_workers;
     parked_lease *parked;
     size_t n_parked, cap_parked;
-    waiter *waits[WAIT_BUCKETS];
+    waiter *waits[WAIT_BUCKETS]; /* by task id, for the changes that answer them */
     size_t n_waits;
+    waiter **wheap; /* the same waiters, a min-heap by deadline, for their timeouts */
+    size_t cap_wheap;
 
     /* totals since start */
     uint64_t submitted_total, completed_total, retries_total;
@@ -990,20 +994,89 @@ static void reply_task(hsq_queue *q, hsq_sock sock, const uint8_t *peer, size_t 
     reply(q, sock, peer, plen, &m);
 }
 
+/* ---- parked `wait` requests ----
+ *
+ * Each waiter is in two structures: its task id's bucket (a changed task
+ * finds its waiters there) and a binary min-heap by deadline (a turn finds
+ * the timed-out ones, and the next deadline, without looking at the rest:
+ * a web tier may hold a long-poll for every browser it serves). */
+
+static void wheap_set(hsq_queue *q, size_t i, waiter *w) {
+    q->wheap[i] = w;
+    w->heap_i = i;
+}
+
+static void wheap_up(hsq_queue *q, size_t i) {
+    waiter *w = q->wheap[i];
+    while (i > 0) {
+        size_t parent = (i - 1) / 2;
+        if (q->wheap[parent]->deadline_ms <= w->deadline_ms)
+            break;
+        wheap_set(q, i, q->wheap[parent]);
+        i = parent;
+    }
+    wheap_set(q, i, w);
+}
+
+static void wheap_down(hsq_queue *q, size_t i) {
+    waiter *w = q->wheap[i];
+    size_t n = q->n_waits;
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= n)
+            break;
+        if (c + 1 < n && q->wheap[c + 1]->deadline_ms < q->wheap[c]->deadline_ms)
+            c++;
+        if (q->wheap[c]->deadline_ms >= w->deadline_ms)
+            break;
+        wheap_set(q, i, q->wheap[c]);
+        i = c;
+    }
+    wheap_set(q, i, w);
+}
+
+static void waiter_add(hsq_queue *q, waiter *w) {
+    waiter **head = &q->waits[wait_bucket(w->task)];
+    w->next = *head;
+    w->pprev = head;
+    if (*head)
+        (*head)->pprev = &w->next;
+    *head = w;
+    if (q->n_waits == q->cap_wheap) {
+        q->cap_wheap = q->cap_wheap ? 2 * q->cap_wheap : 64;
+        q->wheap = hsq_xrealloc(q->wheap, q->cap_wheap * sizeof *q->wheap);
+    }
+    wheap_set(q, q->n_waits++, w);
+    wheap_up(q, w->heap_i);
+}
+
+/* Unlink w from both structures and free it. */
+static void waiter_drop(hsq_queue *q, waiter *w) {
+    *w->pprev = w->next;
+    if (w->next)
+        w->next->pprev = w->pprev;
+    size_t i = w->heap_i, last = --q->n_waits;
+    if (i != last) {
+        waiter *m = q->wheap[last];
+        wheap_set(q, i, m);
+        wheap_up(q, i);
+        if (m->heap_i == i)
+            wheap_down(q, i);
+    }
+    free(w);
+}
+
 /* A task changed: publish it and answer the waits it satisfies. */
 static void changed(hsq_queue *q, const hsq_task *t) {
     publish(q, t);
-    waiter **pp = &q->waits[wait_bucket(t->id)];
-    while (*pp) {
-        waiter *w = *pp;
+    waiter *w = q->waits[wait_bucket(t->id)];
+    while (w) {
+        waiter *next = w->next;
         if (w->task == t->id && wait_satisfied(w->since, t->state)) {
             reply_task(q, HSQ_SOCK_CLIENT, w->peer, w->peer_len, HSQ_OP_WAIT, w->rid, t, 0);
-            *pp = w->next;
-            free(w);
-            q->n_waits--;
-        } else {
-            pp = &w->next;
+            waiter_drop(q, w);
         }
+        w = next;
     }
 }
 
@@ -1703,10 +1776,7 @@ static void h_wait(req_ctx *c) {
     w->rid = c->m->rid;
     w->since = r->since;
     w->deadline_ms = q->now + r->timeout_ms;
-    size_t b = wait_bucket(r->task);
-    w->next = q->waits[b];
-    q->waits[b] = w;
-    q->n_waits++;
+    waiter_add(q, w);
 }
 
 /* Take a queued task out of the pending or the delayed index. */
@@ -3305,27 +3375,16 @@ static void expire_parked_and_waits(hsq_queue *q) {
             q->parked[j++] = *p;
     }
     q->n_parked = j;
-    if (q->n_waits == 0)
-        return;
-    for (size_t b = 0; b < WAIT_BUCKETS; b++) {
-        waiter **pp = &q->waits[b];
-        while (*pp) {
-            waiter *w = *pp;
-            if (w->deadline_ms > q->now) {
-                pp = &w->next;
-                continue;
-            }
-            hsq_task t;
-            int rc = load_task(q, w->task, &t);
-            if (rc == 0)
-                reply_task(q, HSQ_SOCK_CLIENT, w->peer, w->peer_len, HSQ_OP_WAIT, w->rid, &t, 1);
-            else
-                reply_error(q, HSQ_SOCK_CLIENT, w->peer, w->peer_len, HSQ_OP_WAIT, w->rid,
-                            HSQ_ENOTFOUND, "task %" PRIu64 " not found", w->task);
-            *pp = w->next;
-            free(w);
-            q->n_waits--;
-        }
+    while (q->n_waits > 0 && q->wheap[0]->deadline_ms <= q->now) {
+        waiter *w = q->wheap[0];
+        hsq_task t;
+        int rc = load_task(q, w->task, &t);
+        if (rc == 0)
+            reply_task(q, HSQ_SOCK_CLIENT, w->peer, w->peer_len, HSQ_OP_WAIT, w->rid, &t, 1);
+        else
+            reply_error(q, HSQ_SOCK_CLIENT, w->peer, w->peer_len, HSQ_OP_WAIT, w->rid,
+                        HSQ_ENOTFOUND, "task %" PRIu64 " not found", w->task);
+        waiter_drop(q, w);
     }
 }
 
@@ -4010,11 +4069,8 @@ int64_t hsq_queue_next_deadline(hsq_queue *q) {
     for (size_t i = 0; i < q->n_parked; i++)
         if (q->parked[i].deadline_ms < t)
             t = q->parked[i].deadline_ms;
-    if (q->n_waits)
-        for (size_t b = 0; b < WAIT_BUCKETS; b++)
-            for (waiter *w = q->waits[b]; w; w = w->next)
-                if (w->deadline_ms < t)
-                    t = w->deadline_ms;
+    if (q->n_waits && q->wheap[0]->deadline_ms < t)
+        t = q->wheap[0]->deadline_ms;
     if (q->store_deadline < t)
         t = q->store_deadline;
     if (q->ledger_pending && q->erase_state != ERASE_FILES) /* (the reaper's result wakes the loop) */
@@ -4376,14 +4432,9 @@ void hsq_queue_free(hsq_queue **qp) {
             b = n;
         }
     }
-    for (size_t b = 0; b < WAIT_BUCKETS; b++) {
-        waiter *w = q->waits[b];
-        while (w) {
-            waiter *n = w->next;
-            free(w);
-            w = n;
-        }
-    }
+    for (size_t i = 0; i < q->n_waits; i++)
+        free(q->wheap[i]);
+    free(q->wheap);
     hsq_wbuf_free(&q->scratch);
     free(q);
     *qp = NULL;

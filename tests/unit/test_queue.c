@@ -846,6 +846,74 @@ static void test_wait(void) {
     HSQ_ASSERT_EQ(r->m.rep.task.task.state, HSQ_STATE_QUEUED);
 }
 
+/* Many parked waits (queue.c keeps them in a heap by deadline): each is
+ * answered exactly once, on time (at its deadline, not before), or at once
+ * when its task changes, whatever the order they were parked in. */
+static void test_wait_many(void) {
+    fresh();
+    enum { N = 1000 };
+    int64_t a = submit("lee", NULL), b = submit("lee", NULL);
+    static uint64_t rids[N];
+    static int64_t deadline[N];
+    static int answered[N];
+    uint32_t seed = 12345;
+    begin();
+    for (int i = 0; i < N; i++) {
+        seed = seed * 1103515245u + 12345u;
+        hsq_wire_msg m;
+        memset(&m, 0, sizeof m);
+        m.op = HSQ_OP_WAIT;
+        m.req.wait.task = (uint64_t)(i % 2 == 0 ? b : a);
+        if (i % 2 == 0) /* half the waits on b, for any change: its lease answers them */
+            m.req.wait.since = HSQ_STATE_QUEUED;
+        m.req.wait.timeout_ms = 1 + (seed >> 8) % 1000;
+        feed(HSQ_SOCK_CLIENT, "web-w", &m, NULL, 0);
+        rids[i] = m.rid;
+        deadline[i] = now + (int64_t)m.req.wait.timeout_ms;
+        answered[i] = 0;
+    }
+    turn();
+    HSQ_ASSERT_EQ(ncap, 0);
+    int left = N, by_change = 0;
+    for (int step = 0; left > 0 && step < 400; step++) {
+        if (step == 100) {
+            /* b is leased: its waits (since queued) are answered now. */
+            hsq_wire_job job;
+            uint64_t tok;
+            HSQ_ASSERT_EQ(lease("w1", 1, &job, &tok), 1);
+            HSQ_ASSERT_U64_EQ(job.task, (uint64_t)a); /* the older one; nothing due */
+            HSQ_ASSERT_EQ(lease("w1", 1, &job, &tok), 1);
+        } else {
+            now += 5;
+            begin();
+            turn();
+        }
+        for (size_t c = 0; c < ncap; c++) {
+            if (cap[c].m.op != HSQ_OP_WAIT || cap[c].m.kind != HSQ_KIND_REPLY)
+                continue;
+            int i = 0;
+            while (i < N && rids[i] != cap[c].m.rid)
+                i++;
+            HSQ_ASSERT(i < N);
+            HSQ_ASSERT_EQ(answered[i], 0);
+            answered[i] = 1;
+            left--;
+            if (cap[c].m.rep.task.timed_out) {
+                HSQ_ASSERT(deadline[i] <= now);
+            } else { /* the lease of b, before the wait's deadline */
+                HSQ_ASSERT(i % 2 == 0 && step == 100);
+                HSQ_ASSERT(deadline[i] > now);
+                by_change++;
+            }
+        }
+        for (int i = 0; i < N; i++)
+            if (!answered[i])
+                HSQ_ASSERT(deadline[i] > now);
+    }
+    HSQ_ASSERT_EQ(left, 0);
+    HSQ_ASSERT(by_change > N / 8);
+}
+
 static void test_bad_input(void) {
     fresh();
     begin();
@@ -2420,6 +2488,7 @@ int main(void) {
     test_list_pages();
     test_user_records();
     test_wait();
+    test_wait_many();
     test_bad_input();
     test_restart_keeps_state();
     test_map_full();
