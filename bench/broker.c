@@ -1759,6 +1759,8 @@ out:
 typedef struct {
     void *ctx;
     char blobs[1100];
+    int own_blobs;  /* blobs was made for this hsqd: removed with it ... */
+    int keep_blobs; /* ... unless --keep */
     hsqd_server srv;
     hq_worker *w; /* NULL: no workers (fill run) */
     pthread_t wt[MAX_WORKERS];
@@ -1951,15 +1953,23 @@ static int hq_env_start(const opts *o, hq_env *e, const char *root, const char *
     e->ctx = zmq_ctx_new();
     if (!e->ctx)
         die("zmq_ctx_new: %s", zmq_strerror(errno));
-    if (hsqd_start(o, &e->srv, data, blob_dir, curve ? keys : NULL, log) != 0) {
+    if (blob_dir) {
+        /* A blob root of its own in the shared one: the janitor of each hsqd
+         * walks its blob store at start, and the outputs of the runs before
+         * (hundreds of thousands of files) would be its to walk. */
+        snprintf(e->blobs, sizeof e->blobs, "%s/%s-blobs", blob_dir, name);
+        if (mkdir(e->blobs, 0700) != 0 && errno != EEXIST)
+            die("mkdir %s: %s", e->blobs, strerror(errno));
+        e->own_blobs = 1;
+        e->keep_blobs = o->keep;
+    } else {
+        snprintf(e->blobs, sizeof e->blobs, "%s/blobs", data);
+    }
+    if (hsqd_start(o, &e->srv, data, blob_dir ? e->blobs : NULL, curve ? keys : NULL, log) != 0) {
         zmq_ctx_term(e->ctx);
         e->ctx = NULL;
         return -1;
     }
-    if (blob_dir)
-        snprintf(e->blobs, sizeof e->blobs, "%s", blob_dir);
-    else
-        snprintf(e->blobs, sizeof e->blobs, "%s/blobs", data);
     if (with_worker)
         hq_worker_start(e, e->blobs, o->lease_wait_ms, o->workers);
     return 0;
@@ -1970,6 +1980,8 @@ static int hq_env_start(const opts *o, hq_env *e, const char *root, const char *
 static int hq_env_stop(hq_env *e) {
     hq_worker_stop(e);
     int st = proc_stop(&e->srv.p, 10000);
+    if (e->own_blobs && !e->keep_blobs)
+        rm_rf(e->blobs); /* empty files by the hundred thousand, on tmpfs: memory */
     if (e->ctx)
         zmq_ctx_term(e->ctx);
     e->ctx = NULL;
