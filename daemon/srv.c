@@ -541,8 +541,9 @@ static void on_signal(uv_signal_t *h, int signum) {
         hsq_log(HSQ_LOG_NOTICE, "srv", "stopping once output checks are back batches=%zu",
                 hsq_checker_busy(sv->checker));
         sv->stop_pending = 1;
-    } else
+    } else {
         uv_stop(&sv->loop);
+    }
 }
 
 static int make_ipc_dir(const char *endpoint) {
