@@ -378,8 +378,32 @@ static void test_submit_lease_done_result(void) {
     HSQ_ASSERT_EQ(r->m.rep.error.code, HSQ_ESTALE);
 }
 
+/* Feed m from worker w1 in a turn of its own, which must answer nothing;
+ * the checks it handed off. */
+static hsq_check *feed_deferred(hsq_wire_msg *m, size_t *n) {
+    begin();
+    feed(HSQ_SOCK_WORKER, "w1", m, NULL, 0);
+    turn();
+    HSQ_ASSERT(replied(m->rid) == NULL);
+    return hsq_queue_take_checks(q, n);
+}
+
+/* Hand checks back in a turn of their own (run first when `run`). */
+static void give_back(hsq_check *v, size_t n, int run) {
+    if (run)
+        hsq_checks_run(bl, v, n);
+    begin();
+    hsq_queue_checked(q, v, n);
+    turn();
+}
+
+static int message_has(const captured *r, const char *text) {
+    return memmem(r->m.rep.error.message.ptr, r->m.rep.error.message.len, text, strlen(text)) !=
+           NULL;
+}
+
 /* Checking off the loop (queue.h "checking"): a done is answered in the
- * turn its checks come back in, after its lease is validated again. */
+ * turn its checks come back in, after it is validated at that moment. */
 static void test_checking(void) {
     fresh();
     hsq_queue_set_checking(q, 4);
@@ -392,20 +416,14 @@ static void test_checking(void) {
     int64_t id = submit("alice", NULL);
     HSQ_ASSERT_U64_EQ(lease1("w1", &token), (uint64_t)id);
     done_msg(&m, (uint64_t)id, token, "alice", key, sizeof key, 1);
-    begin();
-    feed(HSQ_SOCK_WORKER, "w1", &m, NULL, 0);
-    turn();
-    HSQ_ASSERT(replied(m.rid) == NULL);
-    HSQ_ASSERT_EQ(state_of((uint64_t)id), HSQ_STATE_LEASED);
-    hsq_check *v = hsq_queue_take_checks(q, &n);
+    hsq_check *v = feed_deferred(&m, &n);
     HSQ_ASSERT_EQ(n, 1);
     HSQ_ASSERT_EQ(hsq_queue_checks_inflight(q), 1);
+    HSQ_ASSERT_EQ(state_of((uint64_t)id), HSQ_STATE_LEASED);
     HSQ_ASSERT_STR_EQ(v[0].outputs[0].key.ptr, key);
     hsq_checks_run(bl, v, n);
     HSQ_ASSERT_EQ(v[0].bad, -1);
-    begin();
-    hsq_queue_checked(q, v, n);
-    turn();
+    give_back(v, n, 0);
     HSQ_ASSERT_EQ(reply_to(m.rid)->m.kind, HSQ_KIND_REPLY);
     HSQ_ASSERT_EQ(hsq_queue_checks_inflight(q), 0);
     HSQ_ASSERT_EQ(state_of((uint64_t)id), HSQ_STATE_SUCCEEDED);
@@ -418,31 +436,19 @@ static void test_checking(void) {
     id = submit("alice", NULL);
     HSQ_ASSERT_U64_EQ(lease1("w1", &token), (uint64_t)id);
     done_msg(&m, (uint64_t)id, token, "alice", key, sizeof key, 0);
-    begin();
-    feed(HSQ_SOCK_WORKER, "w1", &m, NULL, 0);
-    turn();
-    v = hsq_queue_take_checks(q, &n);
+    v = feed_deferred(&m, &n);
     HSQ_ASSERT_EQ(n, 1);
     hsq_checks_run(bl, v, n);
     HSQ_ASSERT_EQ(v[0].bad, 0);
     HSQ_ASSERT_EQ(v[0].rc, -ENOENT);
-    begin();
-    hsq_queue_checked(q, v, n);
-    turn();
+    give_back(v, n, 0);
     r = reply_to(m.rid);
     HSQ_ASSERT_EQ(r->m.rep.error.code, HSQ_EBADREQ);
-    HSQ_ASSERT(memmem(r->m.rep.error.message.ptr, r->m.rep.error.message.len,
-                      "not in the blob store", 21) != NULL);
+    HSQ_ASSERT(message_has(r, "not in the blob store"));
     HSQ_ASSERT_EQ(state_of((uint64_t)id), HSQ_STATE_LEASED);
     done_msg(&m, (uint64_t)id, token, "alice", key, sizeof key, 1);
-    begin();
-    feed(HSQ_SOCK_WORKER, "w1", &m, NULL, 0);
-    turn();
-    v = hsq_queue_take_checks(q, &n);
-    hsq_checks_run(bl, v, n);
-    begin();
-    hsq_queue_checked(q, v, n);
-    turn();
+    v = feed_deferred(&m, &n);
+    give_back(v, n, 1);
     HSQ_ASSERT_EQ(reply_to(m.rid)->m.kind, HSQ_KIND_REPLY);
     HSQ_ASSERT_EQ(state_of((uint64_t)id), HSQ_STATE_SUCCEEDED);
 
@@ -451,24 +457,20 @@ static void test_checking(void) {
     id = submit("alice", NULL);
     HSQ_ASSERT_U64_EQ(lease1("w1", &token), (uint64_t)id);
     done_msg(&m, (uint64_t)id, token, "alice", key, sizeof key, 1);
-    begin();
-    feed(HSQ_SOCK_WORKER, "w1", &m, NULL, 0);
-    turn();
-    v = hsq_queue_take_checks(q, &n);
+    v = feed_deferred(&m, &n);
     hsq_checks_run(bl, v, n);
     HSQ_ASSERT_EQ(v[0].bad, -1);
     now += (int64_t)conf.lease_ms + 1;
     begin();
     turn();
     HSQ_ASSERT(state_of((uint64_t)id) != HSQ_STATE_LEASED);
-    begin();
-    hsq_queue_checked(q, v, n);
-    turn();
+    give_back(v, n, 0);
     HSQ_ASSERT_EQ(reply_to(m.rid)->m.rep.error.code, HSQ_ESTALE);
     HSQ_ASSERT_EQ(state_of((uint64_t)id), HSQ_STATE_QUEUED);
 
     /* A wrong token, and a key outside the task's prefix (bob's prefix
-     * for alice's task): both refused when their checks are back. */
+     * for alice's task): both refused when their checks are back, though
+     * the files are there. */
     id = submit("alice", NULL);
     HSQ_ASSERT_U64_EQ(lease1("w1", &token), (uint64_t)id);
     hsq_wire_msg bad1, bad2;
@@ -483,25 +485,16 @@ static void test_checking(void) {
     v = hsq_queue_take_checks(q, &n);
     HSQ_ASSERT_EQ(n, 2);
     hsq_checks_run(bl, v, n);
-    HSQ_ASSERT(v[0].bad == -1 && v[1].bad == -1); /* the files are there */
-    begin();
-    hsq_queue_checked(q, v, n);
-    turn();
+    HSQ_ASSERT(v[0].bad == -1 && v[1].bad == -1);
+    give_back(v, n, 0);
     HSQ_ASSERT_EQ(reply_to(bad1.rid)->m.rep.error.code, HSQ_ESTALE);
     r = reply_to(bad2.rid);
     HSQ_ASSERT_EQ(r->m.rep.error.code, HSQ_EBADREQ);
-    HSQ_ASSERT(memmem(r->m.rep.error.message.ptr, r->m.rep.error.message.len,
-                      "outside the task's prefix", 25) != NULL);
+    HSQ_ASSERT(message_has(r, "outside the task's prefix"));
     HSQ_ASSERT_EQ(state_of((uint64_t)id), HSQ_STATE_LEASED);
     done_msg(&m, (uint64_t)id, token, "alice", key, sizeof key, 1);
-    begin();
-    feed(HSQ_SOCK_WORKER, "w1", &m, NULL, 0);
-    turn();
-    v = hsq_queue_take_checks(q, &n);
-    hsq_checks_run(bl, v, n);
-    begin();
-    hsq_queue_checked(q, v, n);
-    turn();
+    v = feed_deferred(&m, &n);
+    give_back(v, n, 1);
     HSQ_ASSERT_EQ(reply_to(m.rid)->m.kind, HSQ_KIND_REPLY);
 
     /* Past the limit a done is checked inline and answered at once. */
@@ -525,10 +518,7 @@ static void test_checking(void) {
     HSQ_ASSERT_EQ(reply_to(m2.rid)->m.kind, HSQ_KIND_REPLY);
     v = hsq_queue_take_checks(q, &n);
     HSQ_ASSERT_EQ(n, 1);
-    hsq_checks_run(bl, v, n);
-    begin();
-    hsq_queue_checked(q, v, n);
-    turn();
+    give_back(v, n, 1);
     HSQ_ASSERT_EQ(reply_to(m.rid)->m.kind, HSQ_KIND_REPLY);
     HSQ_ASSERT_EQ(state_of(jobs[0].task), HSQ_STATE_SUCCEEDED);
     HSQ_ASSERT_EQ(state_of(jobs[1].task), HSQ_STATE_SUCCEEDED);
