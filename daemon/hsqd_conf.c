@@ -35,6 +35,8 @@ const hsq_conf_item hsqd_conf_items[] = {
      "active (queued + leased) tasks, all users; more answers queue_full"},
     {"max_queued_per_user", HSQ_CONF_U64, F(max_queued_per_user), 1, 1ull << 40,
      "active tasks of one user; more answers queue_full"},
+    {"max_waits", HSQ_CONF_U64, F(max_waits), 1, 1ull << 32,
+     "parked `wait` long-polls, all clients; more answers unavailable"},
     {"lease", HSQ_CONF_MS, F(lease_ms), 100, DAY, "lease length, renewed by worker heartbeats"},
     {"heartbeat", HSQ_CONF_MS, F(heartbeat_ms), 50, DAY,
      "heartbeat interval workers are told to use (keep it under lease/3)"},
@@ -106,6 +108,7 @@ void hsqd_conf_defaults(hsqd_conf *c) {
     c->map_max = 64 * GIB;
     c->max_queued = 2000000;
     c->max_queued_per_user = 1000;
+    c->max_waits = 100000;
     c->lease_ms = 30 * SEC;
     c->heartbeat_ms = 5 * SEC;
     c->max_attempts = 3;
@@ -141,6 +144,7 @@ int hsqd_conf_queue(const hsqd_conf *c, hsq_queue_conf *qc, char *err, size_t er
     *qc = (hsq_queue_conf){
         .max_queued = c->max_queued,
         .max_queued_per_user = c->max_queued_per_user,
+        .max_waits = c->max_waits,
         .lease_ms = c->lease_ms,
         .heartbeat_ms = c->heartbeat_ms,
         .max_attempts = c->max_attempts,

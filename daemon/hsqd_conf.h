@@ -29,6 +29,7 @@ typedef struct {
     uint64_t map_max;
     uint64_t max_queued;
     uint64_t max_queued_per_user;
+    uint64_t max_waits;
     uint64_t lease_ms;
     uint64_t heartbeat_ms;
     uint64_t max_attempts;

@@ -1769,6 +1769,14 @@ static void h_wait(req_ctx *c) {
                    !wait_satisfied(r->since, t.state));
         return;
     }
+    if (q->conf.max_waits && q->n_waits >= q->conf.max_waits) {
+        /* Each parked wait holds memory until it is answered: a bound, so
+         * that no client (or bug) can grow hsqd without end. */
+        FAIL(c, HSQ_EUNAVAIL,
+             "%zu waits are parked (max_waits); poll with status, or wait again shortly",
+             q->n_waits);
+        return;
+    }
     waiter *w = hsq_xcalloc(1, sizeof *w);
     w->task = r->task;
     memcpy(w->peer, c->peer, c->plen);

@@ -52,6 +52,7 @@ int hsq_retention_override_parse(const char *spec, uint64_t out[HSQ_RET_N_], cha
 typedef struct {
     uint64_t max_queued;           /* active (queued + leased) tasks, all users */
     uint64_t max_queued_per_user;  /* active tasks of one user */
+    uint64_t max_waits;            /* parked `wait` requests, all clients (0: no limit) */
     uint64_t lease_ms;             /* lease length; renewed by heartbeats */
     uint64_t heartbeat_ms;         /* interval workers are told to use */
     uint64_t max_attempts;         /* leases before a task is dead-lettered */

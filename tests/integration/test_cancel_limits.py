@@ -14,7 +14,8 @@
     key gets a new task;
   * queue_full at the per-user limit and at the global limit; an
     idempotent resubmit of an existing key is still answered while full;
-    finishing a task frees room.
+    finishing a task frees room; past max_waits a long-poll is refused with
+    unavailable, and those parked are answered.
 """
 import os
 import sys
@@ -119,7 +120,8 @@ def idempotency_part(h):
 
 def limits_part(h):
     d = h.start_hsqd(transport="tcp", extra_sets={"max_queued": "5",
-                                                 "max_queued_per_user": "3"})
+                                                 "max_queued_per_user": "3",
+                                                 "max_waits": "2"})
     c = h.client(d.client)
     img = harness.make_png(30, 30, seed=6)
     a = [c.submit("a", images=[img], outputs=SPEC, key="a%d" % i) for i in range(3)]
@@ -151,12 +153,23 @@ def limits_part(h):
     r = c.submit("c", images=[img], outputs=SPEC)
     check_eq(r.code, "queue_full", "global limit again")
 
+    # max_waits: two long-polls park, a third is refused with unavailable.
+    rids = [c.send("wait", {"task": a[0]["task"], "timeout_ms": 60000}) for _ in range(3)]
+    r = c.recv_rid(rids[2])
+    check_eq(r.code, "unavailable", "a third parked wait (max_waits 2)")
+    check("max_waits" in r.error.get("message", ""), "the refusal names max_waits: %r" % r.error)
+
     # Finishing tasks frees room too: run them all.
     h.start_worker(d, name="w")
     harness.wait_stats(c, lambda s: s["queued"] + s["leased"] == 0, tmo(30), "the queue to drain")
     r = c.submit("c", images=[img], outputs=SPEC)
     check(r.error is None, "submit after the queue drained: %r" % r.meta)
     check_eq(c.wait_terminal(r["task"])["state"], "succeeded", "task after the limits")
+    # The two parked waits were answered when their task finished.
+    for rid in rids[:2]:
+        r = c.recv_rid(rid)
+        check(r.error is None and r["task"]["state"] == "succeeded",
+              "a parked wait, answered: %r" % r.meta)
 
 
 def main(h):

@@ -904,6 +904,50 @@ static void test_wait_many(void) {
     HSQ_ASSERT(by_change > N / 8);
 }
 
+/* max_waits bounds the parked waits: one more is refused (unavailable),
+ * and once one is answered another parks again. */
+static void test_wait_limit(void) {
+    fresh();
+    close_all();
+    conf.max_waits = 3;
+    open_all();
+    int64_t id = submit("lee", NULL);
+    uint64_t rids[4];
+    begin();
+    for (int i = 0; i < 4; i++) {
+        hsq_wire_msg m;
+        memset(&m, 0, sizeof m);
+        m.op = HSQ_OP_WAIT;
+        m.req.wait.task = (uint64_t)id;
+        m.req.wait.timeout_ms = (uint32_t)(100 * (i + 1));
+        feed(HSQ_SOCK_CLIENT, "web-w", &m, NULL, 0);
+        rids[i] = m.rid;
+    }
+    turn();
+    for (int i = 0; i < 3; i++)
+        HSQ_ASSERT(replied(rids[i]) == NULL);
+    captured *r = reply_to(rids[3]);
+    HSQ_ASSERT_EQ(r->m.rep.error.code, HSQ_EUNAVAIL);
+    HSQ_ASSERT(message_has(r, "max_waits"));
+    now += 150; /* the first times out */
+    begin();
+    turn();
+    HSQ_ASSERT_EQ(reply_to(rids[0])->m.rep.task.timed_out, 1);
+    hsq_wire_msg m;
+    memset(&m, 0, sizeof m);
+    m.op = HSQ_OP_WAIT;
+    m.rid = rid_seq++;
+    m.req.wait.task = (uint64_t)id;
+    m.req.wait.timeout_ms = 1000;
+    begin();
+    feed(HSQ_SOCK_CLIENT, "web-w", &m, NULL, 0);
+    turn();
+    HSQ_ASSERT(replied(m.rid) == NULL); /* parked again */
+    close_all();
+    conf.max_waits = 0;
+    open_all();
+}
+
 static void test_bad_input(void) {
     fresh();
     begin();
@@ -2479,6 +2523,7 @@ int main(void) {
     test_user_records();
     test_wait();
     test_wait_many();
+    test_wait_limit();
     test_bad_input();
     test_restart_keeps_state();
     test_map_full();
