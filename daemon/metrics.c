@@ -316,6 +316,14 @@ void hsq_metrics_render(const hsq_metrics_sample *s, hsq_wbuf *b) {
     put(b, "hsq_events_total{delivery=\"unwatched\"} %" PRIu64 "\n", s->events_unwatched);
     one(b, "hsq_event_subscriptions", "gauge",
         "Distinct topics subscribed to on the events socket.", s->event_topics);
+    one(b, "hsq_waits_parked", "gauge", "wait long-polls parked until a change or their timeout.",
+        s->waits_parked);
+    one(b, "hsq_waits_refused_total", "counter",
+        "wait long-polls refused because max_waits were parked, since hsqd started.",
+        s->waits_refused);
+    one(b, "hsq_output_checks_inflight", "gauge",
+        "done reports whose outputs are being checked in the blob store, off the loop.",
+        s->checks_inflight);
     one(b, "hsq_janitor_walks_total", "counter",
         "Walks of the whole blob store finished since hsqd started (after a start, then every "
         "janitor_interval_s).",

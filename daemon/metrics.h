@@ -84,6 +84,10 @@ typedef struct {
     uint64_t events_published; /* task events encoded and sent (someone subscribed) */
     uint64_t events_unwatched; /* ... skipped: no subscription matched the user */
     uint64_t event_topics;     /* distinct subscriptions held (topics.h) */
+    uint64_t waits_parked;     /* hsq_queue_waits */
+    uint64_t waits_refused;
+    uint64_t
+        checks_inflight; /* dones whose outputs are being checked (hsq_queue_checks_inflight) */
     const char *version;
     const hsq_hist *submit_ack; /* each may be NULL (not shown) */
     const hsq_hist *queue_wait;

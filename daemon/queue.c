@@ -157,6 +157,7 @@ struct hsq_queue {
     size_t n_waits;
     waiter **wheap; /* the same waiters, a min-heap by deadline, for their timeouts */
     size_t cap_wheap;
+    uint64_t waits_refused; /* at max_waits, since start */
 
     /* totals since start */
     uint64_t submitted_total, completed_total, retries_total;
@@ -1772,6 +1773,7 @@ static void h_wait(req_ctx *c) {
     if (q->conf.max_waits && q->n_waits >= q->conf.max_waits) {
         /* Each parked wait holds memory until it is answered: a bound, so
          * that no client (or bug) can grow hsqd without end. */
+        q->waits_refused++;
         FAIL(c, HSQ_EUNAVAIL,
              "%zu waits are parked (max_waits); poll with status, or wait again shortly",
              q->n_waits);
@@ -4313,6 +4315,11 @@ void hsq_queue_sweep_totals(const hsq_queue *q, hsq_sweep_counts *swept, uint64_
 
 uint64_t hsq_queue_blob_bytes(const hsq_queue *q) {
     return q->counts.blob_bytes;
+}
+
+void hsq_queue_waits(const hsq_queue *q, uint64_t *parked, uint64_t *refused) {
+    *parked = q->n_waits;
+    *refused = q->waits_refused;
 }
 
 void hsq_queue_workers_by_backend(const hsq_queue *q, uint64_t *cpu, uint64_t *cuda) {

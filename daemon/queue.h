@@ -385,6 +385,10 @@ uint64_t hsq_queue_blob_bytes(const hsq_queue *q);
 /* Connected workers by backend ("cuda"; everything else counts as cpu). */
 void hsq_queue_workers_by_backend(const hsq_queue *q, uint64_t *cpu, uint64_t *cuda);
 
+/* `wait` long-polls parked now, and those refused at max_waits since
+ * start. For metrics. */
+void hsq_queue_waits(const hsq_queue *q, uint64_t *parked, uint64_t *refused);
+
 /* Snapshot of counters for logs and tests (no transaction needed). */
 void hsq_queue_stats(hsq_queue *q, hsq_wire_stats *out);
 

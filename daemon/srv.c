@@ -495,6 +495,8 @@ static void render_metrics(srv *sv) {
     m.events_published = sv->events_published;
     m.events_unwatched = sv->events_unwatched;
     m.event_topics = sv->topics ? hsq_topics_count(sv->topics) : 0;
+    hsq_queue_waits(sv->q, &m.waits_parked, &m.waits_refused);
+    m.checks_inflight = hsq_queue_checks_inflight(sv->q);
     if (sv->janitor) {
         hsq_janitor_totals jt;
         hsq_janitor_get_totals(sv->janitor, &jt);

@@ -139,7 +139,8 @@ def wait_metric(base, pred, what):
 
 
 def main(h):
-    d = h.start_hsqd(transport="tcp", extra_sets={"metrics_listen": "127.0.0.1:0"})
+    d = h.start_hsqd(transport="tcp", extra_sets={"metrics_listen": "127.0.0.1:0",
+                                                 "max_waits": "1"})
     base = d.endpoints.get("metrics")
     check(base and re.match(r"^http://127\.0\.0\.1:\d+$", base) and not base.endswith(":0"),
           "ready fd should report metrics=http://127.0.0.1:PORT, got %r" % d.endpoints)
@@ -214,6 +215,16 @@ def main(h):
                     "u1's events published")
     check(s['hsq_events_total{delivery="unwatched"}'] >= unwatched0 + 3,
           "u2's events unwatched: %r -> %r" % (unwatched0, s['hsq_events_total{delivery="unwatched"}']))
+    # Long-polls: one parks (waiting for a change of a finished task), the
+    # next is refused at max_waits 1; neither gauge counts a check in flight.
+    check_eq(s["hsq_waits_parked"], 0.0, "waits parked at start")
+    check_eq(s["hsq_output_checks_inflight"], 0.0, "output checks in flight when idle")
+    w1 = c.send("wait", {"task": t1, "since": "succeeded", "timeout_ms": 60000})
+    s = wait_metric(base, lambda s: s["hsq_waits_parked"] == 1, "one wait parked")
+    check_eq(c.err("wait", {"task": t2, "since": "succeeded", "timeout_ms": 60000},
+                   "unavailable").code, "unavailable", "a second wait at max_waits 1")
+    wait_metric(base, lambda s: s["hsq_waits_refused_total"] == 1, "the refusal counted")
+    harness.log("parked wait rid %d left to time out" % w1)
     # The subscriber leaves: libzmq passes the unsubscription up.
     h.sockets.remove(sub)
     sub.close(0)
