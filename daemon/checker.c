@@ -2,6 +2,7 @@
 
 #include "common/alloc.h"
 #include "common/blob.h"
+#include "common/fault.h"
 
 #include <assert.h>
 #include <stdlib.h>
@@ -41,6 +42,7 @@ int hsq_checker_new(hsq_checker **out, uv_loop_t *loop, const char *blob_root,
 
 static void on_work(uv_work_t *req) {
     batch *b = (batch *)req;
+    hsq_fault("check.run"); /* tests: "check.run~MS" keeps checks in flight */
     hsq_checks_run(b->owner->blob, b->v, b->n);
 }
 

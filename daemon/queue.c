@@ -2210,19 +2210,13 @@ static void done_finish(req_ctx *c, hsq_task *t) {
     reply_empty(c);
 }
 
-/* Copy the done request into an hsq_check for the shell: its outputs, their
- * keys (NUL-terminated) and the info map in one allocation. */
-static void check_defer(req_ctx *c) {
-    hsq_queue *q = c->q;
+/* Copy the done request into k: its outputs, their keys (NUL-terminated)
+ * and the info map in one allocation (k->mem). */
+static void check_make(req_ctx *c, hsq_check *k) {
     const hsq_req_done *r = &c->m->req.done;
     size_t bytes = r->n_outputs * sizeof(hsq_wire_output) + r->info.len;
     for (uint32_t i = 0; i < r->n_outputs; i++)
         bytes += r->outputs[i].key.len + 1;
-    if (q->n_checks == q->cap_checks) {
-        q->cap_checks = q->cap_checks ? 2 * q->cap_checks : 64;
-        q->checks = hsq_xrealloc(q->checks, q->cap_checks * sizeof *q->checks);
-    }
-    hsq_check *k = &q->checks[q->n_checks++];
     memset(k, 0, sizeof *k);
     k->task = r->task;
     k->token = r->token;
@@ -2269,33 +2263,28 @@ static int done_validate(req_ctx *c, hsq_task *t) {
     return 0;
 }
 
+static void check_answer(hsq_queue *q, const hsq_check *k);
+
 static void h_done(req_ctx *c) {
     hsq_queue *q = c->q;
-    const hsq_req_done *r = &c->m->req.done;
     worker_touch(q, c->peer, c->plen);
     if (q->checks_inflight + q->n_checks < q->check_max) {
         /* Everything is validated when the stats are back (a stat of a
          * key outside the prefix tells the worker nothing: it is refused
          * then either way). */
-        check_defer(c);
-        return;
-    }
-    hsq_task t;
-    if (done_validate(c, &t) != 0)
-        return;
-    for (uint32_t i = 0; i < r->n_outputs; i++) {
-        const hsq_wire_output *o = &r->outputs[i];
-        char key[HSQ_BLOB_KEY_MAX + 1];
-        memcpy(key, o->key.ptr, o->key.len);
-        key[o->key.len] = '\0';
-        uint64_t size = 0;
-        int rc = hsq_blob_size(q->blob, key, &size);
-        if (rc != 0 || size != o->size) {
-            output_missing(c, i, o);
-            return;
+        if (q->n_checks == q->cap_checks) {
+            q->cap_checks = q->cap_checks ? 2 * q->cap_checks : 64;
+            q->checks = hsq_xrealloc(q->checks, q->cap_checks * sizeof *q->checks);
         }
+        check_make(c, &q->checks[q->n_checks++]);
+        return;
     }
-    done_finish(c, &t);
+    /* Checking off (or past its limit): the same check, now, on the loop. */
+    hsq_check k;
+    check_make(c, &k);
+    hsq_checks_run(q->blob, &k, 1);
+    check_answer(q, &k);
+    free(k.mem);
 }
 
 void hsq_queue_set_checking(hsq_queue *q, size_t max) {
@@ -2312,7 +2301,6 @@ hsq_check *hsq_queue_take_checks(hsq_queue *q, size_t *n) {
 }
 
 void hsq_checks_run(hsq_blob *b, hsq_check *v, size_t n) {
-    hsq_fault("check.run"); /* tests: "check.run~MS" keeps checks in flight */
     for (size_t i = 0; i < n; i++) {
         hsq_check *k = &v[i];
         k->bad = -1;
@@ -2329,33 +2317,38 @@ void hsq_checks_run(hsq_blob *b, hsq_check *v, size_t n) {
     }
 }
 
+/* Answer a done whose stats ran: validated as it stands now, then the
+ * missing output refused or the task recorded. */
+static void check_answer(hsq_queue *q, const hsq_check *k) {
+    hsq_wire_msg m;
+    memset(&m, 0, sizeof m);
+    m.kind = HSQ_KIND_REQUEST;
+    m.op = HSQ_OP_DONE;
+    m.rid = k->rid;
+    hsq_req_done *r = &m.req.done;
+    r->task = k->task;
+    r->token = k->token;
+    r->n_outputs = k->n_outputs;
+    memcpy(r->outputs, k->outputs, k->n_outputs * sizeof *k->outputs);
+    r->info = k->info;
+    req_ctx c = {q, HSQ_SOCK_WORKER, NULL, k->peer, k->peer_len, &m, NULL, 0};
+    hsq_task t;
+    if (q->turn_err)
+        fail_store(&c, q->turn_err);
+    else if (done_validate(&c, &t) != 0)
+        return;
+    else if (k->bad >= 0)
+        output_missing(&c, (uint32_t)k->bad, &k->outputs[k->bad]);
+    else
+        done_finish(&c, &t);
+}
+
 void hsq_queue_checked(hsq_queue *q, hsq_check *v, size_t n) {
     assert(q->in_turn);
     q->checks_inflight = q->checks_inflight > n ? q->checks_inflight - n : 0;
     for (size_t i = 0; i < n; i++) {
-        const hsq_check *k = &v[i];
-        hsq_wire_msg m;
-        memset(&m, 0, sizeof m);
-        m.kind = HSQ_KIND_REQUEST;
-        m.op = HSQ_OP_DONE;
-        m.rid = k->rid;
-        hsq_req_done *r = &m.req.done;
-        r->task = k->task;
-        r->token = k->token;
-        r->n_outputs = k->n_outputs;
-        memcpy(r->outputs, k->outputs, k->n_outputs * sizeof *k->outputs);
-        r->info = k->info;
-        req_ctx c = {q, HSQ_SOCK_WORKER, NULL, k->peer, k->peer_len, &m, NULL, 0};
         q->turn_msgs++;
-        hsq_task t;
-        if (q->turn_err)
-            fail_store(&c, q->turn_err);
-        else if (done_validate(&c, &t) != 0)
-            continue;
-        else if (k->bad >= 0)
-            output_missing(&c, (uint32_t)k->bad, &k->outputs[k->bad]);
-        else
-            done_finish(&c, &t);
+        check_answer(q, &v[i]);
     }
     hsq_checks_free(v, n);
 }
