@@ -432,12 +432,18 @@ static int save_per_user(hsq_queue *q, hsq_db db, hsq_str user, const void *rec,
 
 static uint64_t str_hash(hsq_str s);
 
+/* A cache slot's user (len bytes of buf; len 0: none) is user. The user
+ * record and blob prefix caches both key their slots so. */
+static int slot_user_is(uint8_t len, const char *buf, hsq_str user) {
+    return len == user.len && memcmp(buf, user.ptr, user.len) == 0;
+}
+
 static user_slot *user_slot_of(hsq_queue *q, hsq_str user) {
     return &q->users[str_hash(user) & (USER_CACHE - 1)];
 }
 
 static int user_slot_is(const hsq_queue *q, const user_slot *s, hsq_str user) {
-    return s->turn == q->turn_seq && s->len == user.len && memcmp(s->user, user.ptr, user.len) == 0;
+    return s->turn == q->turn_seq && slot_user_is(s->len, s->user, user);
 }
 
 /* Write a changed record back. */
@@ -505,11 +511,12 @@ static int save_user(hsq_queue *q, hsq_str user, const user_rec *u) {
     return 0;
 }
 
-/* The user's record was deleted: forget this turn's copy, changed or not. */
+/* The user's record was deleted: forget this turn's copy, changed or not,
+ * and leave no copy of the id (an erasure calls this). */
 static void user_forget(hsq_queue *q, hsq_str user) {
     user_slot *s = user_slot_of(q, user);
     if (user_slot_is(q, s, user))
-        s->turn = 0;
+        memset(s, 0, sizeof *s);
 }
 
 static void users_flush(hsq_queue *q) {
@@ -1424,7 +1431,7 @@ static void user_prefix(hsq_queue *q, hsq_str user, char out[HSQ_BLOB_PREFIX_LEN
         return;
     }
     prefix_slot *s = prefix_slot_of(q, user);
-    if (s->len != user.len || memcmp(s->user, user.ptr, user.len) != 0) {
+    if (!slot_user_is(s->len, s->user, user)) {
         hsq_blob_user_prefix(q->blob, user.ptr, user.len, s->prefix);
         memcpy(s->user, user.ptr, user.len);
         s->len = (uint8_t)user.len;
@@ -1437,7 +1444,7 @@ static void user_prefix_forget(hsq_queue *q, hsq_str user) {
     if (user.len == 0 || user.len > HSQ_MAX_USER_LEN)
         return;
     prefix_slot *s = prefix_slot_of(q, user);
-    if (s->len == user.len && memcmp(s->user, user.ptr, user.len) == 0)
+    if (slot_user_is(s->len, s->user, user))
         memset(s, 0, sizeof *s);
 }
 
@@ -4422,6 +4429,7 @@ void hsq_queue_free(hsq_queue **qp) {
     free(q->out);
     memset(q->prefixes, 0, PREFIX_CACHE * sizeof *q->prefixes);
     free(q->prefixes);
+    memset(q->users, 0, USER_CACHE * sizeof *q->users);
     free(q->users);
     turn_blobs_clear(q, 0);
     free(q->turn_blobs);
