@@ -235,12 +235,13 @@ void hsq_reaps_free(hsq_reap *r, size_t n);
  * the done handler copies the request into an hsq_check and reads nothing;
  * the shell runs the stats elsewhere (hsq_checks_run, on a thread) and
  * hands the checks back in a later turn (hsq_queue_checked). That turn
- * validates the done as the inline path does, at that moment (the lease may
- * have expired, or the task been cancelled or erased, since it arrived:
- * then it is refused like any late done; a key outside the task's prefix
- * is refused whatever its stat said), and records the result or refuses the
- * missing output. The reply to the worker leaves after that turn's commit,
- * as every reply does. */
+ * validates the done at that moment (the lease may have expired, or the
+ * task been cancelled or erased, since it arrived: then it is refused like
+ * any late done; a key outside the task's prefix is refused whatever its
+ * stat said), and records the result or refuses the missing output. With
+ * checking off, or past its limit, the handler makes the same check, runs
+ * it and answers it at once. The reply to the worker leaves after that
+ * turn's commit, as every reply does. */
 typedef struct {
     uint64_t task, token, rid;
     uint32_t n_outputs;
