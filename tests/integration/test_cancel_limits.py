@@ -15,9 +15,11 @@
   * queue_full at the per-user limit and at the global limit; an
     idempotent resubmit of an existing key is still answered while full;
     finishing a task frees room; past max_waits a long-poll is refused with
-    unavailable, and those parked are answered.
+    unavailable, and those parked are answered; a max_waits of 0 or not a
+    number stops hsqd at start with exit 2 and a message naming it.
 """
 import os
+import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -172,7 +174,20 @@ def limits_part(h):
               "a parked wait, answered: %r" % r.meta)
 
 
+def bad_limit_part(h):
+    """A max_waits hsqd cannot use stops it before it serves, saying why."""
+    exe = harness.require(harness.hsqd_path(), "hsqd")
+    for value, why in (("0", "must be between 1 and"), ("lots", "expected a whole number")):
+        p = subprocess.run([exe, "--data-dir", h.path("bad-limit"), "--set",
+                            "max_waits=" + value], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, timeout=tmo(10))
+        check_eq(p.returncode, 2, "hsqd exit code with max_waits=%s" % value)
+        check("max_waits" in p.stderr and why in p.stderr,
+              "hsqd's message for max_waits=%s: %r" % (value, p.stderr))
+
+
 def main(h):
+    bad_limit_part(h)
     cancel_part(h)
     idempotency_part(h)
     limits_part(h)
