@@ -385,6 +385,35 @@ void hsq_blob_user_prefix(const hsq_blob *b, const char *user, size_t len, char 
 
 /* ---- put / flush ---- */
 
+/* Create a new temp file for `name` in directory dir[0..dlen) under the
+ * root, making the directories when missing (made[] as make_dirs). Returns
+ * its descriptor, with the directory's in *dfd, or -errno. Retries cover a
+ * concurrent delete pruning the directory (ENOENT) and a temp name left by
+ * a crashed process that had our pid (EEXIST). */
+static int create_tmp(hsq_blob *b, const char *dir, size_t dlen, const char *name, uint8_t *made,
+                      char tmp[TMP_NAME_SIZE], int *dfd) {
+    for (int tries = 0;; tries++) {
+        *dfd = open_dir(b, dir, dlen);
+        if (*dfd == -ENOENT && tries < PUT_TRIES) {
+            int r = make_dirs(b, dir, dlen, made);
+            if (r < 0 && (r != -ENOENT || tries >= PUT_TRIES))
+                return r;
+            continue;
+        }
+        if (*dfd < 0)
+            return *dfd;
+        tmp_name(tmp, name);
+        int fd = openat(*dfd, tmp, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
+        if (fd >= 0)
+            return fd;
+        int r = -errno;
+        close(*dfd);
+        *dfd = -1;
+        if ((r != -ENOENT && r != -EEXIST) || tries >= PUT_TRIES)
+            return r;
+    }
+}
+
 int hsq_blob_put(hsq_blob *b, const char *key, const void *data, size_t len, int flags) {
     if (!hsq_blob_key_ok(key) || (flags & ~HSQ_BLOB_DEFER) || (len && !data))
         return HSQ_EINVAL;
@@ -393,29 +422,10 @@ int hsq_blob_put(hsq_blob *b, const char *key, const void *data, size_t len, int
     const char *name = key + (dlen ? dlen + 1 : 0);
     uint8_t made[HSQ_BLOB_KEY_MAX + 1] = {0};
     char tmp[TMP_NAME_SIZE];
-    int dfd = -1, fd = -1, r = 0;
-
-    /* Retries cover a concurrent delete pruning our directory (ENOENT) and a
-     * temp name left by a crashed process that had our pid (EEXIST). */
-    for (int tries = 0;; tries++) {
-        dfd = open_dir(b, key, dlen);
-        if (dfd == -ENOENT && tries < PUT_TRIES) {
-            r = make_dirs(b, key, dlen, made);
-            if (r < 0 && (r != -ENOENT || tries >= PUT_TRIES))
-                return r;
-            continue;
-        }
-        if (dfd < 0)
-            return dfd;
-        tmp_name(tmp, name);
-        fd = openat(dfd, tmp, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
-        if (fd >= 0)
-            break;
-        r = -errno;
-        close(dfd);
-        if ((r != -ENOENT && r != -EEXIST) || tries >= PUT_TRIES)
-            return r;
-    }
+    int dfd = -1, r = 0;
+    int fd = create_tmp(b, key, dlen, name, made, tmp, &dfd);
+    if (fd < 0)
+        return fd;
 
     r = write_all(fd, data, len);
     if (r == 0 && !(flags & HSQ_BLOB_DEFER) && fsync(fd) < 0)
@@ -448,6 +458,112 @@ int hsq_blob_put(hsq_blob *b, const char *key, const void *data, size_t len, int
 out:
     close(dfd);
     return r;
+}
+
+/* ---- staged puts ---- */
+
+#define STAGE_NAME "stage"
+
+/* "<prefix>.tmp.<...>": a well-formed directory, then one of our temp names. */
+static int staged_ok(const char *s) {
+    if (!s)
+        return 0;
+    size_t len = strnlen(s, HSQ_BLOB_STAGED_MAX);
+    if (len >= HSQ_BLOB_STAGED_MAX)
+        return 0;
+    size_t d = dir_len(s, len);
+    if (d == 0 || d >= HSQ_BLOB_KEY_MAX || !segments_ok(s, d))
+        return 0;
+    const char *base = s + d + 1;
+    size_t blen = len - d - 1;
+    if (blen <= TMP_PREFIX_LEN || memcmp(base, TMP_PREFIX, TMP_PREFIX_LEN) != 0)
+        return 0;
+    for (size_t i = 0; i < blen; i++)
+        if (!seg_char_ok((unsigned char)base[i]))
+            return 0;
+    return 1;
+}
+
+int hsq_blob_stage(hsq_blob *b, const char *dir, const void *data, size_t len,
+                   char out[HSQ_BLOB_STAGED_MAX]) {
+    out[0] = '\0';
+    if (!prefix_ok(dir) || (len && !data))
+        return HSQ_EINVAL;
+    size_t dlen = strlen(dir) - 1;
+    char tmp[TMP_NAME_SIZE];
+    uint8_t made[HSQ_BLOB_KEY_MAX + 1] = {0};
+    int dfd = -1, r = 0;
+    int fd = create_tmp(b, dir, dlen, STAGE_NAME, made, tmp, &dfd);
+    if (fd < 0)
+        return fd;
+    /* A directory made here is synced here: the object placed in it later
+     * syncs only its own directory. */
+    for (size_t i = 0; r == 0 && i < dlen; i++)
+        if (made[i])
+            r = fsync_dir(b, dir, i);
+
+    if (r == 0)
+        r = write_all(fd, data, len);
+    if (r == 0 && fsync(fd) < 0)
+        r = -errno;
+    int rc = close_checked(fd);
+    if (r == 0)
+        r = rc;
+    if (r < 0)
+        (void)unlinkat(dfd, tmp, 0);
+    else
+        snprintf(out, HSQ_BLOB_STAGED_MAX, "%s%s", dir, tmp);
+    close(dfd);
+    return r;
+}
+
+int hsq_blob_place(hsq_blob *b, const char *staged, const char *key, int flags) {
+    if (!staged_ok(staged) || !hsq_blob_key_ok(key) || (flags & ~HSQ_BLOB_DEFER))
+        return HSQ_EINVAL;
+    size_t klen = strlen(key);
+    size_t dlen = dir_len(key, klen);
+    uint8_t made[HSQ_BLOB_KEY_MAX + 1] = {0};
+    int r;
+
+    /* Retries cover a concurrent delete pruning the key's directories
+     * between their mkdir and the rename. */
+    for (int tries = 0;; tries++) {
+        r = dlen ? make_dirs(b, key, dlen, made) : 0;
+        if (r == 0 && renameat(b->rootfd, staged, b->rootfd, key) == 0)
+            break;
+        if (r == 0)
+            r = -errno;
+        if (r == -ENOENT && tries < PUT_TRIES &&
+            faccessat(b->rootfd, staged, F_OK, AT_SYMLINK_NOFOLLOW) == 0)
+            continue;
+        /* The staged file itself is gone (a prefix delete took it), or
+         * worse: leave no directory made for nothing. */
+        (void)prune_dirs(b, key, dlen);
+        return r;
+    }
+
+    if (flags & HSQ_BLOB_DEFER) {
+        strvec_push(&b->dirs, key, dlen);
+        for (size_t i = 0; i < dlen; i++)
+            if (made[i])
+                strvec_push(&b->dirs, key, i);
+        return 0;
+    }
+    r = fsync_dir(b, key, dlen);
+    for (size_t i = 0; r == 0 && i < dlen; i++)
+        if (made[i])
+            r = fsync_dir(b, key, i);
+    if (r < 0)
+        (void)unlinkat(b->rootfd, key, 0); /* not durable: keep put's "nothing left" promise */
+    return r;
+}
+
+int hsq_blob_unstage(hsq_blob *b, const char *staged) {
+    if (!staged_ok(staged))
+        return HSQ_EINVAL;
+    if (unlinkat(b->rootfd, staged, 0) < 0 && errno != ENOENT)
+        return -errno;
+    return 0;
 }
 
 void hsq_blob_set_syncfs(hsq_blob *b, size_t min) {

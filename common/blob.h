@@ -71,6 +71,38 @@ void hsq_blob_set_syncfs(hsq_blob *b, size_t min);
  * (the reaper, the offline purge). */
 #define HSQ_BLOB_SYNCFS_MIN 8
 
+/* ---- staged puts: the bytes first, the key later ----
+ *
+ * A writer that cannot name an object yet stages its bytes: hsqd writes a
+ * submit's large inputs off its loop before it assigns the task id their
+ * keys hold. hsq_blob_stage writes and fsyncs a temp file in directory dir
+ * (a prefix, created if missing, made durable when created) and returns its
+ * name; hsq_blob_place renames it to its key; hsq_blob_unstage drops it. A
+ * staged file is a temp file (".tmp.*"): no walk lists it, a prefix delete
+ * removes it with its directory, and one whose owner died is removed as
+ * stale after HSQ_BLOB_TMP_STALE_S like the temp file of any crashed put.
+ * hsq_blob_stage and hsq_blob_unstage touch only the root's descriptor, so
+ * several threads may share one handle for them (and for nothing else). */
+#define HSQ_BLOB_STAGED_MAX 320 /* a staged name, with its NUL */
+
+/* Errors: HSQ_EINVAL (bad dir), -ENOSPC, -EDQUOT, -EIO, other -errno; on
+ * error nothing is left. */
+int hsq_blob_stage(hsq_blob *b, const char *dir, const void *data, size_t len,
+                   char out[HSQ_BLOB_STAGED_MAX]);
+
+/* Rename a staged file to key (replacing any object there), creating the
+ * key's directories. With HSQ_BLOB_DEFER the directory fsyncs that make
+ * the name durable wait for the next hsq_blob_flush, as a deferred put's do
+ * (the bytes are durable already). Errors: HSQ_EINVAL (bad key or staged
+ * name), -ENOENT (the staged file is gone: a prefix delete took it), other
+ * -errno. On error no directory made for the key is left; a staged file
+ * that was there stays staged, except after a failed directory fsync
+ * without HSQ_BLOB_DEFER, which removes the object (as put does). */
+int hsq_blob_place(hsq_blob *b, const char *staged, const char *key, int flags);
+
+/* Remove a staged file (missing is fine). Errors: HSQ_EINVAL, -errno. */
+int hsq_blob_unstage(hsq_blob *b, const char *staged);
+
 /* Read a whole object into a fresh malloc'd buffer (*data, caller frees).
  * Errors: -ENOENT, HSQ_EINVAL, HSQ_ETOOLARGE (object larger than max), -errno. */
 int hsq_blob_get(hsq_blob *b, const char *key, size_t max, uint8_t **data, size_t *len);

@@ -487,6 +487,68 @@ static void test_clean_tmp(void) {
     teardown();
 }
 
+/* Staged puts: bytes first (a temp file, not listed), the key later. */
+static void test_staged(void) {
+    setup();
+    hsq_blob *b = open_store("s");
+    char st1[HSQ_BLOB_STAGED_MAX], st2[HSQ_BLOB_STAGED_MAX], p[512];
+
+    /* Into a directory that does not exist yet. */
+    HSQ_OK(hsq_blob_stage(b, "u/abc/", "first bytes", 11, st1));
+    HSQ_ASSERT(strncmp(st1, "u/abc/.tmp.", 11) == 0);
+    snprintf(p, sizeof p, "s/%s", st1);
+    HSQ_ASSERT(exists(p));
+    listing l = {.n = 0};
+    HSQ_OK(hsq_blob_walk(b, collect, &l));
+    HSQ_ASSERT_EQ(l.n, 0);
+
+    /* Placed under a key in a new directory (deferred: the flush syncs). */
+    HSQ_OK(hsq_blob_place(b, st1, "u/abc/7/in-0", HSQ_BLOB_DEFER));
+    HSQ_ASSERT(!exists(p));
+    check_get(b, "u/abc/7/in-0", "first bytes");
+    HSQ_OK(hsq_blob_flush(b));
+    HSQ_OK(hsq_blob_stage(b, "u/abc/", "second", 6, st2));
+    HSQ_ASSERT(strcmp(st1, st2) != 0);
+    HSQ_OK(hsq_blob_place(b, st2, "u/abc/7/in-0", HSQ_BLOB_SYNC)); /* replaces */
+    check_get(b, "u/abc/7/in-0", "second");
+
+    /* A staged file that is gone: -ENOENT, and no directory made for it. */
+    HSQ_OK(hsq_blob_stage(b, "u/abc/", "x", 1, st1));
+    HSQ_OK(hsq_blob_unstage(b, st1));
+    HSQ_OK(hsq_blob_unstage(b, st1)); /* missing is fine */
+    HSQ_ASSERT_EQ(hsq_blob_place(b, st1, "u/abc/8/in-0", HSQ_BLOB_DEFER), -ENOENT);
+    HSQ_ASSERT(!exists("s/u/abc/8"));
+    HSQ_OK(hsq_blob_flush(b));
+
+    /* A prefix delete takes staged files with the directory. */
+    HSQ_OK(hsq_blob_stage(b, "u/abc/", "y", 1, st1));
+    HSQ_OK(hsq_blob_delete_prefix(b, "u/abc/", NULL));
+    HSQ_ASSERT(!exists("s/u/abc"));
+
+    /* Bad names: a directory that is not a prefix, a staged name that is
+     * not a temp file, or one that climbs out. */
+    HSQ_ASSERT_EQ(hsq_blob_stage(b, "u/abc", "z", 1, st1), HSQ_EINVAL);
+    HSQ_ASSERT_EQ(hsq_blob_stage(b, "../x/", "z", 1, st1), HSQ_EINVAL);
+    HSQ_OK(hsq_blob_put(b, "u/abc/obj", "o", 1, HSQ_BLOB_SYNC));
+    HSQ_ASSERT_EQ(hsq_blob_place(b, "u/abc/obj", "u/abc/moved", HSQ_BLOB_SYNC), HSQ_EINVAL);
+    HSQ_ASSERT_EQ(hsq_blob_place(b, "u/../.tmp.x", "u/abc/moved", HSQ_BLOB_SYNC), HSQ_EINVAL);
+    HSQ_ASSERT_EQ(hsq_blob_place(b, ".tmp.x", "u/abc/moved", HSQ_BLOB_SYNC), HSQ_EINVAL);
+    HSQ_ASSERT_EQ(hsq_blob_unstage(b, "u/abc/obj"), HSQ_EINVAL);
+    check_get(b, "u/abc/obj", "o");
+
+    /* A staged file whose owner died is stale after the usual time. */
+    HSQ_OK(hsq_blob_stage(b, "u/abc/", "old", 3, st1));
+    snprintf(p, sizeof p, "%s/s/%s", tmpdir, st1);
+    struct timespec ts[2] = {{time(NULL) - HSQ_BLOB_TMP_STALE_S - 60, 0},
+                             {time(NULL) - HSQ_BLOB_TMP_STALE_S - 60, 0}};
+    HSQ_OK(utimensat(AT_FDCWD, p, ts, 0));
+    uint64_t removed = 0;
+    HSQ_OK(hsq_blob_clean_tmp(b, &removed));
+    HSQ_ASSERT_U64_EQ(removed, 1);
+    hsq_blob_close(&b);
+    teardown();
+}
+
 static void test_too_large(void) {
     setup();
     hsq_blob *b = open_store("s");
@@ -638,6 +700,7 @@ int main(void) {
     test_delete_prefix();
     test_walk();
     test_clean_tmp();
+    test_staged();
     test_too_large();
     test_readonly_dir();
     test_write_fails();
