@@ -324,6 +324,14 @@ void hsq_metrics_render(const hsq_metrics_sample *s, hsq_wbuf *b) {
     one(b, "hsq_output_checks_inflight", "gauge",
         "done reports whose outputs are being checked in the blob store, off the loop.",
         s->checks_inflight);
+    one(b, "hsq_submits_staging", "gauge",
+        "Submits whose large inputs are being written to the blob store, off the loop, before "
+        "they are recorded.",
+        s->stages_inflight);
+    one(b, "hsq_submits_staging_bytes", "gauge",
+        "Bytes of those submits held in memory meanwhile (at most 256 MiB; past it inputs are "
+        "written in the loop's turn).",
+        s->staged_bytes);
     one(b, "hsq_janitor_walks_total", "counter",
         "Walks of the whole blob store finished since hsqd started (after a start, then every "
         "janitor_interval_s).",

@@ -88,6 +88,7 @@ typedef struct {
     uint64_t waits_refused;
     uint64_t
         checks_inflight; /* dones whose outputs are being checked (hsq_queue_checks_inflight) */
+    uint64_t stages_inflight, staged_bytes; /* submits whose inputs are being written */
     const char *version;
     const hsq_hist *submit_ack; /* each may be NULL (not shown) */
     const hsq_hist *queue_wait;

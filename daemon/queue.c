@@ -206,6 +206,12 @@ struct hsq_queue {
     hsq_reap *results;      /* results back from the reaper, applied a few per turn */
     hsq_sweep_counts reaped_sum; /* what results applied while a purge waits */
     size_t n_results, results_head;
+    /* staging (queue.h): submits whose large inputs are written off the loop */
+    uint64_t stage_max;     /* request bytes in flight at most; 0 = write inline */
+    uint64_t staged_bytes;  /* of the stages made and not back */
+    size_t stages_inflight; /* handed off, not back */
+    hsq_stage *stages;      /* made since the shell last took them */
+    size_t n_stages, cap_stages;
     /* checking (queue.h): dones whose outputs are confirmed off the loop */
     size_t check_max;       /* in flight at most; 0 = check inline */
     size_t checks_inflight; /* handed off, not back */
@@ -1391,6 +1397,8 @@ typedef struct {
     hsq_wire_msg *m;
     const hsq_bytes *frames; /* binary frames (after meta) */
     size_t nframes;
+    const hsq_bytes *meta; /* the meta frame (submits copy it when staging) */
+    hsq_stage *stage;      /* a staged submit back from the thread, else NULL */
 } req_ctx;
 
 #define FAIL(c, code, ...)                                                                         \
@@ -1501,10 +1509,88 @@ static int credit_check(req_ctx *c, hsq_str user, int64_t cost, uint64_t outputs
 
 static int erasing(const hsq_queue *q, hsq_str user);
 
+/* A submit's inputs could not be written: nothing was accepted. */
+static void input_write_failed(req_ctx *c, int rc) {
+    if (rc == -ENOSPC || rc == -EDQUOT)
+        FAIL(c, HSQ_EDISKFULL, "blob store is full; the task was not accepted");
+    else
+        FAIL(c, HSQ_EUNAVAIL, "blob store error (%s); the task was not accepted", hsq_strerror(rc));
+}
+
+/* With staging on and room left, copy a submit that has inputs for the blob
+ * store into a new stage (queue.h "staging"): 1, else 0 (write them now). */
+static int stage_make(req_ctx *c) {
+    hsq_queue *q = c->q;
+    const hsq_req_submit *r = &c->m->req.submit;
+    size_t bytes = c->meta->len;
+    int large = 0;
+    for (uint32_t i = 0; i < r->n_inputs; i++) {
+        bytes += c->frames[i].len;
+        large |= c->frames[i].len > q->conf.inline_max;
+    }
+    if (!large || q->staged_bytes + bytes > q->stage_max)
+        return 0;
+    if (q->n_stages == q->cap_stages) {
+        q->cap_stages = q->cap_stages ? 2 * q->cap_stages : 16;
+        q->stages = hsq_xrealloc(q->stages, q->cap_stages * sizeof *q->stages);
+    }
+    hsq_stage *s = &q->stages[q->n_stages++];
+    memset(s, 0, sizeof *s);
+    s->buf = hsq_xmalloc(bytes);
+    s->bytes = bytes;
+    s->nframes = 1 + r->n_inputs;
+    uint8_t *p = s->buf;
+    for (size_t i = 0; i < s->nframes; i++) {
+        const hsq_bytes *f = i == 0 ? c->meta : &c->frames[i - 1];
+        memcpy(p, f->ptr, f->len);
+        s->frames[i].ptr = p;
+        s->frames[i].len = f->len;
+        p += f->len;
+    }
+    s->sock = c->sock;
+    memcpy(s->peer, c->peer, c->plen);
+    s->peer_len = c->plen;
+    user_prefix(q, r->user, s->dir);
+    s->inline_max = q->conf.inline_max;
+    q->staged_bytes += bytes;
+    return 1;
+}
+
+/* Take a submit's tokens from its key's and its user's buckets: 0, or 1
+ * when refused (answered). */
+static int rate_refused(req_ctx *c) {
+    hsq_queue *q = c->q;
+    const hsq_req_submit *r = &c->m->req.submit;
+    if (c->key && q->conf.key_submit_rate) {
+        char kn[1 + HSQ_MAX_USER_LEN];
+        int n = snprintf(kn, sizeof kn, "\x01%s", c->key);
+        hsq_str kname = {kn, n > 0 && (size_t)n < sizeof kn ? (size_t)n : sizeof kn - 1};
+        int64_t kwait = rate_take(q, kname, q->conf.key_submit_rate, q->conf.key_submit_burst);
+        if (kwait > 0) {
+            q->rate_limited_total++;
+            FAIL(c, HSQ_ERATELIMITED,
+                 "key '%s' submits faster than %" PRIu64 " per second (burst %" PRIu64
+                 "); retry after %" PRId64 " ms",
+                 c->key, q->conf.key_submit_rate, q->conf.key_submit_burst, kwait);
+            return 1;
+        }
+    }
+    int64_t wait_ms = rate_take(q, r->user, q->conf.submit_rate, q->conf.submit_burst);
+    if (wait_ms > 0) {
+        q->rate_limited_total++;
+        FAIL(c, HSQ_ERATELIMITED,
+             "user submits faster than %" PRIu64 " per second (burst %" PRIu64
+             "); retry after %" PRId64 " ms",
+             q->conf.submit_rate, q->conf.submit_burst, wait_ms);
+        return 1;
+    }
+    return 0;
+}
+
 static void h_submit(req_ctx *c) {
     hsq_queue *q = c->q;
     const hsq_req_submit *r = &c->m->req.submit;
-    if (q->draining) {
+    if (q->draining && !c->stage) { /* a staged one was taken before */
         FAIL(c, HSQ_EUNAVAIL, "hsqd is shutting down; retry shortly");
         return;
     }
@@ -1558,29 +1644,8 @@ static void h_submit(req_ctx *c) {
         }
     }
 
-    if (c->key && q->conf.key_submit_rate) {
-        char kn[1 + HSQ_MAX_USER_LEN];
-        int n = snprintf(kn, sizeof kn, "\x01%s", c->key);
-        hsq_str kname = {kn, n > 0 && (size_t)n < sizeof kn ? (size_t)n : sizeof kn - 1};
-        int64_t kwait = rate_take(q, kname, q->conf.key_submit_rate, q->conf.key_submit_burst);
-        if (kwait > 0) {
-            q->rate_limited_total++;
-            FAIL(c, HSQ_ERATELIMITED,
-                 "key '%s' submits faster than %" PRIu64 " per second (burst %" PRIu64
-                 "); retry after %" PRId64 " ms",
-                 c->key, q->conf.key_submit_rate, q->conf.key_submit_burst, kwait);
-            return;
-        }
-    }
-    int64_t wait_ms = rate_take(q, r->user, q->conf.submit_rate, q->conf.submit_burst);
-    if (wait_ms > 0) {
-        q->rate_limited_total++;
-        FAIL(c, HSQ_ERATELIMITED,
-             "user submits faster than %" PRIu64 " per second (burst %" PRIu64
-             "); retry after %" PRId64 " ms",
-             q->conf.submit_rate, q->conf.submit_burst, wait_ms);
+    if (!c->stage && rate_refused(c)) /* a staged submit paid when it was staged */
         return;
-    }
     uint64_t active = q->counts.queued + q->counts.leased;
     if (active >= q->conf.max_queued) {
         FAIL(c, HSQ_EQUEUEFULL, "queue is full (%" PRIu64 " active tasks); retry later", active);
@@ -1626,6 +1691,8 @@ static void h_submit(req_ctx *c) {
     int64_t cost = task_cost(q, &t);
     if (cost > 0 && credit_check(c, r->user, cost, task_outputs(&t)) != 0)
         return;
+    if (!c->stage && stage_make(c))
+        return; /* answered a turn or more later (hsq_queue_staged) */
 
     /* Large inputs go to the blob store first (they can fail on a full disk
      * without touching the transaction); small ones ride inside it. */
@@ -1639,16 +1706,19 @@ static void h_submit(req_ctx *c) {
         if (in->where != HSQ_IN_BLOB)
             continue;
         input_blob_key(q, r->user, id, i, keys[i], sizeof keys[i]);
-        int rc = hsq_blob_put(q->blob, keys[i], c->frames[i].ptr, c->frames[i].len, HSQ_BLOB_DEFER);
+        int rc;
+        if (c->stage) { /* written already: only named now */
+            rc = hsq_blob_place(q->blob, c->stage->staged[i], keys[i], HSQ_BLOB_DEFER);
+            if (rc == 0)
+                c->stage->staged[i][0] = '\0';
+        } else {
+            rc = hsq_blob_put(q->blob, keys[i], c->frames[i].ptr, c->frames[i].len, HSQ_BLOB_DEFER);
+        }
         if (rc != 0) {
             for (uint32_t j = 0; j < i; j++)
                 if (t.inputs[j].where == HSQ_IN_BLOB)
                     hsq_blob_delete(q->blob, keys[j]);
-            if (rc == -ENOSPC || rc == -EDQUOT)
-                FAIL(c, HSQ_EDISKFULL, "blob store is full; the task was not accepted");
-            else
-                FAIL(c, HSQ_EUNAVAIL, "blob store error (%s); the task was not accepted",
-                     hsq_strerror(rc));
+            input_write_failed(c, rc);
             return;
         }
         turn_blob_note(q, keys[i]);
@@ -2367,6 +2437,84 @@ size_t hsq_queue_checks_inflight(const hsq_queue *q) {
 void hsq_checks_free(hsq_check *v, size_t n) {
     for (size_t i = 0; i < n; i++)
         free(v[i].mem);
+    free(v);
+}
+
+void hsq_queue_set_staging(hsq_queue *q, uint64_t max_bytes) {
+    q->stage_max = max_bytes;
+}
+
+hsq_stage *hsq_queue_take_stages(hsq_queue *q, size_t *n) {
+    hsq_stage *v = q->stages;
+    *n = q->n_stages;
+    q->stages_inflight += q->n_stages;
+    q->stages = NULL;
+    q->n_stages = q->cap_stages = 0;
+    return v;
+}
+
+void hsq_stages_run(hsq_blob *b, hsq_stage *v, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        hsq_stage *s = &v[i];
+        s->rc = 0;
+        for (size_t j = 0; j + 1 < s->nframes; j++) {
+            s->staged[j][0] = '\0';
+            if (s->frames[j + 1].len <= s->inline_max)
+                continue;
+            s->rc =
+                hsq_blob_stage(b, s->dir, s->frames[j + 1].ptr, s->frames[j + 1].len, s->staged[j]);
+            if (s->rc != 0) {
+                for (size_t k = 0; k < j; k++)
+                    if (s->staged[k][0])
+                        (void)hsq_blob_unstage(b, s->staged[k]);
+                memset(s->staged, 0, sizeof s->staged);
+                break;
+            }
+        }
+    }
+}
+
+void hsq_queue_staged(hsq_queue *q, hsq_stage *v, size_t n) {
+    assert(q->in_turn);
+    q->stages_inflight = q->stages_inflight > n ? q->stages_inflight - n : 0;
+    for (size_t i = 0; i < n; i++) {
+        hsq_stage *s = &v[i];
+        q->turn_msgs++;
+        q->staged_bytes = q->staged_bytes > s->bytes ? q->staged_bytes - s->bytes : 0;
+        hsq_wire_msg m;
+        memset(&m, 0, sizeof m);
+        int rc = hsq_wire_decode(s->frames[0].ptr, s->frames[0].len, s->nframes - 1, &m);
+        req_ctx c = {q,  s->sock,       NULL,           s->peer,   s->peer_len,
+                     &m, s->frames + 1, s->nframes - 1, s->frames, s};
+        if (rc != 0) /* it decoded when it was staged */
+            FAIL(&c, HSQ_EINTERNAL, "staged submit does not decode (%s)", hsq_strerror(rc));
+        else if (q->turn_err)
+            fail_store(&c, q->turn_err);
+        else if (s->rc != 0)
+            input_write_failed(&c, s->rc);
+        else {
+            q->durable = 1;
+            h_submit(&c);
+        }
+        hsq_wire_msg_free(&m);
+    }
+    /* What h_submit did not place (refused, or failed midway) goes. */
+    hsq_stages_free(q->blob, v, n);
+}
+
+size_t hsq_queue_stages_inflight(const hsq_queue *q, uint64_t *bytes) {
+    if (bytes)
+        *bytes = q->staged_bytes;
+    return q->stages_inflight + q->n_stages;
+}
+
+void hsq_stages_free(hsq_blob *b, hsq_stage *v, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        for (size_t j = 0; b && j + 1 < v[i].nframes; j++)
+            if (v[i].staged[j][0])
+                (void)hsq_blob_unstage(b, v[i].staged[j]);
+        free(v[i].buf);
+    }
     free(v);
 }
 
@@ -3125,7 +3273,7 @@ void hsq_queue_handle(hsq_queue *q, hsq_sock sock, hsq_role role, const char *ke
     hsq_wire_msg m;
     memset(&m, 0, sizeof m);
     int rc = hsq_wire_decode(frames[0].ptr, frames[0].len, nframes - 1, &m);
-    req_ctx c = {q, sock, key, peer, plen, &m, frames + 1, nframes - 1};
+    req_ctx c = {q, sock, key, peer, plen, &m, frames + 1, nframes - 1, frames, NULL};
     if (rc != 0) {
         FAIL(&c, rc, "%s", m.errmsg[0] ? m.errmsg : hsq_strerror(rc));
     } else if (m.kind != HSQ_KIND_REQUEST || m.op >= HSQ_OP_COUNT_ || !handlers[m.op].fn) {
@@ -4440,6 +4588,7 @@ void hsq_queue_free(hsq_queue **qp) {
     hsq_reaps_free(q->reaps, q->n_reaps);
     hsq_reaps_free(q->results, q->n_results);
     hsq_checks_free(q->checks, q->n_checks);
+    hsq_stages_free(NULL, q->stages, q->n_stages); /* made, never run: nothing staged */
     for (size_t i = 0; i < RATE_BUCKETS; i++) {
         rate_bucket *b = q->rate[i];
         while (b) {

@@ -276,6 +276,65 @@ size_t hsq_queue_checks_inflight(const hsq_queue *q);
 
 void hsq_checks_free(hsq_check *v, size_t n);
 
+/* ---- staging: a submit's large inputs, written off the loop ----
+ *
+ * Inputs above inline_max go to the blob store. Written in the turn, each
+ * made every other request of that turn wait until a photo was on the disk
+ * (docs/bench.md, uploads). With staging on, the submit handler makes every
+ * check a submit makes (erasure, idempotency, rate, limits, credits), takes
+ * the rate tokens, copies the request into an hsq_stage and answers nothing
+ * yet. The shell writes the large inputs elsewhere (hsq_stages_run, on a
+ * thread: each a staged temp file in the user's directory, fsync'd; blob.h)
+ * and hands the stages back in a later turn (hsq_queue_staged). That turn
+ * runs the submit again as things stand then (a limit, the credits or the
+ * idempotency key may have changed meanwhile; the rate is not charged
+ * twice), renames the staged files to their keys under the task id it
+ * assigns, and records the task: the ack leaves after that turn's commit,
+ * as every ack does. A refusal then, or a failed write, removes the staged
+ * files. A crash in between acknowledged nothing; the staged files it
+ * leaves are temp files, which the janitor removes as stale (blob.h). With
+ * staging off, or past its limit in bytes, a submit writes its inputs in
+ * the turn. */
+typedef struct {
+    uint8_t *buf;                         /* owned: the request's frames, one after another */
+    size_t bytes;                         /* of buf */
+    size_t nframes;                       /* meta frame + inputs */
+    hsq_bytes frames[1 + HSQ_MAX_INPUTS]; /* views into buf */
+    hsq_sock sock;
+    uint8_t peer[HSQ_PEER_MAX];
+    size_t peer_len;
+    char dir[HSQ_BLOB_PREFIX_LEN + 1]; /* the user's directory: temp files go there */
+    uint64_t inline_max;               /* inputs above this are staged */
+    /* set by hsq_stages_run: each staged input's temp file ("" for the
+     * inline ones), and 0 or the first failed write's error (then nothing
+     * is staged) */
+    char staged[HSQ_MAX_INPUTS][HSQ_BLOB_STAGED_MAX];
+    int rc;
+} hsq_stage;
+
+/* At most max_bytes of requests in flight (handed off, not back); 0 (the
+ * default) writes inputs in the turn, as does a submit past the limit. */
+void hsq_queue_set_staging(hsq_queue *q, uint64_t max_bytes);
+
+/* Outside a turn: the stages made since the last call, in an array the
+ * caller owns; NULL and *n = 0 when none. */
+hsq_stage *hsq_queue_take_stages(hsq_queue *q, size_t *n);
+
+/* Write the large inputs of n stages to the blob store b as staged files,
+ * setting staged and rc. Touches nothing else: any thread may run it (b may
+ * be shared by threads that only stage, blob.h). */
+void hsq_stages_run(hsq_blob *b, hsq_stage *v, size_t n);
+
+/* In a turn: n stages back from hsq_stages_run; takes ownership of the
+ * array. Each submit is answered in this turn's outbox. */
+void hsq_queue_staged(hsq_queue *q, hsq_stage *v, size_t n);
+
+/* Submits handed off whose inputs are not back yet, and their bytes. */
+size_t hsq_queue_stages_inflight(const hsq_queue *q, uint64_t *bytes);
+
+/* Free n stages; with b, their staged files are removed first. */
+void hsq_stages_free(hsq_blob *b, hsq_stage *v, size_t n);
+
 /* Messages to send, in order; valid until hsq_queue_outbox_clear. */
 hsq_out *hsq_queue_outbox(hsq_queue *q, size_t *n);
 void hsq_queue_outbox_clear(hsq_queue *q);

@@ -3,8 +3,8 @@
 #include "common/alloc.h"
 #include "common/clock.h"
 #include "common/log.h"
-#include "daemon/checker.h"
 #include "daemon/janitor.h"
+#include "daemon/pool.h"
 #include "daemon/reaper.h"
 #include "daemon/topics.h"
 #include "schemas/err.h"
@@ -26,6 +26,7 @@
 #define TICK_MS 1000                    /* metrics snapshot and loop liveness */
 #define REAP_INFLIGHT 256               /* sweeper entries with the reaper at most */
 #define CHECK_INFLIGHT 4096             /* dones whose outputs are being checked at most */
+#define STAGE_INFLIGHT (256u << 20)     /* bytes of submits whose inputs are being written */
 
 /* ZMQ_ZAP_ENFORCE_DOMAIN is in libzmq's DRAFT section through 4.3.5, though
  * every 4.3 build honours it (Debian's included). Setting it fails with
@@ -52,7 +53,7 @@ typedef struct {
     uv_timer_t tick;    /* TICK_MS: metrics snapshot, systemd watchdog */
     uv_async_t wakeup;  /* the reaper finished a batch, or the janitor its recovery */
     hsq_reaper *reaper; /* NULL: the sweeper deletes files inline */
-    hsq_checker *checker; /* NULL: the done handler checks outputs inline */
+    hsq_pool *pool;     /* NULL: dones are checked and inputs written in the turn */
     hsq_janitor *janitor;
     int recovered_inline; /* no janitor: recovery ran on this thread; tell the core */
     int recover_rc;       /* ... how it went */
@@ -295,10 +296,12 @@ static void run_turn(srv *sv) {
         hsq_reap *r = hsq_reaper_collect(sv->reaper, &nr);
         hsq_queue_reaped(sv->q, r, nr);
     }
-    if (sv->checker) {
-        size_t nc;
-        hsq_check *v = hsq_checker_collect(sv->checker, &nc);
+    if (sv->pool) {
+        size_t nc, ns;
+        hsq_check *v = hsq_pool_checked(sv->pool, &nc);
         hsq_queue_checked(sv->q, v, nc);
+        hsq_stage *st = hsq_pool_staged(sv->pool, &ns);
+        hsq_queue_staged(sv->q, st, ns);
     }
     hsq_janitor_report jr;
     if (sv->janitor && hsq_janitor_collect(sv->janitor, &jr))
@@ -337,11 +340,13 @@ static void run_turn(srv *sv) {
         hsq_reap *r = hsq_queue_take_reaps(sv->q, &nr);
         hsq_reaper_submit(sv->reaper, r, nr);
     }
-    if (sv->checker) {
+    if (sv->pool) {
         /* Taken even from a failed turn: handing them off wrote nothing. */
-        size_t nc;
+        size_t nc, ns;
         hsq_check *v = hsq_queue_take_checks(sv->q, &nc);
-        hsq_checker_submit(sv->checker, v, nc);
+        hsq_pool_check(sv->pool, v, nc);
+        hsq_stage *st = hsq_queue_take_stages(sv->q, &ns);
+        hsq_pool_stage(sv->pool, st, ns);
     }
     size_t nout;
     hsq_queue_outbox(sv->q, &nout);
@@ -406,8 +411,8 @@ static void on_check(uv_check_t *h) {
     }
     sv->dirty = 0;
     run_turn(sv);
-    if (sv->stop_pending && hsq_checker_busy(sv->checker) == 0) {
-        uv_stop(&sv->loop); /* the last checks were answered in that turn */
+    if (sv->stop_pending && hsq_pool_busy(sv->pool) == 0) {
+        uv_stop(&sv->loop); /* the last checks and stages were answered in that turn */
         return;
     }
     if (!sv->announced && !sv->stopping) {
@@ -451,8 +456,8 @@ static void on_wakeup(uv_async_t *h) {
     uv_idle_start(&sv->idle, on_idle);
 }
 
-/* A batch of checks is back (on the loop thread). */
-static void on_checked(void *ud) {
+/* A batch of checks or stages is back (on the loop thread). */
+static void on_pool(void *ud) {
     srv *sv = ud;
     sv->dirty = 1;
     if (!sv->closing)
@@ -497,6 +502,7 @@ static void render_metrics(srv *sv) {
     m.event_topics = sv->topics ? hsq_topics_count(sv->topics) : 0;
     hsq_queue_waits(sv->q, &m.waits_parked, &m.waits_refused);
     m.checks_inflight = hsq_queue_checks_inflight(sv->q);
+    m.stages_inflight = hsq_queue_stages_inflight(sv->q, &m.staged_bytes);
     if (sv->janitor) {
         hsq_janitor_totals jt;
         hsq_janitor_get_totals(sv->janitor, &jt);
@@ -536,12 +542,15 @@ static void on_signal(uv_signal_t *h, int signum) {
     render_metrics(sv); /* /readyz turns 503 at once */
     hsq_queue_drain(sv->q);
     hsq_queue_set_checking(sv->q, 0); /* dones from now on: checked inline */
+    hsq_queue_set_staging(sv->q, 0);  /* nothing new is staged (or accepted) */
     /* One last turn answers parked long-polls and commits what is pending. */
     run_turn(sv);
-    if (sv->checker && hsq_checker_busy(sv->checker) > 0) {
-        /* Turns go on until they are back, and answer them. */
-        hsq_log(HSQ_LOG_NOTICE, "srv", "stopping once output checks are back batches=%zu",
-                hsq_checker_busy(sv->checker));
+    if (sv->pool && hsq_pool_busy(sv->pool) > 0) {
+        /* Turns go on until they are back, and answer them: a staged
+         * submit arrived before the signal and is recorded. */
+        hsq_log(HSQ_LOG_NOTICE, "srv",
+                "stopping once output checks and staged inputs are back batches=%zu",
+                hsq_pool_busy(sv->pool));
         sv->stop_pending = 1;
     } else {
         uv_stop(&sv->loop);
@@ -731,12 +740,15 @@ int hsq_srv_run(const hsq_srv_conf *conf, hsq_queue *q) {
             else /* inline deletions still work: slower turns, nothing lost */
                 hsq_log(HSQ_LOG_WARN, "srv", "no reaper thread err=%s: the sweeper deletes inline",
                         hsq_strerror(r));
-            r = hsq_checker_new(&sv.checker, &sv.loop, conf->blob_root, on_checked, &sv);
-            if (r == 0)
+            r = hsq_pool_new(&sv.pool, &sv.loop, conf->blob_root, on_pool, &sv);
+            if (r == 0) {
                 hsq_queue_set_checking(q, CHECK_INFLIGHT);
-            else
-                hsq_log(HSQ_LOG_WARN, "srv", "no output checker err=%s: dones are checked inline",
+                hsq_queue_set_staging(q, STAGE_INFLIGHT);
+            } else {
+                hsq_log(HSQ_LOG_WARN, "srv",
+                        "no pool handle err=%s: dones are checked and inputs written in the turn",
                         hsq_strerror(r));
+            }
         } else if (conf->n_recover > 0) {
             recover_inline(&sv); /* no blob root: no threads */
         }
@@ -762,13 +774,16 @@ int hsq_srv_run(const hsq_srv_conf *conf, hsq_queue *q) {
     hsq_reaper_stop(&sv.reaper);
     hsq_queue_set_reaping(q, 0);
     /* Handles first (poll handles must stop before their sockets close).
-     * That run also waits for checks still on the pool (after a fatal
-     * error): their workers get no answer, and their leases expire. */
+     * That run also waits for checks and stages still on the pool (after a
+     * fatal error): their workers get no answer, and their leases expire;
+     * their clients get none either, and hsq_pool_free removes the staged
+     * files. */
     hsq_queue_set_checking(q, 0);
+    hsq_queue_set_staging(q, 0);
     sv.closing = 1;
     uv_walk(&sv.loop, close_walk, NULL);
     uv_run(&sv.loop, UV_RUN_DEFAULT);
-    hsq_checker_free(&sv.checker);
+    hsq_pool_free(&sv.pool);
     uv_loop_close(&sv.loop);
     for (int i = 0; i < 3; i++)
         if (sv.zs[i])

@@ -8,7 +8,13 @@
   * hsqd stopped cleanly (SIGTERM, exit 0) while a worker long-polls, then
     restarted: the worker reconnects and new work runs;
   * hsqd stopped cleanly right after a worker sent 64 dones: it exits 0,
-    and after a restart every task whose done it acknowledged succeeded.
+    and after a restart every task whose done it acknowledged succeeded;
+  * hsqd stopped cleanly while 16 submits' inputs are being written off its
+    loop: it acknowledges all 16 before it exits 0, each task is there after
+    a restart with its input under its key, and no staged file is left;
+  * hsqd SIGKILLed with submits staged: none was acknowledged, none is
+    there after a restart, and their staged files are temp files, which no
+    walk lists (`hsq fsck` finds nothing) and which erase-user removes.
 """
 import os
 import sys
@@ -76,11 +82,7 @@ def main(h):
     w.stop(timeout=tmo(15))
     d.stop()
     c.close()
-    os.environ["HSQ_FAULT"] = "check.run~500"
-    try:
-        d = h.start_hsqd(transport="ipc", extra_sets=SETS, data_dir=d.data_dir)
-    finally:
-        del os.environ["HSQ_FAULT"]
+    d = start_faulty(h, "check.run~500", SETS, d.data_dir)
     c = h.client(d.client)
     fw = h.fake_worker(d.worker)
     fw.ready(name="pipelined", max_batch=16)
@@ -104,7 +106,7 @@ def main(h):
     # heartbeat is answered, every done above is being checked.
     fw.ok("heartbeat", {"leases": [{"task": jobs[0]["task"], "token": jobs[0]["token"]}]})
     d.stop()  # asserts exit 0
-    check("stopping once output checks are back" in d.proc.stderr_text(),
+    check("stopping once output checks" in d.proc.stderr_text(),
           "hsqd stopped without waiting for the output checks in flight")
     acked = set()
     while True:
@@ -126,6 +128,105 @@ def main(h):
         else:
             check(st["state"] in ("leased", "queued", "succeeded"),
                   "task %d, whose done was not acknowledged: %r" % (t, st))
+
+    # -- clean stop while submits are staged: with inline_max 0 every input
+    # is written off the loop (slowed to 500 ms a batch), and the ack comes
+    # a turn after the write. SIGTERM waits for them and acknowledges all.
+    c.close()
+    d.stop()
+    staged_sets = dict(SETS, inline_max="0")
+    d = start_faulty(h, "stage.run~500", staged_sets, d.data_dir)
+    c = h.client(d.client)
+    before = c.stats()
+    n = 16
+    imgs = [harness.make_png(40, 40, seed=100 + i) for i in range(n)]
+    body = {"user": "sid", "inputs": [{"kind": "portrait", "name": "p.png"}], "outputs": OUT}
+    rids = {c.send("submit", body, [imgs[i]]): i for i in range(n)}
+    # One peer's requests are handled in order and stages leave when their
+    # turn ends, before its replies: once this stats reply is here, all 16
+    # are being written.
+    mid = c.stats()
+    check_eq(mid["queued"], before["queued"], "queued count while the submits are staged")
+    d.stop()  # asserts exit 0
+    check("staged inputs are back" in d.proc.stderr_text(),
+          "hsqd stopped without waiting for the staged submits")
+    tasks = {}
+    for rid, i in rids.items():
+        r = c.recv_rid(rid, timeout=tmo(5))
+        check(r.error is None, "staged submit %d refused at the stop: %r" % (i, r.error))
+        check_eq(r.meta.get("created"), True, "staged submit %d created" % i)
+        tasks[r.meta["task"]] = imgs[i]
+    check_eq(len(tasks), n, "distinct tasks of the staged submits")
+    c.close()
+    d = h.start_hsqd(transport="ipc", extra_sets=SETS, data_dir=d.data_dir)
+    c = h.client(d.client)
+    paths = input_paths(d.blob_dir)
+    for t, img in tasks.items():
+        st = c.status(t)
+        check_eq(st["state"], "queued", "staged task %d after the restart" % t)
+        check(t in paths, "staged task %d has no input file" % t)
+        with open(paths.get(t, "/dev/null"), "rb") as f:
+            check(f.read() == img, "staged task %d: its input is not the bytes submitted" % t)
+    check_eq(staged_files(d.blob_dir), [], "staged files after a clean stop")
+
+    # -- SIGKILL while submits are staged: nothing was acknowledged, and
+    # nothing of them is a task or an object after the restart.
+    c.close()
+    d.stop()
+    fsck_before = fsck(h, d.data_dir)  # the dones above left outputs without records
+    d = start_faulty(h, "stage.run~2000", staged_sets, d.data_dir)
+    c = h.client(d.client)
+    before = c.stats()
+    for i in range(4):
+        c.send("submit", dict(body, user="kit"), [imgs[i]])
+    # Written, and held on the pool for 2 s before they go back.
+    harness.poll_until(lambda: len(staged_files(d.blob_dir)) == 4, tmo(10),
+                       "4 staged files", interval=0.02)
+    d.kill9()
+    check(c.try_recv(0.2) is None, "a staged submit was answered before the crash")
+    c.close()
+    d = h.start_hsqd(transport="ipc", extra_sets=SETS, data_dir=d.data_dir)
+    c = h.client(d.client)
+    after = c.stats()
+    check_eq(after["queued"], before["queued"], "queued tasks after a crash with staged submits")
+    check_eq(c.list_all("kit"), [], "tasks of the crashed submits' user")
+    check_eq(len(staged_files(d.blob_dir)), 4, "staged files the crash left (temp files)")
+    h.cli(d.client, "erase-user", "kit", json_out=True)
+    check_eq(staged_files(d.blob_dir), [], "staged files after erase-user")
+    c.close()
+    d.stop()
+    js = fsck(h, d.data_dir)
+    check_eq((js["orphans"], js["dangling"]), (fsck_before["orphans"], fsck_before["dangling"]),
+             "fsck's orphans and dangling records, after against before the crash")
+
+
+def start_faulty(h, fault, sets, data_dir):
+    """hsqd with HSQ_FAULT set (common/fault.h), on the same data dir."""
+    os.environ["HSQ_FAULT"] = fault
+    try:
+        return h.start_hsqd(transport="ipc", extra_sets=sets, data_dir=data_dir)
+    finally:
+        del os.environ["HSQ_FAULT"]
+
+
+def fsck(h, data_dir):
+    _, _, js = h.cli("ipc:///nonexistent", "fsck", "--data-dir", data_dir, json_out=True,
+                     expect_rc=None)
+    check(js is not None and "orphans" in js, "fsck --json printed %r" % (js,))
+    return js
+
+
+def staged_files(blob_dir):
+    return [f for _, _, fs in os.walk(blob_dir) for f in fs if f.startswith(".tmp.stage")]
+
+
+def input_paths(blob_dir):
+    """{task id: path of its first input} for every uploaded input."""
+    res = {}
+    for dirpath, _dirs, files in os.walk(blob_dir):
+        if "in-0" in files and os.path.basename(dirpath).isdigit():
+            res[int(os.path.basename(dirpath))] = os.path.join(dirpath, "in-0")
+    return res
 
 
 harness.run(main)

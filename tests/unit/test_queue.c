@@ -535,6 +535,172 @@ static void test_checking(void) {
     q = NULL;
 }
 
+/* ---- staging (queue.h "staging") ---- */
+
+static uint8_t big_in[4096]; /* above the tests' inline_max */
+
+static int blob_exists(const char *user, uint64_t id, const char *name);
+
+/* Feed a submit of big_in in a turn of its own: no answer yet. */
+static uint64_t staged_submit(const char *user, const char *key) {
+    hsq_wire_msg m;
+    submit_msg(&m, user, key, 0);
+    m.rid = rid_seq++;
+    hsq_bytes f = {big_in, sizeof big_in};
+    begin();
+    feed(HSQ_SOCK_CLIENT, "web-1", &m, &f, 1);
+    turn();
+    HSQ_ASSERT(replied(m.rid) == NULL);
+    return m.rid;
+}
+
+/* Hand stages back in a turn of their own (written first when `run`). */
+static void stages_back(hsq_stage *v, size_t n, int run) {
+    if (run)
+        hsq_stages_run(bl, v, n);
+    begin();
+    hsq_queue_staged(q, v, n);
+    turn();
+}
+
+static int file_exists(const char *key) {
+    char path[700];
+    struct stat sb;
+    snprintf(path, sizeof path, "%s/blobs/%s", dir, key);
+    return stat(path, &sb) == 0;
+}
+
+/* Names of the staged files of v[0..n), input 0 each, into names. */
+static void staged_names(const hsq_stage *v, size_t n, char names[][HSQ_BLOB_STAGED_MAX]) {
+    for (size_t i = 0; i < n; i++) {
+        HSQ_ASSERT_EQ(v[i].rc, 0);
+        HSQ_ASSERT(v[i].staged[0][0] != '\0');
+        HSQ_ASSERT(file_exists(v[i].staged[0]));
+        memcpy(names[i], v[i].staged[0], HSQ_BLOB_STAGED_MAX);
+    }
+}
+
+static void test_staging(void) {
+    fresh();
+    memset(big_in, 7, sizeof big_in);
+    hsq_queue_set_staging(q, 1 << 20);
+    char names[2][HSQ_BLOB_STAGED_MAX];
+    size_t n;
+    uint64_t bytes;
+
+    /* Staged, written, recorded: the input under its key, byte for byte,
+     * and the staged file gone. Nothing is queued before. */
+    uint64_t rid = staged_submit("sam", NULL);
+    HSQ_ASSERT_EQ(hsq_queue_stages_inflight(q, &bytes), 1);
+    HSQ_ASSERT(bytes > sizeof big_in);
+    hsq_stage *v = hsq_queue_take_stages(q, &n);
+    HSQ_ASSERT_EQ(n, 1);
+    HSQ_ASSERT_EQ(lease1("w1", NULL), 0);
+    hsq_stages_run(bl, v, n);
+    staged_names(v, n, names);
+    stages_back(v, n, 0);
+    captured *r = reply_to(rid);
+    HSQ_ASSERT_EQ(r->m.kind, HSQ_KIND_REPLY);
+    HSQ_ASSERT_EQ(r->m.rep.submit.created, 1);
+    uint64_t id = r->m.rep.submit.task;
+    HSQ_ASSERT_EQ(hsq_queue_stages_inflight(q, &bytes), 0);
+    HSQ_ASSERT_U64_EQ(bytes, 0);
+    HSQ_ASSERT(!file_exists(names[0]));
+    char prefix[HSQ_BLOB_PREFIX_LEN + 1], key[300];
+    hsq_blob_user_prefix(bl, "sam", 3, prefix);
+    snprintf(key, sizeof key, "%s%llu/in-0", prefix, (unsigned long long)id);
+    uint8_t *data;
+    size_t len;
+    HSQ_OK(hsq_blob_get(bl, key, 1 << 20, &data, &len));
+    HSQ_ASSERT(len == sizeof big_in && memcmp(data, big_in, len) == 0);
+    free(data);
+    HSQ_ASSERT_EQ(state_of(id), HSQ_STATE_QUEUED);
+
+    /* Two submits with one idempotency key, both staged: one task, the
+     * second answered with it (created 0), both staged files gone. */
+    uint64_t r1 = staged_submit("sam", "k1"), r2 = staged_submit("sam", "k1");
+    v = hsq_queue_take_stages(q, &n);
+    HSQ_ASSERT_EQ(n, 2);
+    hsq_stages_run(bl, v, n);
+    staged_names(v, n, names);
+    stages_back(v, n, 0);
+    HSQ_ASSERT_EQ(reply_to(r1)->m.rep.submit.created, 1);
+    HSQ_ASSERT_EQ(reply_to(r2)->m.rep.submit.created, 0);
+    HSQ_ASSERT_U64_EQ(reply_to(r2)->m.rep.submit.task, reply_to(r1)->m.rep.submit.task);
+    HSQ_ASSERT(!file_exists(names[0]) && !file_exists(names[1]));
+
+    /* A failed write: refused with the disk's error, nothing recorded. */
+    uint64_t before = hsq_queue_stages_inflight(q, NULL);
+    rid = staged_submit("sam", NULL);
+    v = hsq_queue_take_stages(q, &n);
+    v[0].rc = -ENOSPC;
+    stages_back(v, n, 0);
+    HSQ_ASSERT_EQ(reply_to(rid)->m.rep.error.code, HSQ_EDISKFULL);
+    HSQ_ASSERT_U64_EQ(hsq_queue_stages_inflight(q, NULL), before);
+
+    /* Checked again when back: the user reached its limit meanwhile. */
+    conf.max_queued_per_user = 3;
+    close_all();
+    open_all();
+    hsq_queue_set_staging(q, 1 << 20);
+    HSQ_ASSERT(submit("tia", NULL) > 0);
+    HSQ_ASSERT(submit("tia", NULL) > 0);
+    rid = staged_submit("tia", NULL);
+    HSQ_ASSERT(submit("tia", NULL) > 0); /* inline input: answered at once */
+    v = hsq_queue_take_stages(q, &n);
+    HSQ_ASSERT_EQ(n, 1);
+    hsq_stages_run(bl, v, n);
+    staged_names(v, n, names);
+    stages_back(v, n, 0);
+    HSQ_ASSERT_EQ(reply_to(rid)->m.rep.error.code, HSQ_EQUEUEFULL);
+    HSQ_ASSERT(!file_exists(names[0]));
+
+    /* The user erased meanwhile: the erasure took the staged file with the
+     * user's directory, so nothing is recorded and nothing is left. */
+    rid = staged_submit("uma", NULL);
+    v = hsq_queue_take_stages(q, &n);
+    hsq_stages_run(bl, v, n);
+    staged_names(v, n, names);
+    uint64_t erid = erase_request("uma");
+    for (int i = 0; i < 10 && !replied(erid); i++) {
+        begin();
+        turn();
+    }
+    reply_to(erid);
+    HSQ_ASSERT(!file_exists(names[0]));
+    stages_back(v, n, 0);
+    HSQ_ASSERT_EQ(reply_to(rid)->m.kind, HSQ_KIND_ERROR);
+    hsq_blob_user_prefix(bl, "uma", 3, prefix);
+    prefix[HSQ_BLOB_PREFIX_LEN - 1] = '\0';
+    HSQ_ASSERT(!file_exists(prefix));
+
+    /* A drain refuses new submits, not one staged before it. */
+    rid = staged_submit("vic", NULL);
+    v = hsq_queue_take_stages(q, &n);
+    hsq_queue_drain(q);
+    stages_back(v, n, 1);
+    HSQ_ASSERT_EQ(reply_to(rid)->m.rep.submit.created, 1);
+    HSQ_ASSERT_EQ(submit("vic", NULL), HSQ_EUNAVAIL);
+
+    /* Past the byte limit the input is written in the turn. */
+    fresh();
+    hsq_queue_set_staging(q, sizeof big_in); /* the meta frame does not fit */
+    hsq_wire_msg m;
+    submit_msg(&m, "wes", NULL, 0);
+    hsq_bytes f = {big_in, sizeof big_in};
+    r = ask("web-1", &m, &f, 1);
+    HSQ_ASSERT_EQ(r->m.rep.submit.created, 1);
+    HSQ_ASSERT(blob_exists("wes", r->m.rep.submit.task, "in-0"));
+    v = hsq_queue_take_stages(q, &n);
+    HSQ_ASSERT(n == 0 && v == NULL);
+
+    /* A stage never taken is freed with the queue. */
+    hsq_queue_set_staging(q, 1 << 20);
+    staged_submit("wes", NULL);
+    close_all();
+    q = NULL;
+}
+
 static void test_idempotent_submit(void) {
     fresh();
     int64_t a = submit("bob", "order-1");
@@ -2512,6 +2678,7 @@ int main(void) {
     HSQ_ASSERT(mkdtemp(dir) != NULL);
     test_submit_lease_done_result();
     test_checking();
+    test_staging();
     test_idempotent_submit();
     test_lease_expiry_retry_dead_letter();
     test_heartbeat_keeps_lease();
