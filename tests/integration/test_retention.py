@@ -667,6 +667,11 @@ def mode_diskfull(h):
                               "outputs": [{"width": 24, "height": 30, "format": "png"}]},
                    [make_png(40, 50, 99) + big])
         check(r.error is not None, "a submit on a full disk was accepted")
+        # Its input was written off the loop (staged) and failed there: the
+        # error is the disk's, and no temp file is left.
+        check_eq(r.code, "disk_full", "a submit on a full disk (%r)" % (r.error,))
+        check_eq([f for f in files_under(d.blob_dir) if ".tmp." in f], [],
+                 "temp files after a submit on a full disk")
         clock.set(8 * DAY)
         harness.log("before purge: free=%d files=%r" % (st.f_bavail * st.f_frsize,
                                                          files_under(d.blob_dir)))
