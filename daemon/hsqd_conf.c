@@ -49,6 +49,9 @@ const hsq_conf_item hsqd_conf_items[] = {
      "inputs up to this size are kept in LMDB, larger ones in the blob store"},
     {"max_image_bytes", HSQ_CONF_SIZE, F(max_image_bytes), 1 * KIB, 200 * MIB,
      "largest accepted image frame"},
+    {"staging_max", HSQ_CONF_SIZE, F(staging_max), 0, 64 * GIB,
+     "submits with inputs above inline_max held in memory while a thread writes the inputs; "
+     "past it they are written in the loop's turn (0: always)"},
     {"retention_outputs", HSQ_CONF_MS, F(retention_outputs_ms), SEC, 3650 * DAY,
      "keep outputs and task metadata this long after success"},
     {"retention_uploads", HSQ_CONF_MS, F(retention_uploads_ms), 0, 3650 * DAY,
@@ -116,6 +119,7 @@ void hsqd_conf_defaults(hsqd_conf *c) {
     c->backoff_max_ms = 60 * SEC;
     c->inline_max = 64 * KIB;
     c->max_image_bytes = 50 * MIB;
+    c->staging_max = 256 * MIB;
     c->retention_outputs_ms = 30 * DAY;
     c->retention_uploads_ms = 7 * DAY;
     c->retention_failed_ms = 1 * DAY;

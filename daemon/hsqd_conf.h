@@ -37,6 +37,7 @@ typedef struct {
     uint64_t backoff_max_ms;
     uint64_t inline_max;
     uint64_t max_image_bytes;
+    uint64_t staging_max;
     uint64_t retention_outputs_ms;
     uint64_t retention_uploads_ms;
     uint64_t retention_failed_ms;

@@ -281,6 +281,7 @@ static int run(int argc, char **argv, hsqd_conf *cp) {
         .n_recover = n_recover,
         .janitor_interval_s = cp->janitor_interval_s,
         .slow_turn_ms = cp->slow_turn_ms,
+        .staging_max = cp->staging_max,
         .version = HSQ_VERSION,
     };
     if (rc == 0)

@@ -329,8 +329,8 @@ void hsq_metrics_render(const hsq_metrics_sample *s, hsq_wbuf *b) {
         "they are recorded.",
         s->stages_inflight);
     one(b, "hsq_submits_staging_bytes", "gauge",
-        "Bytes of those submits held in memory meanwhile (at most 256 MiB; past it inputs are "
-        "written in the loop's turn).",
+        "Bytes of those submits held in memory meanwhile (at most staging_max; past it inputs "
+        "are written in the loop's turn).",
         s->staged_bytes);
     one(b, "hsq_janitor_walks_total", "counter",
         "Walks of the whole blob store finished since hsqd started (after a start, then every "

@@ -26,7 +26,6 @@
 #define TICK_MS 1000                    /* metrics snapshot and loop liveness */
 #define REAP_INFLIGHT 256               /* sweeper entries with the reaper at most */
 #define CHECK_INFLIGHT 4096             /* dones whose outputs are being checked at most */
-#define STAGE_INFLIGHT (256u << 20)     /* bytes of submits whose inputs are being written */
 
 /* ZMQ_ZAP_ENFORCE_DOMAIN is in libzmq's DRAFT section through 4.3.5, though
  * every 4.3 build honours it (Debian's included). Setting it fails with
@@ -743,7 +742,7 @@ int hsq_srv_run(const hsq_srv_conf *conf, hsq_queue *q) {
             r = hsq_pool_new(&sv.pool, &sv.loop, conf->blob_root, on_pool, &sv);
             if (r == 0) {
                 hsq_queue_set_checking(q, CHECK_INFLIGHT);
-                hsq_queue_set_staging(q, STAGE_INFLIGHT);
+                hsq_queue_set_staging(q, conf->staging_max);
             } else {
                 hsq_log(HSQ_LOG_WARN, "srv",
                         "no pool handle err=%s: dones are checked and inputs written in the turn",

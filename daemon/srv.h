@@ -52,6 +52,9 @@ typedef struct {
     size_t n_recover;
     uint64_t janitor_interval_s;
     uint64_t slow_turn_ms; /* log turns at least this long with their phases; 0 = never */
+    /* Bytes of submits held while their large inputs are written on the
+     * pool (queue.h "staging"); 0 = written in the turn. Needs blob_root. */
+    uint64_t staging_max;
     const char *version;
 } hsq_srv_conf;
 

@@ -5,7 +5,10 @@
   * the values move with the queue: submits raise hsq_submitted_total, the
     queue depth, the oldest queued age and the submit-ack histogram; a real
     worker drains the queue and fills the queue-wait and run histograms;
-  * /healthz and /readyz answer 200, unknown paths 404.
+  * /healthz and /readyz answer 200, unknown paths 404;
+  * a submit whose input is being written off the loop shows in
+    hsq_submits_staging(_bytes) until it is recorded; with staging_max 0
+    no input is staged (a stage would kill that hsqd: HSQ_FAULT).
 """
 import os
 import re
@@ -237,6 +240,46 @@ def main(h):
     promtool(h, body)
     get(base + "/healthz")
     harness.log("promtool used: %s" % used_promtool)
+    d.stop()
+    staging(h)
+
+
+def start_faulty(h, fault, sets):
+    os.environ["HSQ_FAULT"] = fault
+    try:
+        return h.start_hsqd(transport="tcp", extra_sets=sets)
+    finally:
+        del os.environ["HSQ_FAULT"]
+
+
+def staging(h):
+    sets = {"metrics_listen": "127.0.0.1:0", "inline_max": "1KiB"}
+    img = harness.make_png(64, 64, seed=3)
+    check(len(img) > 1024, "the test image is above inline_max")
+    body = {"user": "st", "inputs": [{"kind": "portrait", "name": "p.png"}],
+            "outputs": [{"width": 32, "height": 32, "format": "jpeg"}]}
+    # Held on the pool for 1.5 s once written.
+    d = start_faulty(h, "stage.run~1500", sets)
+    base = d.endpoints["metrics"]
+    c = h.client(d.client)
+    rid = c.send("submit", body, [img])
+    s = wait_metric(base, lambda s: s["hsq_submits_staging"] == 1, "one submit staging")
+    check(s["hsq_submits_staging_bytes"] > len(img), "staging bytes: %r" % s)
+    check_eq(s["hsq_tasks{state=\"queued\"}"], 0.0, "queued tasks while the input is written")
+    r = c.recv_rid(rid, timeout=tmo(10))
+    check(r.error is None and r.meta.get("created"), "the staged submit: %r" % (r.meta,))
+    s = wait_metric(base, lambda s: s["hsq_submits_staging"] == 0, "the stage back")
+    check_eq(s["hsq_submits_staging_bytes"], 0.0, "staging bytes once recorded")
+    c.close()
+    d.stop()
+    # staging_max 0: written in the turn; a stage would SIGKILL this hsqd.
+    d = start_faulty(h, "stage.run", dict(sets, staging_max="0"))
+    c = h.client(d.client)
+    r = c.ok("submit", body, [img])
+    check(r.meta.get("created"), "a submit with staging_max 0: %r" % (r.meta,))
+    check_eq(c.status(r.meta["task"])["state"], "queued", "its task")
+    c.close()
+    d.stop()
 
 
 if __name__ == "__main__":
