@@ -1,7 +1,8 @@
 /* task.h - the task record as stored in LMDB.
  *
- * A record is a little-endian, length-prefixed binary layout (not msgpack:
- * it never leaves the daemon, and a fixed layout decodes without a zone).
+ * A record is a length-prefixed binary layout with varint numbers (not
+ * msgpack: it never leaves the daemon, and a fixed field order decodes
+ * without a zone).
  * The first byte is the record version; a record of an unknown version is
  * HSQ_ECORRUPT, so a downgrade cannot misread newer data.
  *
@@ -17,7 +18,7 @@
 
 #include <stdint.h>
 
-#define HSQ_TASK_RECORD_VERSION 1
+#define HSQ_TASK_RECORD_VERSION 2 /* written; version 1 records are still read */
 
 /* Where an input's bytes live. */
 enum { HSQ_IN_INLINE = 0, HSQ_IN_BLOB = 1, HSQ_IN_GONE = 2 /* deleted by retention */ };
@@ -69,6 +70,10 @@ typedef struct {
 
 /* Append the record for t to out (out is not reset first). */
 void hsq_task_encode(const hsq_task *t, hsq_wbuf *out);
+
+/* The same in a given layout version (1 or 2; task.c says how they
+ * differ): tests write version 1 records to check they still decode. */
+void hsq_task_encode_version(const hsq_task *t, int version, hsq_wbuf *out);
 
 /* Decode len bytes at p into t (views into p). Errors: HSQ_ECORRUPT. */
 int hsq_task_decode(const void *p, size_t len, hsq_task *t);
