@@ -126,8 +126,20 @@ hsq_check *hsq_pool_checked(hsq_pool *p, size_t *n) {
     return collect(p, CHECKS, n);
 }
 
-hsq_stage *hsq_pool_staged(hsq_pool *p, size_t *n) {
-    return collect(p, STAGES, n);
+hsq_stage *hsq_pool_staged(hsq_pool *p, size_t max, size_t *n) {
+    backlog *bl = &p->back[STAGES];
+    if (bl->n <= max)
+        return collect(p, STAGES, n);
+    hsq_stage *all = bl->v, *v = hsq_xmalloc(max * sizeof *v);
+    memcpy(v, all, max * sizeof *v);
+    memmove(all, all + max, (bl->n - max) * sizeof *all);
+    bl->n -= max;
+    *n = max;
+    return v;
+}
+
+size_t hsq_pool_staged_left(const hsq_pool *p) {
+    return p->back[STAGES].n;
 }
 
 size_t hsq_pool_busy(const hsq_pool *p) {

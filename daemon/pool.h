@@ -31,11 +31,14 @@ int hsq_pool_new(hsq_pool **out, uv_loop_t *loop, const char *blob_root, void (*
 void hsq_pool_check(hsq_pool *p, hsq_check *v, size_t n);
 void hsq_pool_stage(hsq_pool *p, hsq_stage *v, size_t n);
 
-/* The checks (stages) finished since the last call, in an array the caller
- * owns (hand it to hsq_queue_checked, hsq_queue_staged); NULL and *n = 0
- * when none. */
+/* The checks (stages, at most max of them, oldest first) finished since
+ * the last call, in an array the caller owns (hand it to
+ * hsq_queue_checked, hsq_queue_staged); NULL and *n = 0 when none. */
 hsq_check *hsq_pool_checked(hsq_pool *p, size_t *n);
-hsq_stage *hsq_pool_staged(hsq_pool *p, size_t *n);
+hsq_stage *hsq_pool_staged(hsq_pool *p, size_t max, size_t *n);
+
+/* Stages finished and not collected yet. */
+size_t hsq_pool_staged_left(const hsq_pool *p);
 
 /* Batches submitted and not yet back. */
 size_t hsq_pool_busy(const hsq_pool *p);

@@ -60,7 +60,7 @@ typedef struct {
     hsq_queue *q;
     int dirty; /* a socket signalled, or a timer is due */
     int stopping;
-    int stop_pending; /* stopping once the checks in flight are answered */
+    int stop_pending; /* stopping once the checks and stages in flight are answered */
     int closing;      /* the handles are closing: start none */
     int commit_fails; /* consecutive */
     int fatal;
@@ -299,8 +299,12 @@ static void run_turn(srv *sv) {
         size_t nc, ns;
         hsq_check *v = hsq_pool_checked(sv->pool, &nc);
         hsq_queue_checked(sv->q, v, nc);
-        hsq_stage *st = hsq_pool_staged(sv->pool, &ns);
+        /* A turn's batch at most: every one takes a task id, and start-up
+         * recovery assumes a turn takes fewer than HSQ_RECOVER_SPAN. */
+        hsq_stage *st = hsq_pool_staged(sv->pool, TURN_BATCH, &ns);
         hsq_queue_staged(sv->q, st, ns);
+        if (hsq_pool_staged_left(sv->pool))
+            sv->dirty = 1; /* the rest next turn */
     }
     hsq_janitor_report jr;
     if (sv->janitor && hsq_janitor_collect(sv->janitor, &jr))
@@ -410,7 +414,7 @@ static void on_check(uv_check_t *h) {
     }
     sv->dirty = 0;
     run_turn(sv);
-    if (sv->stop_pending && hsq_pool_busy(sv->pool) == 0) {
+    if (sv->stop_pending && !hsq_pool_busy(sv->pool) && !hsq_pool_staged_left(sv->pool)) {
         uv_stop(&sv->loop); /* the last checks and stages were answered in that turn */
         return;
     }
@@ -544,9 +548,9 @@ static void on_signal(uv_signal_t *h, int signum) {
     hsq_queue_set_staging(sv->q, 0);  /* nothing new is staged (or accepted) */
     /* One last turn answers parked long-polls and commits what is pending. */
     run_turn(sv);
-    if (sv->pool && hsq_pool_busy(sv->pool) > 0) {
-        /* Turns go on until they are back, and answer them: a staged
-         * submit arrived before the signal and is recorded. */
+    if (sv->pool && (hsq_pool_busy(sv->pool) > 0 || hsq_pool_staged_left(sv->pool) > 0)) {
+        /* Turns go on until they are back and answered: a staged submit
+         * arrived before the signal and is recorded. */
         hsq_log(HSQ_LOG_NOTICE, "srv",
                 "stopping once output checks and staged inputs are back batches=%zu",
                 hsq_pool_busy(sv->pool));
