@@ -2,6 +2,7 @@
 
 #include "schemas/err.h"
 
+#include <assert.h>
 #include <string.h>
 
 /* Version 1 wrote every number at full width (4 or 8 bytes). Version 2
@@ -34,31 +35,33 @@ static uint64_t unzigzag(uint64_t z) {
 
 /* ---- writer ---- */
 
+/* Writes go straight into room reserved up front (record_bound). */
 typedef struct {
-    hsq_wbuf *b;
+    uint8_t *p;
     int v1;
 } wr;
 
 static inline void put_u8(wr *w, uint8_t v) {
-    hsq_wbuf_append(w->b, &v, 1);
+    *w->p++ = v;
 }
 
 static inline void put_le(wr *w, uint64_t v, size_t n) {
-    uint8_t x[8];
     for (size_t i = 0; i < n; i++)
-        x[i] = (uint8_t)(v >> (8 * i));
-    hsq_wbuf_append(w->b, x, n);
+        *w->p++ = (uint8_t)(v >> (8 * i));
 }
 
 static inline void put_var(wr *w, uint64_t v) {
-    uint8_t x[10];
-    size_t n = 0;
     while (v >= 0x80) {
-        x[n++] = (uint8_t)(v | 0x80);
+        *w->p++ = (uint8_t)(v | 0x80);
         v >>= 7;
     }
-    x[n++] = (uint8_t)v;
-    hsq_wbuf_append(w->b, x, n);
+    *w->p++ = (uint8_t)v;
+}
+
+static inline void put_bytes(wr *w, const void *p, size_t n) {
+    if (n)
+        memcpy(w->p, p, n);
+    w->p += n;
 }
 
 /* A number stored as u32 by version 1. */
@@ -78,11 +81,28 @@ static inline void put_n64(wr *w, uint64_t v) {
 
 static inline void put_str(wr *w, hsq_str s) {
     put_n32(w, (uint32_t)s.len);
-    hsq_wbuf_append(w->b, s.ptr, s.len);
+    put_bytes(w, s.ptr, s.len);
+}
+
+/* The most a record of t takes in either layout: every number at its
+ * widest (a varint of 64 bits is 10 bytes), plus the bytes of its strings. */
+static size_t record_bound(const hsq_task *t) {
+    size_t n = 64 + 10 * (8 + N_TIMES) + 6 * 5 + t->user.len + t->key.len + t->prompt.len +
+               t->stage.len + t->err_msg.len + t->worker.len + 2 * 5 + t->settings.len +
+               t->info.len;
+    for (uint32_t i = 0; i < t->n_inputs; i++)
+        n += 3 * 5 + 1 + 10 + t->inputs[i].kind.len + t->inputs[i].name.len + t->inputs[i].key.len;
+    n += t->n_specs * (2 * 5 + 2);
+    for (uint32_t i = 0; i < t->n_outputs; i++)
+        n += 5 + t->outputs[i].key.len + 10 + 32 + 2 * 5 + 4;
+    return n;
 }
 
 void hsq_task_encode_version(const hsq_task *t, int version, hsq_wbuf *b) {
-    wr w = {b, version == 1};
+    size_t bound = record_bound(t);
+    hsq_wbuf_reserve(b, bound);
+    uint8_t *start = (uint8_t *)b->data + b->len;
+    wr w = {start, version == 1};
     put_u8(&w, (uint8_t)version);
     put_n64(&w, t->id);
     put_u8(&w, t->state);
@@ -136,7 +156,7 @@ void hsq_task_encode_version(const hsq_task *t, int version, hsq_wbuf *b) {
         const hsq_wire_output *o = &t->outputs[i];
         put_str(&w, o->key);
         put_n64(&w, o->size);
-        hsq_wbuf_append(b, o->sha256, 32);
+        put_bytes(&w, o->sha256, 32);
         put_n32(&w, o->width);
         put_n32(&w, o->height);
         put_u8(&w, o->format);
@@ -149,6 +169,8 @@ void hsq_task_encode_version(const hsq_task *t, int version, hsq_wbuf *b) {
     put_n64(&w, w.v1 ? (uint64_t)t->credits : zigzag((uint64_t)t->credits));
     put_n32(&w, t->keep_uploads_s);
     put_n32(&w, t->keep_outputs_s);
+    assert((size_t)(w.p - start) <= bound);
+    b->len += (size_t)(w.p - start);
 }
 
 void hsq_task_encode(const hsq_task *t, hsq_wbuf *b) {
@@ -190,20 +212,31 @@ static inline uint64_t get_le(rd *r, size_t n) {
 
 /* At most ten bytes, and the tenth holds only the top bit: anything longer
  * or larger is corrupt, not wrapped. */
-static inline uint64_t get_var(rd *r) {
+static uint64_t get_var_long(rd *r) {
+    size_t n = r->bad ? 0 : r->left < 10 ? r->left : 10;
     uint64_t v = 0;
-    for (int shift = 0; shift < 70; shift += 7) {
-        const uint8_t *p = take(r, 1);
-        if (!p)
-            return 0;
-        if (shift == 63 && *p > 1)
+    for (size_t i = 0; i < n; i++) {
+        uint8_t c = r->p[i];
+        if (i == 9 && c > 1)
             break;
-        v |= (uint64_t)(*p & 0x7f) << shift;
-        if (!(*p & 0x80))
+        v |= (uint64_t)(c & 0x7f) << (7 * i);
+        if (!(c & 0x80)) {
+            r->p += i + 1;
+            r->left -= i + 1;
             return v;
+        }
     }
     r->bad = 1;
     return 0;
+}
+
+/* Most are one byte: counts, lengths, small numbers. */
+static inline uint64_t get_var(rd *r) {
+    if (!r->bad && r->left && r->p[0] < 0x80) {
+        r->left--;
+        return *r->p++;
+    }
+    return get_var_long(r);
 }
 
 static inline uint32_t get_n32(rd *r) {
