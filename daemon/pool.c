@@ -111,7 +111,14 @@ void hsq_pool_check(hsq_pool *p, hsq_check *v, size_t n) {
 }
 
 void hsq_pool_stage(hsq_pool *p, hsq_stage *v, size_t n) {
-    submit(p, STAGES, v, n);
+    /* One request each: a turn's uploads are written by the pool's threads
+     * side by side, not one after another on one of them. */
+    for (size_t i = 1; i < n; i++) {
+        hsq_stage *one = hsq_xmalloc(sizeof *one);
+        *one = v[i];
+        submit(p, STAGES, one, 1);
+    }
+    submit(p, STAGES, v, n ? 1 : 0);
 }
 
 static void *collect(hsq_pool *p, kind k, size_t *n) {

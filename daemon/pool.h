@@ -26,8 +26,9 @@ typedef struct hsq_pool hsq_pool;
 int hsq_pool_new(hsq_pool **out, uv_loop_t *loop, const char *blob_root, void (*ready)(void *ud),
                  void *ud);
 
-/* Queue n checks, or n stages (one pool request each call); takes
- * ownership of the array, which may be NULL when n is 0. */
+/* Queue n checks as one pool request, or n stages as one request each
+ * (their files are written in parallel); takes ownership of the array,
+ * which may be NULL when n is 0. */
 void hsq_pool_check(hsq_pool *p, hsq_check *v, size_t n);
 void hsq_pool_stage(hsq_pool *p, hsq_stage *v, size_t n);
 
