@@ -5,6 +5,11 @@ handed out twice; nothing expired since the lease is the default 30 s), each
 has exactly its one output, every output key is distinct and present once in
 the blob store, no other output files were left behind, and the workers'
 own logs account for exactly 1,000 completions, shared among all three.
+
+With the argument `staged` hsqd runs with inline_max 1 KiB, so every input
+goes to the blob store through staging (queue.h): the 1,000 pipelined
+submits are written on libuv's pool, many per turn, and each task must also
+have its input under its own key, byte for byte.
 """
 import os
 import re
@@ -18,8 +23,11 @@ N = 1000
 USERS = 10
 
 
+STAGED = len(sys.argv) > 1 and sys.argv[1] == "staged"
+
+
 def main(h):
-    d = h.start_hsqd(transport="ipc")
+    d = h.start_hsqd(transport="ipc", extra_sets={"inline_max": "1KiB"} if STAGED else None)
     workers = [h.start_worker(d, name="w%d" % i) for i in range(3)]
     c = h.client(d.client)
     harness.wait_stats(c, lambda s: s["workers"] >= 3, tmo(20), "3 workers to say ready")
@@ -68,6 +76,17 @@ def main(h):
         path = os.path.join(d.blob_dir, o["key"])
         check(os.path.isfile(path) and os.path.getsize(path) == o["size"],
               "task %d output %s missing or wrong size in the blob store" % (tid, o["key"]))
+
+    if STAGED:
+        check(all(len(img) > 1024 for img in imgs), "test images above inline_max")
+        inputs = harness.input_files(d.blob_dir)
+        check_eq(set(inputs), set(ids), "tasks with an input file")
+        for _dp, _dirs, fs in os.walk(d.blob_dir):
+            check(not any(f.startswith(".tmp.") for f in fs), "temp files left: %r" % fs)
+        for tid, i in list(ids.items())[:50]:
+            key = seen[tid]["outputs"][0]["key"].rsplit("/", 1)[0] + "/in-0"
+            with open(os.path.join(d.blob_dir, key), "rb") as f:
+                check(f.read() == imgs[i % len(imgs)], "task %d: input bytes differ" % tid)
 
     files = harness.output_files(d.blob_dir)
     extra = {t: f for t, f in files.items() if len(f) != 1 or t not in ids}
