@@ -414,6 +414,26 @@ static int create_tmp(hsq_blob *b, const char *dir, size_t dlen, const char *nam
     }
 }
 
+/* Make key's new directory entry durable, with the entries of the
+ * directories made for it (made[] as make_dirs): fsyncs now, or with
+ * HSQ_BLOB_DEFER at the next flush (0 then). dfd: key's directory, open, or
+ * -1 to open it. */
+static int name_durable(hsq_blob *b, const char *key, size_t dlen, const uint8_t *made, int dfd,
+                        int flags) {
+    if (flags & HSQ_BLOB_DEFER) {
+        strvec_push(&b->dirs, key, dlen);
+        for (size_t i = 0; i < dlen; i++)
+            if (made[i])
+                strvec_push(&b->dirs, key, i);
+        return 0;
+    }
+    int r = dfd < 0 ? fsync_dir(b, key, dlen) : fsync(dfd) < 0 ? -errno : 0;
+    for (size_t i = 0; r == 0 && i < dlen; i++)
+        if (made[i])
+            r = fsync_dir(b, key, i);
+    return r;
+}
+
 int hsq_blob_put(hsq_blob *b, const char *key, const void *data, size_t len, int flags) {
     if (!hsq_blob_key_ok(key) || (flags & ~HSQ_BLOB_DEFER) || (len && !data))
         return HSQ_EINVAL;
@@ -440,19 +460,9 @@ int hsq_blob_put(hsq_blob *b, const char *key, const void *data, size_t len, int
         goto out;
     }
 
-    if (flags & HSQ_BLOB_DEFER) {
+    if (flags & HSQ_BLOB_DEFER)
         strvec_push(&b->files, key, klen);
-        strvec_push(&b->dirs, key, dlen);
-        for (size_t i = 0; i < dlen; i++)
-            if (made[i])
-                strvec_push(&b->dirs, key, i);
-        goto out;
-    }
-    if (fsync(dfd) < 0)
-        r = -errno;
-    for (size_t i = 0; r == 0 && i < dlen; i++)
-        if (made[i])
-            r = fsync_dir(b, key, i);
+    r = name_durable(b, key, dlen, made, dfd, flags);
     if (r < 0)
         (void)unlinkat(dfd, name, 0); /* not durable: keep the "nothing left" promise */
 out:
@@ -542,17 +552,7 @@ int hsq_blob_place(hsq_blob *b, const char *staged, const char *key, int flags) 
         return r;
     }
 
-    if (flags & HSQ_BLOB_DEFER) {
-        strvec_push(&b->dirs, key, dlen);
-        for (size_t i = 0; i < dlen; i++)
-            if (made[i])
-                strvec_push(&b->dirs, key, i);
-        return 0;
-    }
-    r = fsync_dir(b, key, dlen);
-    for (size_t i = 0; r == 0 && i < dlen; i++)
-        if (made[i])
-            r = fsync_dir(b, key, i);
+    r = name_durable(b, key, dlen, made, -1, flags);
     if (r < 0)
         (void)unlinkat(b->rootfd, key, 0); /* not durable: keep put's "nothing left" promise */
     return r;
