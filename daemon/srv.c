@@ -403,6 +403,11 @@ static void start_janitor(srv *sv) {
     }
 }
 
+/* Checks or stages are still on the pool, or back and not yet answered. */
+static int pool_pending(const srv *sv) {
+    return sv->pool && (hsq_pool_busy(sv->pool) > 0 || hsq_pool_staged_left(sv->pool) > 0);
+}
+
 static void on_check(uv_check_t *h) {
     srv *sv = h->data;
     /* Handshakes wait on the ZAP handler: answer them first, every wake-up
@@ -414,7 +419,7 @@ static void on_check(uv_check_t *h) {
     }
     sv->dirty = 0;
     run_turn(sv);
-    if (sv->stop_pending && !hsq_pool_busy(sv->pool) && !hsq_pool_staged_left(sv->pool)) {
+    if (sv->stop_pending && !pool_pending(sv)) {
         uv_stop(&sv->loop); /* the last checks and stages were answered in that turn */
         return;
     }
@@ -548,7 +553,7 @@ static void on_signal(uv_signal_t *h, int signum) {
     hsq_queue_set_staging(sv->q, 0);  /* nothing new is staged (or accepted) */
     /* One last turn answers parked long-polls and commits what is pending. */
     run_turn(sv);
-    if (sv->pool && (hsq_pool_busy(sv->pool) > 0 || hsq_pool_staged_left(sv->pool) > 0)) {
+    if (pool_pending(sv)) {
         /* Turns go on until they are back and answered: a staged submit
          * arrived before the signal and is recorded. */
         hsq_log(HSQ_LOG_NOTICE, "srv",
