@@ -69,6 +69,13 @@ static int exists(const char *rel) {
     return lstat(p, &st) == 0;
 }
 
+/* Last written a minute before a temp file counts as stale. */
+static void age_past_stale(const char *path) {
+    struct timespec ts[2] = {{time(NULL) - HSQ_BLOB_TMP_STALE_S - 60, 0},
+                             {time(NULL) - HSQ_BLOB_TMP_STALE_S - 60, 0}};
+    HSQ_OK(utimensat(AT_FDCWD, path, ts, 0));
+}
+
 static void check_get(hsq_blob *b, const char *key, const char *want) {
     uint8_t *data = NULL;
     size_t len = 0;
@@ -468,11 +475,8 @@ static void test_clean_tmp(void) {
         HSQ_ASSERT(f != NULL);
         fputs("partial", f);
         fclose(f);
-        if (i < 2) { /* crashed long ago */
-            struct timespec ts[2] = {{time(NULL) - HSQ_BLOB_TMP_STALE_S - 60, 0},
-                                     {time(NULL) - HSQ_BLOB_TMP_STALE_S - 60, 0}};
-            HSQ_OK(utimensat(AT_FDCWD, p, ts, 0));
-        }
+        if (i < 2) /* crashed long ago */
+            age_past_stale(p);
     }
     uint64_t removed = 99;
     HSQ_OK(hsq_blob_clean_tmp(b, &removed));
@@ -539,9 +543,7 @@ static void test_staged(void) {
     /* A staged file whose owner died is stale after the usual time. */
     HSQ_OK(hsq_blob_stage(b, "u/abc/", "old", 3, st1));
     snprintf(p, sizeof p, "%s/s/%s", tmpdir, st1);
-    struct timespec ts[2] = {{time(NULL) - HSQ_BLOB_TMP_STALE_S - 60, 0},
-                             {time(NULL) - HSQ_BLOB_TMP_STALE_S - 60, 0}};
-    HSQ_OK(utimensat(AT_FDCWD, p, ts, 0));
+    age_past_stale(p);
     uint64_t removed = 0;
     HSQ_OK(hsq_blob_clean_tmp(b, &removed));
     HSQ_ASSERT_U64_EQ(removed, 1);
