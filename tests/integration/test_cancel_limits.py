@@ -16,7 +16,8 @@
     idempotent resubmit of an existing key is still answered while full;
     finishing a task frees room; past max_waits a long-poll is refused with
     unavailable, and those parked are answered; a max_waits of 0 or not a
-    number stops hsqd at start with exit 2 and a message naming it.
+    number, and a staging_max not a size or above 64 GiB, stop hsqd at start
+    with exit 2 and a message naming the key.
 """
 import os
 import subprocess
@@ -175,15 +176,19 @@ def limits_part(h):
 
 
 def bad_limit_part(h):
-    """A max_waits hsqd cannot use stops it before it serves, saying why."""
+    """A max_waits or staging_max hsqd cannot use stops it before it serves,
+    saying why."""
     exe = harness.require(harness.hsqd_path(), "hsqd")
-    for value, why in (("0", "must be between 1 and"), ("lots", "expected a whole number")):
+    for key, value, why in (("max_waits", "0", "must be between 1 and"),
+                            ("max_waits", "lots", "expected a whole number"),
+                            ("staging_max", "lots", "expected a size"),
+                            ("staging_max", "100G", "must be at most 64GiB")):
         p = subprocess.run([exe, "--data-dir", h.path("bad-limit"), "--set",
-                            "max_waits=" + value], stdout=subprocess.PIPE,
+                            "%s=%s" % (key, value)], stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, text=True, timeout=tmo(10))
-        check_eq(p.returncode, 2, "hsqd exit code with max_waits=%s" % value)
-        check("max_waits" in p.stderr and why in p.stderr,
-              "hsqd's message for max_waits=%s: %r" % (value, p.stderr))
+        check_eq(p.returncode, 2, "hsqd exit code with %s=%s" % (key, value))
+        check(key in p.stderr and why in p.stderr,
+              "hsqd's message for %s=%s: %r" % (key, value, p.stderr))
 
 
 def main(h):
