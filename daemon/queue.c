@@ -122,6 +122,12 @@ typedef struct {
     uint32_t limit;
 } purge_wait;
 
+/* A set of task ids (never 0), open addressing; a dry sweep's. */
+typedef struct {
+    uint64_t *slot;
+    size_t cap, n; /* cap: 0 or a power of two */
+} idset;
+
 struct hsq_queue {
     hsq_store *st;
     hsq_blob *blob;
@@ -224,6 +230,7 @@ struct hsq_queue {
     int recover_recorded;    /* this start recorded ranges not yet recovered */
     uint32_t purge_used;     /* a reaping purge pass: sweep budget used so far */
     int sweep_exhausted;     /* the last sweep stopped for want of due entries */
+    idset dry_seen;          /* a dry sweep: tasks counted through a stale entry */
     int purge_exhausted;     /* ... the last sweep of the purge pass did */
     uint64_t turn_first_id;  /* the next id when this turn began */
     uint64_t reaped_bytes;  /* ... and the bytes its prefix removal freed */
@@ -1112,6 +1119,27 @@ static int expiry_add(hsq_queue *q, int64_t at, uint64_t id, uint8_t kind) {
     return note(q, hsq_store_put(q->st, HSQ_DB_EXPIRY, k, sizeof k, "", 0));
 }
 
+/* Whether the index holds (at, id, kind): 1 or 0, or a store error. */
+static int expiry_has(hsq_queue *q, int64_t at, uint64_t id, uint8_t kind) {
+    uint8_t k[17];
+    time_key(k, at, id);
+    k[16] = kind;
+    hsq_bytes v;
+    int rc = hsq_store_get(q->st, HSQ_DB_EXPIRY, k, sizeof k, &v);
+    if (rc == HSQ_ENOTFOUND)
+        return 0;
+    return rc == 0 ? 1 : note(q, rc);
+}
+
+/* Add (at, id, kind) unless it is there already: a read instead of a
+ * write when it is. */
+static int expiry_ensure(hsq_queue *q, int64_t at, uint64_t id, uint8_t kind) {
+    int has = expiry_has(q, at, id, kind);
+    if (has != 0)
+        return has < 0 ? has : 0;
+    return expiry_add(q, at, id, kind);
+}
+
 static int is_reference(const hsq_task_input *in) {
     return !hsq_str_eq(in->kind, "portrait");
 }
@@ -1126,9 +1154,6 @@ static int stamp_submit(hsq_queue *q, hsq_task *t) {
     return expiry_add(q, at, t->id, EXP_INPUTS);
 }
 
-/* A task reached a terminal state: stamp its retention dates. Dates only
- * ever move earlier than what the policy allows; entries left in the index
- * for older dates are recognised as stale by the sweeper. */
 int hsq_retention_override_parse(const char *spec, uint64_t out[HSQ_RET_N_], char *err,
                                  size_t errlen) {
     static const char *const names[HSQ_RET_N_] = {"outputs", "uploads", "references", "failed"};
@@ -1178,6 +1203,53 @@ static uint64_t asked(uint64_t policy_ms, uint32_t keep_s) {
     return ms < policy_ms ? ms : policy_ms;
 }
 
+/* Which of a task's dates still have work, as index kinds: EXP_INPUTS
+ * (portraits not deleted yet; for an unfinished task, its cancel date),
+ * EXP_REFS, EXP_TASK or EXP_TOMB. */
+static unsigned pending_dates(const hsq_task *t) {
+    if (!hsq_state_is_terminal(t->state))
+        return 1u << EXP_INPUTS;
+    if (t->state == HSQ_STATE_EXPIRED)
+        return 1u << EXP_TOMB;
+    unsigned m = 1u << EXP_TASK;
+    for (uint32_t i = 0; i < t->n_inputs; i++)
+        if (t->inputs[i].where != HSQ_IN_GONE)
+            m |= 1u << (is_reference(&t->inputs[i]) ? EXP_REFS : EXP_INPUTS);
+    return m;
+}
+
+static int64_t date_of(const hsq_task *t, uint8_t kind) {
+    return kind == EXP_INPUTS ? t->inputs_expire_ms
+           : kind == EXP_REFS ? t->refs_expire_ms
+                              : t->expires_ms;
+}
+
+/* Make sure each date of t that still has work has its own index entry.
+ * The sweeper calls it for every entry it handles of a task that stays:
+ * a date may have gone unindexed because an earlier entry covered it (see
+ * stamp_retention). */
+static int reindex(hsq_queue *q, const hsq_task *t) {
+    static const uint8_t kinds[] = {EXP_INPUTS, EXP_REFS, EXP_TASK, EXP_TOMB};
+    unsigned m = pending_dates(t);
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < sizeof kinds; i++)
+        if (m & (1u << kinds[i]))
+            rc = expiry_ensure(q, date_of(t, kinds[i]), t->id, kinds[i]);
+    return rc;
+}
+
+/* Index one new date of a task that just ended. The entry its submit made
+ * (the cancel date, `cover`; 0 when it is gone) comes due first for any
+ * later date, and the sweeper then indexes what the task still has
+ * (reindex), so only a date before it needs an entry now. With the default
+ * policy a task that ends adds no index entry at all. */
+static int expiry_stamp(hsq_queue *q, const hsq_task *t, int64_t at, uint8_t kind, int64_t cover) {
+    return cover && at >= cover ? 0 : expiry_add(q, at, t->id, kind);
+}
+
+/* A task reached a terminal state: stamp its retention dates. Dates only
+ * ever move earlier than what the policy allows; entries left in the index
+ * for older dates are recognised as stale by the sweeper. */
 static int stamp_retention(hsq_queue *q, hsq_task *t) {
     int ok = t->state == HSQ_STATE_SUCCEEDED;
     uint64_t failed = policy(q, t, HSQ_RET_FAILED, q->conf.retention_failed_ms);
@@ -1193,17 +1265,25 @@ static int stamp_retention(hsq_queue *q, hsq_task *t) {
         up_ms = out_ms;
     if (ref_ms > out_ms)
         ref_ms = out_ms;
+    /* The submit's entry is in the index unless the sweeper is handling
+     * it now (a cancel past retention_pending): then it covers nothing. */
+    int64_t cover = t->inputs_expire_ms;
+    int rc = cover > 0 ? expiry_has(q, cover, t->id, EXP_INPUTS) : 0;
+    if (rc < 0)
+        return rc;
+    if (rc == 0)
+        cover = 0;
     t->inputs_expire_ms = q->now + (int64_t)up_ms;
     t->refs_expire_ms = q->now + (int64_t)ref_ms;
     t->expires_ms = q->now + (int64_t)out_ms;
     int has_refs = 0;
     for (uint32_t i = 0; i < t->n_inputs; i++)
         has_refs |= is_reference(&t->inputs[i]);
-    int rc = expiry_add(q, t->inputs_expire_ms, t->id, EXP_INPUTS);
+    rc = expiry_stamp(q, t, t->inputs_expire_ms, EXP_INPUTS, cover);
     if (rc == 0 && has_refs)
-        rc = expiry_add(q, t->refs_expire_ms, t->id, EXP_REFS);
+        rc = expiry_stamp(q, t, t->refs_expire_ms, EXP_REFS, cover);
     if (rc == 0)
-        rc = expiry_add(q, t->expires_ms, t->id, EXP_TASK);
+        rc = expiry_stamp(q, t, t->expires_ms, EXP_TASK, cover);
     return rc;
 }
 
@@ -3670,6 +3750,43 @@ static int destroy_task(hsq_queue *q, hsq_task *t, hsq_sweep_counts *sc) {
     return rc;
 }
 
+/* The slot of id in a table of cap slots: where it is, or the empty one
+ * where it goes (linear probing from a Fibonacci hash). */
+static uint64_t *idset_slot(uint64_t *slot, size_t cap, uint64_t id) {
+    size_t i = (size_t)((id * 0x9e3779b97f4a7c15u) >> 32);
+    for (;; i++) {
+        uint64_t *e = &slot[i & (cap - 1)];
+        if (*e == id || *e == 0)
+            return e;
+    }
+}
+
+/* Add id; 1 when it was not there yet. The table stays at most half full. */
+static int idset_add(idset *set, uint64_t id) {
+    if (2 * (set->n + 1) > set->cap) {
+        size_t cap = set->cap ? 2 * set->cap : 64;
+        uint64_t *slot = hsq_xcalloc(cap, sizeof *slot);
+        for (size_t i = 0; i < set->cap; i++)
+            if (set->slot[i])
+                *idset_slot(slot, cap, set->slot[i]) = set->slot[i];
+        free(set->slot);
+        set->slot = slot;
+        set->cap = cap;
+    }
+    uint64_t *e = idset_slot(set->slot, set->cap, id);
+    if (*e == id)
+        return 0;
+    *e = id;
+    set->n++;
+    return 1;
+}
+
+static void idset_clear(idset *set) {
+    if (set->n)
+        memset(set->slot, 0, set->cap * sizeof *set->slot);
+    set->n = 0;
+}
+
 /* Whether the index entry (at, kind) still matches its task's dates: when
  * it does not, the task moved on and the entry is stale. */
 static int entry_current(const hsq_task *t, int64_t at, uint8_t kind) {
@@ -3687,8 +3804,63 @@ static int entry_current(const hsq_task *t, int64_t at, uint8_t kind) {
     }
 }
 
-/* Handle one due index entry. Entries whose date no longer matches the
- * task's are stale (the task moved on) and are simply dropped. */
+/* What handling an entry of `kind` due for t would delete, counted for a
+ * dry run. */
+static void dry_count(const hsq_task *t, uint8_t kind, hsq_sweep_counts *sc) {
+    switch (kind) {
+    case EXP_INPUTS:
+    case EXP_REFS:
+        if (!hsq_state_is_terminal(t->state)) {
+            sc->cancelled++;
+            return;
+        }
+        for (uint32_t i = 0; i < t->n_inputs; i++)
+            if (t->inputs[i].where != HSQ_IN_GONE &&
+                is_reference(&t->inputs[i]) == (kind == EXP_REFS)) {
+                sc->inputs++;
+                sc->bytes += t->inputs[i].size;
+            }
+        return;
+    case EXP_TASK:
+        sc->tasks++;
+        sc->outputs += t->n_outputs;
+        for (uint32_t i = 0; i < t->n_outputs; i++)
+            sc->bytes += t->outputs[i].size;
+        return;
+    case EXP_TOMB:
+        sc->tombstones++;
+        return;
+    default:
+        return;
+    }
+}
+
+/* A dry run meets an entry of t: the task's due dates that have no entry
+ * of their own are covered by one of its entries (stamp_retention), so
+ * they are counted at the first one the run meets (a requeued task can
+ * hold several). */
+static int dry_uncovered(hsq_queue *q, const hsq_task *t, hsq_sweep_counts *sc) {
+    static const uint8_t kinds[] = {EXP_INPUTS, EXP_REFS, EXP_TASK, EXP_TOMB};
+    if (!idset_add(&q->dry_seen, t->id))
+        return 0;
+    unsigned m = pending_dates(t);
+    for (size_t i = 0; i < sizeof kinds; i++) {
+        int64_t at = date_of(t, kinds[i]);
+        if (!(m & (1u << kinds[i])) || at > q->now)
+            continue;
+        int has = expiry_has(q, at, t->id, kinds[i]);
+        if (has < 0)
+            return has;
+        if (!has)
+            dry_count(t, kinds[i], sc);
+    }
+    return 0;
+}
+
+/* Handle one due index entry. An entry whose date no longer matches the
+ * task's is stale (the task moved on); it may have covered dates that have
+ * no entry yet, so the task's dates with work left are indexed then, as
+ * after every entry handled of a task that stays. */
 static int sweep_entry(hsq_queue *q, uint64_t id, int64_t at, uint8_t kind, int dry,
                        hsq_sweep_counts *sc) {
     hsq_task t;
@@ -3697,8 +3869,14 @@ static int sweep_entry(hsq_queue *q, uint64_t id, int64_t at, uint8_t kind, int 
         return 0;
     if (rc != 0)
         return rc;
-    if (!entry_current(&t, at, kind))
-        return 0;
+    int current = entry_current(&t, at, kind);
+    if (dry) {
+        if (current)
+            dry_count(&t, kind, sc);
+        return dry_uncovered(q, &t, sc);
+    }
+    if (!current)
+        return reindex(q, &t);
     switch (kind) {
     case EXP_INPUTS:
     case EXP_REFS:
@@ -3706,8 +3884,6 @@ static int sweep_entry(hsq_queue *q, uint64_t id, int64_t at, uint8_t kind, int 
             /* Outlived retention_pending without running: cancelled, and
              * its inputs go now (their time is up), not a day later. */
             sc->cancelled++;
-            if (dry)
-                return 0;
             rc = cancel_task(q, &t, HSQ_ECANCELLED, HSQ_STR_LIT("expired before it could run"));
             if (rc == 0)
                 rc = delete_inputs(q, &t, 0, sc);
@@ -3720,31 +3896,13 @@ static int sweep_entry(hsq_queue *q, uint64_t id, int64_t at, uint8_t kind, int 
             }
             return rc;
         }
-        if (dry) {
-            for (uint32_t i = 0; i < t.n_inputs; i++)
-                if (t.inputs[i].where != HSQ_IN_GONE &&
-                    is_reference(&t.inputs[i]) == (kind == EXP_REFS)) {
-                    sc->inputs++;
-                    sc->bytes += t.inputs[i].size;
-                }
-            return 0;
-        }
         rc = delete_inputs(q, &t, kind == EXP_REFS, sc);
-        return rc == 0 ? save_task(q, &t) : rc;
+        if (rc == 0)
+            rc = save_task(q, &t);
+        return rc == 0 ? reindex(q, &t) : rc;
     case EXP_TASK:
-        if (dry) {
-            sc->tasks++;
-            sc->outputs += t.n_outputs;
-            for (uint32_t i = 0; i < t.n_outputs; i++)
-                sc->bytes += t.outputs[i].size;
-            return 0;
-        }
         return make_tombstone(q, &t, sc);
     case EXP_TOMB:
-        if (dry) {
-            sc->tombstones++;
-            return 0;
-        }
         return destroy_task(q, &t, sc);
     default:
         return 0;
@@ -3830,6 +3988,8 @@ static uint32_t sweep(hsq_queue *q, uint32_t budget, int dry, int reap, hsq_swee
     uint32_t done = 0;
     uint8_t from[17] = {0};
     q->sweep_exhausted = 0;
+    if (dry)
+        idset_clear(&q->dry_seen);
     if (!dry && q->reap_inflight)
         memcpy(from, q->reap_from, 17); /* what lies before is in flight */
     reap = reap && !dry && q->reap_max > 0;
@@ -4587,6 +4747,7 @@ void hsq_queue_free(hsq_queue **qp) {
     free(q->purge_waits);
     hsq_reaps_free(q->reaps, q->n_reaps);
     hsq_reaps_free(q->results, q->n_results);
+    free(q->dry_seen.slot);
     hsq_checks_free(q->checks, q->n_checks);
     hsq_stages_free(NULL, q->stages, q->n_stages); /* made, never run: nothing staged */
     for (size_t i = 0; i < RATE_BUCKETS; i++) {

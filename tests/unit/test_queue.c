@@ -274,6 +274,20 @@ static uint64_t purge_request(uint32_t limit) {
     return m.rid;
 }
 
+/* A dry-run purge (limit entries) in a turn of its own; the reply. */
+static captured *purge_dry(uint32_t limit) {
+    hsq_wire_msg m;
+    memset(&m, 0, sizeof m);
+    m.op = HSQ_OP_PURGE;
+    m.rid = rid_seq++;
+    m.req.purge.limit = limit;
+    m.req.purge.dry_run = 1;
+    begin();
+    feed(HSQ_SOCK_CLIENT, "ops", &m, NULL, 0);
+    turn();
+    return reply_to(m.rid);
+}
+
 static uint64_t erase_request(const char *user) {
     hsq_wire_msg m;
     memset(&m, 0, sizeof m);
@@ -1583,8 +1597,9 @@ static void test_retention_classes(void) {
     HSQ_ASSERT_EQ(task_op(HSQ_OP_STATUS, id, NULL)->m.rep.error.code, HSQ_ENOTFOUND);
 }
 
-/* A finished task with a 4000-byte portrait in the blob store. */
-static uint64_t finished_task(const char *user) {
+/* A finished task with a 4000-byte portrait in the blob store, done `gap`
+ * ms after its submit. */
+static uint64_t finished_task_after(const char *user, int64_t gap) {
     static uint8_t big[4000];
     memset(big, 5, sizeof big);
     hsq_wire_msg m;
@@ -1599,10 +1614,15 @@ static uint64_t finished_task(const char *user) {
     m.req.submit.outputs[0].format = HSQ_FMT_JPEG;
     hsq_bytes f = {big, sizeof big};
     uint64_t id = ask("web", &m, &f, 1)->m.rep.submit.task;
+    now += gap;
     uint64_t tok = 0;
     HSQ_ASSERT_U64_EQ(lease1("w1", &tok), id);
     HSQ_ASSERT_EQ(done("w1", id, tok, user)->m.kind, HSQ_KIND_REPLY);
     return id;
+}
+
+static uint64_t finished_task(const char *user) {
+    return finished_task_after(user, 0);
 }
 
 static atomic_int reaper_woke;
@@ -2131,6 +2151,88 @@ static void test_retention_by_prio(void) {
 
 /* A task that never ran is cancelled at retention_pending, and its inputs
  * are deleted at that moment. */
+static captured *worker_fail(const char *peer, uint64_t task, uint64_t token, int retryable);
+
+/* The retention index entries that name task id. */
+static int index_entries(uint64_t id) {
+    HSQ_OK(hsq_store_begin(st, 1));
+    hsq_cursor *c;
+    HSQ_OK(hsq_cursor_open(st, HSQ_DB_EXPIRY, &c));
+    hsq_bytes k;
+    int n = 0;
+    for (int rc = hsq_cursor_get(c, HSQ_CUR_FIRST, &k, NULL); rc == 0;
+         rc = hsq_cursor_get(c, HSQ_CUR_NEXT, &k, NULL))
+        n += k.len == 17 && hsq_rd_be64(k.ptr + 8) == id;
+    hsq_cursor_close(&c);
+    hsq_store_abort(st);
+    return n;
+}
+
+/* A task that ends within retention_pending writes no index entry: the
+ * entry its submit made comes due first, and the sweeper then indexes the
+ * dates the task still has. A dry run counts such covered work once per
+ * task, also for a requeued task that holds stale entries from its
+ * failure, and counts exactly what the real pass then deletes. */
+static void test_retention_chain(void) {
+    fresh();
+    close_all();
+    conf.sweep_batch = 0; /* only requests sweep */
+    open_all();
+    const int64_t hour = 3600000, day = 24 * hour;
+    uint64_t a = finished_task_after("cy", hour); /* portrait in the blob store */
+    HSQ_ASSERT_EQ(index_entries(a), 1);
+
+    /* b fails for good, is requeued an hour later and then succeeds. */
+    uint64_t b = (uint64_t)submit("cy", NULL), tok;
+    HSQ_ASSERT_U64_EQ(lease1("w1", &tok), b);
+    HSQ_ASSERT_EQ(worker_fail("w1", b, tok, 0)->m.kind, HSQ_KIND_REPLY);
+    HSQ_ASSERT_EQ(state_of(b), HSQ_STATE_FAILED);
+    HSQ_ASSERT_EQ(index_entries(b), 2); /* the submit's, and its failed inputs' (1 day) */
+    now += hour;
+    HSQ_ASSERT_EQ(task_op(HSQ_OP_REQUEUE, b, NULL)->m.kind, HSQ_KIND_REPLY);
+    now += hour;
+    HSQ_ASSERT_U64_EQ(lease1("w1", &tok), b);
+    HSQ_ASSERT_EQ(done("w1", b, tok, "cy")->m.kind, HSQ_KIND_REPLY);
+    HSQ_ASSERT_EQ(index_entries(b), 3); /* all three stale by now */
+    int64_t end = now;
+
+    /* Past the outputs of both: each task's portrait and outputs, once. */
+    now = end + 31 * day;
+    captured *d = purge_dry(1000);
+    HSQ_ASSERT(d && d->m.kind == HSQ_KIND_REPLY);
+    hsq_rep_purge dry = d->m.rep.purge;
+    HSQ_ASSERT_EQ(dry.more, 0);
+    HSQ_ASSERT_U64_EQ(dry.inputs, 2);
+    HSQ_ASSERT_U64_EQ(dry.tasks, 2);
+    HSQ_ASSERT_U64_EQ(dry.outputs, 2);
+    HSQ_ASSERT_EQ(index_entries(a), 1); /* a dry run writes nothing */
+    HSQ_ASSERT_EQ(index_entries(b), 3);
+
+    hsq_rep_purge real;
+    memset(&real, 0, sizeof real);
+    for (int more = 1, rounds = 0; more;) {
+        HSQ_ASSERT(++rounds <= 10);
+        captured *c = reply_to(purge_request(1000));
+        HSQ_ASSERT(c && c->m.kind == HSQ_KIND_REPLY);
+        real.inputs += c->m.rep.purge.inputs;
+        real.tasks += c->m.rep.purge.tasks;
+        real.outputs += c->m.rep.purge.outputs;
+        real.bytes += c->m.rep.purge.bytes;
+        more = c->m.rep.purge.more;
+    }
+    HSQ_ASSERT_U64_EQ(real.inputs, dry.inputs);
+    HSQ_ASSERT_U64_EQ(real.tasks, dry.tasks);
+    HSQ_ASSERT_U64_EQ(real.outputs, dry.outputs);
+    HSQ_ASSERT_U64_EQ(real.bytes, dry.bytes);
+    HSQ_ASSERT(!blob_exists("cy", a, "in-0"));
+    HSQ_ASSERT(!blob_exists("cy", a, "out-0.jpg"));
+    HSQ_ASSERT(!inline_exists(b, 0));
+    HSQ_ASSERT_EQ(state_of(a), HSQ_STATE_EXPIRED);
+    HSQ_ASSERT_EQ(state_of(b), HSQ_STATE_EXPIRED);
+    HSQ_ASSERT_EQ(index_entries(a), 1); /* the tombstone's */
+    HSQ_ASSERT_EQ(index_entries(b), 1);
+}
+
 static void test_retention_pending(void) {
     fresh();
     int64_t id = submit("uma", NULL);
@@ -2701,6 +2803,7 @@ int main(void) {
     test_roles();
     test_retention_classes();
     test_retention_pending();
+    test_retention_chain();
     test_retention_asked();
     test_retention_by_prio();
     test_reaping();
