@@ -390,7 +390,7 @@ static const char *base_name(const char *path) {
     const char *s = strrchr(path, '/');
     s = s ? s + 1 : path;
     size_t n = strlen(s);
-    return n <= HSQ_MAX_NAME_LEN && hsq_cli_utf8_valid(s, n) ? s : NULL;
+    return n <= HSQ_MAX_NAME_LEN && hsq_utf8_valid(s, n) ? s : NULL;
 }
 
 /* Write data to dir/name atomically: temp file in dir, fsync, rename, then

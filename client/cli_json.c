@@ -1,5 +1,7 @@
 #include "client/cli_json.h"
 
+#include "schemas/wire.h"
+
 #include <assert.h>
 #include <inttypes.h>
 #include <string.h>
@@ -8,50 +10,6 @@
 void hsq_cli_json_init(hsq_cli_json *j, FILE *f) {
     memset(j, 0, sizeof *j);
     j->f = f;
-}
-
-/* Length of the valid UTF-8 sequence at s (at most n bytes), 0 if invalid.
- * Rejects overlong forms, surrogates and code points above U+10FFFF. */
-static size_t utf8_len(const unsigned char *s, size_t n) {
-    unsigned c = s[0];
-    size_t len;
-    unsigned cp;
-    if (c < 0x80)
-        return 1;
-    if (c >= 0xc2 && c <= 0xdf) {
-        len = 2;
-        cp = c & 0x1f;
-    } else if (c >= 0xe0 && c <= 0xef) {
-        len = 3;
-        cp = c & 0x0f;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        len = 4;
-        cp = c & 0x07;
-    } else {
-        return 0;
-    }
-    if (n < len)
-        return 0;
-    for (size_t i = 1; i < len; i++) {
-        if ((s[i] & 0xc0) != 0x80)
-            return 0;
-        cp = (cp << 6) | (s[i] & 0x3f);
-    }
-    if ((len == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
-        (len == 4 && (cp < 0x10000 || cp > 0x10ffff)))
-        return 0;
-    return len;
-}
-
-int hsq_cli_utf8_valid(const char *str, size_t len) {
-    const unsigned char *s = (const unsigned char *)str;
-    for (size_t i = 0; i < len;) {
-        size_t n = utf8_len(s + i, len - i);
-        if (n == 0)
-            return 0;
-        i += n;
-    }
-    return 1;
 }
 
 void hsq_cli_json_escape(FILE *f, const char *str, size_t len) {
@@ -88,7 +46,7 @@ void hsq_cli_json_escape(FILE *f, const char *str, size_t len) {
             fputs("\\u007f", f);
             i++;
         } else {
-            size_t n = utf8_len(s + i, len - i);
+            size_t n = hsq_utf8_seq(s + i, len - i);
             if (n == 0) {
                 fputs("\\ufffd", f);
                 i++;

@@ -37,9 +37,6 @@ void hsq_cli_json_i64(hsq_cli_json *j, const char *key, int64_t v);
 void hsq_cli_json_bool(hsq_cli_json *j, const char *key, int v);
 void hsq_cli_json_null(hsq_cli_json *j, const char *key);
 
-/* 1 when s (len bytes) is valid UTF-8 (RFC 3629), else 0. */
-int hsq_cli_utf8_valid(const char *s, size_t len);
-
 /* Write s (len bytes) as a quoted JSON string. */
 void hsq_cli_json_escape(FILE *f, const char *s, size_t len);
 

@@ -388,38 +388,6 @@ const char *hsq_client_errmsg(const hsq_client *c) {
 
 /* ---- argument checks (before anything is encoded, for clear messages) ---- */
 
-/* RFC 3629 UTF-8, as the codec requires of every string. */
-static int utf8_ok(const unsigned char *s, size_t n) {
-    for (size_t i = 0; i < n;) {
-        unsigned char b = s[i];
-        size_t len;
-        unsigned lo = 0x80, hi = 0xbf;
-        if (b < 0x80) {
-            i++;
-            continue;
-        } else if (b >= 0xc2 && b <= 0xdf) {
-            len = 2;
-        } else if (b >= 0xe0 && b <= 0xef) {
-            len = 3;
-            lo = b == 0xe0 ? 0xa0 : 0x80;
-            hi = b == 0xed ? 0x9f : 0xbf;
-        } else if (b >= 0xf0 && b <= 0xf4) {
-            len = 4;
-            lo = b == 0xf0 ? 0x90 : 0x80;
-            hi = b == 0xf4 ? 0x8f : 0xbf;
-        } else {
-            return 0;
-        }
-        if (n - i < len || s[i + 1] < lo || s[i + 1] > hi)
-            return 0;
-        for (size_t k = 2; k < len; k++)
-            if (s[i + k] < 0x80 || s[i + k] > 0xbf)
-                return 0;
-        i += len;
-    }
-    return 1;
-}
-
 static int check_str(hsq_client *c, const char *what, const char *s, size_t max, int required) {
     if (!s || !*s) {
         if (!required)
@@ -432,7 +400,7 @@ static int check_str(hsq_client *c, const char *what, const char *s, size_t max,
         set_err(c, "%s is longer than %zu bytes", what, max);
         return HSQ_EINVAL;
     }
-    if (!utf8_ok((const unsigned char *)s, len)) {
+    if (!hsq_utf8_valid(s, len)) {
         set_err(c, "%s is not valid UTF-8", what);
         return HSQ_EINVAL;
     }

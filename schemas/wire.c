@@ -192,43 +192,51 @@ static void sanitize(char *dst, size_t cap, const char *src, size_t len) {
     dst[n] = '\0';
 }
 
-/* RFC 3629 UTF-8: no overlongs, no surrogates, nothing above U+10FFFF. Peers
- * in other languages (Python's msgpack) refuse invalid str, so one bad byte in
- * a name would otherwise poison every list reply that echoes it. */
-static bool utf8_valid(const unsigned char *s, size_t n) {
-    size_t i = 0;
-    while (i < n) {
-        unsigned char b = s[i];
-        size_t len;
-        unsigned lo = 0x80, hi = 0xbf;
-        if (b < 0x80) {
+/* RFC 3629 UTF-8 (wire.h): the second byte's range rules out overlongs,
+ * surrogates and code points above U+10FFFF. Peers in other languages
+ * (Python's msgpack) refuse invalid str, so one bad byte in a name would
+ * otherwise poison every list reply that echoes it. */
+size_t hsq_utf8_seq(const void *p, size_t n) {
+    const unsigned char *s = p;
+    unsigned char b = s[0];
+    size_t len;
+    unsigned lo = 0x80, hi = 0xbf;
+    if (b < 0x80)
+        return 1;
+    if (b >= 0xc2 && b <= 0xdf) {
+        len = 2;
+    } else if (b >= 0xe0 && b <= 0xef) {
+        len = 3;
+        lo = b == 0xe0 ? 0xa0 : 0x80;
+        hi = b == 0xed ? 0x9f : 0xbf;
+    } else if (b >= 0xf0 && b <= 0xf4) {
+        len = 4;
+        lo = b == 0xf0 ? 0x90 : 0x80;
+        hi = b == 0xf4 ? 0x8f : 0xbf;
+    } else {
+        return 0;
+    }
+    if (n < len || s[1] < lo || s[1] > hi)
+        return 0;
+    for (size_t k = 2; k < len; k++)
+        if (s[k] < 0x80 || s[k] > 0xbf)
+            return 0;
+    return len;
+}
+
+int hsq_utf8_valid(const void *p, size_t n) {
+    const unsigned char *s = p;
+    for (size_t i = 0; i < n;) {
+        if (s[i] < 0x80) {
             i++;
             continue;
-        } else if (b >= 0xc2 && b <= 0xdf) {
-            len = 2;
-        } else if (b >= 0xe0 && b <= 0xef) {
-            len = 3;
-            if (b == 0xe0)
-                lo = 0xa0;
-            else if (b == 0xed)
-                hi = 0x9f;
-        } else if (b >= 0xf0 && b <= 0xf4) {
-            len = 4;
-            if (b == 0xf0)
-                lo = 0x90;
-            else if (b == 0xf4)
-                hi = 0x8f;
-        } else {
-            return false;
         }
-        if (n - i < len || s[i + 1] < lo || s[i + 1] > hi)
-            return false;
-        for (size_t k = 2; k < len; k++)
-            if (s[i + k] < 0x80 || s[i + k] > 0xbf)
-                return false;
+        size_t len = hsq_utf8_seq(s + i, n - i);
+        if (len == 0)
+            return 0;
         i += len;
     }
-    return true;
+    return 1;
 }
 
 /* ---------------------------------------------------------------- tables */
@@ -921,7 +929,7 @@ static int check_str(ctx *c, const field *f, const void *base) {
         return fail(c, HSQ_EBADREQ, "field '%s' in %s must not be empty", f->name, path(c));
     if (v->len > 0 && !v->ptr)
         return fail(c, HSQ_EBADREQ, "field '%s' in %s has a NULL pointer", f->name, path(c));
-    if (!utf8_valid((const unsigned char *)v->ptr, v->len))
+    if (!hsq_utf8_valid(v->ptr, v->len))
         return fail(c, HSQ_EBADREQ, "field '%s' in %s is not valid UTF-8", f->name, path(c));
     if (!f->oneof)
         return 0;
@@ -2001,7 +2009,7 @@ int hsq_wire_encode_error(hsq_op op, uint64_t rid, int code, const char *message
     /* An error path must still produce a reply: a missing or invalid message
      * becomes the code's default text, an over-long one is cut. */
     hsq_str msgv = hsq_str_c(message ? message : hsq_strerror(m.rep.error.code));
-    if (!utf8_valid((const unsigned char *)msgv.ptr, msgv.len))
+    if (!hsq_utf8_valid(msgv.ptr, msgv.len))
         msgv = hsq_str_c(hsq_strerror(m.rep.error.code));
     msgv.len = utf8_prefix(msgv.ptr, msgv.len, HSQ_MAX_ERRMSG_LEN);
     m.rep.error.message = msgv;

@@ -173,6 +173,13 @@ int hsq_prio_from_name(hsq_str name);    /* -1 when unknown */
 const char *hsq_fmt_name(hsq_fmt f);     /* "jpeg" "png" */
 int hsq_state_is_terminal(hsq_state s);  /* succeeded, failed, cancelled, expired */
 
+/* Every str the codec passes is RFC 3629 UTF-8: no overlong forms, no
+ * surrogates, nothing above U+10FFFF. hsq_utf8_seq: the length (1-4) of the
+ * valid sequence starting at s, of which n > 0 bytes are there, or 0 when
+ * none does. hsq_utf8_valid: 1 when all of s[0..n) is valid. */
+size_t hsq_utf8_seq(const void *s, size_t n);
+int hsq_utf8_valid(const void *s, size_t n);
+
 /* One uploaded image. In a submit, `frame` names the binary frame holding the
  * bytes (required). In a lease, either `key` names a blob-store object or
  * `frame` names an inline frame of the lease reply. */

@@ -315,10 +315,10 @@ static void test_json(void) {
     HSQ_ASSERT_STR_EQ(out, "{\"a\":18446744073709551615,\"b\":-9223372036854775808,"
                            "\"c\":[true,null,{},[]],\"d\":null}\n");
     free(out);
-    HSQ_ASSERT(hsq_cli_utf8_valid("\xc3\xa9t\xc3\xa9", 6));
-    HSQ_ASSERT(hsq_cli_utf8_valid("", 0));
-    HSQ_ASSERT(!hsq_cli_utf8_valid("\xff", 1));
-    HSQ_ASSERT(!hsq_cli_utf8_valid("\xe2\x82", 2));
+    HSQ_ASSERT(hsq_utf8_valid("\xc3\xa9t\xc3\xa9", 6));
+    HSQ_ASSERT(hsq_utf8_valid("", 0));
+    HSQ_ASSERT(!hsq_utf8_valid("\xff", 1));
+    HSQ_ASSERT(!hsq_utf8_valid("\xe2\x82", 2));
     out = json_of(doc_escapes);
     HSQ_ASSERT_STR_EQ(out, "[\"q\\\" b\\\\ n\\n t\\t c\\u0001 del\\u007f \xc3\xa9 \xe2\x82\xac "
                            "\xf0\x9f\x98\x80 bad\\ufffd over\\ufffd\\ufffd "

@@ -1868,7 +1868,49 @@ static void test_retention_messages(void) {
     hsq_wbuf_free(&rt_buf);
 }
 
+/* The one UTF-8 rule the codec, libhsq and the CLI share: each sequence's
+ * length, and every way a sequence can be wrong. */
+static void test_utf8(void) {
+    static const struct {
+        const char *s;
+        size_t seq; /* hsq_utf8_seq at the start; 0: invalid */
+    } cases[] = {
+        {"a", 1},
+        {"\x7f", 1},
+        {"\xc3\xa9", 2},         /* e acute */
+        {"\xe2\x82\xac", 3},     /* euro sign */
+        {"\xef\xbf\xbf", 3},     /* U+FFFF */
+        {"\xf0\x9f\x98\x80", 4}, /* U+1F600 */
+        {"\xf4\x8f\xbf\xbf", 4}, /* U+10FFFF, the last */
+        {"\x80", 0},             /* a continuation byte first */
+        {"\xc0\xaf", 0},         /* overlong '/' */
+        {"\xc1\xbf", 0},         /* overlong */
+        {"\xe0\x80\xaf", 0},     /* overlong, 3 bytes */
+        {"\xf0\x80\x80\xaf", 0}, /* overlong, 4 bytes */
+        {"\xed\xa0\x80", 0},     /* surrogate U+D800 */
+        {"\xed\xbf\xbf", 0},     /* surrogate U+DFFF */
+        {"\xf4\x90\x80\x80", 0}, /* U+110000 */
+        {"\xf5\x80\x80\x80", 0}, /* no such lead byte */
+        {"\xff", 0},
+        {"\xe2\x82", 0},         /* truncated */
+        {"\xe2\x28\xa1", 0},     /* a bad continuation */
+        {"\xf0\x9f\x98\x28", 0}, /* the last continuation bad */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        size_t n = strlen(cases[i].s);
+        HSQ_ASSERT_EQ(hsq_utf8_seq(cases[i].s, n), cases[i].seq);
+        HSQ_ASSERT_EQ(hsq_utf8_valid(cases[i].s, n), cases[i].seq == n);
+    }
+    HSQ_ASSERT(hsq_utf8_valid("", 0));
+    HSQ_ASSERT(hsq_utf8_valid("caf\xc3\xa9 \xe2\x82\xac"
+                              "1",
+                              10));
+    HSQ_ASSERT(!hsq_utf8_valid("caf\xc3\xa9 \xe2\x82", 9)); /* cut inside the last */
+    HSQ_ASSERT_EQ(hsq_utf8_seq("\xc3\xa9", 1), 0);          /* only one byte there */
+}
+
 int main(void) {
+    test_utf8();
     test_names();
     test_round_trips();
     test_accepts();
