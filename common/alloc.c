@@ -1,5 +1,6 @@
 #include "common/alloc.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +29,17 @@ void *hsq_xrealloc(void *p, size_t n) {
     if (!q)
         oom(n);
     return q;
+}
+
+void *hsq_xgrow(void *p, size_t n, size_t *cap, size_t elem, size_t first) {
+    if (n < *cap)
+        return p;
+    size_t c = *cap ? *cap : first / 2;
+    if (c == 0 || c > SIZE_MAX / 2 / elem)
+        oom(SIZE_MAX);
+    p = hsq_xrealloc(p, 2 * c * elem);
+    *cap = 2 * c;
+    return p;
 }
 
 char *hsq_xstrndup(const char *s, size_t n) {

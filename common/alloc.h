@@ -19,6 +19,13 @@ void *hsq_xcalloc(size_t count, size_t n);
 void *hsq_xrealloc(void *p, size_t n);
 char *hsq_xstrndup(const char *s, size_t n);
 
+/* Room for one more element of a growing array p that holds n of *cap:
+ * when it is full, the array doubles (to `first` elements when empty) and
+ * *cap follows. Returns the array, moved or not; aborts on OOM or on a
+ * size that overflows, like hsq_xrealloc. Typical use:
+ *     q->out = hsq_xgrow(q->out, q->n_out, &q->cap_out, sizeof *q->out, 64); */
+void *hsq_xgrow(void *p, size_t n, size_t *cap, size_t elem, size_t first);
+
 /* May return NULL; for sizes an outside party controls. */
 void *hsq_trymalloc(size_t n);
 

@@ -203,10 +203,7 @@ static int parse_line(hsq_auth *a, char *s, const char *path, int lineno, char *
         snprintf(c.user_id, sizeof c.user_id, "%s:%s", role, name);
     else
         snprintf(c.user_id, sizeof c.user_id, "%s", role);
-    if (a->n == a->cap) {
-        a->cap = a->cap ? a->cap * 2 : 16;
-        a->clients = hsq_xrealloc(a->clients, a->cap * sizeof *a->clients);
-    }
+    a->clients = hsq_xgrow(a->clients, a->n, &a->cap, sizeof *a->clients, 16);
     a->clients[a->n++] = c;
     return 0;
 }

@@ -297,10 +297,7 @@ static void audit_subject(hsq_queue *q, hsq_str user, char out[33]);
 /* ---- outbox ---- */
 
 static hsq_out *out_push(hsq_queue *q, hsq_sock sock, const uint8_t *peer, size_t plen) {
-    if (q->n_out == q->cap_out) {
-        q->cap_out = q->cap_out ? q->cap_out * 2 : 64;
-        q->out = hsq_xrealloc(q->out, q->cap_out * sizeof *q->out);
-    }
+    q->out = hsq_xgrow(q->out, q->n_out, &q->cap_out, sizeof *q->out, 64);
     hsq_out *o = &q->out[q->n_out];
     /* A slot used before keeps its buffer: a turn sends thousands of
      * replies and events, and each would otherwise be a malloc and a free. */
@@ -853,10 +850,7 @@ static worker_rec *worker_find(hsq_queue *q, const uint8_t *peer, size_t plen) {
 static worker_rec *worker_touch(hsq_queue *q, const uint8_t *peer, size_t plen) {
     worker_rec *w = worker_find(q, peer, plen);
     if (!w) {
-        if (q->n_workers == q->cap_workers) {
-            q->cap_workers = q->cap_workers ? q->cap_workers * 2 : 16;
-            q->workers = hsq_xrealloc(q->workers, q->cap_workers * sizeof *q->workers);
-        }
+        q->workers = hsq_xgrow(q->workers, q->n_workers, &q->cap_workers, sizeof *q->workers, 16);
         w = &q->workers[q->n_workers++];
         memset(w, 0, sizeof *w);
         memcpy(w->peer, peer, plen);
@@ -1063,10 +1057,7 @@ static void waiter_add(hsq_queue *q, waiter *w) {
     if (*head)
         (*head)->pprev = &w->next;
     *head = w;
-    if (q->n_waits == q->cap_wheap) {
-        q->cap_wheap = q->cap_wheap ? 2 * q->cap_wheap : 64;
-        q->wheap = hsq_xrealloc(q->wheap, q->cap_wheap * sizeof *q->wheap);
-    }
+    q->wheap = hsq_xgrow(q->wheap, q->n_waits, &q->cap_wheap, sizeof *q->wheap, 64);
     wheap_set(q, q->n_waits++, w);
     wheap_up(q, w->heap_i);
 }
@@ -1562,10 +1553,8 @@ static void out_prefix(hsq_queue *q, hsq_str user, uint64_t id, char *out, size_
 }
 
 static void turn_blob_note(hsq_queue *q, const char *key) {
-    if (q->n_turn_blobs == q->cap_turn_blobs) {
-        q->cap_turn_blobs = q->cap_turn_blobs ? q->cap_turn_blobs * 2 : 16;
-        q->turn_blobs = hsq_xrealloc(q->turn_blobs, q->cap_turn_blobs * sizeof(char *));
-    }
+    q->turn_blobs =
+        hsq_xgrow(q->turn_blobs, q->n_turn_blobs, &q->cap_turn_blobs, sizeof *q->turn_blobs, 16);
     q->turn_blobs[q->n_turn_blobs++] = hsq_xstrndup(key, strlen(key));
 }
 
@@ -1610,10 +1599,7 @@ static int stage_make(req_ctx *c) {
     }
     if (!large || q->staged_bytes + bytes > q->stage_max)
         return 0;
-    if (q->n_stages == q->cap_stages) {
-        q->cap_stages = q->cap_stages ? 2 * q->cap_stages : 16;
-        q->stages = hsq_xrealloc(q->stages, q->cap_stages * sizeof *q->stages);
-    }
+    q->stages = hsq_xgrow(q->stages, q->n_stages, &q->cap_stages, sizeof *q->stages, 16);
     hsq_stage *s = &q->stages[q->n_stages++];
     memset(s, 0, sizeof *s);
     s->buf = hsq_xmalloc(bytes);
@@ -2241,10 +2227,7 @@ static void h_lease(req_ctx *c) {
         memmove(p, p + 1, (q->n_parked - oldest - 1) * sizeof *p);
         q->n_parked--;
     }
-    if (q->n_parked == q->cap_parked) {
-        q->cap_parked = q->cap_parked ? q->cap_parked * 2 : 16;
-        q->parked = hsq_xrealloc(q->parked, q->cap_parked * sizeof *q->parked);
-    }
+    q->parked = hsq_xgrow(q->parked, q->n_parked, &q->cap_parked, sizeof *q->parked, 16);
     parked_lease *p = &q->parked[q->n_parked++];
     memcpy(p->peer, c->peer, c->plen);
     p->peer_len = c->plen;
@@ -2429,10 +2412,7 @@ static void h_done(req_ctx *c) {
         /* Everything is validated when the stats are back (a stat of a
          * key outside the prefix tells the worker nothing: it is refused
          * then either way). */
-        if (q->n_checks == q->cap_checks) {
-            q->cap_checks = q->cap_checks ? 2 * q->cap_checks : 64;
-            q->checks = hsq_xrealloc(q->checks, q->cap_checks * sizeof *q->checks);
-        }
+        q->checks = hsq_xgrow(q->checks, q->n_checks, &q->cap_checks, sizeof *q->checks, 64);
         check_make(c, &q->checks[q->n_checks++]);
         return;
     }
@@ -2804,11 +2784,8 @@ static void h_purge(req_ctx *c) {
             q->purge_used = 0;
             q->purge_exhausted = 0;
         }
-        if (q->n_purge_waits == q->cap_purge_waits) {
-            q->cap_purge_waits = q->cap_purge_waits ? 2 * q->cap_purge_waits : 4;
-            q->purge_waits =
-                hsq_xrealloc(q->purge_waits, q->cap_purge_waits * sizeof *q->purge_waits);
-        }
+        q->purge_waits = hsq_xgrow(q->purge_waits, q->n_purge_waits, &q->cap_purge_waits,
+                                   sizeof *q->purge_waits, 4);
         purge_wait *w = &q->purge_waits[q->n_purge_waits++];
         w->sock = c->sock;
         memcpy(w->peer, c->peer, c->plen);
@@ -2823,10 +2800,7 @@ static void h_purge(req_ctx *c) {
 /* A new, zeroed entry for the reaper, in flight once the turn hands the
  * list over (hsq_queue_take_reaps); the caller fills it in. */
 static hsq_reap *reap_push(hsq_queue *q) {
-    if (q->n_reaps == q->cap_reaps) {
-        q->cap_reaps = q->cap_reaps ? 2 * q->cap_reaps : 16;
-        q->reaps = hsq_xrealloc(q->reaps, q->cap_reaps * sizeof *q->reaps);
-    }
+    q->reaps = hsq_xgrow(q->reaps, q->n_reaps, &q->cap_reaps, sizeof *q->reaps, 16);
     hsq_reap *r = &q->reaps[q->n_reaps++];
     memset(r, 0, sizeof *r);
     return r;
@@ -2863,10 +2837,8 @@ static void h_erase(req_ctx *c) {
         fail_store(c, note(q, rc));
         return;
     }
-    if (q->n_erase_waits == q->cap_erase_waits) {
-        q->cap_erase_waits = q->cap_erase_waits ? q->cap_erase_waits * 2 : 8;
-        q->erase_waits = hsq_xrealloc(q->erase_waits, q->cap_erase_waits * sizeof *q->erase_waits);
-    }
+    q->erase_waits =
+        hsq_xgrow(q->erase_waits, q->n_erase_waits, &q->cap_erase_waits, sizeof *q->erase_waits, 8);
     struct erase_wait *w = &q->erase_waits[q->n_erase_waits++];
     memcpy(w->peer, c->peer, c->plen);
     w->peer_len = c->plen;
