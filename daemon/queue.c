@@ -2385,10 +2385,52 @@ static void check_make(req_ctx *c, hsq_check *k) {
 
 /* The lease is current and every output key lies under the task's prefix:
  * 0 with t loaded, else answered. */
+/* A done for a task that is not there (erased meanwhile, or a lease that
+ * left before a commit that failed or never came, see hsq_queue_end_turn):
+ * no record will ever point at the files the worker wrote for it, so they
+ * go now, the directory "u/<hash>/<task>/" of each output key that names
+ * this task. A key of any other shape is left alone (it is refused as
+ * outside the task's prefix in any case). */
+static void discard_outputs(hsq_queue *q, const hsq_req_done *r) {
+    char dir[HSQ_BLOB_KEY_MAX + 1], last[HSQ_BLOB_KEY_MAX + 1] = "";
+    char id[24];
+    int il = snprintf(id, sizeof id, "%" PRIu64 "/", r->task);
+    uint64_t bytes = 0, files = 0;
+    for (uint32_t i = 0; i < r->n_outputs; i++) {
+        hsq_str k = r->outputs[i].key;
+        size_t dl = HSQ_BLOB_PREFIX_LEN + (size_t)il;
+        if (k.len <= dl || k.len > HSQ_BLOB_KEY_MAX || memcmp(k.ptr, "u/", 2) != 0 ||
+            k.ptr[HSQ_BLOB_PREFIX_LEN - 1] != '/' ||
+            memcmp(k.ptr + HSQ_BLOB_PREFIX_LEN, id, (size_t)il) != 0)
+            continue;
+        memcpy(dir, k.ptr, k.len);
+        dir[k.len] = '\0';
+        if (!hsq_blob_key_ok(dir))
+            continue;
+        dir[dl] = '\0';
+        if (strcmp(dir, last) == 0)
+            continue;
+        memcpy(last, dir, dl + 1);
+        uint64_t b = 0;
+        q->blob_ops++;
+        if (hsq_blob_delete_prefix_flags(q->blob, dir, &b, HSQ_BLOB_DEFER) == 0) {
+            bytes += b;
+            files++;
+        }
+    }
+    if (files)
+        hsq_log(HSQ_LOG_NOTICE, "queue",
+                "late result discarded task=%" PRIu64 " dirs=%" PRIu64 " bytes=%" PRIu64, r->task,
+                files, bytes);
+}
+
 static int done_validate(req_ctx *c, hsq_task *t) {
     const hsq_req_done *r = &c->m->req.done;
-    if (check_lease(c, r->task, r->token, t) != 0)
+    if (check_lease(c, r->task, r->token, t) != 0) {
+        if (c->q->turn_err == 0 && load_task(c->q, r->task, t) == HSQ_ENOTFOUND)
+            discard_outputs(c->q, r);
         return HSQ_ESTALE;
+    }
     char prefix[HSQ_BLOB_KEY_MAX + 1];
     out_prefix(c->q, t->user, t->id, prefix, sizeof prefix);
     size_t pl = strlen(prefix);

@@ -853,6 +853,50 @@ static void test_cancel(void) {
     HSQ_ASSERT_EQ(task_op(HSQ_OP_CANCEL, 4242, NULL)->m.rep.error.code, HSQ_ENOTFOUND);
 }
 
+static uint64_t finished_task(const char *user);
+
+/* A done for a task that is not there: the worker's files for it go (no
+ * record will ever point at them), and nothing else does. */
+static void test_late_result_discarded(void) {
+    fresh();
+    /* The user was erased while the task ran. */
+    uint64_t id = (uint64_t)submit("lu", NULL), tok;
+    HSQ_ASSERT_U64_EQ(lease1("w1", &tok), id);
+    uint64_t erid = erase_request("lu");
+    for (int i = 0; i < 8 && !replied(erid); i++) {
+        begin();
+        turn();
+    }
+    HSQ_ASSERT_EQ(reply_to(erid)->m.kind, HSQ_KIND_REPLY);
+    HSQ_ASSERT_EQ(done("w1", id, tok, "lu")->m.rep.error.code, HSQ_ESTALE);
+    HSQ_ASSERT(!blob_exists("lu", id, "out-0.jpg"));
+    char path[400];
+    char prefix[HSQ_BLOB_PREFIX_LEN + 1];
+    hsq_blob_user_prefix(bl, "lu", 2, prefix);
+    snprintf(path, sizeof path, "%s/blobs/%s%llu", dir, prefix, (unsigned long long)id);
+    HSQ_ASSERT(access(path, F_OK) != 0);
+
+    /* A task id that was never committed. */
+    HSQ_ASSERT_EQ(done("w1", 999999, 7, "lu")->m.rep.error.code, HSQ_ESTALE);
+    HSQ_ASSERT(!blob_exists("lu", 999999, "out-0.jpg"));
+
+    /* A stale token on a task that is there: its files stay. */
+    uint64_t a = finished_task("kai");
+    HSQ_ASSERT_EQ(done("w1", a, 12345, "kai")->m.rep.error.code, HSQ_ESTALE);
+    HSQ_ASSERT(blob_exists("kai", a, "out-0.jpg"));
+    /* A missing task whose done names another task's directory: kept. */
+    char key[256];
+    hsq_wire_msg m;
+    done_msg(&m, a, 1, "kai", key, sizeof key, 0);
+    m.req.done.task = 888888;
+    begin();
+    feed(HSQ_SOCK_WORKER, "w1", &m, NULL, 0);
+    turn();
+    HSQ_ASSERT_EQ(reply_to(m.rid)->m.rep.error.code, HSQ_ESTALE);
+    HSQ_ASSERT(blob_exists("kai", a, "out-0.jpg"));
+    HSQ_ASSERT_EQ(task_op(HSQ_OP_RESULT, a, "kai")->m.kind, HSQ_KIND_REPLY);
+}
+
 static void test_limits(void) {
     fresh();
     conf.max_queued_per_user = 3;
@@ -2786,6 +2830,7 @@ int main(void) {
     test_heartbeat_keeps_lease();
     test_fail_retryable_and_permanent();
     test_cancel();
+    test_late_result_discarded();
     test_limits();
     test_fairness_and_priority();
     test_list_pages();
