@@ -229,10 +229,13 @@ struct hsq_queue {
     int recovering;          /* purge requests wait for the janitor's walk (queue.h) */
     int recover_recorded;    /* this start recorded ranges not yet recovered */
     uint32_t purge_used;     /* a reaping purge pass: sweep budget used so far */
+    void (*before_commit)(void *ud); /* hsq_queue_set_before_commit */
+    void *before_commit_ud;
     int sweep_exhausted;     /* the last sweep stopped for want of due entries */
     idset dry_seen;          /* a dry sweep: tasks counted through a stale entry */
     int purge_exhausted;     /* ... the last sweep of the purge pass did */
     uint64_t turn_first_id;  /* the next id when this turn began */
+    uint64_t durable_next_id; /* ... when the last commit (or the load) was made */
     uint64_t reaped_bytes;  /* ... and the bytes its prefix removal freed */
     int ledger_pending;    /* ledger entries may exist: erase them next turn */
     /* Free-page scrub after an erasure (hsq_store_scrub): the free list's
@@ -1730,9 +1733,11 @@ static void h_submit(req_ctx *c) {
     }
 
     uint64_t id = q->ids.next_id;
-    if (id - q->turn_first_id >= HSQ_RECOVER_SPAN) {
-        /* Start-up recovery assumes a lost turn took fewer ids (queue.h);
-         * the shell's per-turn batch keeps far below. */
+    if (id - q->durable_next_id >= HSQ_RECOVER_SPAN) {
+        /* Start-up recovery assumes that what a crash lost took fewer ids
+         * (queue.h): a turn, and the failed turns since the last commit,
+         * whose ids are not used again (fail_turn). The shell's per-turn
+         * batch keeps far below. */
         FAIL(c, HSQ_EUNAVAIL, "too many submits in one turn; retry");
         return;
     }
@@ -4243,7 +4248,7 @@ static void fail_turn(hsq_queue *q, int err) {
     size_t j = 0;
     for (size_t i = 0; i < q->n_out; i++) {
         hsq_out *o = &q->out[i];
-        if (!o->is_reply) {
+        if (!o->is_reply || o->sent) {
             out_free_frames(o);
             hsq_wbuf_free(&o->meta);
             continue;
@@ -4270,11 +4275,20 @@ static void fail_turn(hsq_queue *q, int err) {
         q->erase_state = q->erase_saved_state;
         q->erase_rec = q->erase_saved_rec;
     }
-    /* Reload the cached counters from what is really on disk. */
+    /* Reload the cached counters from what is really on disk, except
+     * that ids and tokens never go back: a lease reply may have left
+     * before the commit (hsq_queue_end_turn), and a worker holding one
+     * must never meet its task id or token on another task. */
+    ids_rec handed = q->ids;
     if (hsq_store_begin(q->st, 1) == 0) {
         load_meta(q);
         hsq_store_abort(q->st);
     }
+    if (q->ids.next_id < handed.next_id)
+        q->ids.next_id = handed.next_id;
+    if (q->ids.next_token < handed.next_token)
+        q->ids.next_token = handed.next_token;
+    q->meta_dirty = 1;
     if (err == HSQ_EDISKFULL)
         hsq_store_grow(q->st, q->conf.map_max_bytes);
 }
@@ -4353,6 +4367,8 @@ int hsq_queue_end_turn(hsq_queue *q) {
         fail_turn(q, rc);
         return rc;
     }
+    if (q->before_commit)
+        q->before_commit(q->before_commit_ud);
     hsq_fault("turn.before_commit");
     rc = q->durable ? hsq_store_commit(q->st) : hsq_store_commit_lazy(q->st);
     q->cost.commit_us = mono_us(q) - t2;
@@ -4362,8 +4378,18 @@ int hsq_queue_end_turn(hsq_queue *q) {
     }
     hsq_fault("turn.after_commit");
     q->meta_dirty = 0;
+    q->durable_next_id = q->ids.next_id;
     turn_blobs_clear(q, 0);
     return 0;
+}
+
+int hsq_out_early(const hsq_out *o) {
+    return o->sock == HSQ_SOCK_WORKER && o->is_reply && o->op == HSQ_OP_LEASE && !o->sent;
+}
+
+void hsq_queue_set_before_commit(hsq_queue *q, void (*fn)(void *ud), void *ud) {
+    q->before_commit = fn;
+    q->before_commit_ud = ud;
 }
 
 void hsq_queue_turn_cost(const hsq_queue *q, hsq_turn_cost *out) {
@@ -4456,7 +4482,8 @@ int hsq_recover_match(const char *key, const hsq_id_range *r, size_t n) {
     char *end;
     errno = 0;
     unsigned long long id = strtoull(p + 1, &end, 10);
-    if (errno != 0 || *end != '/' || strncmp(end + 1, "in-", 3) != 0)
+    if (errno != 0 || *end != '/' ||
+        (strncmp(end + 1, "in-", 3) != 0 && strncmp(end + 1, "out-", 4) != 0))
         return 0;
     for (size_t i = 0; i < n; i++)
         if (id >= r[i].lo && id < r[i].hi)
@@ -4554,6 +4581,7 @@ int hsq_queue_recover_begin(hsq_queue *q, hsq_id_range out[HSQ_RECOVER_RANGES], 
      * cleanly may hold uploads of a lost turn. */
     int ran = rc == 0 && hsq_store_get(q->st, HSQ_DB_META, "ids", 3, &v) == 0;
     int clean = rc == 0 && hsq_store_get(q->st, HSQ_DB_META, CLEAN_KEY, strlen(CLEAN_KEY), &v) == 0;
+    int crashed = rc == 0 && ran && !clean;
     if (rc == 0 && ran && !clean && k == HSQ_RECOVER_RANGES) {
         /* Every earlier start crashed before its walk ended: walk now. */
         hsq_store_abort(q->st);
@@ -4571,6 +4599,11 @@ int hsq_queue_recover_begin(hsq_queue *q, hsq_id_range out[HSQ_RECOVER_RANGES], 
         ids.next_id = r[k].hi;
         k++;
     }
+    /* Leases leave before their commit (hsq_queue_end_turn): a crash may
+     * have handed out tokens past the recorded counter, so it jumps past
+     * any that many. */
+    if (crashed)
+        ids.next_token += HSQ_TOKEN_JUMP;
     /* From here on a crash is not a clean stop (hsq_queue_mark_clean). */
     if (rc == 0)
         rc = hsq_store_del(q->st, HSQ_DB_META, CLEAN_KEY, strlen(CLEAN_KEY));
@@ -4587,6 +4620,7 @@ int hsq_queue_recover_begin(hsq_queue *q, hsq_id_range out[HSQ_RECOVER_RANGES], 
     if ((rc = hsq_store_commit(q->st)) != 0)
         return rc;
     q->ids = ids;
+    q->durable_next_id = ids.next_id;
     memcpy(out, r, k * sizeof *r);
     *n = k;
     q->recovering = q->recover_recorded = k > 0;
@@ -4724,6 +4758,7 @@ int hsq_queue_new(hsq_queue **out, hsq_store *st, hsq_blob *blob, const hsq_queu
         *out = NULL;
         return rc;
     }
+    q->durable_next_id = q->ids.next_id;
     /* Leases and backoffs left by a previous run are due at once: the first
      * turn looks at them, and finishes any erasure a crash interrupted. */
     q->store_deadline = now_ms;

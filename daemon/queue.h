@@ -115,7 +115,20 @@ typedef struct {
     uint8_t ev_state;
     int64_t ev_at_ms;
     int unsent; /* an event nobody subscribed to: not encoded, only counted */
+    int sent;   /* sent before the commit (hsq_out_early): done with */
 } hsq_out;
+
+/* Whether o may leave before the turn's commit: a lease reply. Leases then
+ * reach workers while the commit that records them (and, nearly always,
+ * the submits of the tasks they carry) waits for the disk, which is most
+ * of what a task's time from submit to lease was. It promises nothing a
+ * crash or a failed commit could break: the task is leased again (or, if
+ * its submit was lost, never existed and was never acknowledged); task ids
+ * and tokens are never handed out twice (fail_turn, HSQ_TOKEN_JUMP); and a
+ * worker's files for a task that is not there go when its done comes
+ * (queue.c, discard_outputs), or with the recovery walk after a crash
+ * (hsq_recover_match). Every other reply waits for the commit. */
+int hsq_out_early(const hsq_out *o);
 
 typedef struct hsq_queue hsq_queue;
 
@@ -339,14 +352,22 @@ void hsq_stages_free(hsq_blob *b, hsq_stage *v, size_t n);
 hsq_out *hsq_queue_outbox(hsq_queue *q, size_t *n);
 void hsq_queue_outbox_clear(hsq_queue *q);
 
+/* fn(ud) runs in hsq_queue_end_turn right before the commit, once nothing
+ * short of the commit itself can fail the turn: the shell sends the
+ * outbox entries for which hsq_out_early says so and sets their `sent`.
+ * A turn that fails drops them (they were answered); the rest of the
+ * outbox goes after the commit, as errors if it failed. */
+void hsq_queue_set_before_commit(hsq_queue *q, void (*fn)(void *ud), void *ud);
+
 /* Earliest wall-clock ms at which a turn has time-based work (INT64_MAX when
  * none), so the shell can arm one timer. */
 int64_t hsq_queue_next_deadline(hsq_queue *q);
 
 /* ---- start-up recovery ----
  *
- * hsqd writes a submit's inputs before the transaction that records them, so
- * a crash can leave uploads behind whose task ids were never committed: ids
+ * hsqd writes a submit's inputs before the transaction that records them,
+ * and sends leases before it too, so a crash can leave uploads (and a
+ * worker's outputs) behind whose task ids were never committed: ids
  * from the persisted next id up to what the lost turn allocated (a turn
  * takes fewer than HSQ_RECOVER_SPAN submits: the core refuses more). Finding
  * them means walking the blob tree, which is O(files): that walk runs on the
@@ -357,6 +378,9 @@ int64_t hsq_queue_next_deadline(hsq_queue *q);
  * (hsq_queue_mark_clean) leaves no uploads in flight, and the next start no
  * range and no gap in the ids. Ranges are [lo, hi). */
 #define HSQ_RECOVER_SPAN 4096u
+/* ... and moves the next fencing token this far past the recorded one, past
+ * any token a lease sent before the lost commit carried. */
+#define HSQ_TOKEN_JUMP (1ull << 32)
 #define HSQ_RECOVER_RANGES 8
 
 typedef struct {
@@ -404,8 +428,11 @@ int hsq_recover_ranges(hsq_store *st, hsq_id_range r[HSQ_RECOVER_RANGES], size_t
  * record (the uploads the ranges stood for among them). */
 int hsq_recover_forget(hsq_store *st);
 
-/* 1 when key is an upload ("u/<hash>/<id>/in-<n>") of a task id in one of
- * the n ranges, else 0. */
+/* 1 when key is an upload ("u/<hash>/<id>/in-<n>") or an output
+ * ("u/<hash>/<id>/out-...") of a task id in one of the n ranges, else 0. No
+ * task of such an id was ever committed; an output there is one a worker
+ * wrote for a lease that left before the lost turn's commit
+ * (hsq_queue_end_turn). */
 int hsq_recover_match(const char *key, const hsq_id_range *r, size_t n);
 
 /* One walk of the blob store b for recovery: stale temp files removed, and

@@ -2,6 +2,7 @@
 
 #include "common/alloc.h"
 #include "common/clock.h"
+#include "common/fault.h"
 #include "common/log.h"
 #include "daemon/janitor.h"
 #include "daemon/pool.h"
@@ -232,6 +233,41 @@ static int event_wanted(void *ud, const void *topic, size_t len) {
     return 0;
 }
 
+static void send_one(srv *sv, const hsq_out *o) {
+    void *s = sv->zs[o->sock];
+    if (!s || o->unsent)
+        return; /* no events socket configured, or nobody subscribed */
+    int rc = zmq_send(s, o->peer, o->peer_len, ZMQ_SNDMORE | ZMQ_DONTWAIT);
+    if (rc >= 0)
+        rc = zmq_send(s, o->meta.data, o->meta.len, (o->nframes ? ZMQ_SNDMORE : 0) | ZMQ_DONTWAIT);
+    for (uint32_t f = 0; rc >= 0 && f < o->nframes; f++)
+        rc = zmq_send(s, o->frames[f].ptr, o->frames[f].len,
+                      (f + 1 < o->nframes ? ZMQ_SNDMORE : 0) | ZMQ_DONTWAIT);
+    if (rc < 0 && o->sock != HSQ_SOCK_EVENTS) {
+        /* The state is in LMDB: a peer that went away will ask again
+         * (clients) or its lease will expire (workers). */
+        hsq_log(HSQ_LOG_NOTICE, "srv", "send failed op=%s rid=%" PRIu64 " err=%s",
+                hsq_op_name(o->op), o->rid, zmq_strerror(zmq_errno()));
+    }
+}
+
+/* Right before the turn's commit (queue.h, hsq_queue_set_before_commit):
+ * the lease replies go now. */
+static void send_early(void *ud) {
+    srv *sv = ud;
+    size_t n, sent = 0;
+    hsq_out *out = hsq_queue_outbox(sv->q, &n);
+    for (size_t i = 0; i < n; i++) {
+        if (hsq_out_early(&out[i])) {
+            send_one(sv, &out[i]);
+            out[i].sent = 1;
+            sent++;
+        }
+    }
+    if (sent)
+        hsq_fault("turn.leases_sent");
+}
+
 static void send_outbox(srv *sv, int committed) {
     size_t n;
     hsq_out *out = hsq_queue_outbox(sv->q, &n);
@@ -244,22 +280,8 @@ static void send_outbox(srv *sv, int committed) {
                 hsq_hist_observe(&sv->submit_ack,
                                  (double)(hsq_clock_mono_us() - sv->recv_us[i]) / 1e6);
         }
-        void *s = sv->zs[o->sock];
-        if (!s || o->unsent)
-            continue; /* no events socket configured, or nobody subscribed */
-        int rc = zmq_send(s, o->peer, o->peer_len, ZMQ_SNDMORE | ZMQ_DONTWAIT);
-        if (rc >= 0)
-            rc = zmq_send(s, o->meta.data, o->meta.len,
-                          (o->nframes ? ZMQ_SNDMORE : 0) | ZMQ_DONTWAIT);
-        for (uint32_t f = 0; rc >= 0 && f < o->nframes; f++)
-            rc = zmq_send(s, o->frames[f].ptr, o->frames[f].len,
-                          (f + 1 < o->nframes ? ZMQ_SNDMORE : 0) | ZMQ_DONTWAIT);
-        if (rc < 0 && o->sock != HSQ_SOCK_EVENTS) {
-            /* The state is in LMDB: a peer that went away will ask again
-             * (clients) or its lease will expire (workers). */
-            hsq_log(HSQ_LOG_NOTICE, "srv", "send failed op=%s rid=%" PRIu64 " err=%s",
-                    hsq_op_name(o->op), o->rid, zmq_strerror(zmq_errno()));
-        }
+        if (!o->sent)
+            send_one(sv, o);
     }
     hsq_queue_outbox_clear(sv->q);
     if (sv->recv_us)
@@ -761,6 +783,7 @@ int hsq_srv_run(const hsq_srv_conf *conf, hsq_queue *q) {
             recover_inline(&sv); /* no blob root: no threads */
         }
         hsq_queue_set_cost_clock(q, hsq_clock_mono_us);
+        hsq_queue_set_before_commit(q, send_early, &sv);
         uint64_t wd_us = 0;
         if (sd_watchdog_enabled(0, &wd_us) > 0)
             sv.watchdog_ms = wd_us / 1000 ? wd_us / 1000 : 1;
@@ -788,6 +811,7 @@ int hsq_srv_run(const hsq_srv_conf *conf, hsq_queue *q) {
      * files. */
     hsq_queue_set_checking(q, 0);
     hsq_queue_set_staging(q, 0);
+    hsq_queue_set_before_commit(q, NULL, NULL);
     sv.closing = 1;
     uv_walk(&sv.loop, close_walk, NULL);
     uv_run(&sv.loop, UV_RUN_DEFAULT);

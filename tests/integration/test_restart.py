@@ -14,7 +14,13 @@
     a restart with its input under its key, and no staged file is left;
   * hsqd SIGKILLed with submits staged: none was acknowledged, none is
     there after a restart, and their staged files are temp files, which no
-    walk lists (`hsq fsck` finds nothing) and which erase-user removes.
+    walk lists (`hsq fsck` finds nothing) and which erase-user removes;
+  * hsqd SIGKILLed after a lease left but before the turn that made it
+    committed (leases go before the commit): the task it carries was
+    submitted in that turn and never acknowledged. After a restart it does
+    not exist, the worker's done for it is refused and its output goes,
+    the next task has another id, the next lease a token 2^32 further, and
+    `hsq fsck` finds nothing.
 """
 import os
 import sys
@@ -198,6 +204,56 @@ def main(h):
     js = fsck(h, d.data_dir)
     check_eq((js["orphans"], js["dangling"]), (fsck_before["orphans"], fsck_before["dangling"]),
              "fsck's orphans and dangling records, after against before the crash")
+
+    lease_before_lost_commit(h, img)
+
+
+def lease_before_lost_commit(h, img):
+    """A lease that left before its turn's commit, which a crash lost."""
+    # The turn that sends a lease holds 10 s before its commit: long
+    # enough to see the lease arrive and kill hsqd before the commit.
+    d = start_faulty(h, "turn.leases_sent~10000", SETS, h.path("early-lease"))
+    c = h.client(d.client)
+    fw = h.fake_worker(d.worker)
+    fw.ready(name="early")
+    lease_rid = fw.send("lease", {"max": 1, "wait_ms": int(tmo(30) * 1000)})
+    # A round trip on the same socket: the lease request is parked by now.
+    fw.ok("heartbeat", {"leases": [{"task": 999999, "token": 1}]})
+    c.send("submit", {"user": "eve", "inputs": [{"kind": "portrait", "name": "p.png"}],
+                      "outputs": OUT}, [img])
+    r = fw.recv_rid(lease_rid, timeout=tmo(10))
+    jobs = r.meta.get("jobs", [])
+    check_eq(len(jobs), 1, "jobs in the lease that left before the commit")
+    job = jobs[0]
+    check(c.try_recv(0.2) is None, "the submit was acknowledged before its commit")
+    d.kill9()
+    c.close()
+    d = h.start_hsqd(transport="ipc", extra_sets=SETS, data_dir=d.data_dir)
+    c = h.client(d.client)
+    check_eq(c.call("status", {"task": job["task"]}).code, "not_found",
+             "the task of the lost turn after the restart")
+    # The worker finishes the job and reports it to the new hsqd.
+    key = job["out_prefix"] + "out-0.jpg"
+    data = harness.make_png(20, 20, seed=3)
+    harness.write_blob(d.blob_dir, key, data)
+    fw.err("done", {"task": job["task"], "token": job["token"],
+                    "outputs": [{"key": key, "size": len(data), "sha256": harness.sha256(data),
+                                 "width": 20, "height": 20, "format": "jpeg"}]},
+           "stale_lease", timeout=tmo(20))
+    out_dir = os.path.join(d.blob_dir, job["out_prefix"])
+    harness.poll_until(lambda: not os.path.exists(out_dir), tmo(10),
+                       "the late result's directory deleted", interval=0.02)
+    t = c.submit("eve", images=[img], outputs=OUT)["task"]
+    check(t > job["task"], "a new task's id %d after the lost one %d" % (t, job["task"]))
+    jobs, _ = fw.lease(max=1, wait_ms=int(tmo(10) * 1000))
+    check_eq([j["task"] for j in jobs], [t], "the new task leased")
+    check(jobs[0]["token"] >= job["token"] + (1 << 32),
+          "the new lease's token %d against the lost one's %d" % (jobs[0]["token"], job["token"]))
+    c.close()
+    d.stop()
+    js = fsck(h, d.data_dir)
+    check_eq((js["orphans"], js["dangling"]), (0, 0),
+             "fsck's orphans and dangling records after the lost commit")
 
 
 def start_faulty(h, fault, sets, data_dir):

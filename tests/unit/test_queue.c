@@ -1230,9 +1230,9 @@ static void test_restart_keeps_state(void) {
     HSQ_ASSERT(c > b); /* ids never repeat */
 }
 
-/* A map too small for the work: the turn fails, nothing in it is acked,
- * earlier acks survive, and the map grows so the next try succeeds. */
-static void test_map_full(void) {
+/* A fresh store whose map starts at 1 MiB (8 MiB at most), for inputs of
+ * up to 64 KiB inline: a few dozen submits fill it. */
+static void open_small_map(void) {
     fresh();
     close_all();
     char db[300], blobs[300];
@@ -1243,6 +1243,12 @@ static void test_map_full(void) {
     conf.inline_max = 64 * 1024;
     conf.map_max_bytes = 8ull << 20;
     HSQ_OK(hsq_queue_new(&q, st, bl, &conf, now));
+}
+
+/* A map too small for the work: the turn fails, nothing in it is acked,
+ * earlier acks survive, and the map grows so the next try succeeds. */
+static void test_map_full(void) {
+    open_small_map();
     static uint8_t big[60 * 1024];
     memset(big, 7, sizeof big);
     int acked = 0, full = 0;
@@ -1278,6 +1284,46 @@ static void test_map_full(void) {
     hsq_wire_stats s;
     hsq_queue_stats(q, &s);
     HSQ_ASSERT_EQ(s.queued, acked);
+}
+
+/* A turn that fails after it gave a submit its id: that id is never used
+ * again (a lease may have left with it before a commit that failed, and
+ * fail_turn keeps ids and tokens where they were). Each turn here has a
+ * small submit, which takes an id, and then one the full map refuses. */
+static void test_failed_turn_ids(void) {
+    open_small_map();
+    static uint8_t big[60 * 1024];
+    memset(big, 9, sizeof big);
+    uint64_t last = 0;
+    int failed = 0;
+    for (int i = 0; i < 400 && failed < 3; i++) {
+        hsq_wire_msg small, large;
+        submit_msg(&small, "pia", NULL, HSQ_PRIO_NORMAL);
+        submit_msg(&large, "pia", NULL, HSQ_PRIO_NORMAL);
+        small.rid = rid_seq++;
+        large.rid = rid_seq++;
+        hsq_bytes fs = {tiny, sizeof tiny}, fl = {big, sizeof big};
+        begin();
+        feed(HSQ_SOCK_CLIENT, "web", &small, &fs, 1);
+        feed(HSQ_SOCK_CLIENT, "web", &large, &fl, 1);
+        int rc = turn();
+        captured *rs = reply_to(small.rid), *rl = reply_to(large.rid);
+        if (rc == 0) {
+            HSQ_ASSERT_EQ(rs->m.kind, HSQ_KIND_REPLY);
+            HSQ_ASSERT(rs->m.rep.submit.task > last);
+            last = rl->m.rep.submit.task;
+            continue;
+        }
+        HSQ_ASSERT_EQ(rs->m.rep.error.code, HSQ_EDISKFULL);
+        HSQ_ASSERT_EQ(rl->m.rep.error.code, HSQ_EDISKFULL);
+        failed++;
+        /* The small one had taken last + 1: the next task gets more. */
+        int64_t id = submit("pia", NULL);
+        HSQ_ASSERT(id > 0);
+        HSQ_ASSERT((uint64_t)id > last + 1);
+        last = (uint64_t)id;
+    }
+    HSQ_ASSERT(failed > 0);
 }
 
 /* Jobs with long prompts: one lease reply stays under the meta limit, and
@@ -1990,7 +2036,13 @@ static void test_recovery(void) {
     char out[300];
     snprintf(out, sizeof out, "%.*s%llu/out-0.jpg", (int)(strchr(orphan + 2, '/') - orphan + 1),
              orphan, (unsigned long long)(a + 1));
-    HSQ_ASSERT(!hsq_recover_match(out, r, n)); /* outputs are the sweeper's */
+    /* A worker's output for a lease that left before the lost commit. */
+    HSQ_ASSERT(hsq_recover_match(out, r, n));
+    snprintf(out, sizeof out, "%.*s/out-0.jpg", (int)(strrchr(ka, '/') - ka), ka);
+    HSQ_ASSERT(!hsq_recover_match(out, r, n)); /* a committed task's */
+    snprintf(out, sizeof out, "%.*s%llu/notes", (int)(strchr(orphan + 2, '/') - orphan + 1), orphan,
+             (unsigned long long)(a + 1));
+    HSQ_ASSERT(!hsq_recover_match(out, r, n)); /* nothing hsq writes */
     HSQ_ASSERT(!hsq_recover_match("u/abc/x1/in-0", r, n));
     HSQ_ASSERT(!hsq_recover_match("v/abc/2/in-0", r, n));
 
@@ -2841,6 +2893,7 @@ int main(void) {
     test_bad_input();
     test_restart_keeps_state();
     test_map_full();
+    test_failed_turn_ids();
     test_stats();
     test_lease_size_budget();
     test_lease_prefetch();
