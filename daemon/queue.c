@@ -2400,7 +2400,7 @@ static void discard_outputs(hsq_queue *q, const hsq_req_done *r) {
     char dir[HSQ_BLOB_KEY_MAX + 1], last[HSQ_BLOB_KEY_MAX + 1] = "";
     char id[24];
     int il = snprintf(id, sizeof id, "%" PRIu64 "/", r->task);
-    uint64_t bytes = 0, files = 0;
+    uint64_t bytes = 0, dirs = 0;
     for (uint32_t i = 0; i < r->n_outputs; i++) {
         hsq_str k = r->outputs[i].key;
         size_t dl = HSQ_BLOB_PREFIX_LEN + (size_t)il;
@@ -2420,13 +2420,13 @@ static void discard_outputs(hsq_queue *q, const hsq_req_done *r) {
         q->blob_ops++;
         if (hsq_blob_delete_prefix_flags(q->blob, dir, &b, HSQ_BLOB_DEFER) == 0) {
             bytes += b;
-            files++;
+            dirs++;
         }
     }
-    if (files)
+    if (dirs)
         hsq_log(HSQ_LOG_NOTICE, "queue",
                 "late result discarded task=%" PRIu64 " dirs=%" PRIu64 " bytes=%" PRIu64, r->task,
-                files, bytes);
+                dirs, bytes);
 }
 
 static int done_validate(req_ctx *c, hsq_task *t) {
