@@ -2243,13 +2243,13 @@ static void h_lease(req_ctx *c) {
 }
 
 /* Check a worker's (task, token); loads the task. Replies stale_lease when the
- * lease is gone. */
+ * lease is gone, and returns HSQ_ENOTFOUND when the task is, else HSQ_ESTALE. */
 static int check_lease(req_ctx *c, uint64_t id, uint64_t token, hsq_task *t) {
     int rc = load_task(c->q, id, t);
     if (rc == HSQ_ENOTFOUND || (rc == 0 && (t->state != HSQ_STATE_LEASED || t->token != token))) {
         FAIL(c, HSQ_ESTALE, "lease on task %" PRIu64 " (token %" PRIu64 ") is no longer held", id,
              token);
-        return HSQ_ESTALE;
+        return rc == HSQ_ENOTFOUND ? rc : HSQ_ESTALE;
     }
     if (rc != 0) {
         fail_store(c, rc);
@@ -2431,8 +2431,9 @@ static void discard_outputs(hsq_queue *q, const hsq_req_done *r) {
 
 static int done_validate(req_ctx *c, hsq_task *t) {
     const hsq_req_done *r = &c->m->req.done;
-    if (check_lease(c, r->task, r->token, t) != 0) {
-        if (c->q->turn_err == 0 && load_task(c->q, r->task, t) == HSQ_ENOTFOUND)
+    int rc = check_lease(c, r->task, r->token, t);
+    if (rc != 0) {
+        if (rc == HSQ_ENOTFOUND)
             discard_outputs(c->q, r);
         return HSQ_ESTALE;
     }

@@ -260,32 +260,28 @@ static captured *task_op(hsq_op op, uint64_t task, const char *user) {
     return ask("web-1", &m, NULL, 0);
 }
 
-/* A purge request (limit entries) or an erasure request, fed in a turn of
- * its own; returns its rid. */
-static uint64_t purge_request(uint32_t limit) {
+/* A purge request (limit entries, a dry run or not) or an erasure request,
+ * fed in a turn of its own; returns its rid. */
+static uint64_t purge_send(uint32_t limit, int dry) {
     hsq_wire_msg m;
     memset(&m, 0, sizeof m);
     m.op = HSQ_OP_PURGE;
     m.rid = rid_seq++;
     m.req.purge.limit = limit;
+    m.req.purge.dry_run = (uint8_t)dry;
     begin();
     feed(HSQ_SOCK_CLIENT, "ops", &m, NULL, 0);
     turn();
     return m.rid;
 }
 
-/* A dry-run purge (limit entries) in a turn of its own; the reply. */
+static uint64_t purge_request(uint32_t limit) {
+    return purge_send(limit, 0);
+}
+
+/* A dry-run purge in a turn of its own; the reply. */
 static captured *purge_dry(uint32_t limit) {
-    hsq_wire_msg m;
-    memset(&m, 0, sizeof m);
-    m.op = HSQ_OP_PURGE;
-    m.rid = rid_seq++;
-    m.req.purge.limit = limit;
-    m.req.purge.dry_run = 1;
-    begin();
-    feed(HSQ_SOCK_CLIENT, "ops", &m, NULL, 0);
-    turn();
-    return reply_to(m.rid);
+    return reply_to(purge_send(limit, 1));
 }
 
 static uint64_t erase_request(const char *user) {
