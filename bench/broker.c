@@ -41,6 +41,7 @@
  * Only libzmq, libc, pthreads and hsq's own wire codec are used.
  */
 #include "common/buf.h"
+#include "daemon/journal.h"
 #include "schemas/err.h"
 #include "schemas/wire.h"
 
@@ -606,6 +607,8 @@ typedef struct {
     uint64_t n;
 } disk_lat;
 
+#define JOURNAL_PROBE_BYTES 1024u
+
 static int disk_commit_probe(const char *dir, int pages, double rate, double secs, disk_lat *out) {
     char path[1100];
     snprintf(path, sizeof path, "%.1024s/commit-probe.tmp", dir);
@@ -663,6 +666,50 @@ out:
     free(zero);
     free(lat.v);
     return rc;
+}
+
+/* The journal's append (daemon/journal.h) at the same pacing: one record of
+ * `bytes` per request, the size of a turn's redo for one small submit (its
+ * task record, input, queue and index keys). What an acknowledgement would
+ * wait for if it waited for the journal instead of the LMDB commit: the
+ * lower bound for a journal-first design on this disk. 0 on success. */
+static int journal_probe(const char *dir, size_t bytes, double rate, double secs, disk_lat *out) {
+    char path[1100];
+    snprintf(path, sizeof path, "%.1024s/journal-probe.tmp", dir);
+    hsq_journal *j = NULL;
+    uint8_t *rec = xmalloc(bytes);
+    u64vec lat = {0};
+    int rc = hsq_journal_open(&j, path, 16u << 20);
+    if (rc == 0)
+        rc = hsq_journal_replay(j, 0, NULL, NULL);
+    fill_random(rec, bytes, 0x10a1);
+    uint64_t period = (uint64_t)(1e9 / rate), t0 = now_ns();
+    uint64_t n = (uint64_t)(secs * rate);
+    for (uint64_t i = 0; rc == 0 && i < n; i++) {
+        uint64_t at = t0 + i * period, lsn;
+        sleep_until_ns(at);
+        rec[0] = (uint8_t)i;
+        struct iovec v = {rec, bytes};
+        rc = hsq_journal_append(j, &v, 1, &lsn);
+        if (rc == HSQ_EDISKFULL) { /* a checkpoint would make room: start over */
+            hsq_journal_rewind(j);
+            rc = hsq_journal_append(j, &v, 1, &lsn);
+        }
+        u64vec_push(&lat, now_ns() - at);
+    }
+    if (rc != 0) {
+        note("journal probe %s: %s", path, hsq_strerror(rc));
+    } else {
+        out->n = lat.n;
+        out->p50 = pct_ms(&lat, 0.50);
+        out->p99 = pct_ms(&lat, 0.99);
+        out->max = pct_ms(&lat, 1.0);
+    }
+    hsq_journal_close(&j);
+    unlink(path);
+    free(rec);
+    free(lat.v);
+    return rc == 0 ? 0 : -1;
 }
 
 /* ------------------------------------------------------------------ */
@@ -2397,6 +2444,10 @@ int main(int argc, char **argv) {
             return 1;
         printf("disk %d pages: n %" PRIu64 " p50 %.3f p99 %.3f max %.3f ms\n", o.disk_probe, d.n,
                d.p50, d.p99, d.max);
+        if (journal_probe(o.dir, JOURNAL_PROBE_BYTES, o.paced_rate, o.paced_secs, &d) != 0)
+            return 1;
+        printf("journal append %u bytes: n %" PRIu64 " p50 %.3f p99 %.3f max %.3f ms\n",
+               JOURNAL_PROBE_BYTES, d.n, d.p50, d.p99, d.max);
         return 0;
     }
 
@@ -2630,6 +2681,11 @@ int main(int argc, char **argv) {
         } else {
             failed = 1;
         }
+        if (journal_probe(root, JOURNAL_PROBE_BYTES, o.paced_rate, o.paced_secs, &d1) == 0)
+            printf("%-30s %10s %11.3f %11.3f   (max %.3f ms)\n", "disk: journal append, 1 KiB", "",
+                   d1.p50, d1.p99, d1.max);
+        else
+            failed = 1;
     }
     for (const sys_res *s = &hq; s; s = s == &hq ? &bs0 : s == &bs0 ? &bs1 : NULL)
         if (s->ran && (!s->tput.ok || (o.run_paced && !s->paced.ok)))

@@ -1,0 +1,279 @@
+/* journal.c - see journal.h for the layout and the rules. */
+#include "daemon/journal.h"
+
+#include "common/alloc.h"
+#include "schemas/err.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#define MAGIC 0x4a515348u /* "HSQJ" read as a little-endian u32 */
+#define MIN_SIZE (64u << 10)
+#define FILL_CHUNK (1u << 20)
+
+struct hsq_journal {
+    int fd;        /* reads, the zero fill */
+    int sync_fd;   /* appends: O_DSYNC, so each pwritev returns once durable */
+    uint64_t size; /* bytes, all of them allocated and written */
+    uint64_t tail; /* where the next record goes */
+    uint64_t next_lsn;
+    int replayed;
+};
+
+static void put32(uint8_t *p, uint32_t v) {
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static void put64(uint8_t *p, uint64_t v) {
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint32_t get32(const uint8_t *p) {
+    uint32_t v = 0;
+    for (int i = 3; i >= 0; i--)
+        v = v << 8 | p[i];
+    return v;
+}
+
+static uint64_t get64(const uint8_t *p) {
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--)
+        v = v << 8 | p[i];
+    return v;
+}
+
+/* zlib's crc32 takes a uInt length; payloads stay far below 4 GiB. */
+static uint32_t crc_add(uint32_t crc, const void *p, size_t n) {
+    return (uint32_t)crc32(crc, p, (uInt)n);
+}
+
+static int fsync_dir_of(const char *path) {
+    char copy[PATH_MAX];
+    if (strlen(path) >= sizeof copy)
+        return -ENAMETOOLONG;
+    strcpy(copy, path);
+    int dfd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0)
+        return -errno;
+    int rc = fsync(dfd) == 0 ? 0 : -errno;
+    close(dfd);
+    return rc;
+}
+
+/* Write zeros from `from` to `to` and sync them: blocks that exist and hold
+ * data, so later O_DSYNC writes need no allocation and no size change. */
+static int zero_fill(int fd, uint64_t from, uint64_t to) {
+    uint8_t *zero = calloc(1, FILL_CHUNK);
+    if (!zero)
+        return HSQ_ENOMEM;
+    int rc = 0;
+    while (rc == 0 && from < to) {
+        size_t n = to - from < FILL_CHUNK ? (size_t)(to - from) : FILL_CHUNK;
+        ssize_t w = pwrite(fd, zero, n, (off_t)from);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            rc = w < 0 ? -errno : -EIO;
+        else
+            from += (uint64_t)w;
+    }
+    free(zero);
+    if (rc == 0 && fsync(fd) != 0)
+        rc = -errno;
+    return rc;
+}
+
+int hsq_journal_open(hsq_journal **out, const char *path, uint64_t size) {
+    *out = NULL;
+    if (size < MIN_SIZE)
+        return HSQ_EINVAL;
+    size = (size + 4095) & ~(uint64_t)4095;
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return -errno;
+    int rc = 0;
+    struct stat st;
+    if (fstat(fd, &st) != 0)
+        rc = -errno;
+    else if ((uint64_t)st.st_size < size)
+        rc = zero_fill(fd, (uint64_t)st.st_size, size);
+    else
+        size = (uint64_t)st.st_size;
+    if (rc == 0 && (uint64_t)st.st_size < size)
+        rc = fsync_dir_of(path); /* a new file: its name must last too */
+    int sfd = -1;
+    if (rc == 0 && (sfd = open(path, O_WRONLY | O_DSYNC | O_CLOEXEC)) < 0)
+        rc = -errno;
+    if (rc != 0) {
+        close(fd);
+        return rc;
+    }
+    hsq_journal *j = hsq_xcalloc(1, sizeof *j);
+    j->fd = fd;
+    j->sync_fd = sfd;
+    j->size = size;
+    j->next_lsn = 1;
+    *out = j;
+    return 0;
+}
+
+void hsq_journal_close(hsq_journal **jp) {
+    if (!jp || !*jp)
+        return;
+    hsq_journal *j = *jp;
+    close(j->sync_fd);
+    close(j->fd);
+    free(j);
+    *jp = NULL;
+}
+
+static int read_at(int fd, void *p, size_t n, uint64_t off) {
+    uint8_t *b = p;
+    while (n > 0) {
+        ssize_t r = pread(fd, b, n, (off_t)off);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            return -errno;
+        if (r == 0)
+            return -EIO; /* the file is shorter than we made it */
+        b += r;
+        n -= (size_t)r;
+        off += (uint64_t)r;
+    }
+    return 0;
+}
+
+int hsq_journal_replay(hsq_journal *j, uint64_t after, hsq_journal_fn fn, void *ud) {
+    assert(!j->replayed);
+    uint8_t *buf = NULL;
+    size_t cap = 0;
+    uint64_t off = 0, prev = 0;
+    int have_prev = 0, delivered = 0, rc = 0;
+    for (;;) {
+        uint8_t h[HSQ_JOURNAL_HEADER];
+        if (j->size - off < HSQ_JOURNAL_HEADER)
+            break;
+        if ((rc = read_at(j->fd, h, sizeof h, off)) != 0)
+            break;
+        uint32_t len = get32(h + 4);
+        uint64_t lsn = get64(h + 8);
+        if (get32(h) != MAGIC || len > HSQ_JOURNAL_MAX_RECORD ||
+            len > j->size - off - HSQ_JOURNAL_HEADER || (have_prev && lsn != prev + 1))
+            break;
+        if (len > cap) {
+            uint8_t *nb = realloc(buf, len);
+            if (!nb) {
+                rc = HSQ_ENOMEM;
+                break;
+            }
+            buf = nb;
+            cap = len;
+        }
+        if (len && (rc = read_at(j->fd, buf, len, off + HSQ_JOURNAL_HEADER)) != 0)
+            break;
+        uint32_t crc = crc_add(crc_add(0, h + 4, 12), buf, len);
+        if (crc != get32(h + 16))
+            break; /* torn or never finished: the chain ends here */
+        if (lsn > after) {
+            if (!delivered && lsn != after + 1) {
+                rc = HSQ_ECORRUPT; /* the records after `after` are gone */
+                break;
+            }
+            delivered = 1;
+            if (fn && (rc = fn(ud, lsn, buf, len)) != 0)
+                break;
+        }
+        prev = lsn;
+        have_prev = 1;
+        off += HSQ_JOURNAL_HEADER + len;
+    }
+    free(buf);
+    if (rc != 0)
+        return rc;
+    j->tail = off;
+    j->next_lsn = (have_prev && prev > after ? prev : after) + 1;
+    j->replayed = 1;
+    return 0;
+}
+
+int hsq_journal_append(hsq_journal *j, const struct iovec *parts, int n, uint64_t *lsn) {
+    assert(j->replayed);
+    if (n < 0 || n > HSQ_JOURNAL_MAX_PARTS)
+        return HSQ_EINVAL;
+    uint64_t len = 0;
+    for (int i = 0; i < n; i++)
+        len += parts[i].iov_len;
+    if (len > HSQ_JOURNAL_MAX_RECORD)
+        return HSQ_EINVAL;
+    if (HSQ_JOURNAL_HEADER + len > j->size - j->tail)
+        return HSQ_EDISKFULL;
+
+    uint8_t h[HSQ_JOURNAL_HEADER];
+    put32(h, MAGIC);
+    put32(h + 4, (uint32_t)len);
+    put64(h + 8, j->next_lsn);
+    uint32_t crc = crc_add(0, h + 4, 12);
+    for (int i = 0; i < n; i++)
+        crc = crc_add(crc, parts[i].iov_base, parts[i].iov_len);
+    put32(h + 16, crc);
+    put32(h + 20, 0);
+
+    struct iovec v[HSQ_JOURNAL_MAX_PARTS + 1];
+    v[0].iov_base = h;
+    v[0].iov_len = sizeof h;
+    memcpy(v + 1, parts, (size_t)n * sizeof *parts);
+    int nv = n + 1;
+    struct iovec *cur = v;
+    uint64_t off = j->tail, left = HSQ_JOURNAL_HEADER + len;
+    while (left > 0) {
+        ssize_t w = pwritev(j->sync_fd, cur, nv, (off_t)off);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return w < 0 ? -errno : -EIO;
+        off += (uint64_t)w;
+        left -= (uint64_t)w;
+        /* A short write (rare on a file): skip what went out and go on. */
+        size_t done = (size_t)w;
+        while (nv > 0 && done >= cur->iov_len) {
+            done -= cur->iov_len;
+            cur++;
+            nv--;
+        }
+        if (nv > 0 && done) {
+            cur->iov_base = (uint8_t *)cur->iov_base + done;
+            cur->iov_len -= done;
+        }
+    }
+    j->tail = off;
+    *lsn = j->next_lsn++;
+    return 0;
+}
+
+void hsq_journal_rewind(hsq_journal *j) {
+    assert(j->replayed);
+    j->tail = 0;
+}
+
+uint64_t hsq_journal_used(const hsq_journal *j) {
+    return j->tail;
+}
+
+uint64_t hsq_journal_size(const hsq_journal *j) {
+    return j->size;
+}
+
+uint64_t hsq_journal_next_lsn(const hsq_journal *j) {
+    return j->next_lsn;
+}
