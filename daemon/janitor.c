@@ -23,6 +23,7 @@ struct hsq_janitor {
     hsq_blob *blob; /* the thread's own handle */
     hsq_id_range r[HSQ_RECOVER_RANGES];
     size_t n;             /* ranges still to recover; thread only */
+    uint64_t settle_ms;   /* from the first recovery walk to the second */
     uint64_t interval_ms; /* between temp-file walks; 0 = none after the first */
     atomic_int quit;      /* also read by the walk, between two files */
     int have_report;      /* guarded by mu */
@@ -55,22 +56,27 @@ static void rest_until(hsq_janitor *j, uint64_t until_ms) {
 
 static void *janitor_main(void *arg) {
     hsq_janitor *j = arg;
-    int recovered = 0;
+    /* Walks that report: the first always (the core waits for it even with
+     * no ranges), the second when there are ranges and a settle time. */
+    int need = j->n > 0 && j->settle_ms > 0 ? 2 : 1;
+    int passes = 0; /* of those, the ones that succeeded */
     for (;;) {
         hsq_janitor_report rep;
+        memset(&rep, 0, sizeof rep);
         int rc = walk_once(j, &rep);
         if (atomic_load(&j->quit))
             break;
+        int report = passes < need; /* failed ones too, until it succeeds */
         if (rc != 0)
             hsq_log(HSQ_LOG_WARN, "janitor", "walk of the blob store failed err=%s retry_s=%d",
                     hsq_strerror(rc), RETRY_MS / 1000);
         else
-            hsq_log(recovered ? HSQ_LOG_INFO : HSQ_LOG_NOTICE, "janitor",
+            hsq_log(report ? HSQ_LOG_NOTICE : HSQ_LOG_INFO, "janitor",
                     "walk objects=%" PRIu64 " uploads_removed=%" PRIu64 " bytes=%" PRIu64
-                    " tmp_removed=%" PRIu64 " ms=%" PRIu64,
-                    rep.n.walked, rep.n.files, rep.n.bytes, rep.n.tmp, rep.ms);
-        /* Recovery walks report until one succeeds, failed ones too. */
-        int report = !recovered;
+                    " tmp_removed=%" PRIu64 " ms=%" PRIu64 " recovery_pass=%d",
+                    rep.n.walked, rep.n.files, rep.n.bytes, rep.n.tmp, rep.ms,
+                    report && j->n ? passes + 1 : 0);
+        rep.final = report && rc == 0 && passes + 1 == need;
         pthread_mutex_lock(&j->mu);
         if (rc == 0) {
             j->totals.walks++;
@@ -83,13 +89,11 @@ static void *janitor_main(void *arg) {
             j->have_report = 1;
         }
         pthread_mutex_unlock(&j->mu);
-        if (report && rc == 0) {
-            recovered = 1;
+        if (report && rc == 0 && ++passes == need)
             j->n = 0;
-        }
         if (report && j->wake)
             j->wake(j->ud);
-        uint64_t wait_ms = rc != 0 ? RETRY_MS : j->interval_ms;
+        uint64_t wait_ms = rc != 0 ? RETRY_MS : passes < need ? j->settle_ms : j->interval_ms;
         pthread_mutex_lock(&j->mu);
         if (wait_ms == 0) /* nothing more to do: wait for stop */
             while (!atomic_load(&j->quit))
@@ -104,7 +108,7 @@ static void *janitor_main(void *arg) {
 }
 
 int hsq_janitor_start(hsq_janitor **out, const char *blob_root, const hsq_id_range *r, size_t n,
-                      uint64_t interval_s, void (*wake)(void *ud), void *ud) {
+                      uint64_t settle_ms, uint64_t interval_s, void (*wake)(void *ud), void *ud) {
     *out = NULL;
     if (n > HSQ_RECOVER_RANGES)
         return HSQ_EINVAL;
@@ -117,6 +121,7 @@ int hsq_janitor_start(hsq_janitor **out, const char *blob_root, const hsq_id_ran
     if (n)
         memcpy(j->r, r, n * sizeof *r);
     j->n = n;
+    j->settle_ms = settle_ms;
     j->interval_ms = interval_s * 1000u;
     j->wake = wake;
     j->ud = ud;

@@ -4,11 +4,16 @@
  * O(files): millions of outputs make it minutes, far too long to hold up
  * start-up (systemd's start timeout) or a loop turn.
  *
- *   recovery   once, right after start: uploads a crash left behind, i.e.
+ *   recovery   right after start: uploads a crash left behind, i.e.
  *              input blobs of task ids in the ranges the core handed out
- *              (queue.h "start-up recovery"). The core has already moved
- *              its next id past them, so no submit can write one of those
- *              keys while the walk deletes them.
+ *              (queue.h "start-up recovery"), and outputs under those ids.
+ *              The core has already moved its next id past them, so no
+ *              submit can write one of those keys while the walk deletes
+ *              them. A second walk of the same ranges follows settle_ms
+ *              later: a worker that held a lease whose commit the crash
+ *              lost may still write outputs under its id until its next
+ *              heartbeat is refused, and if it then dies before its `done`
+ *              (which would have them deleted), nothing else would.
  *   temp files in the same walk and then every interval: temp files of puts
  *              that died (a worker killed while writing an output holds a
  *              user's image in one), once older than HSQ_BLOB_TMP_STALE_S.
@@ -38,18 +43,22 @@ typedef struct {
     int rc;               /* 0, or why the walk failed (-errno) */
     hsq_recover_counts n; /* what it looked at and deleted (queue.h) */
     uint64_t ms;          /* how long it took */
+    int final;            /* the last recovery walk, and it succeeded */
 } hsq_janitor_report;
 
 /* Open a blob store handle on root and start the thread, which walks at once
- * with the n ranges (copied; n may be 0: temp files only), then every
- * interval_s seconds for temp files (0: never again).
+ * with the n ranges (copied; n may be 0: temp files only), walks them again
+ * settle_ms after the first walk that succeeded (0: no second walk), then
+ * every interval_s seconds for temp files (0: never again).
  * Errors: -errno (open, pthread_create), HSQ_ECORRUPT (the store's key file). */
 int hsq_janitor_start(hsq_janitor **out, const char *blob_root, const hsq_id_range *r, size_t n,
-                      uint64_t interval_s, void (*wake)(void *ud), void *ud);
+                      uint64_t settle_ms, uint64_t interval_s, void (*wake)(void *ud), void *ud);
 
 /* 1 when a recovery walk has ended since the last call, with its figures
- * in *out (rc says whether it succeeded; after a failure the next walk, a
- * minute later, reports again, and after a success none does); else 0. */
+ * in *out; else 0. rc says whether it succeeded: after a failure the next
+ * walk, a minute later, reports again. final is set on the success of the
+ * last one (the first walk with no ranges or no settle time, else the
+ * second); none reports after it. */
 int hsq_janitor_collect(hsq_janitor *j, hsq_janitor_report *out);
 
 /* Every walk so far, for the metrics: how many finished, what they deleted

@@ -279,6 +279,9 @@ static int run(int argc, char **argv, hsqd_conf *cp) {
         .blob_root = hsq_blob_root(blob),
         .recover = recover,
         .n_recover = n_recover,
+        /* Past the lease of any worker that held one when hsqd died: by
+         * then its heartbeats have been refused and it has stopped. */
+        .recover_settle_ms = 2 * cp->lease_ms,
         .janitor_interval_s = cp->janitor_interval_s,
         .slow_turn_ms = cp->slow_turn_ms,
         .staging_max = cp->staging_max,

@@ -4649,14 +4649,16 @@ void hsq_queue_scrub_state(const hsq_queue *q, int *pending, uint64_t *pages_tot
     *pages_total = q->scrub_pages_total;
 }
 
-void hsq_queue_recovered(hsq_queue *q, int rc, uint64_t files, uint64_t bytes) {
+void hsq_queue_recovered(hsq_queue *q, int rc, int final, uint64_t files, uint64_t bytes) {
     assert(q->in_turn);
     if (rc == 0 && q->recover_recorded) {
+        q->reaped_sum.inputs += files;
+        q->reaped_sum.bytes += bytes;
+    }
+    if (rc == 0 && final && q->recover_recorded) {
         /* A failed commit keeps the ranges: the next start walks them again. */
         note(q, hsq_recover_forget(q->st));
         q->recover_recorded = 0;
-        q->reaped_sum.inputs += files;
-        q->reaped_sum.bytes += bytes;
     }
     if (q->recovering) {
         /* (after a failed walk, purges go on without it: it may keep failing) */

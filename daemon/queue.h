@@ -409,12 +409,13 @@ int hsq_queue_recovering(const hsq_queue *q);
  * loaded. */
 void hsq_queue_scrub_state(const hsq_queue *q, int *pending, uint64_t *pages_total);
 
-/* In a turn: the janitor's walk for the ranges handed out ended. rc 0: it
- * removed their uploads (files of them, bytes), and the ranges are forgotten
- * with this turn's commit. Otherwise (a walk that failed; the janitor tries
- * again) purge requests stop waiting for it, and the ranges stay recorded
- * until a walk succeeds, here or after a restart. */
-void hsq_queue_recovered(hsq_queue *q, int rc, uint64_t files, uint64_t bytes);
+/* In a turn: a janitor's walk for the ranges handed out ended. rc 0: it
+ * removed their uploads and outputs (files of them, bytes). The first
+ * report, whatever its rc, ends the wait of purge requests. The ranges are
+ * forgotten with the commit of the turn that gets the last walk (final,
+ * with rc 0); until then they stay recorded, and a restart walks them
+ * again. */
+void hsq_queue_recovered(hsq_queue *q, int rc, int final, uint64_t files, uint64_t bytes);
 
 /* The ranges recorded and not yet recovered, read in st's open transaction
  * (hsq fsck counts their uploads as deletions in progress).

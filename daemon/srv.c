@@ -330,10 +330,10 @@ static void run_turn(srv *sv) {
     }
     hsq_janitor_report jr;
     if (sv->janitor && hsq_janitor_collect(sv->janitor, &jr))
-        hsq_queue_recovered(sv->q, jr.rc, jr.n.files, jr.n.bytes);
+        hsq_queue_recovered(sv->q, jr.rc, jr.final, jr.n.files, jr.n.bytes);
     if (sv->recovered_inline) {
         sv->recovered_inline = 0;
-        hsq_queue_recovered(sv->q, sv->recover_rc, 0, 0);
+        hsq_queue_recovered(sv->q, sv->recover_rc, sv->recover_rc == 0, 0, 0);
     }
     drain_subscriptions(sv);
     int n = drain(sv, HSQ_SOCK_CLIENT);
@@ -416,7 +416,7 @@ static void start_janitor(srv *sv) {
     if (!c->blob_root || !c->blob_root[0])
         return;
     int rc = hsq_janitor_start(&sv->janitor, c->blob_root, c->recover, c->n_recover,
-                               c->janitor_interval_s, thread_wake, sv);
+                               c->recover_settle_ms, c->janitor_interval_s, thread_wake, sv);
     if (rc != 0) {
         hsq_log(HSQ_LOG_WARN, "srv", "no janitor thread err=%s: recovering on the loop",
                 hsq_strerror(rc));

@@ -50,6 +50,7 @@ typedef struct {
      * walks again for stale temp files every janitor_interval_s (0: never). */
     const hsq_id_range *recover;
     size_t n_recover;
+    uint64_t recover_settle_ms; /* the ranges are walked again this much later */
     uint64_t janitor_interval_s;
     uint64_t slow_turn_ms; /* log turns at least this long with their phases; 0 = never */
     /* Bytes of submits held while their large inputs are written on the

@@ -232,6 +232,16 @@ def lease_before_lost_commit(h, img):
     c = h.client(d.client)
     check_eq(c.call("status", {"task": job["task"]}).code, "not_found",
              "the task of the lost turn after the restart")
+    # The worker writes an output after the first recovery walk and dies
+    # before its `done`: the second walk, 2 x lease later, deletes it.
+    log_has = lambda text: text in open(d.proc.err_path, errors="replace").read()
+    harness.poll_until(lambda: log_has("recovery_pass=1"), tmo(10), "the first recovery walk")
+    stray = job["out_prefix"] + "out-1.jpg"
+    harness.write_blob(d.blob_dir, stray, harness.make_png(20, 20, seed=4))
+    check(not log_has("recovery_pass=2"), "the second walk came before the settle time")
+    harness.poll_until(lambda: not os.path.exists(os.path.join(d.blob_dir, stray)), tmo(20),
+                       "the output written after the first walk deleted", interval=0.05)
+    check(log_has("recovery_pass=2"), "the second recovery walk logged")
     # The worker finishes the job and reports it to the new hsqd.
     key = job["out_prefix"] + "out-0.jpg"
     data = harness.make_png(20, 20, seed=3)

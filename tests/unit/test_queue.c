@@ -2061,7 +2061,7 @@ static void test_recovery(void) {
     HSQ_ASSERT_EQ(utimensat(AT_FDCWD, stale, old, 0), 0);
     hsq_janitor *j;
     atomic_store(&reaper_woke, 0);
-    HSQ_OK(hsq_janitor_start(&j, root, r, n, 0, on_reaper_wake, NULL));
+    HSQ_OK(hsq_janitor_start(&j, root, r, n, 0, 0, on_reaper_wake, NULL));
     hsq_janitor_report rep;
     int got = 0;
     for (int i = 0; i < 2000 && !got; i++) {
@@ -2075,13 +2075,14 @@ static void test_recovery(void) {
     HSQ_ASSERT_EQ(rep.n.bytes, sizeof bytes);
     HSQ_ASSERT_EQ(rep.n.walked, 3);
     HSQ_ASSERT_EQ(rep.n.tmp, 1);
+    HSQ_ASSERT_EQ(rep.final, 1); /* no settle time: one walk is all */
     HSQ_ASSERT_EQ(access(stale, F_OK), -1);
     HSQ_ASSERT_EQ(access(young, F_OK), 0);
     HSQ_ASSERT_EQ(unlink(young), 0);
     HSQ_ASSERT(!hsq_janitor_collect(j, &rep)); /* once */
     hsq_janitor_stop(&j);
     /* Later walks (every interval) take temp files that went stale since. */
-    HSQ_OK(hsq_janitor_start(&j, root, NULL, 0, 1, NULL, NULL));
+    HSQ_OK(hsq_janitor_start(&j, root, NULL, 0, 0, 1, NULL, NULL));
     for (int i = 0; i < 2000 && !hsq_janitor_collect(j, &rep); i++)
         usleep(1000);
     f = fopen(stale, "w");
@@ -2095,13 +2096,51 @@ static void test_recovery(void) {
     HSQ_ASSERT_EQ(hsq_blob_size(bl, orphan, &size), -ENOENT);
     HSQ_OK(hsq_blob_size(bl, ka, &size));
     HSQ_OK(hsq_blob_size(bl, kb, &size));
+    /* With a settle time the ranges are walked twice: a worker whose lease
+     * the crash lost may write an output under its id after the first walk
+     * and die before its done; the second walk takes it. */
+    HSQ_OK(hsq_janitor_start(&j, root, r, n, 50, 0, NULL, NULL));
+    got = 0;
+    for (int i = 0; i < 2000 && !got; i++)
+        if (!(got = hsq_janitor_collect(j, &rep)))
+            usleep(1000);
+    HSQ_ASSERT(got && rep.rc == 0 && !rep.final);
+    char late[200];
+    snprintf(late, sizeof late, "%.*s%llu/out-0.jpg", (int)(strchr(ka + 2, '/') - ka + 1), ka,
+             (unsigned long long)(r[0].lo + 1));
+    HSQ_OK(hsq_blob_put(bl, late, bytes, sizeof bytes, 0));
+    got = 0;
+    for (int i = 0; i < 2000 && !got; i++)
+        if (!(got = hsq_janitor_collect(j, &rep)))
+            usleep(1000);
+    HSQ_ASSERT(got && rep.rc == 0 && rep.final);
+    HSQ_ASSERT_EQ(rep.n.files, 1);
+    HSQ_ASSERT_EQ(hsq_blob_size(bl, late, &size), -ENOENT);
+    HSQ_ASSERT(!hsq_janitor_collect(j, &rep)); /* and no third */
+    hsq_janitor_stop(&j);
+
+    /* The first report answers the purge; the ranges stay recorded until
+     * the last one. */
     begin();
-    hsq_queue_recovered(q, 0, 1, sizeof bytes);
+    hsq_queue_recovered(q, 0, 0, 1, sizeof bytes);
     turn();
     captured *c = reply_to(prid);
     HSQ_ASSERT(c);
     HSQ_ASSERT_EQ(c->m.rep.purge.inputs, 1);
     HSQ_ASSERT_EQ(c->m.rep.purge.bytes, sizeof bytes);
+    hsq_id_range kept[HSQ_RECOVER_RANGES];
+    size_t nkept = 0;
+    HSQ_OK(hsq_store_begin(st, 1));
+    HSQ_OK(hsq_recover_ranges(st, kept, &nkept));
+    hsq_store_abort(st);
+    HSQ_ASSERT_EQ(nkept, n);
+    begin();
+    hsq_queue_recovered(q, 0, 1, 1, sizeof bytes);
+    turn();
+    HSQ_OK(hsq_store_begin(st, 1));
+    HSQ_OK(hsq_recover_ranges(st, kept, &nkept));
+    hsq_store_abort(st);
+    HSQ_ASSERT_EQ(nkept, 0);
 
     /* Forgotten with that commit: the next start sets aside its own only. */
     close_all();
@@ -2133,7 +2172,7 @@ static void test_recovery(void) {
     uint64_t prid2 = purge_request(1000);
     HSQ_ASSERT(!replied(prid2));
     begin();
-    hsq_queue_recovered(q, -EIO, 0, 0);
+    hsq_queue_recovered(q, -EIO, 0, 0, 0);
     turn();
     HSQ_ASSERT_EQ(reply_to(prid2)->m.kind, HSQ_KIND_REPLY);
     HSQ_ASSERT(!hsq_queue_recovering(q));
