@@ -131,19 +131,30 @@ static int on_blob(const char *key, uint64_t size, void *ud) {
     return 0;
 }
 
-/* The blob prefixes of the users in the erasure ledger (u8 len | user). */
+/* The blob prefixes of the users in the erasure ledger: the id is in the
+ * value (u64be requested_at | id) under a hashed key, or, in a store hsqd
+ * has not opened since before the hashed keys, the key (u8 len | id). */
 static int erasing_prefixes(hsq_store *st, fsck_ctx *c) {
     hsq_cursor *cur;
     int rc = hsq_cursor_open(st, HSQ_DB_LEDGER, &cur);
     if (rc != 0)
         return rc;
-    hsq_bytes k;
-    for (rc = hsq_cursor_get(cur, HSQ_CUR_FIRST, &k, NULL); rc == 0;
-         rc = hsq_cursor_get(cur, HSQ_CUR_NEXT, &k, NULL)) {
-        if (k.len < 1 || k.len != 1u + k.ptr[0])
+    hsq_bytes k, v;
+    for (rc = hsq_cursor_get(cur, HSQ_CUR_FIRST, &k, &v); rc == 0;
+         rc = hsq_cursor_get(cur, HSQ_CUR_NEXT, &k, &v)) {
+        const char *id;
+        size_t len;
+        if (k.len >= 1 && k.ptr[0] == 0xff && v.len > 8) {
+            id = (const char *)v.ptr + 8;
+            len = v.len - 8;
+        } else if (k.len >= 1 && k.len == 1u + k.ptr[0]) {
+            id = (const char *)k.ptr + 1;
+            len = k.ptr[0];
+        } else {
             continue;
+        }
         char prefix[HSQ_BLOB_PREFIX_LEN + 1];
-        hsq_blob_user_prefix(c->blob, (const char *)k.ptr + 1, k.ptr[0], prefix);
+        hsq_blob_user_prefix(c->blob, id, len, prefix);
         set_add(&c->erasing, prefix, strlen(prefix));
     }
     hsq_cursor_close(&cur);

@@ -106,12 +106,27 @@ typedef struct waiter {
 #define OUT_KEEP_BYTES 16384 /* an outbox slot keeps a buffer up to this size */
 #define PREFIX_CACHE 1024    /* users whose blob prefix is remembered (power of two) */
 #define USER_CACHE 1024      /* user records a turn keeps (power of two) */
+/* Trees per user (users, history, idempotency keys, credits) are keyed by a
+ * keyed BLAKE2b of the user id, never the id: LMDB copies the first key of a
+ * page into its parent as a separator when the page splits, and keeps that
+ * copy after the key is deleted, so an erased user's id would live on in a
+ * branch page. 0xff first (a raw key's first byte is its length, at most
+ * HSQ_MAX_USER_LEN), then 16 bytes of hash. The erasure ledger is keyed so
+ * too and keeps the id in its value (u64be requested_at | id): an erasure
+ * needs the id until it completes, and a value leaves no separator. */
+#define USER_KEY_MARK 0xff
+#define USER_KEY_LEN 17
+#define IDEM_KEY_LEN (USER_KEY_LEN + 16)
+#define DB_KEY_META "user_key" /* meta: the 32-byte key of those hashes */
+#define UKEYS_META "user_keys" /* meta: present once the trees are keyed so */
 
-/* A user's blob prefix costs a keyed BLAKE2b; lease and done both need it. */
+/* A user's blob prefix and LMDB key cost a keyed BLAKE2b each; lease and
+ * done need the one, every record of the user the other. */
 typedef struct {
     uint8_t len; /* 0: empty */
     char user[HSQ_MAX_USER_LEN];
     char prefix[HSQ_BLOB_PREFIX_LEN + 1];
+    uint8_t dbkey[USER_KEY_LEN];
 } prefix_slot;
 
 typedef struct {
@@ -247,6 +262,7 @@ struct hsq_queue {
     int64_t scrub_retry_ms;     /* after a failed step: not before */
     int ledger_added;      /* an entry was added this turn: not before it commits */
     uint8_t audit_key[32]; /* keyed hash of user ids in the audit log */
+    uint8_t db_key[32];    /* keyed hash of user ids in LMDB keys (USER_KEY_LEN) */
     uint64_t audit_seq;
     hsq_wbuf scratch;
 };
@@ -261,10 +277,28 @@ static void task_key(uint8_t k[8], uint64_t id) {
     hsq_be64(k, id);
 }
 
-static size_t user_key(uint8_t *k, hsq_str user) {
-    k[0] = (uint8_t)user.len;
-    memcpy(k + 1, user.ptr, user.len);
-    return 1 + user.len;
+static void user_hash(const hsq_queue *q, hsq_str user, uint8_t k[USER_KEY_LEN]) {
+    k[0] = USER_KEY_MARK;
+    crypto_generichash(k + 1, USER_KEY_LEN - 1, (const uint8_t *)user.ptr, user.len, q->db_key,
+                       sizeof q->db_key);
+}
+
+static size_t user_key(hsq_queue *q, uint8_t *k, hsq_str user);
+
+/* An idempotency key is the client's own string (often an order id, or
+ * built from the user id): it goes in as a hash too. */
+static void idem_hash(const hsq_queue *q, hsq_str key, uint8_t out[16]) {
+    crypto_generichash_state h;
+    crypto_generichash_init(&h, q->db_key, sizeof q->db_key, 16);
+    crypto_generichash_update(&h, (const uint8_t *)"idem", 4);
+    crypto_generichash_update(&h, (const uint8_t *)key.ptr, key.len);
+    crypto_generichash_final(&h, out, 16);
+}
+
+static size_t idem_key(hsq_queue *q, uint8_t *k, hsq_str user, hsq_str key) {
+    size_t n = user_key(q, k, user);
+    idem_hash(q, key, k + n);
+    return n + 16;
 }
 
 static void pending_key(uint8_t k[17], uint8_t prio, uint64_t round, uint64_t id) {
@@ -423,7 +457,7 @@ static int save_task(hsq_queue *q, hsq_task *t) {
  * zeros. */
 static int load_per_user(hsq_queue *q, hsq_db db, hsq_str user, void *rec, size_t size) {
     uint8_t k[1 + HSQ_MAX_USER_LEN];
-    size_t kl = user_key(k, user);
+    size_t kl = user_key(q, k, user);
     hsq_bytes v;
     int rc = hsq_store_get(q->st, db, k, kl, &v);
     memset(rec, 0, size);
@@ -439,7 +473,7 @@ static int load_per_user(hsq_queue *q, hsq_db db, hsq_str user, void *rec, size_
 
 static int save_per_user(hsq_queue *q, hsq_db db, hsq_str user, const void *rec, size_t size) {
     uint8_t k[1 + HSQ_MAX_USER_LEN];
-    size_t kl = user_key(k, user);
+    size_t kl = user_key(q, k, user);
     return note(q, hsq_store_put(q->st, db, k, kl, rec, size));
 }
 
@@ -488,7 +522,7 @@ static int load_user(hsq_queue *q, hsq_str user, user_rec *u) {
         return 0;
     }
     uint8_t k[1 + HSQ_MAX_USER_LEN];
-    size_t kl = user_key(k, user);
+    size_t kl = user_key(q, k, user);
     hsq_bytes v;
     int rc = hsq_store_get(q->st, HSQ_DB_USERS, k, kl, &v);
     memset(u, 0, sizeof *u);
@@ -581,7 +615,7 @@ static int hist_add(hsq_queue *q, hsq_str user, user_rec *u, uint64_t id) {
     if (u->n_recent < HIST_RECENT)
         return 0;
     uint8_t k[1 + HSQ_MAX_USER_LEN + 8], v[8 * HIST_RECENT];
-    size_t ul = user_key(k, user);
+    size_t ul = user_key(q, k, user);
     hsq_be64(k + ul, u->recent[0]);
     for (size_t i = 0; i < HIST_RECENT; i++)
         hsq_be64(v + 8 * i, u->recent[i]);
@@ -603,7 +637,7 @@ static int hist_remove(hsq_queue *q, hsq_str user, uint64_t id) {
         }
     }
     uint8_t k[1 + HSQ_MAX_USER_LEN + 8];
-    size_t ul = user_key(k, user);
+    size_t ul = user_key(q, k, user);
     hsq_be64(k + ul, id);
     hsq_cursor *cur;
     if ((rc = note(q, hsq_cursor_open(q->st, HSQ_DB_HISTORY, &cur))) != 0)
@@ -654,7 +688,7 @@ static int hist_each_desc(hsq_queue *q, hsq_str user, uint64_t before, hist_fn f
         if ((!before || u.recent[i] < before) && fn(ctx, u.recent[i]))
             return 0;
     uint8_t k[1 + HSQ_MAX_USER_LEN + 8];
-    size_t ul = user_key(k, user);
+    size_t ul = user_key(q, k, user);
     hsq_be64(k + ul, before ? before : UINT64_MAX);
     hsq_cursor *cur;
     if ((rc = note(q, hsq_cursor_open(q->st, HSQ_DB_HISTORY, &cur))) != 0)
@@ -683,7 +717,7 @@ static int hist_each_desc(hsq_queue *q, hsq_str user, uint64_t before, hist_fn f
  * returns how many (or a negative store error). */
 static int hist_after(hsq_queue *q, hsq_str user, uint64_t after, uint64_t *ids, int max) {
     uint8_t k[1 + HSQ_MAX_USER_LEN + 8];
-    size_t ul = user_key(k, user);
+    size_t ul = user_key(q, k, user);
     hsq_be64(k + ul, after < UINT64_MAX ? after + 1 : after);
     hsq_cursor *cur;
     int rc = note(q, hsq_cursor_open(q->st, HSQ_DB_HISTORY, &cur));
@@ -1506,6 +1540,13 @@ static prefix_slot *prefix_slot_of(hsq_queue *q, hsq_str user) {
     return &q->prefixes[str_hash(user) & (PREFIX_CACHE - 1)];
 }
 
+static void prefix_slot_fill(hsq_queue *q, prefix_slot *s, hsq_str user) {
+    hsq_blob_user_prefix(q->blob, user.ptr, user.len, s->prefix);
+    user_hash(q, user, s->dbkey);
+    memcpy(s->user, user.ptr, user.len);
+    s->len = (uint8_t)user.len;
+}
+
 /* hsq_blob_user_prefix, remembered. */
 static void user_prefix(hsq_queue *q, hsq_str user, char out[HSQ_BLOB_PREFIX_LEN + 1]) {
     if (user.len == 0 || user.len > HSQ_MAX_USER_LEN) {
@@ -1513,12 +1554,22 @@ static void user_prefix(hsq_queue *q, hsq_str user, char out[HSQ_BLOB_PREFIX_LEN
         return;
     }
     prefix_slot *s = prefix_slot_of(q, user);
-    if (!slot_user_is(s->len, s->user, user)) {
-        hsq_blob_user_prefix(q->blob, user.ptr, user.len, s->prefix);
-        memcpy(s->user, user.ptr, user.len);
-        s->len = (uint8_t)user.len;
-    }
+    if (!slot_user_is(s->len, s->user, user))
+        prefix_slot_fill(q, s, user);
     memcpy(out, s->prefix, HSQ_BLOB_PREFIX_LEN + 1);
+}
+
+/* The user's LMDB key (USER_KEY_MARK), remembered with the prefix. */
+static size_t user_key(hsq_queue *q, uint8_t *k, hsq_str user) {
+    if (user.len == 0 || user.len > HSQ_MAX_USER_LEN) {
+        user_hash(q, user, k);
+        return USER_KEY_LEN;
+    }
+    prefix_slot *s = prefix_slot_of(q, user);
+    if (!slot_user_is(s->len, s->user, user))
+        prefix_slot_fill(q, s, user);
+    memcpy(k, s->dbkey, USER_KEY_LEN);
+    return USER_KEY_LEN;
 }
 
 /* An erased user leaves no copy of the id here. */
@@ -1686,9 +1737,7 @@ static void h_submit(req_ctx *c) {
     uint8_t ik[2 + 2 * HSQ_MAX_USER_LEN];
     size_t ikl = 0;
     if (r->key.len) {
-        ikl = user_key(ik, r->user);
-        memcpy(ik + ikl, r->key.ptr, r->key.len);
-        ikl += r->key.len;
+        ikl = idem_key(q, ik, r->user, r->key);
         hsq_bytes v;
         int rc = hsq_store_get(q->st, HSQ_DB_IDEM, ik, ikl, &v);
         if (rc == 0 && v.len == 8) {
@@ -2871,14 +2920,15 @@ static hsq_reap *reap_push(hsq_queue *q) {
 static void h_erase(req_ctx *c) {
     hsq_queue *q = c->q;
     hsq_str user = c->m->req.erase.user;
-    uint8_t k[1 + HSQ_MAX_USER_LEN];
-    size_t kl = user_key(k, user);
+    uint8_t k[USER_KEY_LEN];
+    size_t kl = user_key(q, k, user);
     hsq_bytes v;
     int rc = hsq_store_get(q->st, HSQ_DB_LEDGER, k, kl, &v);
     if (rc == HSQ_ENOTFOUND) {
-        uint8_t at[8];
+        uint8_t at[8 + HSQ_MAX_USER_LEN];
         hsq_be64(at, (uint64_t)q->now);
-        rc = note(q, hsq_store_put(q->st, HSQ_DB_LEDGER, k, kl, at, sizeof at));
+        memcpy(at + 8, user.ptr, user.len);
+        rc = note(q, hsq_store_put(q->st, HSQ_DB_LEDGER, k, kl, at, 8 + user.len));
         q->ledger_added = 1;
     }
     if (rc != 0) {
@@ -2925,9 +2975,8 @@ static int erase_task(hsq_queue *q, hsq_task *t, uint64_t *active) {
     }
     if (rc == 0 && t->key.len) {
         uint8_t ik[2 + 2 * HSQ_MAX_USER_LEN];
-        size_t ikl = user_key(ik, t->user);
-        memcpy(ik + ikl, t->key.ptr, t->key.len);
-        rc = note(q, hsq_store_del(q->st, HSQ_DB_IDEM, ik, ikl + t->key.len));
+        size_t ikl = idem_key(q, ik, t->user, t->key);
+        rc = note(q, hsq_store_del(q->st, HSQ_DB_IDEM, ik, ikl));
     }
     uint8_t tk[8];
     task_key(tk, t->id);
@@ -2955,7 +3004,7 @@ static int erase_one(hsq_queue *q, uint64_t id, hsq_rep_erase *out) {
 static int erase_user_records(hsq_queue *q, hsq_str user, hsq_rep_erase *out, uint64_t budget,
                               int *more) {
     uint8_t k[1 + HSQ_MAX_USER_LEN + 8];
-    size_t ul = user_key(k, user);
+    size_t ul = user_key(q, k, user);
     int rc;
     uint64_t start = out->tasks;
     *more = 0;
@@ -3015,8 +3064,8 @@ static int erase_user_records(hsq_queue *q, hsq_str user, hsq_rep_erase *out, ui
 /* The user's data is gone: the ledger entry goes, the audit line is
  * written, and the receipt is complete. */
 static int erase_user_done(hsq_queue *q, hsq_str user, hsq_rep_erase *out) {
-    uint8_t k[1 + HSQ_MAX_USER_LEN];
-    size_t ul = user_key(k, user);
+    uint8_t k[USER_KEY_LEN];
+    size_t ul = user_key(q, k, user);
     int rc = note(q, hsq_store_del(q->st, HSQ_DB_LEDGER, k, ul));
     if (rc != 0)
         return rc;
@@ -3131,12 +3180,12 @@ static int ledger_first(hsq_queue *q, char user[HSQ_MAX_USER_LEN + 1], size_t *u
     int rc = note(q, hsq_cursor_open(q->st, HSQ_DB_LEDGER, &cur));
     if (rc != 0)
         return rc;
-    hsq_bytes k;
-    rc = hsq_cursor_get(cur, HSQ_CUR_FIRST, &k, NULL);
+    hsq_bytes k, v;
+    rc = hsq_cursor_get(cur, HSQ_CUR_FIRST, &k, &v);
     *ulen = 0;
-    if (rc == 0 && k.len >= 1 && k.len == 1u + k.ptr[0] && k.ptr[0] <= HSQ_MAX_USER_LEN) {
-        *ulen = k.ptr[0];
-        memcpy(user, k.ptr + 1, *ulen);
+    if (rc == 0 && v.len > 8 && v.len - 8 <= HSQ_MAX_USER_LEN) {
+        *ulen = v.len - 8;
+        memcpy(user, v.ptr + 8, *ulen);
     }
     user[*ulen] = '\0';
     hsq_cursor_close(&cur);
@@ -3727,9 +3776,7 @@ static int make_tombstone(hsq_queue *q, hsq_task *t, hsq_sweep_counts *sc) {
         return rc;
     if (t->key.len) {
         uint8_t ik[2 + 2 * HSQ_MAX_USER_LEN];
-        size_t ikl = user_key(ik, t->user);
-        memcpy(ik + ikl, t->key.ptr, t->key.len);
-        ikl += t->key.len;
+        size_t ikl = idem_key(q, ik, t->user, t->key);
         if ((rc = note(q, hsq_store_del(q->st, HSQ_DB_IDEM, ik, ikl))) != 0)
             return rc;
     }
@@ -4720,21 +4767,142 @@ void hsq_queue_stats(hsq_queue *q, hsq_wire_stats *s) {
 /* ---- lifecycle ---- */
 
 /* The audit key is made once and kept in the meta database. */
-static int load_audit_key(hsq_queue *q) {
+/* A 32-byte key kept in META under `name`, made at the first start. */
+static int load_key(hsq_queue *q, const char *name, uint8_t key[32]) {
+    hsq_bytes v;
+    int rc = hsq_store_get(q->st, HSQ_DB_META, name, strlen(name), &v);
+    if (rc == 0 && v.len == 32) {
+        memcpy(key, v.ptr, 32);
+        return 0;
+    }
+    if (rc != 0 && rc != HSQ_ENOTFOUND)
+        return rc;
+    randombytes_buf(key, 32);
+    return hsq_store_put(q->st, HSQ_DB_META, name, strlen(name), key, 32);
+}
+
+#define REKEY_BATCH 4096
+
+/* One tree of a store written before USER_KEY_MARK keys: every key that
+ * starts with u8 len | user gets the hashed form, in batches (raw keys sort
+ * before the 0xff ones, so each batch starts at the first). `rest` is what
+ * follows the id: nothing (users, credits), a chunk's first id (history),
+ * the client's idempotency key (hashed too). */
+static int rekey_tree(hsq_queue *q, hsq_db db, uint64_t *moved) {
+    hsq_wbuf b;
+    hsq_wbuf_init(&b);
+    int rc = 0;
+    for (;;) {
+        hsq_cursor *cur;
+        if ((rc = hsq_cursor_open(q->st, db, &cur)) != 0)
+            break;
+        hsq_wbuf_reset(&b);
+        size_t n = 0;
+        hsq_bytes k, v;
+        for (rc = hsq_cursor_get(cur, HSQ_CUR_FIRST, &k, &v); rc == 0 && n < REKEY_BATCH;
+             rc = hsq_cursor_get(cur, HSQ_CUR_NEXT, &k, &v), n++) {
+            if (k.len > 0 && k.ptr[0] == USER_KEY_MARK)
+                break;
+            uint32_t kl = (uint32_t)k.len, vl = (uint32_t)v.len;
+            hsq_wbuf_append(&b, &kl, sizeof kl);
+            hsq_wbuf_append(&b, k.ptr, k.len);
+            hsq_wbuf_append(&b, &vl, sizeof vl);
+            hsq_wbuf_append(&b, v.ptr, v.len);
+        }
+        hsq_cursor_close(&cur);
+        if (rc != 0 && rc != HSQ_ENOTFOUND)
+            break;
+        rc = 0;
+        if (n == 0)
+            break;
+        const uint8_t *p = (const uint8_t *)b.data;
+        for (size_t i = 0; i < n && rc == 0; i++) {
+            uint32_t kl, vl;
+            memcpy(&kl, p, sizeof kl);
+            const uint8_t *ok = p + sizeof kl;
+            memcpy(&vl, ok + kl, sizeof vl);
+            const uint8_t *ov = ok + kl + sizeof vl;
+            p = ov + vl;
+            if (kl < 2 || ok[0] == 0 || ok[0] > HSQ_MAX_USER_LEN || kl < 1u + ok[0]) {
+                hsq_log(HSQ_LOG_ERR, "queue",
+                        "rekey: a key of %u bytes in the %s tree is not "
+                        "u8 len | user",
+                        kl, db == HSQ_DB_IDEM ? "idempotency" : "per-user");
+                rc = HSQ_ECORRUPT;
+                break;
+            }
+            hsq_str user = {(const char *)ok + 1, ok[0]};
+            const uint8_t *rest = ok + 1 + ok[0];
+            size_t rl = kl - 1u - ok[0];
+            uint8_t nk[IDEM_KEY_LEN + 8];
+            size_t nl = USER_KEY_LEN;
+            user_hash(q, user, nk);
+            if (db == HSQ_DB_IDEM) {
+                idem_hash(q, (hsq_str){(const char *)rest, rl}, nk + nl);
+                nl += 16;
+            } else if (rl <= 8) {
+                memcpy(nk + nl, rest, rl);
+                nl += rl;
+            } else {
+                rc = HSQ_ECORRUPT;
+                break;
+            }
+            uint8_t lv[8 + HSQ_MAX_USER_LEN];
+            if (db == HSQ_DB_LEDGER) { /* u64be requested_at, then the id */
+                if (vl != 8) {
+                    rc = HSQ_ECORRUPT;
+                    break;
+                }
+                memcpy(lv, ov, 8);
+                memcpy(lv + 8, user.ptr, user.len);
+                ov = lv;
+                vl = (uint32_t)(8 + user.len);
+            }
+            rc = hsq_store_del(q->st, db, ok, kl);
+            if (rc == 0)
+                rc = hsq_store_put(q->st, db, nk, nl, ov, vl);
+        }
+        if (rc != 0)
+            break;
+        *moved += n;
+    }
+    hsq_wbuf_free(&b);
+    return rc;
+}
+
+/* The audit and user-key hash keys, and the per-user trees keyed by the
+ * latter: a store from before it had raw ids there, rekeyed once here, and
+ * its freed pages (which hold the ids) scrubbed like an erasure's. */
+static int load_keys(hsq_queue *q) {
     if (sodium_init() < 0)
         return HSQ_EINTERNAL;
     int rc = hsq_store_begin(q->st, 0);
     if (rc != 0)
         return rc;
+    if ((rc = load_key(q, "audit_key", q->audit_key)) == 0)
+        rc = load_key(q, DB_KEY_META, q->db_key);
     hsq_bytes v;
-    rc = hsq_store_get(q->st, HSQ_DB_META, "audit_key", 9, &v);
-    if (rc == 0 && v.len == sizeof q->audit_key) {
-        memcpy(q->audit_key, v.ptr, sizeof q->audit_key);
-        hsq_store_abort(q->st);
-        return 0;
+    if (rc == 0 && (rc = hsq_store_get(q->st, HSQ_DB_META, UKEYS_META, strlen(UKEYS_META), &v)) ==
+                       HSQ_ENOTFOUND) {
+        static const hsq_db trees[] = {HSQ_DB_USERS, HSQ_DB_HISTORY, HSQ_DB_IDEM, HSQ_DB_CREDITS,
+                                       HSQ_DB_LEDGER};
+        uint64_t moved = 0;
+        rc = 0;
+        for (size_t i = 0; rc == 0 && i < sizeof trees / sizeof trees[0]; i++)
+            rc = rekey_tree(q, trees[i], &moved);
+        if (rc == 0)
+            rc = hsq_store_put(q->st, HSQ_DB_META, UKEYS_META, strlen(UKEYS_META), "1", 1);
+        if (rc == 0 && moved > 0) {
+            uint64_t sc[2] = {0, hsq_store_txn_id(q->st)};
+            if (hsq_store_get(q->st, HSQ_DB_META, SCRUB_KEY, strlen(SCRUB_KEY), &v) == 0 &&
+                v.len == sizeof sc)
+                memcpy(sc, v.ptr, sizeof sc[0]); /* a scrub under way goes on further */
+            rc = hsq_store_put(q->st, HSQ_DB_META, SCRUB_KEY, strlen(SCRUB_KEY), sc, sizeof sc);
+            hsq_log(HSQ_LOG_NOTICE, "queue",
+                    "per-user records rekeyed by a keyed hash of the user id records=%" PRIu64,
+                    moved);
+        }
     }
-    randombytes_buf(q->audit_key, sizeof q->audit_key);
-    rc = hsq_store_put(q->st, HSQ_DB_META, "audit_key", 9, q->audit_key, sizeof q->audit_key);
     if (rc != 0) {
         hsq_store_abort(q->st);
         return rc;
@@ -4751,8 +4919,8 @@ int hsq_queue_new(hsq_queue **out, hsq_store *st, hsq_blob *blob, const hsq_queu
     q->now = now_ms;
     q->started_ms = now_ms;
     hsq_wbuf_init(&q->scratch);
-    int rc = hsq_store_begin(st, 1);
-    if (rc == 0) {
+    int rc = load_keys(q);
+    if (rc == 0 && (rc = hsq_store_begin(st, 1)) == 0) {
         rc = load_meta(q);
         hsq_store_abort(st);
     }
@@ -4766,11 +4934,6 @@ int hsq_queue_new(hsq_queue **out, hsq_store *st, hsq_blob *blob, const hsq_queu
      * turn looks at them, and finishes any erasure a crash interrupted. */
     q->store_deadline = now_ms;
     q->ledger_pending = 1;
-    if ((rc = load_audit_key(q)) != 0) {
-        free(q);
-        *out = NULL;
-        return rc;
-    }
     q->prefixes = hsq_xcalloc(PREFIX_CACHE, sizeof *q->prefixes);
     q->users = hsq_xcalloc(USER_CACHE, sizeof *q->users);
     *out = q;

@@ -29,16 +29,19 @@ typedef enum {
     HSQ_DB_PENDING,  /* u8 prio | u64be round | u64be id -> "" */
     HSQ_DB_DELAYED,  /* u64be not_before | u64be id -> "" */
     HSQ_DB_LEASES,   /* u64be deadline | u64be id -> "" */
-    HSQ_DB_USERS,    /* u8 len | user -> user record (with the newest task ids) */
-    HSQ_DB_HISTORY,  /* u8 len | user | u64be first id -> older task ids, u64be
-                        ascending, in chunks (queue.c "per-user history"); an
-                        empty value (schema 1) holds just the key's id */
-    HSQ_DB_IDEM,     /* u8 len | user | idempotency key -> u64be id */
-    HSQ_DB_EXPIRY,   /* u64be expire_at | u64be id | u8 kind -> "" */
-    HSQ_DB_INPUTS,   /* u64be id | u8 index -> bytes (small inputs, inline) */
-    HSQ_DB_LEDGER,   /* u8 len | user -> u64be requested_at: erasures not yet complete */
-    HSQ_DB_AUDIT,    /* u64be at | u64be seq -> one text line, no personal data */
-    HSQ_DB_CREDITS,  /* u8 len | user -> {int64 balance, int64 reserved} (host order) */
+    /* Per-user trees are keyed by `ukey` = 0xff | 16-byte keyed BLAKE2b of
+     * the user id, never the id (queue.c, USER_KEY_MARK: LMDB keeps deleted
+     * keys as branch separators). */
+    HSQ_DB_USERS,   /* ukey -> user record (with the newest task ids) */
+    HSQ_DB_HISTORY, /* ukey | u64be first id -> older task ids, u64be
+                       ascending, in chunks (queue.c "per-user history"); an
+                       empty value (schema 1) holds just the key's id */
+    HSQ_DB_IDEM,    /* ukey | 16-byte keyed hash of the idempotency key -> u64be id */
+    HSQ_DB_EXPIRY,  /* u64be expire_at | u64be id | u8 kind -> "" */
+    HSQ_DB_INPUTS,  /* u64be id | u8 index -> bytes (small inputs, inline) */
+    HSQ_DB_LEDGER,  /* ukey -> u64be requested_at | user id: erasures not yet complete */
+    HSQ_DB_AUDIT,   /* u64be at | u64be seq -> one text line, no personal data */
+    HSQ_DB_CREDITS, /* ukey -> {int64 balance, int64 reserved} (host order) */
     HSQ_DB_COUNT_
 } hsq_db;
 

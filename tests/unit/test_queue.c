@@ -13,6 +13,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <sodium.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -1494,13 +1495,30 @@ static uint32_t export_all(const char *user, uint64_t *out, uint32_t max) {
     }
 }
 
+/* hsqd's key for a user's records (queue.c, USER_KEY_MARK): 0xff and a
+ * keyed BLAKE2b of the id, with the key from META; in st's open txn. */
+static size_t hashed_user_key(const char *user, uint8_t k[17]) {
+    hsq_bytes v;
+    HSQ_OK(hsq_store_get(st, HSQ_DB_META, "user_key", 8, &v));
+    HSQ_ASSERT_EQ(v.len, 32);
+    k[0] = 0xff;
+    crypto_generichash(k + 1, 16, (const uint8_t *)user, strlen(user), v.ptr, 32);
+    return 17;
+}
+
+static size_t ledger_size(void) {
+    uint64_t n = 0;
+    HSQ_OK(hsq_store_begin(st, 1));
+    HSQ_OK(hsq_store_count(st, HSQ_DB_LEDGER, &n));
+    hsq_store_abort(st);
+    return (size_t)n;
+}
+
 static size_t history_entries(const char *user) {
-    uint8_t k[1 + HSQ_MAX_USER_LEN];
-    size_t ul = strlen(user);
-    k[0] = (uint8_t)ul;
-    memcpy(k + 1, user, ul);
+    uint8_t k[17];
     size_t n = 0;
     HSQ_OK(hsq_store_begin(st, 1));
+    size_t ul = hashed_user_key(user, k) - 1;
     hsq_cursor *cur;
     HSQ_OK(hsq_cursor_open(st, HSQ_DB_HISTORY, &cur));
     hsq_bytes key;
@@ -1533,24 +1551,57 @@ static void test_history(void) {
         HSQ_ASSERT_U64_EQ(got[i], ids[i]);
     HSQ_ASSERT_EQ(list_all("hy", 5, got, 64), 14);
 
-    /* Schema 1: a 32-byte user record and one history entry per task. */
+    /* Schema 1: a 32-byte user record and one history entry per task, both
+     * keyed by the raw id (u8 len | user), as stores from before the
+     * hashed keys have them: the next start rekeys them, and scrubs. */
     uint64_t old[3];
     for (int i = 0; i < 3; i++)
         old[i] = (uint64_t)submit("lg", NULL);
-    uint8_t k[3 + 8] = {2, 'l', 'g'};
+    uint8_t k[3 + 8] = {2, 'l', 'g'}, hk[17];
     HSQ_OK(hsq_store_begin(st, 0));
     hsq_bytes v;
-    HSQ_OK(hsq_store_get(st, HSQ_DB_USERS, k, 3, &v));
+    hashed_user_key("lg", hk);
+    HSQ_OK(hsq_store_get(st, HSQ_DB_USERS, hk, sizeof hk, &v));
     uint8_t rec[32];
     memcpy(rec, v.ptr, sizeof rec);
+    HSQ_OK(hsq_store_del(st, HSQ_DB_USERS, hk, sizeof hk));
     HSQ_OK(hsq_store_put(st, HSQ_DB_USERS, k, 3, rec, sizeof rec));
     for (int i = 0; i < 3; i++) {
         hsq_be64(k + 3, old[i]);
         HSQ_OK(hsq_store_put(st, HSQ_DB_HISTORY, k, sizeof k, "", 0));
     }
+    HSQ_OK(hsq_store_del(st, HSQ_DB_META, "user_keys", 9));
+    HSQ_OK(hsq_store_del(st, HSQ_DB_META, "scrub", 5));
     HSQ_OK(hsq_store_commit(st));
     close_all();
     open_all();
+    HSQ_OK(hsq_store_begin(st, 1));
+    HSQ_ASSERT_EQ(hsq_store_get(st, HSQ_DB_USERS, k, 3, &v), HSQ_ENOTFOUND);
+    HSQ_OK(hsq_store_get(st, HSQ_DB_USERS, hk, sizeof hk, &v));
+    HSQ_OK(hsq_store_get(st, HSQ_DB_META, "user_keys", 9, &v));
+    HSQ_OK(hsq_store_get(st, HSQ_DB_META, "scrub", 5, &v)); /* the raw ids' old pages */
+    hsq_store_abort(st);
+    /* An erasure a crash interrupted in such a store: its ledger entry (the
+     * raw id as key, requested_at as value) is rekeyed with the id moved
+     * into the value, and the erasure completes. */
+    uint64_t gone = (uint64_t)submit("lz", NULL);
+    HSQ_OK(hsq_store_begin(st, 0));
+    uint8_t lk[3] = {2, 'l', 'z'}, at[8];
+    hsq_be64(at, 1);
+    HSQ_OK(hsq_store_put(st, HSQ_DB_LEDGER, lk, sizeof lk, at, sizeof at));
+    HSQ_OK(hsq_store_del(st, HSQ_DB_META, "user_keys", 9));
+    HSQ_OK(hsq_store_commit(st));
+    close_all();
+    open_all();
+    HSQ_OK(hsq_store_begin(st, 1));
+    HSQ_ASSERT_EQ(hsq_store_get(st, HSQ_DB_LEDGER, lk, sizeof lk, &v), HSQ_ENOTFOUND);
+    hsq_store_abort(st);
+    for (int i = 0; i < 8 && task_op(HSQ_OP_STATUS, gone, NULL)->m.kind == HSQ_KIND_REPLY; i++) {
+        begin();
+        turn();
+    }
+    HSQ_ASSERT_EQ(task_op(HSQ_OP_STATUS, gone, NULL)->m.rep.error.code, HSQ_ENOTFOUND);
+    HSQ_ASSERT_EQ(ledger_size(), 0);
     HSQ_ASSERT_EQ(list_all("lg", 2, got, 64), 3);
     HSQ_ASSERT_U64_EQ(got[0], old[2]);
     HSQ_ASSERT_U64_EQ(got[2], old[0]);
@@ -2450,6 +2501,60 @@ static void test_erase_scrub(void) {
     HSQ_ASSERT(submit("keeper", NULL) > 0);
 }
 
+/* With enough users for the per-user trees to have branch pages, an erased
+ * user's id must not live on as a separator: LMDB copies the first key of
+ * a page into its parent when the page splits and keeps that copy after
+ * the key itself is deleted. So no tree is keyed by the raw user id or
+ * idempotency key (users, history, idempotency keys and credits are keyed
+ * by a keyed hash), and after the scrub a byte scan finds neither in any
+ * record or free page. */
+static void test_erase_separators(void) {
+    fresh();
+    enum { USERS = 1200, STEP = 12 };
+    static char name[USERS][32];
+    hsq_bytes f = {tiny, sizeof tiny};
+    for (int b = 0; b < USERS; b += 200) {
+        begin();
+        for (int i = b; i < b + 200; i++) {
+            snprintf(name[i], sizeof name[i], "sep-user-%04d-x", i);
+            hsq_wire_msg m;
+            submit_msg(&m, name[i], name[i], HSQ_PRIO_NORMAL);
+            m.rid = rid_seq++;
+            feed(HSQ_SOCK_CLIENT, "web-1", &m, &f, 1);
+        }
+        turn();
+    }
+    for (int i = 0; i < USERS; i += STEP) {
+        uint64_t erid = erase_request(name[i]);
+        for (int t = 0; t < 8 && !replied(erid); t++) {
+            begin();
+            turn();
+        }
+        HSQ_ASSERT_EQ(reply_to(erid)->m.kind, HSQ_KIND_REPLY);
+    }
+    for (int turns = 0;; turns++) {
+        hsq_bytes v;
+        HSQ_OK(hsq_store_begin(st, 1));
+        int rc = hsq_store_get(st, HSQ_DB_META, "scrub", 5, &v);
+        hsq_store_abort(st);
+        if (rc == HSQ_ENOTFOUND)
+            break;
+        HSQ_OK(rc);
+        HSQ_ASSERT(turns < 500);
+        begin();
+        turn();
+    }
+    int slack, left = 0;
+    for (int i = 0; i < USERS; i += STEP)
+        if (data_hits(name[i], &slack) > 0) {
+            fprintf(stderr, "erased user %s is still in the LMDB file\n", name[i]);
+            left++;
+        }
+    HSQ_ASSERT_EQ(left, 0);
+    HSQ_ASSERT(data_hits(name[1], &slack) > 0);                        /* a user still there */
+    HSQ_ASSERT_EQ(submit(name[1], name[1]), submit(name[1], name[1])); /* idempotent still */
+}
+
 /* A purge that finished (more = 0) scrubs the free pages as well: the
  * records retention deleted leave no copy there. (The user record stays:
  * retention deletes tasks, not the account; so the marker is the user's
@@ -2888,7 +2993,8 @@ static void test_credits(void) {
     HSQ_ASSERT_EQ(audit_lines("op=credit_erase"), 1);
     HSQ_OK(hsq_store_begin(st, 1));
     hsq_bytes v;
-    uint8_t k[4] = {3, 'd', 'e', 'e'};
+    uint8_t k[17];
+    hashed_user_key("dee", k);
     HSQ_ASSERT_EQ(hsq_store_get(st, HSQ_DB_CREDITS, k, sizeof k, &v), HSQ_ENOTFOUND);
     hsq_store_abort(st);
     ASSERT_CREDITS("dee", 0, 0);
@@ -2945,6 +3051,7 @@ int main(void) {
     test_erase_reaped();
     test_fsck();
     test_erase_scrub();
+    test_erase_separators();
     test_purge_scrub();
     test_rate_limit();
     test_credits();
