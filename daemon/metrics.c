@@ -305,7 +305,8 @@ void hsq_metrics_render(const hsq_metrics_sample *s, hsq_wbuf *b) {
         "(purge requests wait for it).",
         s->recovering ? 1 : 0);
     one(b, "hsq_scrub_pending", "gauge",
-        "1 while LMDB's free pages are being overwritten after an erasure or a purge.",
+        "1 while LMDB's pages are being rewritten or its free pages overwritten after an "
+        "erasure or a purge.",
         s->scrubbing ? 1 : 0);
     one(b, "hsq_scrub_pages_total", "counter",
         "Free LMDB pages overwritten with zeros since hsqd started.", s->scrub_pages);

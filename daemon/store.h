@@ -62,6 +62,16 @@ typedef struct hsq_cursor hsq_cursor;
 int hsq_store_open(hsq_store **out, const char *dir, uint64_t map_size);
 void hsq_store_close(hsq_store **s);
 
+/* Close the environment and open it again, with no transaction open (and
+ * no cursor). What it is for: LMDB keeps the buffers of pages it wrote for
+ * later transactions and reuses them without clearing them, and copies a
+ * page into one without its unused middle, so bytes of deleted records ride
+ * along into pages written later. A reopen drops those buffers: pages
+ * written after it start from zeroed memory (see queue.c, the rewrite after
+ * an erasure). Errors: those of hsq_store_open; the store is then unusable
+ * (every transaction fails with HSQ_ESTORE) and the process should exit. */
+int hsq_store_reopen(hsq_store *s);
+
 /* Begin a transaction (write unless rdonly). Errors: HSQ_ESTORE. */
 int hsq_store_begin(hsq_store *s, int rdonly);
 /* Commit durably (default sync flags: data pages and the meta page are

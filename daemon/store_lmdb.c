@@ -21,7 +21,8 @@ static const char *const db_names[HSQ_DB_COUNT_] = {
 };
 
 struct hsq_store {
-    MDB_env *env;
+    MDB_env *env; /* NULL after a reopen that failed: every call then fails */
+    char *dir;
     MDB_txn *txn;
     MDB_dbi dbi[HSQ_DB_COUNT_];
     uint64_t map_size;
@@ -44,16 +45,17 @@ static int xlate(hsq_store *s, int rc, const char *what) {
     return HSQ_ESTORE;
 }
 
-int hsq_store_open(hsq_store **out, const char *dir, uint64_t map_size) {
-    *out = NULL;
-    if (mkdir(dir, 0700) != 0 && errno != EEXIST)
-        return -errno;
-    hsq_store *s = hsq_xcalloc(1, sizeof *s);
+/* Create and open s->env on dir with s->map_size, open every database and
+ * check the schema. On failure s->env is NULL. */
+static int env_open(hsq_store *s, const char *dir) {
     int rc = mdb_env_create(&s->env);
+    if (rc != 0) {
+        s->env = NULL;
+        return xlate(s, rc, "mdb_env_create");
+    }
+    rc = mdb_env_set_maxdbs(s->env, HSQ_DB_COUNT_);
     if (rc == 0)
-        rc = mdb_env_set_maxdbs(s->env, HSQ_DB_COUNT_);
-    if (rc == 0)
-        rc = mdb_env_set_mapsize(s->env, map_size);
+        rc = mdb_env_set_mapsize(s->env, s->map_size);
     /* Default sync flags on purpose: an acknowledged submit must survive a
      * power cut. MDB_NOTLS lets a read txn be used from a thread other than
      * the loop's later on without reader-slot surprises. */
@@ -64,10 +66,9 @@ int hsq_store_open(hsq_store **out, const char *dir, uint64_t map_size) {
         if (rc > 0 && rc < 1000 && e == HSQ_ESTORE)
             e = -rc;
         mdb_env_close(s->env);
-        free(s);
+        s->env = NULL;
         return e;
     }
-    s->map_size = map_size;
     int dead = 0;
     mdb_reader_check(s->env, &dead);
 
@@ -100,11 +101,41 @@ int hsq_store_open(hsq_store **out, const char *dir, uint64_t map_size) {
         if (ret == 0)
             ret = xlate(s, rc, "open dbs");
         mdb_env_close(s->env);
-        free(s);
+        s->env = NULL;
         return ret;
     }
+    return 0;
+}
+
+int hsq_store_open(hsq_store **out, const char *dir, uint64_t map_size) {
+    *out = NULL;
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST)
+        return -errno;
+    hsq_store *s = hsq_xcalloc(1, sizeof *s);
+    s->map_size = map_size;
+    int rc = env_open(s, dir);
+    if (rc != 0) {
+        free(s);
+        return rc;
+    }
+    size_t n = strlen(dir) + 1;
+    s->dir = hsq_xmalloc(n);
+    memcpy(s->dir, dir, n);
     *out = s;
     return 0;
+}
+
+int hsq_store_reopen(hsq_store *s) {
+    assert(!s->txn);
+    if (s->env) {
+        /* The map may have grown since the open (another process, or us). */
+        MDB_envinfo info;
+        if (mdb_env_info(s->env, &info) == 0 && info.me_mapsize > s->map_size)
+            s->map_size = info.me_mapsize;
+        mdb_env_close(s->env);
+        s->env = NULL;
+    }
+    return env_open(s, s->dir);
 }
 
 void hsq_store_close(hsq_store **sp) {
@@ -113,13 +144,19 @@ void hsq_store_close(hsq_store **sp) {
         return;
     if (s->txn)
         mdb_txn_abort(s->txn);
-    mdb_env_close(s->env);
+    if (s->env)
+        mdb_env_close(s->env);
+    free(s->dir);
     free(s);
     *sp = NULL;
 }
 
 int hsq_store_begin(hsq_store *s, int rdonly) {
     assert(!s->txn);
+    if (!s->env) {
+        snprintf(s->lasterr, sizeof s->lasterr, "the environment could not be reopened");
+        return HSQ_ESTORE;
+    }
     int rc = mdb_txn_begin(s->env, NULL, rdonly ? MDB_RDONLY : 0, &s->txn);
     if (rc == MDB_MAP_RESIZED) {
         /* Another process (hsq purge, later) grew the map: adopt it. */
@@ -248,6 +285,8 @@ int hsq_store_scrub(hsq_store *s, uint64_t *next, uint64_t upto, size_t max_page
 
 int hsq_store_grow(hsq_store *s, uint64_t max_bytes) {
     assert(!s->txn);
+    if (!s->env)
+        return HSQ_ESTORE;
     if (s->map_size >= max_bytes)
         return HSQ_EDISKFULL;
     uint64_t n = s->map_size * 2;
@@ -348,6 +387,9 @@ int hsq_store_count(hsq_store *s, hsq_db db, uint64_t *n) {
 void hsq_store_usage(hsq_store *s, uint64_t *used, uint64_t *mapsize) {
     MDB_envinfo info;
     MDB_stat st;
+    *used = *mapsize = 0;
+    if (!s->env)
+        return;
     mdb_env_info(s->env, &info);
     mdb_env_stat(s->env, &st);
     *used = (uint64_t)(info.me_last_pgno + 1) * st.ms_psize;
