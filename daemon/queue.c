@@ -261,7 +261,7 @@ struct hsq_queue {
     uint64_t scrub_pages_total; /* zeroed since the queue was loaded */
     int64_t scrub_retry_ms;     /* after a failed step: not before */
     int ledger_added;      /* an entry was added this turn: not before it commits */
-    /* The rewrite after an erasure (rewrite_step): the tree it is in (-1:
+    /* The rewrite after an erasure or a purge (rewrite_step): the tree it is in (-1:
      * none), the last key it rewrote there, whether the store is to be
      * reopened before the next turn. Kept in META "rewrite" with the turns. */
     int rewrite_db;
@@ -2835,7 +2835,7 @@ static void scrub_step(hsq_queue *q) {
     scrub_save(q);
 }
 
-/* ---- the rewrite after an erasure ----
+/* ---- the rewrite after an erasure or a purge ----
  *
  * The scrub zeroes free pages; what it cannot reach is the unused middle of
  * live pages. LMDB builds a page it writes in a buffer it keeps from earlier
@@ -2857,8 +2857,9 @@ static void rewrite_save(hsq_queue *q) {
                           sizeof db + q->rewrite_klen));
 }
 
-/* A pass under way starts again from the first tree: this erasure's pages
- * may be among those it already rewrote. */
+/* After an erasure, or a purge request that finished (cron's, daily). A
+ * pass under way starts again from the first tree: the pages of this
+ * deletion may be among those it already rewrote. */
 static void rewrite_request(hsq_queue *q) {
     q->rewrite_db = 0;
     q->rewrite_klen = 0;
@@ -2922,8 +2923,7 @@ static void rewrite_step(hsq_queue *q, uint32_t budget) {
     if (q->rewrite_db >= HSQ_DB_COUNT_) {
         q->rewrite_db = -1;
         note(q, hsq_store_del(q->st, HSQ_DB_META, REWRITE_KEY, strlen(REWRITE_KEY)));
-        hsq_log(HSQ_LOG_NOTICE, "queue", "rewrite after an erasure done records=%" PRIu64,
-                q->rewrite_entries);
+        hsq_log(HSQ_LOG_NOTICE, "queue", "page rewrite done records=%" PRIu64, q->rewrite_entries);
         scrub_request(q); /* the pages the rewrite freed */
     } else {
         rewrite_save(q);
@@ -2934,9 +2934,12 @@ static void rewrite_step(hsq_queue *q, uint32_t budget) {
 static void purge_reply(hsq_queue *q, hsq_sock sock, const uint8_t *peer, size_t plen,
                         uint64_t rid, int dry, int more, const hsq_sweep_counts *sc) {
     /* The end of a purge (cron's, or hsq purge by hand): what retention
-     * deleted since the last scrub leaves LMDB's free pages too. */
-    if (!dry && !more)
+     * deleted since the last scrub leaves LMDB's free pages, and the
+     * unused middle of its live pages, too. */
+    if (!dry && !more) {
         scrub_request(q);
+        rewrite_request(q);
+    }
     if (!dry && (sc->inputs || sc->outputs || sc->tasks || sc->tombstones || sc->cancelled ||
                  sc->errors))
         audit(q,
