@@ -2848,6 +2848,29 @@ static void scrub_step(hsq_queue *q) {
  * which writes every page anew from clean memory, a bounded number a turn,
  * and scrub the pages that frees. */
 
+/* Records copied out of a cursor walk, so that the tree can be written while
+ * they are read back: u32 key length | key | u32 value length | value. */
+static void batch_add(hsq_wbuf *b, hsq_bytes k, hsq_bytes v) {
+    uint32_t kl = (uint32_t)k.len, vl = (uint32_t)v.len;
+    hsq_wbuf_append(b, &kl, sizeof kl);
+    hsq_wbuf_append(b, k.ptr, k.len);
+    hsq_wbuf_append(b, &vl, sizeof vl);
+    hsq_wbuf_append(b, v.ptr, v.len);
+}
+
+/* The record at p into *k and *v (views into the batch); the next one's
+ * start. */
+static const uint8_t *batch_next(const uint8_t *p, hsq_bytes *k, hsq_bytes *v) {
+    uint32_t kl, vl;
+    memcpy(&kl, p, sizeof kl);
+    k->ptr = p + sizeof kl;
+    k->len = kl;
+    memcpy(&vl, k->ptr + kl, sizeof vl);
+    v->ptr = k->ptr + kl + sizeof vl;
+    v->len = vl;
+    return v->ptr + vl;
+}
+
 static void rewrite_save(hsq_queue *q) {
     uint8_t v[4 + sizeof q->rewrite_key];
     uint32_t db = (uint32_t)q->rewrite_db;
@@ -2883,13 +2906,8 @@ static void rewrite_step(hsq_queue *q, uint32_t budget) {
             rc = hsq_cursor_get(cur, HSQ_CUR_NEXT, &k, &v);
         hsq_wbuf_reset(&b);
         uint32_t n = 0;
-        for (; rc == 0 && n < budget; rc = hsq_cursor_get(cur, HSQ_CUR_NEXT, &k, &v), n++) {
-            uint32_t kl = (uint32_t)k.len, vl = (uint32_t)v.len;
-            hsq_wbuf_append(&b, &kl, sizeof kl);
-            hsq_wbuf_append(&b, k.ptr, k.len);
-            hsq_wbuf_append(&b, &vl, sizeof vl);
-            hsq_wbuf_append(&b, v.ptr, v.len);
-        }
+        for (; rc == 0 && n < budget; rc = hsq_cursor_get(cur, HSQ_CUR_NEXT, &k, &v), n++)
+            batch_add(&b, k, v);
         hsq_cursor_close(&cur);
         if (rc != 0 && rc != HSQ_ENOTFOUND) {
             note(q, rc);
@@ -2897,17 +2915,14 @@ static void rewrite_step(hsq_queue *q, uint32_t budget) {
         }
         const uint8_t *p = (const uint8_t *)b.data;
         for (uint32_t i = 0; i < n && q->turn_err == 0; i++) {
-            uint32_t kl, vl;
-            memcpy(&kl, p, sizeof kl);
-            const uint8_t *kp = p + sizeof kl;
-            memcpy(&vl, kp + kl, sizeof vl);
-            const uint8_t *vp = kp + kl + sizeof vl;
-            p = vp + vl;
-            if (note(q, hsq_store_put(q->st, (hsq_db)q->rewrite_db, kp, kl, vp, vl)) != 0)
+            hsq_bytes rk, rv;
+            p = batch_next(p, &rk, &rv);
+            if (note(q, hsq_store_put(q->st, (hsq_db)q->rewrite_db, rk.ptr, rk.len, rv.ptr,
+                                      rv.len)) != 0)
                 break;
-            if (kl <= sizeof q->rewrite_key) {
-                memcpy(q->rewrite_key, kp, kl);
-                q->rewrite_klen = kl;
+            if (rk.len <= sizeof q->rewrite_key) {
+                memcpy(q->rewrite_key, rk.ptr, rk.len);
+                q->rewrite_klen = rk.len;
             }
         }
         budget -= n;
@@ -4939,11 +4954,7 @@ static int rekey_tree(hsq_queue *q, hsq_db db, uint64_t *moved) {
              rc = hsq_cursor_get(cur, HSQ_CUR_NEXT, &k, &v), n++) {
             if (k.len > 0 && k.ptr[0] == USER_KEY_MARK)
                 break;
-            uint32_t kl = (uint32_t)k.len, vl = (uint32_t)v.len;
-            hsq_wbuf_append(&b, &kl, sizeof kl);
-            hsq_wbuf_append(&b, k.ptr, k.len);
-            hsq_wbuf_append(&b, &vl, sizeof vl);
-            hsq_wbuf_append(&b, v.ptr, v.len);
+            batch_add(&b, k, v);
         }
         hsq_cursor_close(&cur);
         if (rc != 0 && rc != HSQ_ENOTFOUND)
@@ -4953,12 +4964,10 @@ static int rekey_tree(hsq_queue *q, hsq_db db, uint64_t *moved) {
             break;
         const uint8_t *p = (const uint8_t *)b.data;
         for (size_t i = 0; i < n && rc == 0; i++) {
-            uint32_t kl, vl;
-            memcpy(&kl, p, sizeof kl);
-            const uint8_t *ok = p + sizeof kl;
-            memcpy(&vl, ok + kl, sizeof vl);
-            const uint8_t *ov = ok + kl + sizeof vl;
-            p = ov + vl;
+            hsq_bytes rk, rv;
+            p = batch_next(p, &rk, &rv);
+            const uint8_t *ok = rk.ptr, *ov = rv.ptr;
+            uint32_t kl = (uint32_t)rk.len, vl = (uint32_t)rv.len;
             if (kl < 2 || ok[0] == 0 || ok[0] > HSQ_MAX_USER_LEN || kl < 1u + ok[0]) {
                 hsq_log(HSQ_LOG_ERR, "queue",
                         "rekey: a key of %u bytes in the %s tree is not "
