@@ -267,6 +267,7 @@ struct hsq_queue {
     int rewrite_db;
     uint8_t rewrite_key[512];
     size_t rewrite_klen;
+    int rewrite_again; /* a deletion came during the pass: another after it */
     int rewrite_reopen;
     uint64_t rewrite_entries;
     uint8_t audit_key[32]; /* keyed hash of user ids in the audit log */
@@ -784,7 +785,7 @@ static int user_active_add(hsq_queue *q, hsq_str user, int delta) {
 #define SCRUB_PAGES 64    /* pages zeroed per turn at most (256 KiB of writes) */
 #define SCRUB_TICK_MS 10  /* a scrub keeps the turns (and the txnids) going */
 #define SCRUB_RETRY_MS 60000 /* after a failed step (a write error, say) */
-#define REWRITE_KEY "rewrite" /* meta: u32 tree | last key, a rewrite under way */
+#define REWRITE_KEY "rewrite" /* meta: u32 tree | u8 again | last key: a rewrite under way */
 #define REWRITE_BATCH 256     /* entries a turn rewrites at most (a quarter when busy) */
 
 static int load_meta(hsq_queue *q) {
@@ -818,16 +819,18 @@ static int load_meta(hsq_queue *q) {
     }
     q->rewrite_db = -1;
     q->rewrite_klen = 0;
+    q->rewrite_again = 0;
     if ((rc = hsq_store_get(q->st, HSQ_DB_META, REWRITE_KEY, strlen(REWRITE_KEY), &v)) == 0) {
         uint32_t db;
-        if (v.len < sizeof db || v.len - sizeof db > sizeof q->rewrite_key)
+        if (v.len < sizeof db + 1 || v.len - sizeof db - 1 > sizeof q->rewrite_key)
             return HSQ_ECORRUPT;
         memcpy(&db, v.ptr, sizeof db);
         if (db >= HSQ_DB_COUNT_)
             return HSQ_ECORRUPT;
         q->rewrite_db = (int)db;
-        q->rewrite_klen = v.len - sizeof db;
-        memcpy(q->rewrite_key, v.ptr + sizeof db, q->rewrite_klen);
+        q->rewrite_again = v.ptr[sizeof db] != 0;
+        q->rewrite_klen = v.len - sizeof db - 1;
+        memcpy(q->rewrite_key, v.ptr + sizeof db + 1, q->rewrite_klen);
     } else if (rc != HSQ_ENOTFOUND) {
         return rc;
     }
@@ -2872,23 +2875,36 @@ static const uint8_t *batch_next(const uint8_t *p, hsq_bytes *k, hsq_bytes *v) {
 }
 
 static void rewrite_save(hsq_queue *q) {
-    uint8_t v[4 + sizeof q->rewrite_key];
+    uint8_t v[5 + sizeof q->rewrite_key];
     uint32_t db = (uint32_t)q->rewrite_db;
     memcpy(v, &db, sizeof db);
-    memcpy(v + sizeof db, q->rewrite_key, q->rewrite_klen);
+    v[sizeof db] = (uint8_t)(q->rewrite_again != 0);
+    memcpy(v + sizeof db + 1, q->rewrite_key, q->rewrite_klen);
     note(q, hsq_store_put(q->st, HSQ_DB_META, REWRITE_KEY, strlen(REWRITE_KEY), v,
-                          sizeof db + q->rewrite_klen));
+                          sizeof db + 1 + q->rewrite_klen));
 }
 
-/* After an erasure, or a purge request that finished (cron's, daily). A
- * pass under way starts again from the first tree: the pages of this
- * deletion may be among those it already rewrote. */
-static void rewrite_request(hsq_queue *q) {
+static void rewrite_start(hsq_queue *q) {
     q->rewrite_db = 0;
     q->rewrite_klen = 0;
+    q->rewrite_again = 0;
     q->rewrite_reopen = 1;
     q->rewrite_entries = 0;
     rewrite_save(q);
+}
+
+/* After an erasure, or a purge request that finished (cron's, daily). A
+ * pass under way goes on (what it rewrites still cleans the earlier
+ * deletions), and another one follows it for this deletion, whose pages may
+ * be among those already rewritten: each deletion is cleaned by at most
+ * two passes, however often they come. */
+static void rewrite_request(hsq_queue *q) {
+    if (q->rewrite_db >= 0) {
+        q->rewrite_again = 1;
+        rewrite_save(q);
+        return;
+    }
+    rewrite_start(q);
 }
 
 static void rewrite_step(hsq_queue *q, uint32_t budget) {
@@ -2936,10 +2952,15 @@ static void rewrite_step(hsq_queue *q, uint32_t budget) {
     if (q->turn_err != 0)
         return;
     if (q->rewrite_db >= HSQ_DB_COUNT_) {
-        q->rewrite_db = -1;
-        note(q, hsq_store_del(q->st, HSQ_DB_META, REWRITE_KEY, strlen(REWRITE_KEY)));
-        hsq_log(HSQ_LOG_NOTICE, "queue", "page rewrite done records=%" PRIu64, q->rewrite_entries);
+        hsq_log(HSQ_LOG_NOTICE, "queue", "page rewrite done records=%" PRIu64 " again=%d",
+                q->rewrite_entries, q->rewrite_again);
         scrub_request(q); /* the pages the rewrite freed */
+        if (q->rewrite_again) {
+            rewrite_start(q);
+        } else {
+            q->rewrite_db = -1;
+            note(q, hsq_store_del(q->st, HSQ_DB_META, REWRITE_KEY, strlen(REWRITE_KEY)));
+        }
     } else {
         rewrite_save(q);
     }

@@ -2551,6 +2551,69 @@ static void test_erase_separators(void) {
     HSQ_ASSERT_EQ(submit(name[1], name[1]), submit(name[1], name[1])); /* idempotent still */
 }
 
+/* META "rewrite": the tree the pass is in, and whether another follows. */
+static int rewrite_state(uint32_t *db, int *again) {
+    hsq_bytes v;
+    HSQ_OK(hsq_store_begin(st, 1));
+    int rc = hsq_store_get(st, HSQ_DB_META, "rewrite", 7, &v);
+    if (rc == 0) {
+        HSQ_ASSERT(v.len >= 5);
+        memcpy(db, v.ptr, 4);
+        *again = v.ptr[4];
+    }
+    hsq_store_abort(st);
+    return rc == 0;
+}
+
+/* An erasure while a rewrite pass is under way does not start it over
+ * (with erasures more frequent than a pass, none would ever end): the pass
+ * goes on, a second one follows it, and neither user leaves a copy. */
+static void test_rewrite_again(void) {
+    fresh();
+    static const char va[] = "again-victim-a1", vb[] = "again-victim-b2";
+    hsq_bytes f = {tiny, sizeof tiny};
+    for (int b = 0; b < 2000; b += 200) {
+        begin();
+        for (int i = b; i < b + 200; i++) {
+            hsq_wire_msg m;
+            submit_msg(&m, i % 20 == 0 ? va : i % 20 == 1 ? vb : "keeper", NULL, HSQ_PRIO_NORMAL);
+            m.rid = rid_seq++;
+            feed(HSQ_SOCK_CLIENT, "web-1", &m, &f, 1);
+        }
+        turn();
+    }
+    uint64_t erid = erase_request(va);
+    for (int t = 0; t < 8 && !replied(erid); t++) {
+        begin();
+        turn();
+    }
+    HSQ_ASSERT_EQ(reply_to(erid)->m.kind, HSQ_KIND_REPLY);
+    uint32_t db = 0;
+    int again = 0;
+    for (int t = 0; t < 200 && rewrite_state(&db, &again) && db < HSQ_DB_PENDING; t++) {
+        begin();
+        turn();
+    }
+    HSQ_ASSERT(rewrite_state(&db, &again) && db >= HSQ_DB_PENDING && !again);
+    uint32_t reached = db;
+    erid = erase_request(vb);
+    for (int t = 0; t < 8 && !replied(erid); t++) {
+        begin();
+        turn();
+    }
+    HSQ_ASSERT_EQ(reply_to(erid)->m.kind, HSQ_KIND_REPLY);
+    HSQ_ASSERT(rewrite_state(&db, &again));
+    HSQ_ASSERT(db >= reached); /* went on, not over */
+    HSQ_ASSERT_EQ(again, 1);
+    settle_scrub();
+    int slack;
+    HSQ_ASSERT_EQ(data_hits(va, &slack), 0);
+    HSQ_ASSERT_EQ(slack, 0);
+    HSQ_ASSERT_EQ(data_hits(vb, &slack), 0);
+    HSQ_ASSERT_EQ(slack, 0);
+    HSQ_ASSERT(data_hits("keeper", &slack) > 0);
+}
+
 /* A purge that finished (more = 0) scrubs the free pages as well: the
  * records retention deleted leave no copy there. (The user record stays:
  * retention deletes tasks, not the account; so the marker is the user's
@@ -3040,6 +3103,7 @@ int main(void) {
     test_fsck();
     test_erase_scrub();
     test_erase_separators();
+    test_rewrite_again();
     test_purge_scrub();
     test_rate_limit();
     test_credits();
