@@ -2567,7 +2567,8 @@ static int rewrite_state(uint32_t *db, int *again) {
 
 /* An erasure while a rewrite pass is under way does not start it over
  * (with erasures more frequent than a pass, none would ever end): the pass
- * goes on, a second one follows it, and neither user leaves a copy. */
+ * goes on, a second one follows it, and neither user leaves a copy. A
+ * restart in the middle of a pass resumes it. */
 static void test_rewrite_again(void) {
     fresh();
     static const char va[] = "again-victim-a1", vb[] = "again-victim-b2";
@@ -2595,6 +2596,15 @@ static void test_rewrite_again(void) {
         turn();
     }
     HSQ_ASSERT(rewrite_state(&db, &again) && db >= HSQ_DB_PENDING && !again);
+    /* A restart (a crash, say) in the middle: the pass goes on from where
+     * its last turn left it (a new process has no old buffers to drop). */
+    close_all();
+    open_all();
+    uint32_t resumed = 0;
+    HSQ_ASSERT(rewrite_state(&resumed, &again) && resumed == db);
+    begin();
+    turn();
+    HSQ_ASSERT(rewrite_state(&db, &again) && db >= resumed);
     uint32_t reached = db;
     erid = erase_request(vb);
     for (int t = 0; t < 8 && !replied(erid); t++) {
