@@ -86,6 +86,7 @@ typedef struct {
     const char *hsqd;      /* path of the hsqd binary */
     const char *attach;    /* --attach: paced load on this client endpoint only */
     int disk_probe;        /* --disk-probe PAGES: only the paced commit-shaped disk probe */
+    int disk_mirror;       /* --disk-mirror: with it, the journal mirrored to two files */
     int paced_secs_set;    /* --paced-secs given */
     const char *ack_log;   /* --ack-log: one line per ack (attach mode) */
     const char *hsqd_args; /* argv template after the binary; %D and %F substituted */
@@ -708,6 +709,117 @@ static int journal_probe(const char *dir, size_t bytes, double rate, double secs
     hsq_journal_close(&j);
     unlink(path);
     free(rec);
+    free(lat.v);
+    return rc == 0 ? 0 : -1;
+}
+
+/* The same records appended to two journals at once, each by a thread of
+ * its own, and a request done when the first of the two has its record on
+ * the disk: whether the disk's stalls hit two files apart (then a mirrored
+ * journal would cut the tail) or together. Each file takes its records in
+ * order; one that lags catches up while the other answers. */
+typedef struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    uint64_t target; /* requests 1..target are asked for */
+    uint64_t first;  /* requests 1..first are on the disk in at least one file */
+    int quit, err;
+    uint8_t *rec;
+    size_t bytes;
+} mirror;
+
+typedef struct {
+    mirror *m;
+    hsq_journal *j;
+} mirror_arg;
+
+static void *mirror_main(void *p) {
+    mirror_arg *a = p;
+    mirror *m = a->m;
+    uint64_t done = 0;
+    pthread_mutex_lock(&m->mu);
+    for (;;) {
+        while (!m->quit && done >= m->target)
+            pthread_cond_wait(&m->cv, &m->mu);
+        if (m->quit)
+            break;
+        pthread_mutex_unlock(&m->mu);
+        struct iovec v = {m->rec, m->bytes};
+        uint64_t lsn;
+        int rc = hsq_journal_append(a->j, &v, 1, &lsn);
+        if (rc == HSQ_EDISKFULL) {
+            hsq_journal_rewind(a->j);
+            rc = hsq_journal_append(a->j, &v, 1, &lsn);
+        }
+        pthread_mutex_lock(&m->mu);
+        if (rc != 0)
+            m->err = rc;
+        done++;
+        if (done > m->first)
+            m->first = done;
+        pthread_cond_broadcast(&m->cv);
+    }
+    pthread_mutex_unlock(&m->mu);
+    return NULL;
+}
+
+static int mirror_probe(const char *dir, size_t bytes, double rate, double secs, disk_lat *out) {
+    mirror m = {.bytes = bytes};
+    pthread_mutex_init(&m.mu, NULL);
+    pthread_cond_init(&m.cv, NULL);
+    m.rec = xmalloc(bytes);
+    fill_random(m.rec, bytes, 0x10a2);
+    mirror_arg a[2] = {{&m, NULL}, {&m, NULL}};
+    char path[2][1100];
+    int rc = 0, started = 0;
+    pthread_t th[2];
+    for (int i = 0; i < 2 && rc == 0; i++) {
+        snprintf(path[i], sizeof path[i], "%.1024s/journal-mirror-%d.tmp", dir, i);
+        rc = hsq_journal_open(&a[i].j, path[i], 16u << 20);
+        if (rc == 0)
+            rc = hsq_journal_replay(a[i].j, 0, NULL, NULL);
+    }
+    for (int i = 0; i < 2 && rc == 0; i++)
+        if (pthread_create(&th[i], NULL, mirror_main, &a[i]) == 0)
+            started++;
+        else
+            rc = -EAGAIN;
+    u64vec lat = {0};
+    uint64_t period = (uint64_t)(1e9 / rate), t0 = now_ns();
+    uint64_t n = (uint64_t)(secs * rate);
+    for (uint64_t i = 1; rc == 0 && i <= n; i++) {
+        uint64_t at = t0 + (i - 1) * period;
+        sleep_until_ns(at);
+        pthread_mutex_lock(&m.mu);
+        m.target = i;
+        pthread_cond_broadcast(&m.cv);
+        while (m.first < i && !m.err)
+            pthread_cond_wait(&m.cv, &m.mu);
+        rc = m.err;
+        pthread_mutex_unlock(&m.mu);
+        u64vec_push(&lat, now_ns() - at);
+    }
+    pthread_mutex_lock(&m.mu);
+    m.quit = 1;
+    pthread_cond_broadcast(&m.cv);
+    pthread_mutex_unlock(&m.mu);
+    for (int i = 0; i < started; i++)
+        pthread_join(th[i], NULL);
+    if (rc != 0) {
+        note("mirror probe %s: %s", dir, hsq_strerror(rc));
+    } else {
+        out->n = lat.n;
+        out->p50 = pct_ms(&lat, 0.50);
+        out->p99 = pct_ms(&lat, 0.99);
+        out->max = pct_ms(&lat, 1.0);
+    }
+    for (int i = 0; i < 2; i++) {
+        hsq_journal_close(&a[i].j);
+        unlink(path[i]);
+    }
+    pthread_cond_destroy(&m.cv);
+    pthread_mutex_destroy(&m.mu);
+    free(m.rec);
     free(lat.v);
     return rc == 0 ? 0 : -1;
 }
@@ -2274,7 +2386,10 @@ static void usage(FILE *f) {
             "                       run by someone else, until SIGTERM (or --paced-secs)\n"
             "  --disk-probe PAGES   only the disk's commit-shaped latency in --dir: every\n"
             "                       1/--rate s for --paced-secs, PAGES random 4 KiB\n"
-            "                       pwrites, fdatasync, one O_DSYNC meta page write\n"
+            "                       pwrites, fdatasync, one O_DSYNC meta page write;\n"
+            "                       then a 1 KiB journal append (daemon/journal.c)\n"
+            "  --disk-mirror        with --disk-probe: also the journal mirrored to two\n"
+            "                       files, each request done when the first has it\n"
             "  --ack-log FILE       attach mode: \"SEND_NS LATENCY_NS\" per ack\n"
             "                       (CLOCK_MONOTONIC)\n"
             "  --keep               keep the temp dir (logs, data)\n"
@@ -2411,6 +2526,8 @@ int main(int argc, char **argv) {
             o.attach = v;
         else if (ARG("--disk-probe"))
             o.disk_probe = (int)parse_num(a, v, 1, 1024);
+        else if (!strcmp(a, "--disk-mirror"))
+            o.disk_mirror = 1;
         else if (ARG("--ack-log"))
             o.ack_log = v;
         else if (ARG("--lease-wait-ms"))
@@ -2448,6 +2565,13 @@ int main(int argc, char **argv) {
             return 1;
         printf("journal append %u bytes: n %" PRIu64 " p50 %.3f p99 %.3f max %.3f ms\n",
                JOURNAL_PROBE_BYTES, d.n, d.p50, d.p99, d.max);
+        if (o.disk_mirror) {
+            if (mirror_probe(o.dir, JOURNAL_PROBE_BYTES, o.paced_rate, o.paced_secs, &d) != 0)
+                return 1;
+            printf("journal append %u bytes to 2 files, first on disk: n %" PRIu64
+                   " p50 %.3f p99 %.3f max %.3f ms\n",
+                   JOURNAL_PROBE_BYTES, d.n, d.p50, d.p99, d.max);
+        }
         return 0;
     }
 
