@@ -268,6 +268,8 @@ struct hsq_queue {
     uint8_t rewrite_key[512];
     size_t rewrite_klen;
     int rewrite_again; /* a deletion came during the pass: another after it */
+    int64_t rewrite_at_ms;  /* when the last pass began (META "rewrite_at") */
+    uint64_t rewrite_swept; /* what the sweeper had deleted then (swept_total) */
     int rewrite_reopen;
     uint64_t rewrite_entries;
     uint8_t audit_key[32]; /* keyed hash of user ids in the audit log */
@@ -787,6 +789,8 @@ static int user_active_add(hsq_queue *q, hsq_str user, int delta) {
 #define SCRUB_RETRY_MS 60000 /* after a failed step (a write error, say) */
 #define REWRITE_KEY "rewrite" /* meta: u32 tree | u8 again | last key: a rewrite under way */
 #define REWRITE_BATCH 256     /* entries a turn rewrites at most (a quarter when busy) */
+#define REWRITE_AT_KEY "rewrite_at"       /* meta: int64 ms, when the last pass began */
+#define REWRITE_EVERY_MS (86400ll * 1000) /* the sweeper's deletions: a pass a day */
 
 static int load_meta(hsq_queue *q) {
     hsq_bytes v;
@@ -820,6 +824,16 @@ static int load_meta(hsq_queue *q) {
     q->rewrite_db = -1;
     q->rewrite_klen = 0;
     q->rewrite_again = 0;
+    /* A store without a pass yet: the first of the sweeper's comes a day
+     * after this start. */
+    q->rewrite_at_ms = q->now;
+    if ((rc = hsq_store_get(q->st, HSQ_DB_META, REWRITE_AT_KEY, strlen(REWRITE_AT_KEY), &v)) == 0) {
+        if (v.len != sizeof q->rewrite_at_ms)
+            return HSQ_ECORRUPT;
+        memcpy(&q->rewrite_at_ms, v.ptr, sizeof q->rewrite_at_ms);
+    } else if (rc != HSQ_ENOTFOUND) {
+        return rc;
+    }
     if ((rc = hsq_store_get(q->st, HSQ_DB_META, REWRITE_KEY, strlen(REWRITE_KEY), &v)) == 0) {
         uint32_t db;
         if (v.len < sizeof db + 1 || v.len - sizeof db - 1 > sizeof q->rewrite_key)
@@ -2884,13 +2898,31 @@ static void rewrite_save(hsq_queue *q) {
                           sizeof db + 1 + q->rewrite_klen));
 }
 
+static uint64_t swept_total(const hsq_queue *q) {
+    return q->swept.inputs + q->swept.outputs + q->swept.tasks + q->swept.tombstones +
+           q->swept.cancelled;
+}
+
 static void rewrite_start(hsq_queue *q) {
     q->rewrite_db = 0;
     q->rewrite_klen = 0;
     q->rewrite_again = 0;
     q->rewrite_reopen = 1;
     q->rewrite_entries = 0;
+    q->rewrite_at_ms = q->now;
+    q->rewrite_swept = swept_total(q);
+    note(q, hsq_store_put(q->st, HSQ_DB_META, REWRITE_AT_KEY, strlen(REWRITE_AT_KEY),
+                          &q->rewrite_at_ms, sizeof q->rewrite_at_ms));
     rewrite_save(q);
+}
+
+/* The continuous sweeper deletes without a purge request: when it has
+ * deleted anything since the last pass began and that was a day ago, a
+ * pass (where cron runs `hsq purge` daily, its request has started one). */
+static void rewrite_daily(hsq_queue *q) {
+    if (q->rewrite_db < 0 && swept_total(q) != q->rewrite_swept &&
+        q->now - q->rewrite_at_ms >= REWRITE_EVERY_MS)
+        rewrite_start(q);
 }
 
 /* After an erasure, or a purge request that finished (cron's, daily). A
@@ -4568,6 +4600,8 @@ int hsq_queue_end_turn(hsq_queue *q) {
             save_meta(q);
         q->store_deadline = first_store_deadline(q);
     }
+    if (q->turn_err == 0)
+        rewrite_daily(q);
     /* (not in the erasure's own turn: the store is reopened first) */
     if (q->turn_err == 0 && q->rewrite_db >= 0 && !q->rewrite_reopen)
         rewrite_step(q, q->turn_msgs > 0 ? REWRITE_BATCH / 4 : REWRITE_BATCH);

@@ -2624,6 +2624,62 @@ static void test_rewrite_again(void) {
     HSQ_ASSERT(data_hits("keeper", &slack) > 0);
 }
 
+static int64_t rewrite_began(void) {
+    hsq_bytes v;
+    int64_t at = -1;
+    HSQ_OK(hsq_store_begin(st, 1));
+    if (hsq_store_get(st, HSQ_DB_META, "rewrite_at", 10, &v) == 0 && v.len == sizeof at)
+        memcpy(&at, v.ptr, sizeof at);
+    hsq_store_abort(st);
+    return at;
+}
+
+/* With no purge request at all, what the continuous sweeper deletes leaves
+ * the live pages within a day: a pass begins once a day when the sweeper
+ * has deleted anything since the last one began, and not more often. */
+static void test_rewrite_daily(void) {
+    fresh();
+    static const char gone[] = "swept-user-5c1d";
+    char prefix[HSQ_BLOB_PREFIX_LEN + 1];
+    hsq_blob_user_prefix(bl, gone, strlen(gone), prefix);
+    const int64_t hour = 3600000, day = 24 * hour, base = now;
+    for (int h = 0; h < 24; h++) { /* one an hour: their dates come an hour apart */
+        now = base + h * hour;
+        finished_task(gone);
+    }
+    HSQ_ASSERT(finished_task("keeper") > 0);
+    uint32_t db;
+    int again, slack;
+    HSQ_ASSERT(!rewrite_state(&db, &again));
+    HSQ_ASSERT_EQ(rewrite_began(), -1);
+    /* Past the uploads' dates, an hour at a time: the sweeper deletes every
+     * hour, and one pass begins, at the first. */
+    int64_t t0 = base + 7 * day, first = -1;
+    for (int h = 0; h < 24; h++) {
+        for (int i = 0; i < 4; i++)
+            tick_at(t0 + h * hour + i);
+        settle_scrub();
+        int64_t at = rewrite_began();
+        if (first < 0)
+            first = at;
+        HSQ_ASSERT(at == first);
+    }
+    HSQ_ASSERT(first >= t0);
+    /* Past every date; the next day's pass takes what the last one missed. */
+    for (int i = 0; i < 200; i++)
+        tick_at(base + 400 * day + i);
+    settle_scrub();
+    tick_at(now + day);
+    settle_scrub();
+    HSQ_ASSERT_EQ(data_hits(prefix, &slack), 0);
+    HSQ_ASSERT_EQ(slack, 0);
+    /* Nothing deleted since: no pass the day after. */
+    int64_t last = rewrite_began();
+    tick_at(now + day);
+    HSQ_ASSERT(!rewrite_state(&db, &again));
+    HSQ_ASSERT_EQ(rewrite_began(), last);
+}
+
 /* A purge that finished (more = 0) scrubs the free pages as well: the
  * records retention deleted leave no copy there. (The user record stays:
  * retention deletes tasks, not the account; so the marker is the user's
@@ -3114,6 +3170,7 @@ int main(void) {
     test_erase_scrub();
     test_erase_separators();
     test_rewrite_again();
+    test_rewrite_daily();
     test_purge_scrub();
     test_rate_limit();
     test_credits();
