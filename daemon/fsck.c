@@ -144,7 +144,7 @@ static int erasing_prefixes(hsq_store *st, fsck_ctx *c) {
          rc = hsq_cursor_get(cur, HSQ_CUR_NEXT, &k, &v)) {
         const char *id;
         size_t len;
-        if (k.len >= 1 && k.ptr[0] == 0xff && v.len > 8) {
+        if (k.len >= 1 && k.ptr[0] == HSQ_USER_KEY_MARK && v.len > 8) {
             id = (const char *)v.ptr + 8;
             len = v.len - 8;
         } else if (k.len >= 1 && k.len == 1u + k.ptr[0]) {

@@ -110,11 +110,10 @@ typedef struct waiter {
  * keyed BLAKE2b of the user id, never the id: LMDB copies the first key of a
  * page into its parent as a separator when the page splits, and keeps that
  * copy after the key is deleted, so an erased user's id would live on in a
- * branch page. 0xff first (a raw key's first byte is its length, at most
- * HSQ_MAX_USER_LEN), then 16 bytes of hash. The erasure ledger is keyed so
- * too and keeps the id in its value (u64be requested_at | id): an erasure
- * needs the id until it completes, and a value leaves no separator. */
-#define USER_KEY_MARK 0xff
+ * branch page. HSQ_USER_KEY_MARK first (queue.h), then 16 bytes of hash.
+ * The erasure ledger is keyed so too and keeps the id in its value (u64be
+ * requested_at | id): an erasure needs the id until it completes, and a
+ * value leaves no separator. */
 #define USER_KEY_LEN 17
 #define IDEM_KEY_LEN (USER_KEY_LEN + 16)
 #define DB_KEY_META "user_key" /* meta: the 32-byte key of those hashes */
@@ -289,7 +288,7 @@ static void task_key(uint8_t k[8], uint64_t id) {
 }
 
 static void user_hash(const hsq_queue *q, hsq_str user, uint8_t k[USER_KEY_LEN]) {
-    k[0] = USER_KEY_MARK;
+    k[0] = HSQ_USER_KEY_MARK;
     crypto_generichash(k + 1, USER_KEY_LEN - 1, (const uint8_t *)user.ptr, user.len, q->db_key,
                        sizeof q->db_key);
 }
@@ -467,7 +466,7 @@ static int save_task(hsq_queue *q, hsq_task *t) {
 /* Fixed-size per-user records (users, credits): a missing one reads as
  * zeros. */
 static int load_per_user(hsq_queue *q, hsq_db db, hsq_str user, void *rec, size_t size) {
-    uint8_t k[1 + HSQ_MAX_USER_LEN];
+    uint8_t k[USER_KEY_LEN];
     size_t kl = user_key(q, k, user);
     hsq_bytes v;
     int rc = hsq_store_get(q->st, db, k, kl, &v);
@@ -483,7 +482,7 @@ static int load_per_user(hsq_queue *q, hsq_db db, hsq_str user, void *rec, size_
 }
 
 static int save_per_user(hsq_queue *q, hsq_db db, hsq_str user, const void *rec, size_t size) {
-    uint8_t k[1 + HSQ_MAX_USER_LEN];
+    uint8_t k[USER_KEY_LEN];
     size_t kl = user_key(q, k, user);
     return note(q, hsq_store_put(q->st, db, k, kl, rec, size));
 }
@@ -532,7 +531,7 @@ static int load_user(hsq_queue *q, hsq_str user, user_rec *u) {
         *u = s->rec;
         return 0;
     }
-    uint8_t k[1 + HSQ_MAX_USER_LEN];
+    uint8_t k[USER_KEY_LEN];
     size_t kl = user_key(q, k, user);
     hsq_bytes v;
     int rc = hsq_store_get(q->st, HSQ_DB_USERS, k, kl, &v);
@@ -625,7 +624,7 @@ static int hist_add(hsq_queue *q, hsq_str user, user_rec *u, uint64_t id) {
     u->recent[u->n_recent++] = id;
     if (u->n_recent < HIST_RECENT)
         return 0;
-    uint8_t k[1 + HSQ_MAX_USER_LEN + 8], v[8 * HIST_RECENT];
+    uint8_t k[USER_KEY_LEN + 8], v[8 * HIST_RECENT];
     size_t ul = user_key(q, k, user);
     hsq_be64(k + ul, u->recent[0]);
     for (size_t i = 0; i < HIST_RECENT; i++)
@@ -647,7 +646,7 @@ static int hist_remove(hsq_queue *q, hsq_str user, uint64_t id) {
             return save_user(q, user, &u);
         }
     }
-    uint8_t k[1 + HSQ_MAX_USER_LEN + 8];
+    uint8_t k[USER_KEY_LEN + 8];
     size_t ul = user_key(q, k, user);
     hsq_be64(k + ul, id);
     hsq_cursor *cur;
@@ -669,7 +668,7 @@ static int hist_remove(hsq_queue *q, hsq_str user, uint64_t id) {
         hsq_cursor_close(&cur);
         return note(q, rc);
     }
-    uint8_t ck[1 + HSQ_MAX_USER_LEN + 8];
+    uint8_t ck[USER_KEY_LEN + 8];
     memcpy(ck, key.ptr, key.len);
     hsq_cursor_close(&cur);
     size_t j = 0;
@@ -698,7 +697,7 @@ static int hist_each_desc(hsq_queue *q, hsq_str user, uint64_t before, hist_fn f
     for (size_t i = u.n_recent; i-- > 0;)
         if ((!before || u.recent[i] < before) && fn(ctx, u.recent[i]))
             return 0;
-    uint8_t k[1 + HSQ_MAX_USER_LEN + 8];
+    uint8_t k[USER_KEY_LEN + 8];
     size_t ul = user_key(q, k, user);
     hsq_be64(k + ul, before ? before : UINT64_MAX);
     hsq_cursor *cur;
@@ -727,7 +726,7 @@ static int hist_each_desc(hsq_queue *q, hsq_str user, uint64_t before, hist_fn f
 /* Up to max of the user's task ids above `after`, oldest first, into ids;
  * returns how many (or a negative store error). */
 static int hist_after(hsq_queue *q, hsq_str user, uint64_t after, uint64_t *ids, int max) {
-    uint8_t k[1 + HSQ_MAX_USER_LEN + 8];
+    uint8_t k[USER_KEY_LEN + 8];
     size_t ul = user_key(q, k, user);
     hsq_be64(k + ul, after < UINT64_MAX ? after + 1 : after);
     hsq_cursor *cur;
@@ -1601,7 +1600,7 @@ static void user_prefix(hsq_queue *q, hsq_str user, char out[HSQ_BLOB_PREFIX_LEN
     memcpy(out, s->prefix, HSQ_BLOB_PREFIX_LEN + 1);
 }
 
-/* The user's LMDB key (USER_KEY_MARK), remembered with the prefix. */
+/* The user's LMDB key (HSQ_USER_KEY_MARK), remembered with the prefix. */
 static size_t user_key(hsq_queue *q, uint8_t *k, hsq_str user) {
     if (user.len == 0 || user.len > HSQ_MAX_USER_LEN) {
         user_hash(q, user, k);
@@ -1776,7 +1775,7 @@ static void h_submit(req_ctx *c) {
     }
 
     /* Idempotency: the same (user, key) returns the task it created. */
-    uint8_t ik[2 + 2 * HSQ_MAX_USER_LEN];
+    uint8_t ik[IDEM_KEY_LEN];
     size_t ikl = 0;
     if (r->key.len) {
         ikl = idem_key(q, ik, r->user, r->key);
@@ -2479,8 +2478,6 @@ static void check_make(req_ctx *c, hsq_check *k) {
     k->bad = -1;
 }
 
-/* The lease is current and every output key lies under the task's prefix:
- * 0 with t loaded, else answered. */
 /* A done for a task that is not there (erased meanwhile, or a lease that
  * left before a commit that failed or never came, see hsq_queue_end_turn):
  * no record will ever point at the files the worker wrote for it, so they
@@ -2520,6 +2517,8 @@ static void discard_outputs(hsq_queue *q, const hsq_req_done *r) {
                 dirs, bytes);
 }
 
+/* The lease is current and every output key lies under the task's prefix:
+ * 0 with t loaded, else answered. */
 static int done_validate(req_ctx *c, hsq_task *t) {
     const hsq_req_done *r = &c->m->req.done;
     int rc = check_lease(c, r->task, r->token, t);
@@ -3165,7 +3164,7 @@ static int erase_task(hsq_queue *q, hsq_task *t, uint64_t *active) {
         rc = note(q, hsq_store_del(q->st, HSQ_DB_INPUTS, k, sizeof k));
     }
     if (rc == 0 && t->key.len) {
-        uint8_t ik[2 + 2 * HSQ_MAX_USER_LEN];
+        uint8_t ik[IDEM_KEY_LEN];
         size_t ikl = idem_key(q, ik, t->user, t->key);
         rc = note(q, hsq_store_del(q->st, HSQ_DB_IDEM, ik, ikl));
     }
@@ -3194,7 +3193,7 @@ static int erase_one(hsq_queue *q, uint64_t id, hsq_rep_erase *out) {
  * (0: no limit) with *more set; called again, it goes on where it stopped. */
 static int erase_user_records(hsq_queue *q, hsq_str user, hsq_rep_erase *out, uint64_t budget,
                               int *more) {
-    uint8_t k[1 + HSQ_MAX_USER_LEN + 8];
+    uint8_t k[USER_KEY_LEN + 8];
     size_t ul = user_key(q, k, user);
     int rc;
     uint64_t start = out->tasks;
@@ -3967,7 +3966,7 @@ static int make_tombstone(hsq_queue *q, hsq_task *t, hsq_sweep_counts *sc) {
     if (rc != 0)
         return rc;
     if (t->key.len) {
-        uint8_t ik[2 + 2 * HSQ_MAX_USER_LEN];
+        uint8_t ik[IDEM_KEY_LEN];
         size_t ikl = idem_key(q, ik, t->user, t->key);
         if ((rc = note(q, hsq_store_del(q->st, HSQ_DB_IDEM, ik, ikl))) != 0)
             return rc;
@@ -4972,7 +4971,6 @@ void hsq_queue_stats(hsq_queue *q, hsq_wire_stats *s) {
 
 /* ---- lifecycle ---- */
 
-/* The audit key is made once and kept in the meta database. */
 /* A 32-byte key kept in META under `name`, made at the first start. */
 static int load_key(hsq_queue *q, const char *name, uint8_t key[32]) {
     hsq_bytes v;
@@ -4989,7 +4987,7 @@ static int load_key(hsq_queue *q, const char *name, uint8_t key[32]) {
 
 #define REKEY_BATCH 4096
 
-/* One tree of a store written before USER_KEY_MARK keys: every key that
+/* One tree of a store written before HSQ_USER_KEY_MARK keys: every key that
  * starts with u8 len | user gets the hashed form, in batches (raw keys sort
  * before the 0xff ones, so each batch starts at the first). `rest` is what
  * follows the id: nothing (users, credits), a chunk's first id (history),
@@ -5007,7 +5005,7 @@ static int rekey_tree(hsq_queue *q, hsq_db db, uint64_t *moved) {
         hsq_bytes k, v;
         for (rc = hsq_cursor_get(cur, HSQ_CUR_FIRST, &k, &v); rc == 0 && n < REKEY_BATCH;
              rc = hsq_cursor_get(cur, HSQ_CUR_NEXT, &k, &v), n++) {
-            if (k.len > 0 && k.ptr[0] == USER_KEY_MARK)
+            if (k.len > 0 && k.ptr[0] == HSQ_USER_KEY_MARK)
                 break;
             batch_add(&b, k, v);
         }
@@ -5072,7 +5070,8 @@ static int rekey_tree(hsq_queue *q, hsq_db db, uint64_t *moved) {
 
 /* The audit and user-key hash keys, and the per-user trees keyed by the
  * latter: a store from before it had raw ids there, rekeyed once here, and
- * its freed pages (which hold the ids) scrubbed like an erasure's. */
+ * its freed pages (which hold the ids) scrubbed like an erasure's. After
+ * load_meta. */
 static int load_keys(hsq_queue *q) {
     if (sodium_init() < 0)
         return HSQ_EINTERNAL;
@@ -5093,11 +5092,8 @@ static int load_keys(hsq_queue *q) {
         if (rc == 0)
             rc = hsq_store_put(q->st, HSQ_DB_META, UKEYS_META, strlen(UKEYS_META), "1", 1);
         if (rc == 0 && moved > 0) {
-            uint64_t sc[2] = {0, hsq_store_txn_id(q->st)};
-            if (hsq_store_get(q->st, HSQ_DB_META, SCRUB_KEY, strlen(SCRUB_KEY), &v) == 0 &&
-                v.len == sizeof sc)
-                memcpy(sc, v.ptr, sizeof sc[0]); /* a scrub under way goes on further */
-            rc = hsq_store_put(q->st, HSQ_DB_META, SCRUB_KEY, strlen(SCRUB_KEY), sc, sizeof sc);
+            scrub_request(q); /* (load_meta has read the scrub under way) */
+            rc = q->turn_err;
             hsq_log(HSQ_LOG_NOTICE, "queue",
                     "per-user records rekeyed by a keyed hash of the user id records=%" PRIu64,
                     moved);
@@ -5119,11 +5115,13 @@ int hsq_queue_new(hsq_queue **out, hsq_store *st, hsq_blob *blob, const hsq_queu
     q->now = now_ms;
     q->started_ms = now_ms;
     hsq_wbuf_init(&q->scratch);
-    int rc = load_keys(q);
-    if (rc == 0 && (rc = hsq_store_begin(st, 1)) == 0) {
+    int rc = hsq_store_begin(st, 1);
+    if (rc == 0) {
         rc = load_meta(q);
         hsq_store_abort(st);
     }
+    if (rc == 0)
+        rc = load_keys(q);
     if (rc != 0) {
         free(q);
         *out = NULL;

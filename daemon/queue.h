@@ -383,6 +383,12 @@ int64_t hsq_queue_next_deadline(hsq_queue *q);
 #define HSQ_TOKEN_JUMP (1ull << 32)
 #define HSQ_RECOVER_RANGES 8
 
+/* The first byte of a key in the per-user trees (users, history,
+ * idempotency keys, credits, the erasure ledger): a keyed hash of the user
+ * id follows, never the id (queue.c, user_key). A key written before that
+ * starts with the id's length, at most HSQ_MAX_USER_LEN. */
+#define HSQ_USER_KEY_MARK 0xff
+
 typedef struct {
     uint64_t lo, hi;
 } hsq_id_range;

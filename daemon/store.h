@@ -30,7 +30,7 @@ typedef enum {
     HSQ_DB_DELAYED,  /* u64be not_before | u64be id -> "" */
     HSQ_DB_LEASES,   /* u64be deadline | u64be id -> "" */
     /* Per-user trees are keyed by `ukey` = 0xff | 16-byte keyed BLAKE2b of
-     * the user id, never the id (queue.c, USER_KEY_MARK: LMDB keeps deleted
+     * the user id, never the id (queue.h, HSQ_USER_KEY_MARK: LMDB keeps deleted
      * keys as branch separators). */
     HSQ_DB_USERS,   /* ukey -> user record (with the newest task ids) */
     HSQ_DB_HISTORY, /* ukey | u64be first id -> older task ids, u64be

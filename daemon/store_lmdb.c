@@ -118,9 +118,7 @@ int hsq_store_open(hsq_store **out, const char *dir, uint64_t map_size) {
         free(s);
         return rc;
     }
-    size_t n = strlen(dir) + 1;
-    s->dir = hsq_xmalloc(n);
-    memcpy(s->dir, dir, n);
+    s->dir = hsq_xstrndup(dir, strlen(dir));
     *out = s;
     return 0;
 }
