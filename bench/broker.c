@@ -610,6 +610,32 @@ typedef struct {
 
 #define JOURNAL_PROBE_BYTES 1024u
 
+static void lat_summary(disk_lat *out, u64vec *lat) {
+    out->n = lat->n;
+    out->p50 = pct_ms(lat, 0.50);
+    out->p99 = pct_ms(lat, 0.99);
+    out->max = pct_ms(lat, 1.0);
+}
+
+/* A probe's journal: created (zero-filled) and positioned at its end. */
+static int probe_journal_open(const char *path, hsq_journal **j) {
+    int rc = hsq_journal_open(j, path, 16u << 20);
+    return rc == 0 ? hsq_journal_replay(*j, 0, NULL, NULL) : rc;
+}
+
+/* One record on the disk; a full journal starts over at offset 0, as a
+ * checkpoint would let it. */
+static int probe_append(hsq_journal *j, void *rec, size_t bytes) {
+    struct iovec v = {rec, bytes};
+    uint64_t lsn;
+    int rc = hsq_journal_append(j, &v, 1, &lsn);
+    if (rc == HSQ_EDISKFULL) {
+        hsq_journal_rewind(j);
+        rc = hsq_journal_append(j, &v, 1, &lsn);
+    }
+    return rc;
+}
+
 static int disk_commit_probe(const char *dir, int pages, double rate, double secs, disk_lat *out) {
     char path[1100];
     snprintf(path, sizeof path, "%.1024s/commit-probe.tmp", dir);
@@ -649,10 +675,7 @@ static int disk_commit_probe(const char *dir, int pages, double rate, double sec
             goto out;
         u64vec_push(&lat, now_ns() - at);
     }
-    out->n = lat.n;
-    out->p50 = pct_ms(&lat, 0.50);
-    out->p99 = pct_ms(&lat, 0.99);
-    out->max = pct_ms(&lat, 1.0);
+    lat_summary(out, &lat);
     rc = 0;
 out:
     if (rc != 0 && fd >= 0)
@@ -680,31 +703,21 @@ static int journal_probe(const char *dir, size_t bytes, double rate, double secs
     hsq_journal *j = NULL;
     uint8_t *rec = xmalloc(bytes);
     u64vec lat = {0};
-    int rc = hsq_journal_open(&j, path, 16u << 20);
-    if (rc == 0)
-        rc = hsq_journal_replay(j, 0, NULL, NULL);
+    int rc = probe_journal_open(path, &j);
     fill_random(rec, bytes, 0x10a1);
     uint64_t period = (uint64_t)(1e9 / rate), t0 = now_ns();
     uint64_t n = (uint64_t)(secs * rate);
     for (uint64_t i = 0; rc == 0 && i < n; i++) {
-        uint64_t at = t0 + i * period, lsn;
+        uint64_t at = t0 + i * period;
         sleep_until_ns(at);
         rec[0] = (uint8_t)i;
-        struct iovec v = {rec, bytes};
-        rc = hsq_journal_append(j, &v, 1, &lsn);
-        if (rc == HSQ_EDISKFULL) { /* a checkpoint would make room: start over */
-            hsq_journal_rewind(j);
-            rc = hsq_journal_append(j, &v, 1, &lsn);
-        }
+        rc = probe_append(j, rec, bytes);
         u64vec_push(&lat, now_ns() - at);
     }
     if (rc != 0) {
         note("journal probe %s: %s", path, hsq_strerror(rc));
     } else {
-        out->n = lat.n;
-        out->p50 = pct_ms(&lat, 0.50);
-        out->p99 = pct_ms(&lat, 0.99);
-        out->max = pct_ms(&lat, 1.0);
+        lat_summary(out, &lat);
     }
     hsq_journal_close(&j);
     unlink(path);
@@ -744,13 +757,7 @@ static void *mirror_main(void *p) {
         if (m->quit)
             break;
         pthread_mutex_unlock(&m->mu);
-        struct iovec v = {m->rec, m->bytes};
-        uint64_t lsn;
-        int rc = hsq_journal_append(a->j, &v, 1, &lsn);
-        if (rc == HSQ_EDISKFULL) {
-            hsq_journal_rewind(a->j);
-            rc = hsq_journal_append(a->j, &v, 1, &lsn);
-        }
+        int rc = probe_append(a->j, m->rec, m->bytes);
         pthread_mutex_lock(&m->mu);
         if (rc != 0)
             m->err = rc;
@@ -775,9 +782,7 @@ static int mirror_probe(const char *dir, size_t bytes, double rate, double secs,
     pthread_t th[2];
     for (int i = 0; i < 2 && rc == 0; i++) {
         snprintf(path[i], sizeof path[i], "%.1024s/journal-mirror-%d.tmp", dir, i);
-        rc = hsq_journal_open(&a[i].j, path[i], 16u << 20);
-        if (rc == 0)
-            rc = hsq_journal_replay(a[i].j, 0, NULL, NULL);
+        rc = probe_journal_open(path[i], &a[i].j);
     }
     for (int i = 0; i < 2 && rc == 0; i++)
         if (pthread_create(&th[i], NULL, mirror_main, &a[i]) == 0)
@@ -808,10 +813,7 @@ static int mirror_probe(const char *dir, size_t bytes, double rate, double secs,
     if (rc != 0) {
         note("mirror probe %s: %s", dir, hsq_strerror(rc));
     } else {
-        out->n = lat.n;
-        out->p50 = pct_ms(&lat, 0.50);
-        out->p99 = pct_ms(&lat, 0.99);
-        out->max = pct_ms(&lat, 1.0);
+        lat_summary(out, &lat);
     }
     for (int i = 0; i < 2; i++) {
         hsq_journal_close(&a[i].j);
