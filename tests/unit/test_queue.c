@@ -2680,6 +2680,46 @@ static void test_rewrite_daily(void) {
     HSQ_ASSERT_EQ(rewrite_began(), last);
 }
 
+/* Records of the rewrite and the rekey that do not parse stop the queue from
+ * loading with HSQ_ECORRUPT (nothing is guessed), and it loads again once
+ * they are gone: a rewrite position too short or in a tree that does not
+ * exist, a pass date of the wrong size, and, in a store not yet rekeyed, a
+ * per-user key that is not u8 len | user. */
+static void test_bad_rewrite_records(void) {
+    fresh();
+    HSQ_ASSERT(submit("ok-user", NULL) > 0);
+    static const uint8_t short_pos[2] = {1, 0}, no_tree[5] = {99, 0, 0, 0, 0}, at[3] = {1, 2, 3};
+    static const uint8_t raw[2] = {200, 'x'};
+    struct {
+        hsq_db db;
+        const void *k;
+        size_t kl;
+        const void *v;
+        size_t vl;
+    } bad[] = {
+        {HSQ_DB_META, "rewrite", 7, short_pos, sizeof short_pos},
+        {HSQ_DB_META, "rewrite", 7, no_tree, sizeof no_tree},
+        {HSQ_DB_META, "rewrite_at", 10, at, sizeof at},
+        {HSQ_DB_USERS, raw, sizeof raw, "", 0},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        HSQ_OK(hsq_store_begin(st, 0));
+        HSQ_OK(hsq_store_put(st, bad[i].db, bad[i].k, bad[i].kl, bad[i].v, bad[i].vl));
+        if (bad[i].db == HSQ_DB_USERS)
+            HSQ_OK(hsq_store_del(st, HSQ_DB_META, "user_keys", 9));
+        HSQ_OK(hsq_store_commit(st));
+        cap_clear();
+        hsq_queue_free(&q);
+        HSQ_ASSERT_EQ(hsq_queue_new(&q, st, bl, &conf, now), HSQ_ECORRUPT);
+        HSQ_ASSERT(q == NULL);
+        HSQ_OK(hsq_store_begin(st, 0));
+        HSQ_OK(hsq_store_del(st, bad[i].db, bad[i].k, bad[i].kl));
+        HSQ_OK(hsq_store_commit(st));
+        HSQ_OK(hsq_queue_new(&q, st, bl, &conf, now));
+    }
+    HSQ_ASSERT(submit("ok-user", NULL) > 0);
+}
+
 /* A purge that finished (more = 0) scrubs the free pages as well: the
  * records retention deleted leave no copy there. (The user record stays:
  * retention deletes tasks, not the account; so the marker is the user's
@@ -3171,6 +3211,7 @@ int main(void) {
     test_erase_separators();
     test_rewrite_again();
     test_rewrite_daily();
+    test_bad_rewrite_records();
     test_purge_scrub();
     test_rate_limit();
     test_credits();
