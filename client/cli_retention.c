@@ -128,7 +128,8 @@ static int data_open(const hsqd_conf *o, data_dir *d, char *err, size_t errlen) 
         snprintf(err, errlen, "%s is not an hsqd data directory (no db/)", o->data_dir);
         return HSQ_ENOTFOUND;
     }
-    int rc = hsq_store_open(&d->st, db, o->map_size);
+    hsq_store_opts so = {o->journal, (uint32_t)o->checkpoint_ms};
+    int rc = hsq_store_open_opts(&d->st, db, o->map_size, &so);
     if (rc != 0) {
         snprintf(err, errlen, "cannot open the store %.900s: %s", db, hsq_strerror(rc));
         return rc;

@@ -29,6 +29,11 @@ const hsq_conf_item hsqd_conf_items[] = {
     {"clients_file", HSQ_CONF_STR, F(clients_file), 0, 0,
      "allowed CURVE clients: lines of \"<z85 public key> <web|worker|operator> [name]\""},
     {"map_size", HSQ_CONF_SIZE, F(map_size), 16 * MIB, 1ull << 42, "initial LMDB map size"},
+    {"journal", HSQ_CONF_SIZE, F(journal), 0, 1ull << 36,
+     "each of the two journal files in the data dir's db/ (0 = no journal: every commit syncs "
+     "LMDB; a db/ that has one keeps it)"},
+    {"checkpoint_interval", HSQ_CONF_MS, F(checkpoint_ms), 1, 60 * SEC,
+     "how often the journal's changes are checkpointed into LMDB's file"},
     {"map_max", HSQ_CONF_SIZE, F(map_max), 16 * MIB, 1ull << 44,
      "the map grows (doubling) up to this on MAP_FULL"},
     {"max_queued", HSQ_CONF_U64, F(max_queued), 1, 1ull << 40,
@@ -109,6 +114,8 @@ void hsqd_conf_defaults(hsqd_conf *c) {
     hsq_conf_set_str(&c->clients_file, "");
     c->map_size = 1 * GIB;
     c->map_max = 64 * GIB;
+    c->journal = 32 * MIB;
+    c->checkpoint_ms = 100;
     c->max_queued = 2000000;
     c->max_queued_per_user = 1000;
     c->max_waits = 100000;

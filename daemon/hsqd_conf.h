@@ -27,6 +27,8 @@ typedef struct {
     char *clients_file;
     uint64_t map_size;
     uint64_t map_max;
+    uint64_t journal;
+    uint64_t checkpoint_ms;
     uint64_t max_queued;
     uint64_t max_queued_per_user;
     uint64_t max_waits;

@@ -25,6 +25,8 @@ struct hsq_journal {
     uint64_t size; /* bytes, all of them allocated and written */
     uint64_t tail; /* where the next record goes */
     uint64_t next_lsn;
+    uint64_t last_off; /* where the last append began (hsq_journal_drop_last) */
+    uint64_t hwm;      /* past every byte a record may have left (hsq_journal_wipe) */
     int replayed;
 };
 
@@ -123,6 +125,8 @@ int hsq_journal_open(hsq_journal **out, const char *path, uint64_t size) {
     j->sync_fd = sfd;
     j->size = size;
     j->next_lsn = 1;
+    j->last_off = UINT64_MAX;
+    j->hwm = size; /* unknown: older records may lie anywhere */
     *out = j;
     return 0;
 }
@@ -202,6 +206,7 @@ int hsq_journal_replay(hsq_journal *j, uint64_t after, hsq_journal_fn fn, void *
     if (rc != 0)
         return rc;
     j->tail = off;
+    j->last_off = UINT64_MAX;
     j->next_lsn = (have_prev && prev > after ? prev : after) + 1;
     j->replayed = 1;
     return 0;
@@ -256,14 +261,72 @@ int hsq_journal_append(hsq_journal *j, const struct iovec *parts, int n, uint64_
             cur->iov_len -= done;
         }
     }
+    j->last_off = j->tail;
     j->tail = off;
+    if (j->tail > j->hwm)
+        j->hwm = j->tail;
     *lsn = j->next_lsn++;
+    return 0;
+}
+
+int hsq_journal_drop_last(hsq_journal *j) {
+    assert(j->replayed && j->last_off != UINT64_MAX);
+    uint8_t zero[HSQ_JOURNAL_HEADER];
+    memset(zero, 0, sizeof zero);
+    for (;;) {
+        ssize_t w = pwrite(j->sync_fd, zero, sizeof zero, (off_t)j->last_off);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w != (ssize_t)sizeof zero)
+            return w < 0 ? -errno : -EIO;
+        break;
+    }
+    j->tail = j->last_off;
+    j->last_off = UINT64_MAX;
+    j->next_lsn--;
     return 0;
 }
 
 void hsq_journal_rewind(hsq_journal *j) {
     assert(j->replayed);
     j->tail = 0;
+    j->last_off = UINT64_MAX;
+}
+
+void hsq_journal_restart(hsq_journal *j, uint64_t next_lsn) {
+    hsq_journal_rewind(j);
+    j->next_lsn = next_lsn;
+}
+
+int hsq_journal_wipe(hsq_journal *j) {
+    uint64_t end = j->hwm > j->tail ? j->hwm : j->tail;
+    int rc = zero_fill(j->fd, 0, end);
+    if (rc != 0)
+        return rc;
+    j->tail = 0;
+    j->hwm = 0;
+    j->last_off = UINT64_MAX;
+    return 0;
+}
+
+int hsq_journal_first_lsn(hsq_journal *j, uint64_t *lsn) {
+    uint8_t h[HSQ_JOURNAL_HEADER];
+    int rc = read_at(j->fd, h, sizeof h, 0);
+    if (rc != 0)
+        return rc;
+    uint32_t len = get32(h + 4);
+    if (get32(h) != MAGIC || len > HSQ_JOURNAL_MAX_RECORD || len > j->size - HSQ_JOURNAL_HEADER)
+        return HSQ_ENOTFOUND;
+    uint8_t *buf = malloc(len ? len : 1);
+    if (!buf)
+        return HSQ_ENOMEM;
+    rc = len ? read_at(j->fd, buf, len, HSQ_JOURNAL_HEADER) : 0;
+    if (rc == 0 && crc_add(crc_add(0, h + 4, 12), buf, len) != get32(h + 16))
+        rc = HSQ_ENOTFOUND;
+    free(buf);
+    if (rc == 0)
+        *lsn = get64(h + 8);
+    return rc;
 }
 
 uint64_t hsq_journal_used(const hsq_journal *j) {

@@ -74,6 +74,29 @@ int hsq_journal_append(hsq_journal *j, const struct iovec *parts, int n, uint64_
  * next append replays the old chain, all of it at or below that state. */
 void hsq_journal_rewind(hsq_journal *j);
 
+/* Start writing at offset 0 again with the given next lsn: for a journal
+ * kept in two files that take turns (store_lmdb.c), where the lsns go on
+ * from the other file's. The same rule as hsq_journal_rewind. */
+void hsq_journal_restart(hsq_journal *j, uint64_t next_lsn);
+
+/* Take back the last append (its header is zeroed, durably, so the chain
+ * ends before it; the tail and the lsn go back). Only right after an
+ * append, for a change the caller then failed to make anywhere else.
+ * Errors: -errno from the write; the record may then still replay. */
+int hsq_journal_drop_last(hsq_journal *j);
+
+/* Zero every byte a record may have reached since the open (or the last
+ * wipe), sync, and start at offset 0: for records that must not outlive
+ * what they describe (an erased user's). The lsn goes on. The caller must
+ * not append meanwhile; another thread may call this while the owner leaves
+ * j alone. Errors: -errno, HSQ_ENOMEM. */
+int hsq_journal_wipe(hsq_journal *j);
+
+/* The lsn of the record at offset 0, if it is whole (magic, size and CRC
+ * good): which of two files holds the older records. Errors:
+ * HSQ_ENOTFOUND (no record there), -errno, HSQ_ENOMEM. */
+int hsq_journal_first_lsn(hsq_journal *j, uint64_t *lsn);
+
 /* Bytes from offset 0 to the end of the last record, and the file's size. */
 uint64_t hsq_journal_used(const hsq_journal *j);
 uint64_t hsq_journal_size(const hsq_journal *j);

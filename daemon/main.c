@@ -195,7 +195,8 @@ static int run(int argc, char **argv, hsqd_conf *cp) {
     hsq_store *st = NULL;
     hsq_blob *blob = NULL;
     hsq_queue *q = NULL;
-    int rc = hsq_store_open(&st, dbdir, cp->map_size);
+    hsq_store_opts so = {cp->journal, (uint32_t)cp->checkpoint_ms};
+    int rc = hsq_store_open_opts(&st, dbdir, cp->map_size, &so);
     if (rc != 0) {
         hsq_log(HSQ_LOG_ERR, "hsqd", "cannot open store dir=%s err=%s detail=\"%s\"", dbdir,
                 hsq_errname(rc), hsq_strerror(rc));

@@ -2844,6 +2844,8 @@ static void scrub_step(hsq_queue *q) {
         hsq_log(HSQ_LOG_NOTICE, "queue", "free-page scrub done pages=%" PRIu64, q->scrub_pages);
         q->scrub_upto = 0;
         note(q, hsq_store_del(q->st, HSQ_DB_META, SCRUB_KEY, strlen(SCRUB_KEY)));
+        /* And the journal's files, which hold the deleted records too. */
+        hsq_store_forget(q->st);
         return;
     }
     /* Written every step even without progress: the commit then takes a
@@ -4688,6 +4690,8 @@ int64_t hsq_queue_next_deadline(hsq_queue *q) {
         t = q->now;
     if (q->rewrite_db >= 0 && q->now + SCRUB_TICK_MS < t)
         t = q->now + SCRUB_TICK_MS;
+    if (hsq_store_forget_pending(q->st) && q->now + SCRUB_TICK_MS < t)
+        t = q->now + SCRUB_TICK_MS;
     if (q->scrub_upto) {
         int64_t at = q->now + SCRUB_TICK_MS;
         if (q->scrub_retry_ms > at)
@@ -4897,7 +4901,7 @@ int hsq_queue_recovering(const hsq_queue *q) {
 }
 
 void hsq_queue_scrub_state(const hsq_queue *q, int *pending, uint64_t *pages_total) {
-    *pending = q->scrub_upto != 0 || q->rewrite_db >= 0;
+    *pending = q->scrub_upto != 0 || q->rewrite_db >= 0 || hsq_store_forget_pending(q->st);
     *pages_total = q->scrub_pages_total;
 }
 

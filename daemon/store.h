@@ -58,9 +58,63 @@ typedef struct hsq_cursor hsq_cursor;
 
 /* Open (creating) the environment in dir with the given map size in bytes.
  * Runs a stale-reader check. Errors: -errno, HSQ_ESTORE, HSQ_ECORRUPT (schema
- * version newer than this build). */
+ * version newer than this build). Journal mode (below) when dir has one. */
 int hsq_store_open(hsq_store **out, const char *dir, uint64_t map_size);
+
+/* Journal mode. A commit appends the transaction's changes (every put and
+ * delete, as one record) to a journal file through an O_DSYNC descriptor,
+ * and then commits to LMDB without a sync; it returns once the record is on
+ * the disk, so what a commit returned is durable as before, for the price
+ * of one small sequential write instead of LMDB's scattered pages and two
+ * syncs. A thread checkpoints every checkpoint_ms (and when the active
+ * journal file is half full): it syncs data.mdb and records LMDB's meta
+ * pages for that snapshot, which a reader pins until the next checkpoint
+ * is durable. The next open puts data.mdb back on the last checkpoint and
+ * replays the journal past it (store_lmdb.c, "journal mode"): after a
+ * process crash or a power cut alike, the store holds every commit that
+ * returned, plus at most the one in progress.
+ *
+ * The files: <dir>/checkpoint (also the lock: one process owns the
+ * journal; another that opens the store meanwhile gets read transactions
+ * only, and a write begin answers HSQ_EUNAVAIL) and <dir>/journal-0,
+ * journal-1 (journal_bytes each, zero-filled when created). A dir that has
+ * a checkpoint is opened in journal mode whatever opts say. */
+#define HSQ_STORE_JOURNAL_DEFAULT (32ull << 20)
+#define HSQ_STORE_CHECKPOINT_MS 100u
+typedef struct {
+    uint64_t journal_bytes; /* each of the two files; 0: no journal (unless dir has one) */
+    uint32_t checkpoint_ms; /* 0: HSQ_STORE_CHECKPOINT_MS */
+} hsq_store_opts;
+
+int hsq_store_open_opts(hsq_store **out, const char *dir, uint64_t map_size,
+                        const hsq_store_opts *o);
+
+/* Close; in journal mode after a last checkpoint, so the next open replays
+ * nothing. */
 void hsq_store_close(hsq_store **s);
+
+/* Journal mode: checkpoint everything committed, now (no transaction open).
+ * Without a journal, nothing to do. Errors: -errno, HSQ_ESTORE. */
+int hsq_store_checkpoint(hsq_store *s);
+
+/* Journal mode: the journal files hold every change of the last moments,
+ * and older records beyond their tails, an erased user's among them. After
+ * this, the next two checkpoints zero the file each one frees, so no byte
+ * written before this call is left in either. Pending until then. */
+void hsq_store_forget(hsq_store *s);
+int hsq_store_forget_pending(const hsq_store *s);
+
+/* For tests: fn runs on the checkpoint thread after data.mdb is synced and
+ * before the checkpoint is written. */
+void hsq_store_set_checkpoint_hook(hsq_store *s, void (*fn)(void *ud), void *ud);
+
+typedef struct {
+    int on;        /* journal mode */
+    uint64_t lsn;  /* the last record appended */
+    uint64_t used; /* bytes in the active file */
+    uint64_t size; /* its size */
+} hsq_store_jstats;
+void hsq_store_journal_stats(const hsq_store *s, hsq_store_jstats *out);
 
 /* Close the environment and open it again, with no transaction open (and
  * no cursor). What it is for: LMDB keeps the buffers of pages it wrote for

@@ -1,16 +1,24 @@
 #include "daemon/store.h"
 
 #include "common/alloc.h"
+#include "daemon/journal.h"
 #include "schemas/err.h"
 
 #include <assert.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
 #include <lmdb.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #define SCHEMA_VERSION 1
 
@@ -20,17 +28,54 @@ static const char *const db_names[HSQ_DB_COUNT_] = {
     "credits",
 };
 
+enum { CK_IDLE, CK_QUEUED, CK_DONE };
+
 struct hsq_store {
     MDB_env *env; /* NULL after a reopen that failed: every call then fails */
     char *dir;
     MDB_txn *txn;
+    int txn_rdonly;
     MDB_dbi dbi[HSQ_DB_COUNT_];
     uint64_t map_size;
     char lasterr[160];
+
+    /* Journal mode (store.h); lock_fd < 0 and the rest zero without it. */
+    int lock_fd;  /* the checkpoint file, flock'd for the process's life */
+    int shared;   /* another process holds the journal: reads only */
+    int data_fd;  /* LMDB's own descriptor of data.mdb */
+    size_t psize; /* LMDB's page size */
+    hsq_journal *jr[2];
+    int jcur;      /* the file appends go to */
+    uint64_t lsn;  /* the last lsn appended */
+    uint8_t *redo; /* the open transaction's changes, as one record */
+    size_t redo_len, redo_cap;
+    int dirty; /* changed since the last checkpoint began */
+    uint32_t ck_ms;
+    uint64_t ck_began_us;
+    MDB_txn *pin; /* a reader on the last durable checkpoint's snapshot */
+    int forget;   /* journal files still to wipe (hsq_store_forget) */
+    void (*ck_hook)(void *ud);
+    void *ck_hook_ud;
+
+    /* The checkpoint in flight: the loop's thread fills these, sets CK_QUEUED
+     * and leaves them alone until the checkpoint thread sets CK_DONE. */
+    pthread_t thr;
+    int thr_on;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int ck_state, ck_stop, ck_rc; /* under mu */
+    int ck_busy, ck_retry;        /* the loop's own: posted and not reaped; post again */
+    MDB_txn *ck_pin;
+    uint64_t ck_lsn, ck_seq;
+    int ck_clean;
+    uint8_t *ck_meta; /* LMDB's two meta pages, as they were at ck_lsn */
+    hsq_journal *ck_wipe;
 };
 
 struct hsq_cursor {
     MDB_cursor *c;
+    hsq_store *s;
+    hsq_db db;
 };
 
 /* Translate once, keeping the original text for the log. */
@@ -43,6 +88,10 @@ static int xlate(hsq_store *s, int rc, const char *what) {
     if (rc == MDB_MAP_FULL || rc == ENOSPC || rc == EDQUOT)
         return HSQ_EDISKFULL;
     return HSQ_ESTORE;
+}
+
+static int journal_on(const hsq_store *s) {
+    return s->lock_fd >= 0;
 }
 
 /* Create and open s->env on dir with s->map_size, open every database and
@@ -59,8 +108,11 @@ static int env_open(hsq_store *s, const char *dir) {
     /* Default sync flags on purpose: an acknowledged submit must survive a
      * power cut. MDB_NOTLS lets a read txn be used from a thread other than
      * the loop's later on without reader-slot surprises. */
+    /* In journal mode the journal makes a commit durable and checkpoints
+     * sync data.mdb (store.h), so LMDB's own commits do not sync. */
+    unsigned flags = MDB_NOTLS | (journal_on(s) ? MDB_NOSYNC : 0);
     if (rc == 0)
-        rc = mdb_env_open(s->env, dir, MDB_NOTLS, 0600);
+        rc = mdb_env_open(s->env, dir, flags, 0600);
     if (rc != 0) {
         int e = xlate(s, rc, "mdb_env_open");
         if (rc > 0 && rc < 1000 && e == HSQ_ESTORE)
@@ -107,14 +159,524 @@ static int env_open(hsq_store *s, const char *dir) {
     return 0;
 }
 
-int hsq_store_open(hsq_store **out, const char *dir, uint64_t map_size) {
+/* ---- journal mode: the journal, the checkpoints, the recovery ----
+ *
+ * Files beside data.mdb: `checkpoint` (two slots, written in turn, each a
+ * CRC'd header and LMDB's two meta pages as they were at a checkpoint's
+ * lsn; the file is also flock'd by the process that owns the journal) and
+ * `journal-0`, `journal-1` (journal.h), which take turns: when a checkpoint
+ * begins, appends move to the other file, and the file left behind is free
+ * once that checkpoint is durable.
+ *
+ * Why LMDB's meta pages. Commits run with MDB_NOSYNC, so after a power cut
+ * data.mdb may hold a meta page whose tree pages never reached the disk.
+ * What the checkpoint makes durable is one snapshot: its pages were synced
+ * (the thread's fdatasync after the copy), and a reader pins it until the
+ * next checkpoint is durable, so LMDB reuses none of its pages meanwhile
+ * (LMDB's rule: pages freed after the oldest reader's snapshot stay). Writing
+ * the saved meta pages back at the next open puts data.mdb back on exactly
+ * that snapshot, and the journal's records after its lsn are applied again,
+ * one transaction each, as they were first committed. A process crash takes
+ * the same path, so every crash test exercises it. */
+
+#define CK_NAME "checkpoint"
+#define CK_MAGIC 0x43515348u /* "HSQC" read as a little-endian u32 */
+#define CK_HEAD 64u
+#define REDO_PUT 1
+#define REDO_DEL 2
+#define REDO_HEAD 10u /* u8 op | u8 db | u32 key length | u32 value length */
+
+typedef struct {
+    uint64_t seq, lsn;
+    uint32_t psize;
+    int clean;
+    uint8_t *meta; /* 2 * psize bytes, owned */
+} ck_rec;
+
+static void le32(uint8_t *p, uint32_t v) {
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static void le64(uint8_t *p, uint64_t v) {
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint32_t rd32(const uint8_t *p) {
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static uint64_t rd64(const uint8_t *p) {
+    return (uint64_t)rd32(p) | (uint64_t)rd32(p + 4) << 32;
+}
+
+static uint64_t mono_us(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+static int pwrite_all(int fd, const void *p, size_t n, uint64_t off) {
+    const uint8_t *b = p;
+    while (n > 0) {
+        ssize_t w = pwrite(fd, b, n, (off_t)off);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return w < 0 ? -errno : -EIO;
+        b += w;
+        n -= (size_t)w;
+        off += (uint64_t)w;
+    }
+    return 0;
+}
+
+static int pread_all(int fd, void *p, size_t n, uint64_t off) {
+    uint8_t *b = p;
+    while (n > 0) {
+        ssize_t r = pread(fd, b, n, (off_t)off);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return r < 0 ? -errno : -EIO;
+        b += r;
+        n -= (size_t)r;
+        off += (uint64_t)r;
+    }
+    return 0;
+}
+
+static size_t ck_slot_size(uint32_t psize) {
+    return (CK_HEAD + 2 * (size_t)psize + 4095) & ~(size_t)4095;
+}
+
+static uint32_t ck_crc(const uint8_t *slot, uint32_t psize) {
+    uint32_t crc = (uint32_t)crc32(0, slot, 32);
+    return (uint32_t)crc32(crc, slot + CK_HEAD, (uInt)(2 * psize));
+}
+
+/* Write checkpoint slot seq % 2 and sync it. */
+static int ck_write(int fd, uint32_t psize, uint64_t seq, uint64_t lsn, int clean,
+                    const uint8_t *meta) {
+    size_t n = ck_slot_size(psize);
+    uint8_t *b = hsq_xcalloc(1, n);
+    le32(b, CK_MAGIC);
+    le32(b + 4, 1);
+    le64(b + 8, seq);
+    le64(b + 16, lsn);
+    le32(b + 24, psize);
+    le32(b + 28, clean ? 1 : 0);
+    memcpy(b + CK_HEAD, meta, 2 * (size_t)psize);
+    le32(b + 32, ck_crc(b, psize));
+    int rc = pwrite_all(fd, b, n, (seq & 1) * n);
+    if (rc == 0 && fdatasync(fd) != 0)
+        rc = -errno;
+    free(b);
+    return rc;
+}
+
+/* The newer whole slot; HSQ_ENOTFOUND when neither is. */
+static int ck_read(int fd, ck_rec *out) {
+    memset(out, 0, sizeof *out);
+    uint8_t h[CK_HEAD];
+    if (pread_all(fd, h, sizeof h, 0) != 0)
+        return HSQ_ENOTFOUND;
+    uint32_t psize = rd32(h + 24);
+    if (rd32(h) != CK_MAGIC || psize < 512 || psize > 65536 || (psize & (psize - 1)))
+        return HSQ_ENOTFOUND; /* slot 0 is written first; it says the slot size */
+    size_t n = ck_slot_size(psize);
+    uint8_t *b = hsq_xmalloc(n);
+    int found = 0;
+    for (int i = 0; i < 2; i++) {
+        if (pread_all(fd, b, n, (uint64_t)i * n) != 0 || rd32(b) != CK_MAGIC ||
+            rd32(b + 24) != psize || rd32(b + 32) != ck_crc(b, psize))
+            continue;
+        uint64_t seq = rd64(b + 8);
+        if (found && seq <= out->seq)
+            continue;
+        found = 1;
+        out->seq = seq;
+        out->lsn = rd64(b + 16);
+        out->psize = psize;
+        out->clean = rd32(b + 28) != 0;
+        free(out->meta);
+        out->meta = hsq_xmalloc(2 * (size_t)psize);
+        memcpy(out->meta, b + CK_HEAD, 2 * (size_t)psize);
+    }
+    free(b);
+    return found ? 0 : HSQ_ENOTFOUND;
+}
+
+/* The checkpoint thread: sync data.mdb (every page of the pinned snapshot,
+ * and whatever came after), then write the checkpoint, then wipe the file
+ * the loop left if asked to. */
+static int ck_run(hsq_store *s) {
+    int rc = fdatasync(s->data_fd) == 0 ? 0 : -errno;
+    if (rc == 0 && s->ck_hook)
+        s->ck_hook(s->ck_hook_ud);
+    if (rc == 0)
+        rc =
+            ck_write(s->lock_fd, (uint32_t)s->psize, s->ck_seq, s->ck_lsn, s->ck_clean, s->ck_meta);
+    if (rc == 0 && s->ck_wipe)
+        rc = hsq_journal_wipe(s->ck_wipe);
+    return rc;
+}
+
+static void *ck_main(void *arg) {
+    hsq_store *s = arg;
+    pthread_mutex_lock(&s->mu);
+    for (;;) {
+        while (s->ck_state != CK_QUEUED && !s->ck_stop)
+            pthread_cond_wait(&s->cv, &s->mu);
+        if (s->ck_state != CK_QUEUED)
+            break;
+        pthread_mutex_unlock(&s->mu);
+        int rc = ck_run(s);
+        pthread_mutex_lock(&s->mu);
+        s->ck_rc = rc;
+        s->ck_state = CK_DONE;
+        pthread_cond_broadcast(&s->cv);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return NULL;
+}
+
+static void ck_post(hsq_store *s) {
+    s->ck_busy = 1;
+    pthread_mutex_lock(&s->mu);
+    s->ck_state = CK_QUEUED;
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* Begin a checkpoint of what is committed now (s->lsn). This thread is the
+ * only writer, so between its commits the meta pages it reads are the
+ * snapshot the new reader pins. Appends move to the other file. */
+static int ck_begin(hsq_store *s, int clean) {
+    assert(!s->ck_busy && !s->ck_retry && !s->ck_pin);
+    MDB_txn *pin;
+    int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &pin);
+    if (rc != 0)
+        return xlate(s, rc, "mdb_txn_begin(checkpoint)");
+    if ((rc = pread_all(s->data_fd, s->ck_meta, 2 * s->psize, 0)) != 0) {
+        mdb_txn_abort(pin);
+        snprintf(s->lasterr, sizeof s->lasterr, "checkpoint: reading the meta pages: %s",
+                 strerror(-rc));
+        return rc;
+    }
+    s->ck_pin = pin;
+    s->ck_lsn = s->lsn;
+    s->ck_seq++;
+    s->ck_clean = clean;
+    s->ck_wipe = s->forget > 0 ? s->jr[s->jcur] : NULL;
+    s->jcur ^= 1;
+    hsq_journal_restart(s->jr[s->jcur], s->lsn + 1);
+    s->dirty = 0;
+    s->ck_began_us = mono_us();
+    ck_post(s);
+    return 0;
+}
+
+/* Take the result of a checkpoint the thread finished (wait: for the one in
+ * flight). A durable one moves the pin to its snapshot and frees the file
+ * it covers; a failed one is posted again later, pin and all. Returns the
+ * finished checkpoint's error, 0 when none finished. */
+static int ck_reap(hsq_store *s, int wait) {
+    if (!s->ck_busy)
+        return 0;
+    pthread_mutex_lock(&s->mu);
+    while (wait && s->ck_state == CK_QUEUED)
+        pthread_cond_wait(&s->cv, &s->mu);
+    int st = s->ck_state, rc = s->ck_rc;
+    if (st == CK_DONE)
+        s->ck_state = CK_IDLE;
+    pthread_mutex_unlock(&s->mu);
+    if (st != CK_DONE)
+        return 0;
+    s->ck_busy = 0;
+    if (rc != 0) {
+        s->ck_retry = 1;
+        snprintf(s->lasterr, sizeof s->lasterr, "checkpoint: %s",
+                 rc < 0 ? strerror(-rc) : hsq_strerror(rc));
+        return rc;
+    }
+    s->ck_retry = 0;
+    if (s->pin)
+        mdb_txn_abort(s->pin);
+    s->pin = s->ck_pin;
+    s->ck_pin = NULL;
+    hsq_journal_restart(s->jr[s->jcur ^ 1], s->lsn + 1);
+    if (s->ck_wipe) {
+        s->ck_wipe = NULL;
+        s->forget--;
+    }
+    return 0;
+}
+
+/* Between transactions: take a finished checkpoint, and begin the next one
+ * when there is something to checkpoint and it is time (or the active file
+ * is half full, or files wait to be wiped). Errors stay in lasterr and are
+ * tried again: the journal still holds everything. */
+static void ck_tick(hsq_store *s) {
+    ck_reap(s, 0);
+    if (s->ck_busy)
+        return;
+    uint64_t now = mono_us();
+    int due = now - s->ck_began_us >= (uint64_t)s->ck_ms * 1000u;
+    if (s->ck_retry) {
+        if (due) {
+            s->ck_began_us = now;
+            ck_post(s);
+        }
+        return;
+    }
+    hsq_journal *j = s->jr[s->jcur];
+    if ((s->dirty && (due || hsq_journal_used(j) > hsq_journal_size(j) / 2)) || s->forget > 0)
+        ck_begin(s, 0);
+}
+
+/* A checkpoint of everything committed, before this returns. */
+static int ck_sync(hsq_store *s, int clean) {
+    int rc = ck_reap(s, 1);
+    if (s->ck_retry) {
+        ck_post(s);
+        if ((rc = ck_reap(s, 1)) != 0)
+            return rc;
+    }
+    if ((rc = ck_begin(s, clean)) != 0)
+        return rc;
+    return ck_reap(s, 1);
+}
+
+/* Apply one journal record in its own transaction (so txnids go as they
+ * went the first time). A full map grows; nothing else may fail. */
+static int redo_apply(void *ud, uint64_t lsn, const void *p, size_t n) {
+    hsq_store *s = ud;
+    for (;;) {
+        MDB_txn *t;
+        int rc = mdb_txn_begin(s->env, NULL, 0, &t);
+        if (rc != 0)
+            return xlate(s, rc, "mdb_txn_begin(replay)");
+        const uint8_t *b = p, *end = b + n;
+        while (rc == 0 && b < end) {
+            if ((size_t)(end - b) < REDO_HEAD) {
+                rc = MDB_CORRUPTED;
+                break;
+            }
+            uint8_t op = b[0], db = b[1];
+            uint32_t kl = rd32(b + 2), vl = rd32(b + 6);
+            b += REDO_HEAD;
+            if (db >= HSQ_DB_COUNT_ || (op != REDO_PUT && op != REDO_DEL) ||
+                (uint64_t)(end - b) < (uint64_t)kl + vl) {
+                rc = MDB_CORRUPTED;
+                break;
+            }
+            MDB_val k = {kl, (void *)b}, v = {vl, (void *)(b + kl)};
+            if (op == REDO_PUT)
+                rc = mdb_put(t, s->dbi[db], &k, &v, 0);
+            else if ((rc = mdb_del(t, s->dbi[db], &k, NULL)) == MDB_NOTFOUND)
+                rc = 0;
+            b += kl + vl;
+        }
+        if (rc == 0)
+            rc = mdb_txn_commit(t);
+        else
+            mdb_txn_abort(t);
+        if (rc == MDB_MAP_FULL) {
+            /* The map grew after the checkpoint: grow it again. */
+            s->map_size *= 2;
+            if ((rc = mdb_env_set_mapsize(s->env, s->map_size)) == 0)
+                continue;
+        }
+        if (rc == MDB_CORRUPTED) {
+            snprintf(s->lasterr, sizeof s->lasterr, "journal record %" PRIu64 " does not parse",
+                     lsn);
+            return HSQ_ECORRUPT;
+        }
+        if (rc != 0)
+            return xlate(s, rc, "replay");
+        s->lsn = lsn;
+        return 0;
+    }
+}
+
+/* Zero every free page no snapshot reaches, and cut data.mdb after its last
+ * page: a crashed run's pages past the checkpoint may hold records that
+ * were deleted again in the part replayed (an erasure's). */
+static int recover_clean(hsq_store *s) {
+    int rc = mdb_txn_begin(s->env, NULL, 0, &s->txn);
+    if (rc != 0) {
+        s->txn = NULL;
+        return xlate(s, rc, "mdb_txn_begin(recovery scrub)");
+    }
+    uint64_t next = 0, pages = 0;
+    int done = 0;
+    rc = hsq_store_scrub(s, &next, (uint64_t)mdb_txn_id(s->txn), SIZE_MAX, &pages, &done);
+    if (rc == 0)
+        rc = xlate(s, mdb_txn_commit(s->txn), "mdb_txn_commit(recovery scrub)");
+    else
+        mdb_txn_abort(s->txn);
+    s->txn = NULL;
+    if (rc != 0)
+        return rc;
+    MDB_envinfo info;
+    mdb_env_info(s->env, &info);
+    if (ftruncate(s->data_fd, (off_t)((info.me_last_pgno + 1) * s->psize)) != 0)
+        return -errno;
+    return 0;
+}
+
+/* Open the journal files and apply what they hold past the checkpoint. The
+ * file whose first record is older goes first. */
+static int recover(hsq_store *s, const char *dir, uint64_t jbytes, const ck_rec *ck,
+                   int *replayed) {
+    char path[PATH_MAX];
+    for (int i = 0; i < 2; i++) {
+        snprintf(path, sizeof path, "%s/journal-%d", dir, i);
+        if (!ck)
+            unlink(path); /* no checkpoint: nothing in it can be placed */
+        struct stat st;
+        uint64_t size = jbytes;
+        if (stat(path, &st) == 0 && (uint64_t)st.st_size > size)
+            size = (uint64_t)st.st_size;
+        int rc = hsq_journal_open(&s->jr[i], path, size);
+        if (rc != 0) {
+            snprintf(s->lasterr, sizeof s->lasterr, "journal %.100s: %s", path,
+                     rc < 0 ? strerror(-rc) : hsq_strerror(rc));
+            return rc;
+        }
+    }
+    uint64_t f[2] = {0, 0};
+    int have0 = hsq_journal_first_lsn(s->jr[0], &f[0]) == 0;
+    int have1 = hsq_journal_first_lsn(s->jr[1], &f[1]) == 0;
+    int first = have0 && have1 ? f[1] < f[0] : have1;
+    s->lsn = ck ? ck->lsn : 0;
+    uint64_t from = s->lsn;
+    int rc = hsq_journal_replay(s->jr[first], s->lsn, redo_apply, s);
+    if (rc == 0)
+        rc = hsq_journal_replay(s->jr[!first], s->lsn, redo_apply, s);
+    if (rc == HSQ_ECORRUPT && !s->lasterr[0])
+        snprintf(s->lasterr, sizeof s->lasterr,
+                 "journal: records after lsn %" PRIu64 " are missing", s->lsn);
+    *replayed = (int)(s->lsn - from > INT_MAX ? INT_MAX : s->lsn - from);
+    return rc;
+}
+
+static void journal_free(hsq_store *s) {
+    if (s->thr_on) {
+        pthread_mutex_lock(&s->mu);
+        s->ck_stop = 1;
+        pthread_cond_signal(&s->cv);
+        pthread_mutex_unlock(&s->mu);
+        pthread_join(s->thr, NULL);
+        s->thr_on = 0;
+        pthread_mutex_destroy(&s->mu);
+        pthread_cond_destroy(&s->cv);
+    }
+    if (s->ck_pin)
+        mdb_txn_abort(s->ck_pin);
+    if (s->pin)
+        mdb_txn_abort(s->pin);
+    s->ck_pin = s->pin = NULL;
+    hsq_journal_close(&s->jr[0]);
+    hsq_journal_close(&s->jr[1]);
+    free(s->ck_meta);
+    free(s->redo);
+    s->ck_meta = s->redo = NULL;
+    if (s->lock_fd >= 0)
+        close(s->lock_fd); /* the flock goes with it */
+    s->lock_fd = -1;
+}
+
+/* Journal mode's open: lock, put data.mdb back on the checkpoint, open,
+ * replay, clean up after a crash, checkpoint. */
+static int journal_open(hsq_store *s, const char *dir, const hsq_store_opts *o) {
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/" CK_NAME, dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return -errno;
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        int e = errno;
+        close(fd);
+        if (e != EWOULDBLOCK)
+            return -e;
+        s->shared = 1; /* hsqd has it: read what it committed, change nothing */
+        return env_open(s, dir);
+    }
+    s->lock_fd = fd;
+    ck_rec ck;
+    int have = ck_read(fd, &ck) == 0;
+    int rc = 0;
+    /* After a clean close data.mdb is whole as it is, and may be newer than
+     * the checkpoint: LMDB's own tools (mdb_load) commit with their syncs. */
+    if (have && !ck.clean) {
+        snprintf(path, sizeof path, "%s/data.mdb", dir);
+        int dfd = open(path, O_RDWR | O_CLOEXEC);
+        if (dfd < 0) {
+            rc = errno == ENOENT ? HSQ_ECORRUPT : -errno;
+            snprintf(s->lasterr, sizeof s->lasterr, "%.100s: %s (a checkpoint names it)", path,
+                     strerror(errno));
+        } else {
+            rc = pwrite_all(dfd, ck.meta, 2 * (size_t)ck.psize, 0);
+            if (rc == 0 && fdatasync(dfd) != 0)
+                rc = -errno;
+            close(dfd);
+        }
+    }
+    if (rc == 0)
+        rc = env_open(s, dir);
+    MDB_stat st;
+    if (rc == 0 && (rc = xlate(s, mdb_env_get_fd(s->env, &s->data_fd), "mdb_env_get_fd")) == 0 &&
+        (rc = xlate(s, mdb_env_stat(s->env, &st), "mdb_env_stat")) == 0) {
+        s->psize = st.ms_psize;
+        if (have && ck.psize != st.ms_psize)
+            rc = HSQ_ECORRUPT;
+    }
+    int replayed = 0;
+    if (rc == 0)
+        rc = recover(s, dir, o && o->journal_bytes ? o->journal_bytes : HSQ_STORE_JOURNAL_DEFAULT,
+                     have ? &ck : NULL, &replayed);
+    if (rc == 0 && have && (replayed > 0 || !ck.clean))
+        rc = recover_clean(s);
+    free(ck.meta);
+    if (rc != 0)
+        return rc;
+    s->ck_ms = o && o->checkpoint_ms ? o->checkpoint_ms : HSQ_STORE_CHECKPOINT_MS;
+    s->ck_seq = have ? ck.seq : 0;
+    s->ck_meta = hsq_xmalloc(2 * s->psize);
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cv, NULL);
+    if ((rc = pthread_create(&s->thr, NULL, ck_main, s)) != 0) {
+        pthread_mutex_destroy(&s->mu);
+        pthread_cond_destroy(&s->cv);
+        return -rc;
+    }
+    s->thr_on = 1;
+    return ck_sync(s, 0);
+}
+
+int hsq_store_open_opts(hsq_store **out, const char *dir, uint64_t map_size,
+                        const hsq_store_opts *o) {
     *out = NULL;
     if (mkdir(dir, 0700) != 0 && errno != EEXIST)
         return -errno;
     hsq_store *s = hsq_xcalloc(1, sizeof *s);
     s->map_size = map_size;
-    int rc = env_open(s, dir);
+    s->lock_fd = -1;
+    s->data_fd = -1;
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/" CK_NAME, dir);
+    int rc;
+    if ((o && o->journal_bytes) || access(path, F_OK) == 0)
+        rc = journal_open(s, dir, o);
+    else
+        rc = env_open(s, dir);
     if (rc != 0) {
+        journal_free(s);
+        if (s->env)
+            mdb_env_close(s->env);
         free(s);
         return rc;
     }
@@ -123,9 +685,21 @@ int hsq_store_open(hsq_store **out, const char *dir, uint64_t map_size) {
     return 0;
 }
 
+int hsq_store_open(hsq_store **out, const char *dir, uint64_t map_size) {
+    return hsq_store_open_opts(out, dir, map_size, NULL);
+}
+
 int hsq_store_reopen(hsq_store *s) {
     assert(!s->txn);
     if (s->env) {
+        if (journal_on(s)) {
+            /* Everything durable first: the pin must go with the env. */
+            int rc = ck_sync(s, 0);
+            if (rc != 0)
+                return rc;
+            mdb_txn_abort(s->pin);
+            s->pin = NULL;
+        }
         /* The map may have grown since the open (another process, or us). */
         MDB_envinfo info;
         if (mdb_env_info(s->env, &info) == 0 && info.me_mapsize > s->map_size)
@@ -133,7 +707,18 @@ int hsq_store_reopen(hsq_store *s) {
         mdb_env_close(s->env);
         s->env = NULL;
     }
-    return env_open(s, s->dir);
+    int rc = env_open(s, s->dir);
+    if (rc == 0 && journal_on(s)) {
+        /* The checkpoint's snapshot is the newest one: pin it again. */
+        rc = xlate(s, mdb_env_get_fd(s->env, &s->data_fd), "mdb_env_get_fd");
+        if (rc == 0)
+            rc = xlate(s, mdb_txn_begin(s->env, NULL, MDB_RDONLY, &s->pin), "mdb_txn_begin(pin)");
+        if (rc != 0) {
+            mdb_env_close(s->env);
+            s->env = NULL;
+        }
+    }
+    return rc;
 }
 
 void hsq_store_close(hsq_store **sp) {
@@ -142,11 +727,135 @@ void hsq_store_close(hsq_store **sp) {
         return;
     if (s->txn)
         mdb_txn_abort(s->txn);
+    s->txn = NULL;
+    if (s->env && journal_on(s))
+        ck_sync(s, 1); /* a failure leaves the journal to replay */
+    journal_free(s);
     if (s->env)
         mdb_env_close(s->env);
     free(s->dir);
     free(s);
     *sp = NULL;
+}
+
+int hsq_store_checkpoint(hsq_store *s) {
+    assert(!s->txn);
+    if (!journal_on(s) || !s->env)
+        return 0;
+    return ck_sync(s, 0);
+}
+
+void hsq_store_forget(hsq_store *s) {
+    if (journal_on(s))
+        s->forget = 2;
+}
+
+int hsq_store_forget_pending(const hsq_store *s) {
+    return s->forget > 0;
+}
+
+void hsq_store_set_checkpoint_hook(hsq_store *s, void (*fn)(void *ud), void *ud) {
+    s->ck_hook = fn;
+    s->ck_hook_ud = ud;
+}
+
+void hsq_store_journal_stats(const hsq_store *s, hsq_store_jstats *out) {
+    memset(out, 0, sizeof *out);
+    if (!journal_on(s))
+        return;
+    out->on = 1;
+    out->lsn = s->lsn;
+    out->used = hsq_journal_used(s->jr[s->jcur]);
+    out->size = hsq_journal_size(s->jr[s->jcur]);
+}
+
+/* The open write transaction's changes, in the order made. */
+static void redo_add(hsq_store *s, uint8_t op, hsq_db db, const void *k, size_t klen, const void *v,
+                     size_t vlen) {
+    size_t need = s->redo_len + REDO_HEAD + klen + vlen;
+    if (need > s->redo_cap) {
+        size_t cap = s->redo_cap ? s->redo_cap : 4096;
+        while (cap < need)
+            cap *= 2;
+        s->redo = hsq_xrealloc(s->redo, cap);
+        s->redo_cap = cap;
+    }
+    uint8_t *b = s->redo + s->redo_len;
+    b[0] = op;
+    b[1] = (uint8_t)db;
+    le32(b + 2, (uint32_t)klen);
+    le32(b + 6, (uint32_t)vlen);
+    memcpy(b + REDO_HEAD, k, klen);
+    if (vlen)
+        memcpy(b + REDO_HEAD + klen, v, vlen);
+    s->redo_len = need;
+}
+
+/* Journal mode's commit: the record first (the acknowledgement waits for
+ * it), then LMDB's commit without a sync. */
+static int journal_commit(hsq_store *s) {
+    uint64_t lsn = 0;
+    size_t had = s->redo_len;
+    int rc = 0;
+    if (had > hsq_journal_size(s->jr[s->jcur]) / 4) {
+        /* Too big for the journal (a rewrite's batch of large records):
+         * commit and checkpoint at once, which costs what LMDB's own
+         * durable commit costs. The lsn does not move. */
+        rc = mdb_txn_commit(s->txn);
+        s->txn = NULL;
+        s->redo_len = 0;
+        if (rc != 0)
+            return xlate(s, rc, "mdb_txn_commit");
+        if ((rc = ck_sync(s, 0)) != 0) {
+            /* Committed but not durable, and the caller will say nothing
+             * changed: stop here, the next open has the last checkpoint. */
+            mdb_env_close(s->env);
+            s->env = NULL;
+        }
+        return rc < 0 && (rc == -ENOSPC || rc == -EDQUOT) ? HSQ_EDISKFULL : rc ? HSQ_ESTORE : 0;
+    }
+    if (had > 0) {
+        struct iovec v = {s->redo, had};
+        rc = hsq_journal_append(s->jr[s->jcur], &v, 1, &lsn);
+        if (rc == HSQ_EDISKFULL) {
+            /* This file is full: the checkpoint in flight, or a new one,
+             * frees the other. */
+            ck_reap(s, 1);
+            if (!s->ck_retry && ck_begin(s, 0) == 0)
+                rc = hsq_journal_append(s->jr[s->jcur], &v, 1, &lsn);
+        }
+        if (rc != 0) {
+            mdb_txn_abort(s->txn);
+            s->txn = NULL;
+            s->redo_len = 0;
+            if (rc < 0)
+                snprintf(s->lasterr, sizeof s->lasterr, "journal append: %s", strerror(-rc));
+            else
+                snprintf(s->lasterr, sizeof s->lasterr, "journal append: %s", hsq_strerror(rc));
+            return rc == HSQ_EDISKFULL || rc == -ENOSPC || rc == -EDQUOT ? HSQ_EDISKFULL
+                                                                         : HSQ_ESTORE;
+        }
+    }
+    rc = mdb_txn_commit(s->txn);
+    s->txn = NULL;
+    s->redo_len = 0;
+    if (rc != 0) {
+        int e = xlate(s, rc, "mdb_txn_commit");
+        if (had && hsq_journal_drop_last(s->jr[s->jcur]) != 0) {
+            /* The record would replay a change LMDB refused: stop here. */
+            mdb_env_close(s->env);
+            s->env = NULL;
+            snprintf(s->lasterr, sizeof s->lasterr,
+                     "commit failed and its journal record could not be taken back");
+        }
+        return e;
+    }
+    if (had) {
+        s->lsn = lsn;
+        s->dirty = 1;
+    }
+    ck_tick(s);
+    return 0;
 }
 
 int hsq_store_begin(hsq_store *s, int rdonly) {
@@ -155,6 +864,13 @@ int hsq_store_begin(hsq_store *s, int rdonly) {
         snprintf(s->lasterr, sizeof s->lasterr, "the environment could not be reopened");
         return HSQ_ESTORE;
     }
+    if (s->shared && !rdonly) {
+        snprintf(s->lasterr, sizeof s->lasterr,
+                 "another process (hsqd) holds this store's journal: stop it first");
+        return HSQ_EUNAVAIL;
+    }
+    if (journal_on(s))
+        ck_tick(s);
     int rc = mdb_txn_begin(s->env, NULL, rdonly ? MDB_RDONLY : 0, &s->txn);
     if (rc == MDB_MAP_RESIZED) {
         /* Another process (hsq purge, later) grew the map: adopt it. */
@@ -170,6 +886,8 @@ int hsq_store_begin(hsq_store *s, int rdonly) {
 
 int hsq_store_commit(hsq_store *s) {
     assert(s->txn);
+    if (journal_on(s))
+        return journal_commit(s);
     int rc = mdb_txn_commit(s->txn);
     s->txn = NULL;
     return xlate(s, rc, "mdb_txn_commit");
@@ -177,6 +895,8 @@ int hsq_store_commit(hsq_store *s) {
 
 int hsq_store_commit_lazy(hsq_store *s) {
     assert(s->txn);
+    if (journal_on(s))
+        return journal_commit(s);
     /* The flag is read at commit time; it is cleared again right after, so
      * every other commit keeps the full sync. */
     mdb_env_set_flags(s->env, MDB_NOMETASYNC, 1);
@@ -190,6 +910,7 @@ void hsq_store_abort(hsq_store *s) {
     if (s->txn)
         mdb_txn_abort(s->txn);
     s->txn = NULL;
+    s->redo_len = 0;
 }
 
 int hsq_store_in_txn(const hsq_store *s) {
@@ -271,6 +992,8 @@ int hsq_store_scrub(hsq_store *s, uint64_t *next, uint64_t upto, size_t max_page
         *pages += n;
         *next = (uint64_t)t + 1;
     }
+    if (*pages > 0)
+        s->dirty = 1; /* the zeros reach the disk with the next checkpoint */
     if (rc == MDB_NOTFOUND && !err)
         *done = 1;
     else if (rc != 0 && rc != MDB_NOTFOUND && !err)
@@ -312,7 +1035,10 @@ int hsq_store_put(hsq_store *s, hsq_db db, const void *k, size_t klen, const voi
                   size_t vlen) {
     assert(s->txn);
     MDB_val key = {klen, (void *)k}, val = {vlen, (void *)v};
-    return xlate(s, mdb_put(s->txn, s->dbi[db], &key, &val, 0), "mdb_put");
+    int rc = mdb_put(s->txn, s->dbi[db], &key, &val, 0);
+    if (rc == 0 && journal_on(s))
+        redo_add(s, REDO_PUT, db, k, klen, v, vlen);
+    return xlate(s, rc, "mdb_put");
 }
 
 int hsq_store_del(hsq_store *s, hsq_db db, const void *k, size_t klen) {
@@ -321,6 +1047,8 @@ int hsq_store_del(hsq_store *s, hsq_db db, const void *k, size_t klen) {
     int rc = mdb_del(s->txn, s->dbi[db], &key, NULL);
     if (rc == MDB_NOTFOUND)
         return 0;
+    if (rc == 0 && journal_on(s))
+        redo_add(s, REDO_DEL, db, k, klen, NULL, 0);
     return xlate(s, rc, "mdb_del");
 }
 
@@ -333,6 +1061,8 @@ int hsq_cursor_open(hsq_store *s, hsq_db db, hsq_cursor **out) {
         *out = NULL;
         return xlate(s, rc, "mdb_cursor_open");
     }
+    c->s = s;
+    c->db = db;
     *out = c;
     return 0;
 }
@@ -359,6 +1089,20 @@ int hsq_cursor_get(hsq_cursor *c, hsq_cur_op op, hsq_bytes *key, hsq_bytes *val)
 }
 
 int hsq_cursor_del(hsq_cursor *c) {
+    if (journal_on(c->s)) {
+        MDB_val k, v;
+        int rc = mdb_cursor_get(c->c, &k, &v, MDB_GET_CURRENT);
+        if (rc != 0)
+            return rc == MDB_NOTFOUND ? HSQ_ENOTFOUND : HSQ_ESTORE;
+        /* The key is in the page the delete changes: record it first. */
+        redo_add(c->s, REDO_DEL, c->db, k.mv_data, k.mv_size, NULL, 0);
+        rc = mdb_cursor_del(c->c, 0);
+        if (rc != 0) {
+            c->s->redo_len -= REDO_HEAD + k.mv_size;
+            return rc == MDB_MAP_FULL ? HSQ_EDISKFULL : HSQ_ESTORE;
+        }
+        return 0;
+    }
     int rc = mdb_cursor_del(c->c, 0);
     if (rc == MDB_MAP_FULL)
         return HSQ_EDISKFULL;

@@ -1,6 +1,7 @@
 /* test_journal.c - the redo journal (daemon/journal.h) on a real file: what
  * comes back after a reopen, where the chain ends (zeros, a torn record, an
- * older record left behind by a rewind), a gap, a full journal. */
+ * older record left behind by a rewind), a gap, a full journal; taking
+ * back an append, restarting at an lsn, wiping. */
 #include "daemon/journal.h"
 #include "schemas/err.h"
 #include "test.h"
@@ -252,6 +253,58 @@ static void test_full(void) {
     HSQ_ASSERT_EQ(hsq_journal_open(&j, "/nonexistent-dir/journal", SIZE), -ENOENT);
 }
 
+static int file_has(const char *needle) {
+    FILE *f = fopen(path, "rb");
+    HSQ_ASSERT(f != NULL);
+    static char buf[SIZE];
+    size_t n = fread(buf, 1, sizeof buf, f), nl = strlen(needle);
+    fclose(f);
+    for (size_t i = 0; i + nl <= n; i++)
+        if (memcmp(buf + i, needle, nl) == 0)
+            return 1;
+    return 0;
+}
+
+/* What the store's two files need (store_lmdb.c): take back the last
+ * append, say which file's first record is older, start over at a given
+ * lsn, and wipe every byte a record reached. */
+static void test_drop_restart_wipe(void) {
+    fresh();
+    hsq_journal *j = NULL;
+    seen s;
+    reopen(&j, 0, &s);
+    uint64_t lsn;
+    HSQ_ASSERT_EQ(hsq_journal_first_lsn(j, &lsn), HSQ_ENOTFOUND);
+    add(j, "one");
+    add(j, "two");
+    add(j, "three");
+    HSQ_OK(hsq_journal_drop_last(j));
+    HSQ_ASSERT_U64_EQ(hsq_journal_next_lsn(j), 3);
+    HSQ_ASSERT_U64_EQ(hsq_journal_used(j), 2 * HSQ_JOURNAL_HEADER + 6);
+    reopen(&j, 0, &s);
+    HSQ_ASSERT_EQ(s.n, 2); /* "three" is gone, durably */
+    HSQ_ASSERT_STR_EQ(s.text[1], "two");
+    HSQ_OK(hsq_journal_first_lsn(j, &lsn));
+    HSQ_ASSERT_U64_EQ(lsn, 1);
+
+    hsq_journal_restart(j, 40);
+    HSQ_ASSERT_U64_EQ(add(j, "secret-abc"), 40);
+    HSQ_OK(hsq_journal_first_lsn(j, &lsn));
+    HSQ_ASSERT_U64_EQ(lsn, 40);
+    reopen(&j, 39, &s);
+    HSQ_ASSERT_EQ(s.n, 1); /* the older records behind it end the chain */
+    HSQ_ASSERT_STR_EQ(s.text[0], "secret-abc");
+
+    HSQ_ASSERT(file_has("secret-abc") && file_has("two"));
+    HSQ_OK(hsq_journal_wipe(j));
+    HSQ_ASSERT(!file_has("secret-abc") && !file_has("two"));
+    HSQ_ASSERT_EQ(hsq_journal_first_lsn(j, &lsn), HSQ_ENOTFOUND);
+    HSQ_ASSERT_U64_EQ(add(j, "after"), 41); /* the lsn goes on */
+    reopen(&j, 40, &s);
+    HSQ_ASSERT_EQ(s.n, 1);
+    hsq_journal_close(&j);
+}
+
 int main(void) {
     strcpy(dir, "/tmp/hsq-journal-XXXXXX");
     HSQ_ASSERT(mkdtemp(dir) != NULL);
@@ -262,6 +315,7 @@ int main(void) {
     test_gap();
     test_callback_error();
     test_full();
+    test_drop_restart_wipe();
     unlink(path);
     rmdir(dir);
     return 0;
