@@ -22,6 +22,7 @@
 struct hsq_journal {
     int fd;        /* reads, the zero fill */
     int sync_fd;   /* appends: O_DSYNC, so each pwritev returns once durable */
+    int unsynced;  /* a lazy append since the last sync (hsq_journal_append_lazy) */
     uint64_t size; /* bytes, all of them allocated and written */
     uint64_t tail; /* where the next record goes */
     uint64_t next_lsn;
@@ -212,7 +213,17 @@ int hsq_journal_replay(hsq_journal *j, uint64_t after, hsq_journal_fn fn, void *
     return 0;
 }
 
+static int append(hsq_journal *j, const struct iovec *parts, int n, uint64_t *lsn, int sync);
+
 int hsq_journal_append(hsq_journal *j, const struct iovec *parts, int n, uint64_t *lsn) {
+    return append(j, parts, n, lsn, 1);
+}
+
+int hsq_journal_append_lazy(hsq_journal *j, const struct iovec *parts, int n, uint64_t *lsn) {
+    return append(j, parts, n, lsn, 0);
+}
+
+static int append(hsq_journal *j, const struct iovec *parts, int n, uint64_t *lsn, int sync) {
     assert(j->replayed);
     if (n < 0 || n > HSQ_JOURNAL_MAX_PARTS)
         return HSQ_EINVAL;
@@ -241,8 +252,11 @@ int hsq_journal_append(hsq_journal *j, const struct iovec *parts, int n, uint64_
     int nv = n + 1;
     struct iovec *cur = v;
     uint64_t off = j->tail, left = HSQ_JOURNAL_HEADER + len;
+    /* A synced append after lazy ones writes through the plain descriptor
+     * and syncs the file: O_DSYNC would sync only its own range. */
+    int fd = sync && !j->unsynced ? j->sync_fd : j->fd;
     while (left > 0) {
-        ssize_t w = pwritev(j->sync_fd, cur, nv, (off_t)off);
+        ssize_t w = pwritev(fd, cur, nv, (off_t)off);
         if (w < 0 && errno == EINTR)
             continue;
         if (w <= 0)
@@ -261,6 +275,9 @@ int hsq_journal_append(hsq_journal *j, const struct iovec *parts, int n, uint64_
             cur->iov_len -= done;
         }
     }
+    if (sync && fd == j->fd && fdatasync(j->fd) != 0)
+        return -errno; /* (the record may be there: the caller fails the change) */
+    j->unsynced = !sync;
     j->last_off = j->tail;
     j->tail = off;
     if (j->tail > j->hwm)

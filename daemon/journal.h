@@ -69,6 +69,12 @@ int hsq_journal_replay(hsq_journal *j, uint64_t after, hsq_journal_fn fn, void *
  * tail has not moved and the lsn is not used. */
 int hsq_journal_append(hsq_journal *j, const struct iovec *parts, int n, uint64_t *lsn);
 
+/* The same, without waiting for the disk: the record becomes durable with
+ * the next hsq_journal_append (which then syncs the whole file), and until
+ * then a power cut may take it, and only it and later lazy ones: the chain
+ * ends at the first record that did not reach the disk. */
+int hsq_journal_append_lazy(hsq_journal *j, const struct iovec *parts, int n, uint64_t *lsn);
+
 /* Start writing at offset 0 again; lsns go on increasing. Only after the
  * caller's durable state holds every lsn appended so far: a crash before the
  * next append replays the old chain, all of it at or below that state. */

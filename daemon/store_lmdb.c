@@ -791,9 +791,13 @@ static void redo_add(hsq_store *s, uint8_t op, hsq_db db, const void *k, size_t 
     s->redo_len = need;
 }
 
+static int jappend(hsq_journal *j, const struct iovec *v, uint64_t *lsn, int sync) {
+    return sync ? hsq_journal_append(j, v, 1, lsn) : hsq_journal_append_lazy(j, v, 1, lsn);
+}
+
 /* Journal mode's commit: the record first (the acknowledgement waits for
  * it), then LMDB's commit without a sync. */
-static int journal_commit(hsq_store *s) {
+static int journal_commit(hsq_store *s, int sync) {
     uint64_t lsn = 0;
     size_t had = s->redo_len;
     int rc = 0;
@@ -816,13 +820,13 @@ static int journal_commit(hsq_store *s) {
     }
     if (had > 0) {
         struct iovec v = {s->redo, had};
-        rc = hsq_journal_append(s->jr[s->jcur], &v, 1, &lsn);
+        rc = jappend(s->jr[s->jcur], &v, &lsn, sync);
         if (rc == HSQ_EDISKFULL) {
             /* This file is full: the checkpoint in flight, or a new one,
              * frees the other. */
             ck_reap(s, 1);
             if (!s->ck_retry && ck_begin(s, 0) == 0)
-                rc = hsq_journal_append(s->jr[s->jcur], &v, 1, &lsn);
+                rc = jappend(s->jr[s->jcur], &v, &lsn, sync);
         }
         if (rc != 0) {
             mdb_txn_abort(s->txn);
@@ -887,7 +891,7 @@ int hsq_store_begin(hsq_store *s, int rdonly) {
 int hsq_store_commit(hsq_store *s) {
     assert(s->txn);
     if (journal_on(s))
-        return journal_commit(s);
+        return journal_commit(s, 1);
     int rc = mdb_txn_commit(s->txn);
     s->txn = NULL;
     return xlate(s, rc, "mdb_txn_commit");
@@ -896,7 +900,7 @@ int hsq_store_commit(hsq_store *s) {
 int hsq_store_commit_lazy(hsq_store *s) {
     assert(s->txn);
     if (journal_on(s))
-        return journal_commit(s);
+        return journal_commit(s, 0); /* a record that waits for the next sync */
     /* The flag is read at commit time; it is cleared again right after, so
      * every other commit keeps the full sync. */
     mdb_env_set_flags(s->env, MDB_NOMETASYNC, 1);
