@@ -4692,6 +4692,9 @@ int64_t hsq_queue_next_deadline(hsq_queue *q) {
         t = q->now + SCRUB_TICK_MS;
     if (hsq_store_forget_pending(q->st) && q->now + SCRUB_TICK_MS < t)
         t = q->now + SCRUB_TICK_MS;
+    uint32_t flush = hsq_store_flush_in_ms(q->st); /* the journal's open batch */
+    if (flush != UINT32_MAX && q->now + (int64_t)flush < t)
+        t = q->now + (int64_t)flush;
     if (q->scrub_upto) {
         int64_t at = q->now + SCRUB_TICK_MS;
         if (q->scrub_retry_ms > at)

@@ -104,6 +104,15 @@ int hsq_store_checkpoint(hsq_store *s);
 void hsq_store_forget(hsq_store *s);
 int hsq_store_forget_pending(const hsq_store *s);
 
+/* Journal mode batches: write transactions are children of one LMDB
+ * transaction that is committed (without a sync) every checkpoint_ms, or 2
+ * ms after the last commit, at the next hsq_store_begin; so a page that
+ * many turns change is written once per batch, not once per turn. Another
+ * process reads data.mdb as of the last batch. Milliseconds until the open
+ * batch is due (UINT32_MAX: none open): the caller's loop should begin a
+ * transaction by then. */
+uint32_t hsq_store_flush_in_ms(const hsq_store *s);
+
 /* For tests: fn runs on the checkpoint thread after data.mdb is synced and
  * before the checkpoint is written. */
 void hsq_store_set_checkpoint_hook(hsq_store *s, void (*fn)(void *ud), void *ud);

@@ -49,7 +49,10 @@ struct hsq_store {
     uint64_t lsn;  /* the last lsn appended */
     uint8_t *redo; /* the open transaction's changes, as one record */
     size_t redo_len, redo_cap;
-    int dirty; /* changed since the last checkpoint began */
+    int dirty;     /* changed since the last checkpoint began */
+    int broken;    /* a change was acknowledged that LMDB then refused */
+    MDB_txn *ptxn; /* the batch: each write transaction is a child of it */
+    uint64_t p_began_us, last_commit_us;
     uint32_t ck_ms;
     uint64_t ck_began_us;
     MDB_txn *pin; /* a reader on the last durable checkpoint's snapshot */
@@ -247,8 +250,12 @@ static int pread_all(int fd, void *p, size_t n, uint64_t off) {
     return 0;
 }
 
-static size_t ck_slot_size(uint32_t psize) {
-    return (CK_HEAD + 2 * (size_t)psize + 4095) & ~(size_t)4095;
+/* Slot i is at i * CK_SLOT whatever the page size (LMDB's is at most 64
+ * KiB), so either can be read without the other. */
+#define CK_SLOT (CK_HEAD + 2 * 65536u)
+
+static size_t ck_len(uint32_t psize) {
+    return CK_HEAD + 2 * (size_t)psize;
 }
 
 static uint32_t ck_crc(const uint8_t *slot, uint32_t psize) {
@@ -259,7 +266,7 @@ static uint32_t ck_crc(const uint8_t *slot, uint32_t psize) {
 /* Write checkpoint slot seq % 2 and sync it. */
 static int ck_write(int fd, uint32_t psize, uint64_t seq, uint64_t lsn, int clean,
                     const uint8_t *meta) {
-    size_t n = ck_slot_size(psize);
+    size_t n = ck_len(psize);
     uint8_t *b = hsq_xcalloc(1, n);
     le32(b, CK_MAGIC);
     le32(b + 4, 1);
@@ -269,28 +276,31 @@ static int ck_write(int fd, uint32_t psize, uint64_t seq, uint64_t lsn, int clea
     le32(b + 28, clean ? 1 : 0);
     memcpy(b + CK_HEAD, meta, 2 * (size_t)psize);
     le32(b + 32, ck_crc(b, psize));
-    int rc = pwrite_all(fd, b, n, (seq & 1) * n);
+    int rc = pwrite_all(fd, b, n, (seq & 1) * CK_SLOT);
     if (rc == 0 && fdatasync(fd) != 0)
         rc = -errno;
     free(b);
     return rc;
 }
 
-/* The newer whole slot; HSQ_ENOTFOUND when neither is. */
+/* The newer whole slot: 0 and *out filled, HSQ_ENOTFOUND when the file is
+ * empty (new), HSQ_ECORRUPT when it has bytes but no whole slot. */
 static int ck_read(int fd, ck_rec *out) {
     memset(out, 0, sizeof *out);
-    uint8_t h[CK_HEAD];
-    if (pread_all(fd, h, sizeof h, 0) != 0)
+    struct stat st;
+    if (fstat(fd, &st) != 0)
+        return -errno;
+    if (st.st_size == 0)
         return HSQ_ENOTFOUND;
-    uint32_t psize = rd32(h + 24);
-    if (rd32(h) != CK_MAGIC || psize < 512 || psize > 65536 || (psize & (psize - 1)))
-        return HSQ_ENOTFOUND; /* slot 0 is written first; it says the slot size */
-    size_t n = ck_slot_size(psize);
-    uint8_t *b = hsq_xmalloc(n);
+    uint8_t *b = hsq_xmalloc(CK_SLOT);
     int found = 0;
     for (int i = 0; i < 2; i++) {
-        if (pread_all(fd, b, n, (uint64_t)i * n) != 0 || rd32(b) != CK_MAGIC ||
-            rd32(b + 24) != psize || rd32(b + 32) != ck_crc(b, psize))
+        if (pread_all(fd, b, CK_HEAD, (uint64_t)i * CK_SLOT) != 0 || rd32(b) != CK_MAGIC)
+            continue;
+        uint32_t psize = rd32(b + 24);
+        if (psize < 512 || psize > 65536 || (psize & (psize - 1)) ||
+            pread_all(fd, b, ck_len(psize), (uint64_t)i * CK_SLOT) != 0 ||
+            rd32(b + 32) != ck_crc(b, psize))
             continue;
         uint64_t seq = rd64(b + 8);
         if (found && seq <= out->seq)
@@ -305,7 +315,7 @@ static int ck_read(int fd, ck_rec *out) {
         memcpy(out->meta, b + CK_HEAD, 2 * (size_t)psize);
     }
     free(b);
-    return found ? 0 : HSQ_ENOTFOUND;
+    return found ? 0 : HSQ_ECORRUPT;
 }
 
 /* The checkpoint thread: sync data.mdb (every page of the pinned snapshot,
@@ -354,7 +364,7 @@ static void ck_post(hsq_store *s) {
  * only writer, so between its commits the meta pages it reads are the
  * snapshot the new reader pins. Appends move to the other file. */
 static int ck_begin(hsq_store *s, int clean) {
-    assert(!s->ck_busy && !s->ck_retry && !s->ck_pin);
+    assert(!s->ck_busy && !s->ck_retry && !s->ck_pin && !s->ptxn);
     MDB_txn *pin;
     int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &pin);
     if (rc != 0)
@@ -414,31 +424,75 @@ static int ck_reap(hsq_store *s, int wait) {
     return 0;
 }
 
-/* Between transactions: take a finished checkpoint, and begin the next one
- * when there is something to checkpoint and it is time (or the active file
- * is half full, or files wait to be wiped). Errors stay in lasterr and are
- * tried again: the journal still holds everything. */
+/* The changes acknowledged but not yet in LMDB are in the journal only:
+ * if LMDB refuses them, every later transaction fails (HSQ_ESTORE) and the
+ * next open replays them. */
+static void set_broken(hsq_store *s, const char *why, int rc) {
+    s->broken = 1;
+    snprintf(s->lasterr, sizeof s->lasterr, "%s: %s; reopen the store (the journal has them)", why,
+             rc > 0   ? mdb_strerror(rc)
+             : rc < 0 ? strerror(-rc)
+                      : hsq_strerror(rc));
+}
+
+/* Commit the batch: the write transactions since it began reach data.mdb,
+ * without a sync (the journal holds them until a checkpoint does). */
+static int batch_flush(hsq_store *s) {
+    assert(!s->txn);
+    if (!s->ptxn)
+        return 0;
+    int rc = mdb_txn_commit(s->ptxn);
+    s->ptxn = NULL;
+    if (rc != 0) {
+        int e = xlate(s, rc, "mdb_txn_commit(batch)");
+        set_broken(s, "committing a batch", rc);
+        return e;
+    }
+    s->dirty = 1;
+    return 0;
+}
+
+/* How long a batch stays open: at most the checkpoint interval, and a
+ * moment once nothing is committed (so an idle store is soon whole in
+ * data.mdb for other readers). */
+#define BATCH_IDLE_US 2000u
+
+/* Before a transaction: take a finished checkpoint; commit the batch when
+ * it is time, and begin a checkpoint right after (the only moment the meta
+ * pages and the last lsn describe the same snapshot). A journal file more
+ * than half full forces both, waiting for the checkpoint in flight if need
+ * be: a record of up to a quarter of a file then always fits. Errors stay
+ * in lasterr; the journal still holds everything. */
 static void ck_tick(hsq_store *s) {
     ck_reap(s, 0);
-    if (s->ck_busy)
-        return;
     uint64_t now = mono_us();
+    hsq_journal *j = s->jr[s->jcur];
+    int full = hsq_journal_used(j) > hsq_journal_size(j) / 2;
     int due = now - s->ck_began_us >= (uint64_t)s->ck_ms * 1000u;
+    if (full && s->ck_busy)
+        ck_reap(s, 1);
     if (s->ck_retry) {
-        if (due) {
+        if (!s->ck_busy && (due || full)) {
             s->ck_began_us = now;
             ck_post(s);
         }
         return;
     }
-    hsq_journal *j = s->jr[s->jcur];
-    if ((s->dirty && (due || hsq_journal_used(j) > hsq_journal_size(j) / 2)) || s->forget > 0)
+    if (s->ptxn &&
+        (full || s->forget > 0 || now - s->p_began_us >= (uint64_t)s->ck_ms * 1000u ||
+         now - s->last_commit_us >= BATCH_IDLE_US) &&
+        batch_flush(s) != 0)
+        return;
+    if (!s->ck_busy && !s->ptxn && ((s->dirty && (due || full)) || s->forget > 0))
         ck_begin(s, 0);
 }
 
 /* A checkpoint of everything committed, before this returns. */
 static int ck_sync(hsq_store *s, int clean) {
-    int rc = ck_reap(s, 1);
+    int rc = batch_flush(s);
+    if (rc != 0)
+        return rc;
+    rc = ck_reap(s, 1);
     if (s->ck_retry) {
         ck_post(s);
         if ((rc = ck_reap(s, 1)) != 0)
@@ -574,6 +628,9 @@ static void journal_free(hsq_store *s) {
         pthread_mutex_destroy(&s->mu);
         pthread_cond_destroy(&s->cv);
     }
+    if (s->ptxn)
+        mdb_txn_abort(s->ptxn); /* (a failed last checkpoint: the journal has it) */
+    s->ptxn = NULL;
     if (s->ck_pin)
         mdb_txn_abort(s->ck_pin);
     if (s->pin)
@@ -587,6 +644,26 @@ static void journal_free(hsq_store *s) {
     if (s->lock_fd >= 0)
         close(s->lock_fd); /* the flock goes with it */
     s->lock_fd = -1;
+}
+
+/* Whether neither journal file holds a record at its start. */
+static int journals_empty(const char *dir) {
+    char path[PATH_MAX];
+    for (int i = 0; i < 2; i++) {
+        snprintf(path, sizeof path, "%s/journal-%d", dir, i);
+        struct stat st;
+        hsq_journal *j = NULL;
+        uint64_t lsn;
+        if (stat(path, &st) != 0)
+            continue;
+        if (hsq_journal_open(&j, path, (uint64_t)st.st_size) != 0)
+            return 0;
+        int rc = hsq_journal_first_lsn(j, &lsn);
+        hsq_journal_close(&j);
+        if (rc != HSQ_ENOTFOUND)
+            return 0;
+    }
+    return 1;
 }
 
 /* Journal mode's open: lock, put data.mdb back on the checkpoint, open,
@@ -607,8 +684,13 @@ static int journal_open(hsq_store *s, const char *dir, const hsq_store_opts *o) 
     }
     s->lock_fd = fd;
     ck_rec ck;
-    int have = ck_read(fd, &ck) == 0;
-    int rc = 0;
+    int rc = ck_read(fd, &ck);
+    int have = rc == 0;
+    if (rc == HSQ_ENOTFOUND || (rc == HSQ_ECORRUPT && journals_empty(dir)))
+        rc = 0; /* a new store (or one whose first checkpoint was torn: then
+                   nothing was ever journaled, so nothing acknowledged) */
+    else if (rc != 0)
+        snprintf(s->lasterr, sizeof s->lasterr, "%.100s: no whole checkpoint in it", path);
     /* After a clean close data.mdb is whole as it is, and may be newer than
      * the checkpoint: LMDB's own tools (mdb_load) commit with their syncs. */
     if (have && !ck.clean) {
@@ -759,6 +841,15 @@ void hsq_store_set_checkpoint_hook(hsq_store *s, void (*fn)(void *ud), void *ud)
     s->ck_hook_ud = ud;
 }
 
+uint32_t hsq_store_flush_in_ms(const hsq_store *s) {
+    if (!journal_on(s) || !s->ptxn)
+        return UINT32_MAX;
+    uint64_t now = mono_us(), at = s->p_began_us + (uint64_t)s->ck_ms * 1000u;
+    if (s->last_commit_us + BATCH_IDLE_US < at)
+        at = s->last_commit_us + BATCH_IDLE_US;
+    return at <= now ? 0 : (uint32_t)((at - now + 999) / 1000);
+}
+
 void hsq_store_journal_stats(const hsq_store *s, hsq_store_jstats *out) {
     memset(out, 0, sizeof *out);
     if (!journal_on(s))
@@ -795,8 +886,9 @@ static int jappend(hsq_journal *j, const struct iovec *v, uint64_t *lsn, int syn
     return sync ? hsq_journal_append(j, v, 1, lsn) : hsq_journal_append_lazy(j, v, 1, lsn);
 }
 
-/* Journal mode's commit: the record first (the acknowledgement waits for
- * it), then LMDB's commit without a sync. */
+/* Journal mode's commit of a write transaction (a child of the batch): the
+ * record first (the acknowledgement waits for it), then the child's changes
+ * go into the batch, in memory. */
 static int journal_commit(hsq_store *s, int sync) {
     uint64_t lsn = 0;
     size_t had = s->redo_len;
@@ -810,24 +902,13 @@ static int journal_commit(hsq_store *s, int sync) {
         s->redo_len = 0;
         if (rc != 0)
             return xlate(s, rc, "mdb_txn_commit");
-        if ((rc = ck_sync(s, 0)) != 0) {
-            /* Committed but not durable, and the caller will say nothing
-             * changed: stop here, the next open has the last checkpoint. */
-            mdb_env_close(s->env);
-            s->env = NULL;
-        }
+        if ((rc = ck_sync(s, 0)) != 0 && !s->broken)
+            set_broken(s, "checkpointing a large commit", rc); /* the caller says nothing changed */
         return rc < 0 && (rc == -ENOSPC || rc == -EDQUOT) ? HSQ_EDISKFULL : rc ? HSQ_ESTORE : 0;
     }
     if (had > 0) {
         struct iovec v = {s->redo, had};
         rc = jappend(s->jr[s->jcur], &v, &lsn, sync);
-        if (rc == HSQ_EDISKFULL) {
-            /* This file is full: the checkpoint in flight, or a new one,
-             * frees the other. */
-            ck_reap(s, 1);
-            if (!s->ck_retry && ck_begin(s, 0) == 0)
-                rc = jappend(s->jr[s->jcur], &v, &lsn, sync);
-        }
         if (rc != 0) {
             mdb_txn_abort(s->txn);
             s->txn = NULL;
@@ -845,20 +926,13 @@ static int journal_commit(hsq_store *s, int sync) {
     s->redo_len = 0;
     if (rc != 0) {
         int e = xlate(s, rc, "mdb_txn_commit");
-        if (had && hsq_journal_drop_last(s->jr[s->jcur]) != 0) {
-            /* The record would replay a change LMDB refused: stop here. */
-            mdb_env_close(s->env);
-            s->env = NULL;
-            snprintf(s->lasterr, sizeof s->lasterr,
-                     "commit failed and its journal record could not be taken back");
-        }
+        if (had && hsq_journal_drop_last(s->jr[s->jcur]) != 0)
+            set_broken(s, "taking back a journal record", rc);
         return e;
     }
-    if (had) {
+    if (had)
         s->lsn = lsn;
-        s->dirty = 1;
-    }
-    ck_tick(s);
+    s->last_commit_us = mono_us();
     return 0;
 }
 
@@ -873,8 +947,25 @@ int hsq_store_begin(hsq_store *s, int rdonly) {
                  "another process (hsqd) holds this store's journal: stop it first");
         return HSQ_EUNAVAIL;
     }
-    if (journal_on(s))
+    if (journal_on(s)) {
         ck_tick(s);
+        if (s->broken)
+            return HSQ_ESTORE;
+        /* A write transaction is a child of the batch; so is a read one
+         * while a batch is open, which a read transaction would not see. */
+        if (!rdonly || s->ptxn) {
+            int rc = 0;
+            if (!s->ptxn) {
+                rc = mdb_txn_begin(s->env, NULL, 0, &s->ptxn);
+                if (rc != 0)
+                    s->ptxn = NULL;
+                s->p_began_us = mono_us();
+            }
+            if (rc == 0 && (rc = mdb_txn_begin(s->env, s->ptxn, 0, &s->txn)) != 0)
+                s->txn = NULL;
+            return xlate(s, rc, "mdb_txn_begin");
+        }
+    }
     int rc = mdb_txn_begin(s->env, NULL, rdonly ? MDB_RDONLY : 0, &s->txn);
     if (rc == MDB_MAP_RESIZED) {
         /* Another process (hsq purge, later) grew the map: adopt it. */
@@ -1012,6 +1103,8 @@ int hsq_store_grow(hsq_store *s, uint64_t max_bytes) {
     assert(!s->txn);
     if (!s->env)
         return HSQ_ESTORE;
+    if (journal_on(s) && batch_flush(s) != 0)
+        return HSQ_ESTORE; /* (no write transaction may be open) */
     if (s->map_size >= max_bytes)
         return HSQ_EDISKFULL;
     uint64_t n = s->map_size * 2;

@@ -159,6 +159,68 @@ static void test_sigkill(void) {
     hsq_store_close(&s);
 }
 
+/* A SIGKILL before the first periodic checkpoint: only the open's own
+ * checkpoint is on disk, in one of the two slots. A lazy commit and a
+ * synced one are both there afterwards. */
+static void test_kill_early(void) {
+    fresh();
+    int p[2];
+    HSQ_OK(pipe(p));
+    pid_t pid = fork();
+    HSQ_ASSERT(pid >= 0);
+    if (pid == 0) {
+        close(p[0]);
+        hsq_store *s = open_journal(1u << 20, 60000);
+        uint8_t k[8];
+        HSQ_OK(hsq_store_begin(s, 0));
+        hsq_be64(k, 1);
+        HSQ_OK(hsq_store_put(s, HSQ_DB_TASKS, k, 8, "lazy", 4));
+        HSQ_OK(hsq_store_commit_lazy(s));
+        HSQ_OK(hsq_store_begin(s, 0));
+        hsq_be64(k, 2);
+        HSQ_OK(hsq_store_put(s, HSQ_DB_TASKS, k, 8, "synced", 6));
+        HSQ_OK(hsq_store_commit(s));
+        if (write(p[1], "x", 1) != 1)
+            _exit(3);
+        pause();
+        _exit(0);
+    }
+    close(p[1]);
+    char c;
+    HSQ_ASSERT_EQ(read(p[0], &c, 1), 1);
+    close(p[0]);
+    kill(pid, SIGKILL);
+    int ws;
+    HSQ_ASSERT_EQ(waitpid(pid, &ws, 0), pid);
+    hsq_store *s = open_journal(1u << 20, 60000);
+    HSQ_OK(hsq_store_begin(s, 1));
+    for (uint64_t i = 1; i <= 2; i++) {
+        uint8_t k[8];
+        hsq_bytes v;
+        hsq_be64(k, i);
+        HSQ_OK(hsq_store_get(s, HSQ_DB_TASKS, k, 8, &v));
+    }
+    hsq_store_abort(s);
+    hsq_store_close(&s);
+
+    /* A checkpoint file with bytes but no whole slot: with records in the
+     * journal that is refused; a store whose journal never got one (its
+     * first checkpoint was torn) opens as new. */
+    char path[200];
+    snprintf(path, sizeof path, "%s/checkpoint", db);
+    HSQ_OK(truncate(path, 100));
+    hsq_store_opts o = {1u << 20, 60000};
+    HSQ_ASSERT_EQ(hsq_store_open_opts(&s, db, 64ull << 20, &o), HSQ_ECORRUPT);
+    fresh();
+    HSQ_OK(mkdir(db, 0700));
+    int fd = open(path, O_WRONLY | O_CREAT, 0600);
+    HSQ_ASSERT(fd >= 0);
+    HSQ_ASSERT_EQ(write(fd, "HSQ", 3), 3);
+    close(fd);
+    s = open_journal(1u << 20, 60000);
+    hsq_store_close(&s);
+}
+
 static void copy_file(const char *from, const char *to, off_t len) {
     int a = open(from, O_RDONLY), b = open(to, O_WRONLY | O_CREAT | O_TRUNC, 0600);
     HSQ_ASSERT(a >= 0 && b >= 0);
@@ -181,8 +243,8 @@ static void copy_file(const char *from, const char *to, off_t len) {
 
 /* A power cut. The child commits 200 records, checkpoints, and stops (the
  * parent copies data.mdb: what the checkpoint's sync left on the disk);
- * then it commits 300 more (journaled, LMDB's pages only in the page
- * cache) and dies. The disk after the cut: the copy, except that LMDB's
+ * then it commits 300 more (journaled; LMDB's pages, batch by batch, only
+ * in the page cache) and dies. The disk after the cut: the copy, except that LMDB's
  * meta pages are the newest ones (they did reach the disk, the pages they
  * point to did not), and the journal and checkpoint files as they are
  * (their writes were synced). Opening it must find all 500. Without the
@@ -205,8 +267,15 @@ static void test_power_cut(void) {
         char c = 'c';
         if (write(ready[1], &c, 1) != 1 || read(go[0], &c, 1) != 1)
             _exit(3);
-        for (uint64_t i = 200; i < 500; i++)
+        for (uint64_t i = 200; i < 500; i++) {
             commit_rec(s, i, 200);
+            if (i % 50 == 49) {
+                /* A pause: the batch goes to data.mdb (no checkpoint). */
+                usleep(3000);
+                HSQ_OK(hsq_store_begin(s, 1));
+                hsq_store_abort(s);
+            }
+        }
         if (write(ready[1], &c, 1) != 1)
             _exit(3);
         pause(); /* killed */
@@ -297,6 +366,7 @@ static void test_second_process(void) {
     hsq_store *s = open_journal(1u << 20, 5);
     for (uint64_t i = 0; i < 20; i++)
         commit_rec(s, i, 10);
+    HSQ_OK(hsq_store_checkpoint(s)); /* the batch in data.mdb, for the reader */
     pid_t pid = fork();
     HSQ_ASSERT(pid >= 0);
     if (pid == 0) {
@@ -327,6 +397,7 @@ int main(void) {
     HSQ_ASSERT(mkdtemp(dir) != NULL);
     snprintf(db, sizeof db, "%s/db", dir);
     test_sigkill();
+    test_kill_early();
     test_power_cut();
     test_full_and_big();
     test_second_process();
