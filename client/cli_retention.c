@@ -828,7 +828,13 @@ int hsq_cli_fsck(const hsq_cli_cmd *cmd) {
     memset(&r, 0, sizeof r);
     rc = hsq_fsck_run(d.st, d.blob, cmd->repair, hsq_clock_wall_ms(), cmd->json ? stderr : stdout,
                       &r);
+    char detail[200];
+    snprintf(detail, sizeof detail, "%s", hsq_store_lasterr(d.st));
     data_close(&d);
+    if (rc == HSQ_EUNAVAIL) /* the store is hsqd's (store.h, journal mode) */
+        return fail(cmd, HSQ_CLI_EXIT_REFUSED, hsq_errname(rc),
+                    "fsck of %s: hsqd is running on it; --repair needs it stopped (%s)",
+                    cmd->data_dir, detail);
     if (rc != 0)
         return fail(cmd, HSQ_CLI_EXIT_REFUSED, hsq_errname(rc), "fsck of %s failed: %s",
                     cmd->data_dir, hsq_strerror(rc));

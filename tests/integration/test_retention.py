@@ -723,6 +723,14 @@ def mode_offline(h):
     check_eq((js["orphans"], js["dangling"]), (0, 0), "fsck after offline purge")
     d2 = h.start_hsqd(extra_sets=SETS, data_dir=d.data_dir)
     check_eq(status(h, d2, t)["state"], "expired", "task after offline purge")
+    # While hsqd runs, its store is read-only to others (it holds the
+    # journal's lock): fsck reads, fsck --repair is refused and says why.
+    js = fsck(h, d.data_dir)
+    check_eq((js["orphans"], js["dangling"]), (0, 0), "fsck while hsqd runs")
+    rc, _, _ = h.cli("ipc:///nonexistent", "fsck", "--data-dir", d.data_dir, "--repair",
+                     expect_rc=1)
+    err = h.extra_logs[-1][1] if h.extra_logs else ""
+    check("hsqd is running on it" in err, "fsck --repair while hsqd runs said %r" % err[-300:])
     d2.stop()
     corrupt_recovery_record(h, d.data_dir)
 
