@@ -187,6 +187,8 @@ struct hsq_queue {
     struct rate_bucket *rate[RATE_BUCKETS];
     size_t n_rate;
     int64_t rate_pruned_ms;
+    uint64_t ck_seen;    /* the store's checkpoint count seen last (disk_paced) */
+    uint32_t disk_share; /* 64ths of the background batch a turn gets */
     uint64_t rate_limited_total;
 
     /* erasures: requests wait for the ledger commit, then a later turn
@@ -4454,6 +4456,31 @@ static int64_t first_store_deadline(hsq_queue *q) {
 
 /* ---- turn ---- */
 
+/* Background work (the sweeper, the rewrite) paced by the disk, in journal
+ * mode: every page it changes is written back by the next checkpoint, whose
+ * writes the journal's appends (the acknowledgements) queue behind. A
+ * checkpoint that took longer than CK_SLOW_US halves the share of the
+ * batch the next turns get (down to 1/64); one that did not gives back
+ * 4/64 (about 1.6 s from the least to all of it at the default
+ * checkpoint_interval). Without a journal the share stays whole. */
+#define CK_SLOW_US 20000u
+
+static uint32_t disk_paced(hsq_queue *q, uint32_t budget) {
+    hsq_store_jstats js;
+    hsq_store_journal_stats(q->st, &js);
+    if (!js.on)
+        return budget;
+    if (js.checkpoints != q->ck_seen) {
+        q->ck_seen = js.checkpoints;
+        if (js.checkpoint_us > CK_SLOW_US)
+            q->disk_share = q->disk_share > 1 ? q->disk_share / 2 : 1;
+        else
+            q->disk_share = q->disk_share + 4 < 64 ? q->disk_share + 4 : 64;
+    }
+    uint32_t b = (uint32_t)((uint64_t)budget * q->disk_share / 64);
+    return b ? b : (budget ? 1 : 0);
+}
+
 int hsq_queue_begin_turn(hsq_queue *q, int64_t now_ms) {
     assert(!q->in_turn);
     /* Wall time may step backwards (NTP): never let it run back inside the
@@ -4572,6 +4599,7 @@ int hsq_queue_end_turn(hsq_queue *q) {
         uint32_t budget = batch;
         if (q->turn_msgs > 0 && !purging)
             budget = budget / 4 ? budget / 4 : (batch ? 1 : 0);
+        budget = disk_paced(q, budget);
         uint32_t used = 0;
         if (budget > 0)
             used = apply_results(q, budget);
@@ -4605,7 +4633,7 @@ int hsq_queue_end_turn(hsq_queue *q) {
         rewrite_daily(q);
     /* (not in the erasure's own turn: the store is reopened first) */
     if (q->turn_err == 0 && q->rewrite_db >= 0 && !q->rewrite_reopen)
-        rewrite_step(q, q->turn_msgs > 0 ? REWRITE_BATCH / 4 : REWRITE_BATCH);
+        rewrite_step(q, disk_paced(q, q->turn_msgs > 0 ? REWRITE_BATCH / 4 : REWRITE_BATCH));
     if (q->turn_err == 0 && q->scrub_upto)
         scrub_step(q);
     int rc = q->turn_err;
@@ -5116,6 +5144,7 @@ static int load_keys(hsq_queue *q) {
 int hsq_queue_new(hsq_queue **out, hsq_store *st, hsq_blob *blob, const hsq_queue_conf *conf,
                   int64_t now_ms) {
     hsq_queue *q = hsq_xcalloc(1, sizeof *q);
+    q->disk_share = 64;
     q->st = st;
     q->blob = blob;
     q->conf = *conf;

@@ -122,6 +122,8 @@ typedef struct {
     uint64_t lsn;  /* the last record appended */
     uint64_t used; /* bytes in the active file */
     uint64_t size; /* its size */
+    uint64_t checkpoints;   /* made since the open */
+    uint64_t checkpoint_us; /* how long the last one took (its writes and syncs) */
 } hsq_store_jstats;
 void hsq_store_journal_stats(const hsq_store *s, hsq_store_jstats *out);
 

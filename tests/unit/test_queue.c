@@ -2503,6 +2503,42 @@ static int data_hits(const char *needle, int *slack) {
     return other;
 }
 
+static void slow_checkpoint(void *ud) {
+    (void)ud;
+    usleep(30000);
+}
+
+static uint32_t swept_in_turn(void) {
+    begin();
+    turn();
+    hsq_turn_cost c;
+    hsq_queue_turn_cost(q, &c);
+    return c.swept;
+}
+
+/* Journal mode: the sweeper's share of a turn follows the checkpoints (its
+ * pages are what they write back, and acknowledgements queue behind
+ * that). One that took over 20 ms halves the share; a quick one gives
+ * 4/64 back. 300 tasks past retention_pending, so every turn has more due
+ * than it may take. */
+static void test_disk_paced(void) {
+    if (!journal_mode())
+        return;
+    fresh();
+    for (int i = 0; i < 300; i++)
+        HSQ_ASSERT(submit("paced", NULL) > 0);
+    now += 8ll * 86400000;
+    hsq_store_set_checkpoint_hook(st, slow_checkpoint, NULL);
+    HSQ_OK(hsq_store_checkpoint(st));
+    HSQ_ASSERT_EQ(swept_in_turn(), 32); /* half of sweep_batch 64 */
+    HSQ_OK(hsq_store_checkpoint(st));
+    HSQ_ASSERT_EQ(swept_in_turn(), 16);
+    hsq_store_set_checkpoint_hook(st, NULL, NULL);
+    HSQ_OK(hsq_store_checkpoint(st));
+    HSQ_ASSERT_EQ(swept_in_turn(), 20);
+    HSQ_ASSERT_EQ(swept_in_turn(), 20); /* no checkpoint between: no change */
+}
+
 /* Turns until the rewrite after an erasure and the free-page scrub are
  * both done (their META entries gone). */
 static void settle_scrub(void) {
@@ -3248,6 +3284,7 @@ int main(void) {
     test_purge_more();
     test_erase_reaped();
     test_fsck();
+    test_disk_paced();
     test_erase_scrub();
     test_erase_separators();
     test_rewrite_again();
