@@ -2,6 +2,7 @@
 #include "daemon/journal.h"
 
 #include "common/alloc.h"
+#include "common/le.h"
 #include "schemas/err.h"
 
 #include <assert.h>
@@ -30,30 +31,6 @@ struct hsq_journal {
     uint64_t hwm;      /* past every byte a record may have left (hsq_journal_wipe) */
     int replayed;
 };
-
-static void put32(uint8_t *p, uint32_t v) {
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void put64(uint8_t *p, uint64_t v) {
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint32_t get32(const uint8_t *p) {
-    uint32_t v = 0;
-    for (int i = 3; i >= 0; i--)
-        v = v << 8 | p[i];
-    return v;
-}
-
-static uint64_t get64(const uint8_t *p) {
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--)
-        v = v << 8 | p[i];
-    return v;
-}
 
 /* zlib's crc32 takes a uInt length; payloads stay far below 4 GiB. */
 static uint32_t crc_add(uint32_t crc, const void *p, size_t n) {
@@ -171,9 +148,9 @@ int hsq_journal_replay(hsq_journal *j, uint64_t after, hsq_journal_fn fn, void *
             break;
         if ((rc = read_at(j->fd, h, sizeof h, off)) != 0)
             break;
-        uint32_t len = get32(h + 4);
-        uint64_t lsn = get64(h + 8);
-        if (get32(h) != MAGIC || len > HSQ_JOURNAL_MAX_RECORD ||
+        uint32_t len = hsq_rd_le32(h + 4);
+        uint64_t lsn = hsq_rd_le64(h + 8);
+        if (hsq_rd_le32(h) != MAGIC || len > HSQ_JOURNAL_MAX_RECORD ||
             len > j->size - off - HSQ_JOURNAL_HEADER || (have_prev && lsn != prev + 1))
             break;
         if (len > cap) {
@@ -188,7 +165,7 @@ int hsq_journal_replay(hsq_journal *j, uint64_t after, hsq_journal_fn fn, void *
         if (len && (rc = read_at(j->fd, buf, len, off + HSQ_JOURNAL_HEADER)) != 0)
             break;
         uint32_t crc = crc_add(crc_add(0, h + 4, 12), buf, len);
-        if (crc != get32(h + 16))
+        if (crc != hsq_rd_le32(h + 16))
             break; /* torn or never finished: the chain ends here */
         if (lsn > after) {
             if (!delivered && lsn != after + 1) {
@@ -236,14 +213,14 @@ static int append(hsq_journal *j, const struct iovec *parts, int n, uint64_t *ls
         return HSQ_EDISKFULL;
 
     uint8_t h[HSQ_JOURNAL_HEADER];
-    put32(h, MAGIC);
-    put32(h + 4, (uint32_t)len);
-    put64(h + 8, j->next_lsn);
+    hsq_le32(h, MAGIC);
+    hsq_le32(h + 4, (uint32_t)len);
+    hsq_le64(h + 8, j->next_lsn);
     uint32_t crc = crc_add(0, h + 4, 12);
     for (int i = 0; i < n; i++)
         crc = crc_add(crc, parts[i].iov_base, parts[i].iov_len);
-    put32(h + 16, crc);
-    put32(h + 20, 0);
+    hsq_le32(h + 16, crc);
+    hsq_le32(h + 20, 0);
 
     struct iovec v[HSQ_JOURNAL_MAX_PARTS + 1];
     v[0].iov_base = h;
@@ -331,18 +308,19 @@ int hsq_journal_first_lsn(hsq_journal *j, uint64_t *lsn) {
     int rc = read_at(j->fd, h, sizeof h, 0);
     if (rc != 0)
         return rc;
-    uint32_t len = get32(h + 4);
-    if (get32(h) != MAGIC || len > HSQ_JOURNAL_MAX_RECORD || len > j->size - HSQ_JOURNAL_HEADER)
+    uint32_t len = hsq_rd_le32(h + 4);
+    if (hsq_rd_le32(h) != MAGIC || len > HSQ_JOURNAL_MAX_RECORD ||
+        len > j->size - HSQ_JOURNAL_HEADER)
         return HSQ_ENOTFOUND;
     uint8_t *buf = malloc(len ? len : 1);
     if (!buf)
         return HSQ_ENOMEM;
     rc = len ? read_at(j->fd, buf, len, HSQ_JOURNAL_HEADER) : 0;
-    if (rc == 0 && crc_add(crc_add(0, h + 4, 12), buf, len) != get32(h + 16))
+    if (rc == 0 && crc_add(crc_add(0, h + 4, 12), buf, len) != hsq_rd_le32(h + 16))
         rc = HSQ_ENOTFOUND;
     free(buf);
     if (rc == 0)
-        *lsn = get64(h + 8);
+        *lsn = hsq_rd_le64(h + 8);
     return rc;
 }
 

@@ -1,6 +1,7 @@
 #include "daemon/store.h"
 
 #include "common/alloc.h"
+#include "common/le.h"
 #include "daemon/journal.h"
 #include "schemas/err.h"
 
@@ -198,24 +199,6 @@ typedef struct {
     uint8_t *meta; /* 2 * psize bytes, owned */
 } ck_rec;
 
-static void le32(uint8_t *p, uint32_t v) {
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void le64(uint8_t *p, uint64_t v) {
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint32_t rd32(const uint8_t *p) {
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint64_t rd64(const uint8_t *p) {
-    return (uint64_t)rd32(p) | (uint64_t)rd32(p + 4) << 32;
-}
-
 static uint64_t mono_us(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -270,14 +253,14 @@ static int ck_write(int fd, uint32_t psize, uint64_t seq, uint64_t lsn, int clea
                     const uint8_t *meta) {
     size_t n = ck_len(psize);
     uint8_t *b = hsq_xcalloc(1, n);
-    le32(b, CK_MAGIC);
-    le32(b + 4, 1);
-    le64(b + 8, seq);
-    le64(b + 16, lsn);
-    le32(b + 24, psize);
-    le32(b + 28, clean ? 1 : 0);
+    hsq_le32(b, CK_MAGIC);
+    hsq_le32(b + 4, 1);
+    hsq_le64(b + 8, seq);
+    hsq_le64(b + 16, lsn);
+    hsq_le32(b + 24, psize);
+    hsq_le32(b + 28, clean ? 1 : 0);
     memcpy(b + CK_HEAD, meta, 2 * (size_t)psize);
-    le32(b + 32, ck_crc(b, psize));
+    hsq_le32(b + 32, ck_crc(b, psize));
     int rc = pwrite_all(fd, b, n, (seq & 1) * CK_SLOT);
     if (rc == 0 && fdatasync(fd) != 0)
         rc = -errno;
@@ -297,21 +280,21 @@ static int ck_read(int fd, ck_rec *out) {
     uint8_t *b = hsq_xmalloc(CK_SLOT);
     int found = 0;
     for (int i = 0; i < 2; i++) {
-        if (pread_all(fd, b, CK_HEAD, (uint64_t)i * CK_SLOT) != 0 || rd32(b) != CK_MAGIC)
+        if (pread_all(fd, b, CK_HEAD, (uint64_t)i * CK_SLOT) != 0 || hsq_rd_le32(b) != CK_MAGIC)
             continue;
-        uint32_t psize = rd32(b + 24);
+        uint32_t psize = hsq_rd_le32(b + 24);
         if (psize < 512 || psize > 65536 || (psize & (psize - 1)) ||
             pread_all(fd, b, ck_len(psize), (uint64_t)i * CK_SLOT) != 0 ||
-            rd32(b + 32) != ck_crc(b, psize))
+            hsq_rd_le32(b + 32) != ck_crc(b, psize))
             continue;
-        uint64_t seq = rd64(b + 8);
+        uint64_t seq = hsq_rd_le64(b + 8);
         if (found && seq <= out->seq)
             continue;
         found = 1;
         out->seq = seq;
-        out->lsn = rd64(b + 16);
+        out->lsn = hsq_rd_le64(b + 16);
         out->psize = psize;
-        out->clean = rd32(b + 28) != 0;
+        out->clean = hsq_rd_le32(b + 28) != 0;
         free(out->meta);
         out->meta = hsq_xmalloc(2 * (size_t)psize);
         memcpy(out->meta, b + CK_HEAD, 2 * (size_t)psize);
@@ -549,7 +532,7 @@ static int redo_apply(void *ud, uint64_t lsn, const void *p, size_t n) {
                 break;
             }
             uint8_t op = b[0], db = b[1];
-            uint32_t kl = rd32(b + 2), vl = rd32(b + 6);
+            uint32_t kl = hsq_rd_le32(b + 2), vl = hsq_rd_le32(b + 6);
             b += REDO_HEAD;
             if (db >= HSQ_DB_COUNT_ || (op != REDO_PUT && op != REDO_DEL) ||
                 (uint64_t)(end - b) < (uint64_t)kl + vl) {
@@ -906,8 +889,8 @@ static void redo_add(hsq_store *s, uint8_t op, hsq_db db, const void *k, size_t 
     uint8_t *b = s->redo + s->redo_len;
     b[0] = op;
     b[1] = (uint8_t)db;
-    le32(b + 2, (uint32_t)klen);
-    le32(b + 6, (uint32_t)vlen);
+    hsq_le32(b + 2, (uint32_t)klen);
+    hsq_le32(b + 6, (uint32_t)vlen);
     memcpy(b + REDO_HEAD, k, klen);
     if (vlen)
         memcpy(b + REDO_HEAD + klen, v, vlen);

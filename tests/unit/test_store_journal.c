@@ -112,7 +112,7 @@ static void check_recs(hsq_store *s, uint64_t acked) {
 }
 
 /* A child commits records and reports each one that returned on a pipe;
- * the parent kills it with SIGKILL after `kill_after`, reads what was
+ * the parent kills it with SIGKILL after 3,000, reads what was
  * reported, and opens the store: all of it is there. Small journal files
  * and frequent checkpoints, so the files take turns many times and a
  * checkpoint is often in flight at the kill. */
