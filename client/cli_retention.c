@@ -343,32 +343,18 @@ out:
 
 /* ---- erase-user ---- */
 
-/* One request waits HSQ_CLIENT_SLOW_MS past the timeout; a user with very
- * many files takes longer than that. A request that times out while hsqd
- * still answers a cheap `stats` is sent again: it joins the erasure in
- * progress and gets the same receipt. cmd->wait_s bounds the whole wait
- * (0: until the receipt). */
-static int erase_wait(const hsq_cli_cmd *cmd, hsq_client *c, hsq_rep_erase *r) {
-    uint64_t start = hsq_clock_mono_us();
-    for (;;) {
-        int rc = hsq_client_erase(c, cmd->user, r);
-        if (rc != HSQ_ETIMEOUT)
-            return rc;
-        uint64_t waited_s = (hsq_clock_mono_us() - start) / 1000000;
-        if (cmd->wait_s && waited_s >= cmd->wait_s)
-            return rc;
-        hsq_wire_stats st;
-        int alive = hsq_client_stats(c, &st);
-        if (alive != 0)
-            return alive;
-        if (!cmd->json)
-            fprintf(stderr, "hsq: erasure still running after %" PRIu64 " s; waiting\n", waited_s);
-    }
+static void erase_waiting(void *ud, uint64_t waited_s) {
+    const hsq_cli_cmd *cmd = ud;
+    if (!cmd->json)
+        fprintf(stderr, "hsq: erasure still running after %" PRIu64 " s; waiting\n", waited_s);
 }
 
 int hsq_cli_erase_user(const hsq_cli_cmd *cmd, hsq_client *c) {
     hsq_rep_erase r;
-    int rc = erase_wait(cmd, c, &r);
+    /* A user with many files takes longer than one request's wait: the
+     * request stays pending (client.h, hsq_client_erase_wait). */
+    int rc =
+        hsq_client_erase_wait(c, cmd->user, (uint32_t)cmd->wait_s, erase_waiting, (void *)cmd, &r);
     if (rc == HSQ_ETIMEOUT)
         return fail(cmd, HSQ_CLI_EXIT_UNREACH, hsq_errname(rc),
                     "no receipt within %" PRIu64 " s; hsqd's deletion ledger completes the "

@@ -190,12 +190,9 @@ static int recv_message(hsq_client *c, reply *r, size_t *total) {
     return 0;
 }
 
-/* Send the encoded request in c->out plus its binary frames, then read until
- * the matching reply is in *rep. extra_ms extends the deadline (wait). On
- * success *rep holds a decoded reply or error reply (kind checked, op
- * checked); an error reply is turned into its code here. */
-static int call(hsq_client *c, hsq_wire_msg *req, const hsq_client_input *frames, size_t nframes,
-                uint32_t extra_ms, reply *rep) {
+/* Encode and send a request and its binary frames. */
+static int send_request(hsq_client *c, hsq_wire_msg *req, const hsq_client_input *frames,
+                        size_t nframes) {
     c->errmsg[0] = '\0';
     req->v = HSQ_WIRE_VERSION;
     req->kind = HSQ_KIND_REQUEST;
@@ -208,12 +205,8 @@ static int call(hsq_client *c, hsq_wire_msg *req, const hsq_client_input *frames
     }
     if (!c->sock && (rc = sock_open(c)) != 0)
         return rc;
-
-    /* Handing the request over takes at most the timeout; extra_ms (a wait,
-     * a purge) extends only the wait for the reply. */
-    uint64_t start = hsq_clock_mono_ms();
-    uint64_t deadline = start + (uint64_t)c->timeout_ms + extra_ms;
-    rc = sock_wait(c, ZMQ_POLLOUT, start + (uint64_t)c->timeout_ms);
+    /* Handing the request over takes at most the timeout. */
+    rc = sock_wait(c, ZMQ_POLLOUT, hsq_clock_mono_ms() + (uint64_t)c->timeout_ms);
     if (rc == 0) {
         set_err(c, "cannot reach hsqd at %s within %d ms (is it running?)", c->endpoint,
                 c->timeout_ms);
@@ -231,13 +224,27 @@ static int call(hsq_client *c, hsq_wire_msg *req, const hsq_client_input *frames
         if (zmq_send(c->sock, frames[i].data, frames[i].len, flags) < 0)
             goto send_fail;
     }
+    return 0;
 
+send_fail:
+    rc = errno;
+    set_err(c, "cannot send to hsqd at %s: %s", c->endpoint, zmq_strerror(rc));
+    sock_reset(c);
+    return rc == EAGAIN ? HSQ_EUNAVAIL : -rc;
+}
+
+/* Read until the reply to one of the two requests (rid b 0: only a) is in
+ * *rep, or the deadline. A timeout resets the socket unless keep (the
+ * request stays pending: its reply may still come). On success *rep holds
+ * a decoded reply (kind and op checked; rep->msg.rid says which); an error
+ * reply is turned into its code here. */
+static int await_reply(hsq_client *c, uint64_t rid_a, hsq_op op_a, uint64_t rid_b, hsq_op op_b,
+                       uint64_t deadline, int keep, reply *rep) {
     for (;;) {
-        rc = sock_wait(c, ZMQ_POLLIN, deadline);
+        int rc = sock_wait(c, ZMQ_POLLIN, deadline);
         if (rc == 0) {
-            set_err(c, "no reply from hsqd at %s within %u ms", c->endpoint,
-                    (unsigned)c->timeout_ms + extra_ms);
-            sock_reset(c);
+            if (!keep)
+                sock_reset(c);
             return HSQ_ETIMEOUT;
         }
         if (rc < 0) {
@@ -253,13 +260,15 @@ static int call(hsq_client *c, hsq_wire_msg *req, const hsq_client_input *frames
         rc = hsq_wire_decode(zmq_msg_data(&rep->parts[0]), zmq_msg_size(&rep->parts[0]), total - 1,
                              &rep->msg);
         rep->decoded = 1;
-        if (rep->msg.rid != req->rid) {
+        uint64_t rid = rep->msg.rid;
+        if (rid != rid_a && (rid_b == 0 || rid != rid_b)) {
             /* A reply to an abandoned request (or garbage): not ours. */
             reply_release(rep);
             continue;
         }
+        hsq_op op = rid == rid_a ? op_a : op_b;
         if (rc != 0) {
-            set_err(c, "malformed %s reply from hsqd: %s", hsq_op_name(req->op), rep->msg.errmsg);
+            set_err(c, "malformed %s reply from hsqd: %s", hsq_op_name(op), rep->msg.errmsg);
             reply_release(rep);
             return rc;
         }
@@ -274,8 +283,8 @@ static int call(hsq_client *c, hsq_wire_msg *req, const hsq_client_input *frames
             reply_release(rep);
             return rc;
         }
-        if (rep->msg.kind == HSQ_KIND_REQUEST || rep->msg.op != req->op) {
-            set_err(c, "hsqd answered a %s request with a %s %s", hsq_op_name(req->op),
+        if (rep->msg.kind == HSQ_KIND_REQUEST || rep->msg.op != op) {
+            set_err(c, "hsqd answered a %s request with a %s %s", hsq_op_name(op),
                     hsq_op_name(rep->msg.op),
                     rep->msg.kind == HSQ_KIND_REQUEST ? "request" : "reply");
             reply_release(rep);
@@ -283,12 +292,23 @@ static int call(hsq_client *c, hsq_wire_msg *req, const hsq_client_input *frames
         }
         return 0;
     }
+}
 
-send_fail:
-    rc = errno;
-    set_err(c, "cannot send to hsqd at %s: %s", c->endpoint, zmq_strerror(rc));
-    sock_reset(c);
-    return rc == EAGAIN ? HSQ_EUNAVAIL : -rc;
+/* Send the encoded request plus its binary frames, then read until the
+ * matching reply is in *rep. extra_ms (a wait, a purge) extends only the
+ * wait for the reply. */
+static int call(hsq_client *c, hsq_wire_msg *req, const hsq_client_input *frames, size_t nframes,
+                uint32_t extra_ms, reply *rep) {
+    uint64_t start = hsq_clock_mono_ms();
+    int rc = send_request(c, req, frames, nframes);
+    if (rc != 0)
+        return rc;
+    rc = await_reply(c, req->rid, req->op, 0, HSQ_OP_STATS,
+                     start + (uint64_t)c->timeout_ms + extra_ms, 0, rep);
+    if (rc == HSQ_ETIMEOUT)
+        set_err(c, "no reply from hsqd at %s within %u ms", c->endpoint,
+                (unsigned)c->timeout_ms + extra_ms);
+    return rc;
 }
 
 /* ---- lifecycle ---- */
@@ -663,6 +683,62 @@ int hsq_client_erase(hsq_client *c, const char *user, hsq_rep_erase *out) {
     if (out)
         *out = c->last.msg.rep.erase;
     return 0;
+}
+
+int hsq_client_erase_wait(hsq_client *c, const char *user, uint32_t wait_s,
+                          void (*waiting)(void *ud, uint64_t waited_s), void *ud,
+                          hsq_rep_erase *out) {
+    hsq_wire_msg req, ping;
+    begin(c, &req, HSQ_OP_ERASE);
+    int rc = check_str(c, "user", user, HSQ_MAX_USER_LEN, 1);
+    if (rc != 0)
+        return rc;
+    req.req.erase.user = hsq_str_c(user);
+    uint64_t start = hsq_clock_mono_ms();
+    if ((rc = send_request(c, &req, NULL, 0)) != 0)
+        return rc;
+    /* One request, kept: hsqd answers it when the erasure is done. A
+     * request sent again would be a new one, and a receipt that came back
+     * between the two would be lost. While it waits, a stats round trip
+     * says hsqd is still there. */
+    uint64_t ping_rid = 0, deadline = start + (uint64_t)c->timeout_ms + (uint64_t)c->slow_ms;
+    for (;;) {
+        rc = await_reply(c, req.rid, HSQ_OP_ERASE, ping_rid, HSQ_OP_STATS, deadline, 1, &c->last);
+        uint64_t now = hsq_clock_mono_ms();
+        if (rc == 0 && c->last.msg.rid == req.rid) {
+            if (out)
+                *out = c->last.msg.rep.erase;
+            return 0;
+        }
+        if (rc == 0) { /* the ping's reply: wait again */
+            reply_release(&c->last);
+            ping_rid = 0;
+            deadline = now + (uint64_t)c->timeout_ms + (uint64_t)c->slow_ms;
+            continue;
+        }
+        if (rc != HSQ_ETIMEOUT || ping_rid != 0) {
+            if (rc == HSQ_ETIMEOUT) {
+                set_err(c, "hsqd at %s stopped answering during the erasure", c->endpoint);
+                rc = HSQ_EUNAVAIL;
+            }
+            sock_reset(c);
+            return rc;
+        }
+        uint64_t waited_s = (now - start) / 1000;
+        if (wait_s && waited_s >= wait_s) {
+            set_err(c, "no receipt within %u s", (unsigned)wait_s);
+            sock_reset(c);
+            return HSQ_ETIMEOUT;
+        }
+        if (waiting)
+            waiting(ud, waited_s);
+        memset(&ping, 0, sizeof ping);
+        ping.op = HSQ_OP_STATS;
+        if ((rc = send_request(c, &ping, NULL, 0)) != 0)
+            return rc;
+        ping_rid = ping.rid;
+        deadline = now + (uint64_t)c->timeout_ms;
+    }
 }
 
 int hsq_client_credits(hsq_client *c, const char *user, int64_t grant, hsq_rep_credits *out) {

@@ -215,6 +215,17 @@ int hsq_client_purge(hsq_client *c, int dry_run, uint32_t limit, hsq_rep_purge *
  * erasure will complete by itself; ask again), HSQ_ETIMEOUT, ... */
 int hsq_client_erase(hsq_client *c, const char *user, hsq_rep_erase *out);
 
+/* The same, waiting as long as the erasure takes (wait_s 0) or up to
+ * wait_s seconds: the one request stays pending on the socket, and every
+ * timeout + HSQ_CLIENT_SLOW_MS a stats round trip checks that hsqd is
+ * still there (waiting, if given, is called then with the seconds so
+ * far). Errors: as hsq_client_erase; HSQ_ETIMEOUT after wait_s (the
+ * erasure still completes: hsqd's ledger holds it); HSQ_EUNAVAIL when hsqd
+ * stops answering. */
+int hsq_client_erase_wait(hsq_client *c, const char *user, uint32_t wait_s,
+                          void (*waiting)(void *ud, uint64_t waited_s), void *ud,
+                          hsq_rep_erase *out);
+
 /* One exported task: its record, prompt and inputs (rep), and the bytes of
  * every image still stored. in_data[i] is inputs[i]'s bytes, out_data[i]
  * task.outputs[i]'s; an entry with ptr NULL was deleted by retention. The

@@ -136,8 +136,33 @@ static int read_at(int fd, void *p, size_t n, uint64_t off) {
     return 0;
 }
 
+static int walk(hsq_journal *j, uint64_t after, hsq_journal_fn fn, void *ud, uint64_t *end,
+                uint64_t *last, int *have_last);
+
+int hsq_journal_scan(hsq_journal *j, uint64_t after, hsq_journal_fn fn, void *ud) {
+    uint64_t end, last;
+    int have_last;
+    return walk(j, after, fn, ud, &end, &last, &have_last);
+}
+
 int hsq_journal_replay(hsq_journal *j, uint64_t after, hsq_journal_fn fn, void *ud) {
     assert(!j->replayed);
+    uint64_t off, prev;
+    int have_prev;
+    int rc = walk(j, after, fn, ud, &off, &prev, &have_prev);
+    if (rc != 0)
+        return rc;
+    j->tail = off;
+    j->last_off = UINT64_MAX;
+    j->next_lsn = (have_prev && prev > after ? prev : after) + 1;
+    j->replayed = 1;
+    return 0;
+}
+
+/* The chain from offset 0: fn for each record past `after`; *end, *last
+ * and *have_last say where it ended and its last lsn. */
+static int walk(hsq_journal *j, uint64_t after, hsq_journal_fn fn, void *ud, uint64_t *end,
+                uint64_t *last, int *have_last) {
     uint8_t *buf = NULL;
     size_t cap = 0;
     uint64_t off = 0, prev = 0;
@@ -181,13 +206,10 @@ int hsq_journal_replay(hsq_journal *j, uint64_t after, hsq_journal_fn fn, void *
         off += HSQ_JOURNAL_HEADER + len;
     }
     free(buf);
-    if (rc != 0)
-        return rc;
-    j->tail = off;
-    j->last_off = UINT64_MAX;
-    j->next_lsn = (have_prev && prev > after ? prev : after) + 1;
-    j->replayed = 1;
-    return 0;
+    *end = off;
+    *last = prev;
+    *have_last = have_prev;
+    return rc;
 }
 
 static int append(hsq_journal *j, const struct iovec *parts, int n, uint64_t *lsn, int sync);

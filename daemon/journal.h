@@ -61,6 +61,10 @@ typedef int (*hsq_journal_fn)(void *ud, uint64_t lsn, const void *p, size_t n);
  * HSQ_ENOMEM, or fn's return. */
 int hsq_journal_replay(hsq_journal *j, uint64_t after, hsq_journal_fn fn, void *ud);
 
+/* The same walk without changing where appends go (after the replay): the
+ * records past `after`, for a caller that must apply them again. */
+int hsq_journal_scan(hsq_journal *j, uint64_t after, hsq_journal_fn fn, void *ud);
+
 /* Append one record made of n parts (n <= HSQ_JOURNAL_MAX_PARTS) and return
  * once it is on the disk; *lsn gets its lsn. Errors: HSQ_EDISKFULL when the
  * record does not fit in the room left (checkpoint, rewind, append again),

@@ -54,6 +54,7 @@ struct hsq_store {
     int broken;    /* a change was acknowledged that LMDB then refused */
     MDB_txn *ptxn; /* the batch: each write transaction is a child of it */
     uint64_t p_began_us, last_commit_us;
+    uint64_t plsn; /* the last lsn the committed batches hold */
     uint32_t ck_ms;
     uint64_t ck_began_us;
     MDB_txn *pin; /* a reader on the last durable checkpoint's snapshot */
@@ -448,6 +449,8 @@ static void set_broken(hsq_store *s, const char *why, int rc) {
                       : hsq_strerror(rc));
 }
 
+static int redo_apply(void *ud, uint64_t lsn, const void *p, size_t n);
+
 /* Commit the batch: the write transactions since it began reach data.mdb,
  * without a sync (the journal holds them until a checkpoint does). */
 static int batch_flush(hsq_store *s) {
@@ -456,6 +459,28 @@ static int batch_flush(hsq_store *s) {
         return 0;
     int rc = mdb_txn_commit(s->ptxn);
     s->ptxn = NULL;
+    while (rc == MDB_MAP_FULL) {
+        /* The commit's own pages (the free list) did not fit, and the
+         * batch is gone. Its turns were acknowledged: grow the map and
+         * apply them again from the journal, where all of them are, in the
+         * active file (a file switch only comes right after a batch). */
+        s->map_size *= 2;
+        rc = mdb_env_set_mapsize(s->env, s->map_size);
+        if (rc == 0) {
+            uint64_t upto = s->lsn;
+            s->lsn = s->plsn;
+            int e = hsq_journal_scan(s->jr[s->jcur], s->plsn, redo_apply, s);
+            if (e == 0 && s->lsn != upto)
+                e = HSQ_ECORRUPT;
+            if (e != 0) {
+                s->lsn = upto;
+                set_broken(s, "applying a batch again after a full map", e);
+                return e;
+            }
+        }
+    }
+    if (rc == 0)
+        s->plsn = s->lsn;
     if (rc != 0) {
         int e = xlate(s, rc, "mdb_txn_commit(batch)");
         set_broken(s, "committing a batch", rc);
@@ -733,6 +758,7 @@ static int journal_open(hsq_store *s, const char *dir, const hsq_store_opts *o) 
     if (rc == 0)
         rc = recover(s, dir, o && o->journal_bytes ? o->journal_bytes : HSQ_STORE_JOURNAL_DEFAULT,
                      have ? &ck : NULL, &replayed);
+    s->plsn = s->lsn; /* every record replayed is committed */
     if (rc == 0 && have && (replayed > 0 || !ck.clean))
         rc = recover_clean(s);
     free(ck.meta);

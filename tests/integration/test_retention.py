@@ -326,7 +326,9 @@ def mode_erase(h):
 def erase_slow(h):
     """An erasure that outlasts one request's wait (the reaper stalls 1.5 s
     per batch; a request waits 0.3 s + HSQ_CLIENT_SLOW_MS 0.2 s): erase-user
-    asks again while hsqd answers, and prints the receipt; with --timeout-s
+    keeps its request pending while hsqd answers pings, and prints the
+    receipt (a request sent again lost the receipt when the erasure ended
+    between two: 1 run in 4 under load); with --timeout-s
     it gives up with exit 4 and says the ledger finishes the job."""
     d = start_faulty(h, h.path("slow"), "reap.deleted~1500")
     user, other = "hana-51c0", "ivan-8e22"
