@@ -2,6 +2,7 @@
 #include "daemon/journal.h"
 
 #include "common/alloc.h"
+#include "common/fileio.h"
 #include "common/le.h"
 #include "schemas/err.h"
 
@@ -57,16 +58,9 @@ static int zero_fill(int fd, uint64_t from, uint64_t to) {
     if (!zero)
         return HSQ_ENOMEM;
     int rc = 0;
-    while (rc == 0 && from < to) {
-        size_t n = to - from < FILL_CHUNK ? (size_t)(to - from) : FILL_CHUNK;
-        ssize_t w = pwrite(fd, zero, n, (off_t)from);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            rc = w < 0 ? -errno : -EIO;
-        else
-            from += (uint64_t)w;
-    }
+    for (; rc == 0 && from < to; from += FILL_CHUNK)
+        rc = hsq_pwrite_all(fd, zero, to - from < FILL_CHUNK ? (size_t)(to - from) : FILL_CHUNK,
+                            from);
     free(zero);
     if (rc == 0 && fsync(fd) != 0)
         rc = -errno;
@@ -119,20 +113,33 @@ void hsq_journal_close(hsq_journal **jp) {
     *jp = NULL;
 }
 
-static int read_at(int fd, void *p, size_t n, uint64_t off) {
-    uint8_t *b = p;
-    while (n > 0) {
-        ssize_t r = pread(fd, b, n, (off_t)off);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0)
-            return -errno;
-        if (r == 0)
-            return -EIO; /* the file is shorter than we made it */
-        b += r;
-        n -= (size_t)r;
-        off += (uint64_t)r;
+/* The record at off, if it is whole: magic, a length that fits, and its
+ * CRC; its payload is then in *buf (grown as needed). 0, HSQ_ENOTFOUND (not
+ * a whole record: the chain ends there), -errno, HSQ_ENOMEM. */
+static int record_at(hsq_journal *j, uint64_t off, uint8_t **buf, size_t *cap, uint32_t *len,
+                     uint64_t *lsn) {
+    uint8_t h[HSQ_JOURNAL_HEADER];
+    if (j->size - off < HSQ_JOURNAL_HEADER)
+        return HSQ_ENOTFOUND;
+    int rc = hsq_pread_all(j->fd, h, sizeof h, off);
+    if (rc != 0)
+        return rc;
+    *len = hsq_rd_le32(h + 4);
+    *lsn = hsq_rd_le64(h + 8);
+    if (hsq_rd_le32(h) != MAGIC || *len > HSQ_JOURNAL_MAX_RECORD ||
+        *len > j->size - off - HSQ_JOURNAL_HEADER)
+        return HSQ_ENOTFOUND;
+    if (*len > *cap) {
+        uint8_t *nb = realloc(*buf, *len);
+        if (!nb)
+            return HSQ_ENOMEM;
+        *buf = nb;
+        *cap = *len;
     }
+    if (*len && (rc = hsq_pread_all(j->fd, *buf, *len, off + HSQ_JOURNAL_HEADER)) != 0)
+        return rc;
+    if (crc_add(crc_add(0, h + 4, 12), *buf, *len) != hsq_rd_le32(h + 16))
+        return HSQ_ENOTFOUND; /* torn or never finished */
     return 0;
 }
 
@@ -168,30 +175,15 @@ static int walk(hsq_journal *j, uint64_t after, hsq_journal_fn fn, void *ud, uin
     uint64_t off = 0, prev = 0;
     int have_prev = 0, delivered = 0, rc = 0;
     for (;;) {
-        uint8_t h[HSQ_JOURNAL_HEADER];
-        if (j->size - off < HSQ_JOURNAL_HEADER)
+        uint32_t len;
+        uint64_t lsn;
+        if ((rc = record_at(j, off, &buf, &cap, &len, &lsn)) != 0) {
+            if (rc == HSQ_ENOTFOUND)
+                rc = 0; /* the chain ends here */
             break;
-        if ((rc = read_at(j->fd, h, sizeof h, off)) != 0)
-            break;
-        uint32_t len = hsq_rd_le32(h + 4);
-        uint64_t lsn = hsq_rd_le64(h + 8);
-        if (hsq_rd_le32(h) != MAGIC || len > HSQ_JOURNAL_MAX_RECORD ||
-            len > j->size - off - HSQ_JOURNAL_HEADER || (have_prev && lsn != prev + 1))
-            break;
-        if (len > cap) {
-            uint8_t *nb = realloc(buf, len);
-            if (!nb) {
-                rc = HSQ_ENOMEM;
-                break;
-            }
-            buf = nb;
-            cap = len;
         }
-        if (len && (rc = read_at(j->fd, buf, len, off + HSQ_JOURNAL_HEADER)) != 0)
+        if (have_prev && lsn != prev + 1)
             break;
-        uint32_t crc = crc_add(crc_add(0, h + 4, 12), buf, len);
-        if (crc != hsq_rd_le32(h + 16))
-            break; /* torn or never finished: the chain ends here */
         if (lsn > after) {
             if (!delivered && lsn != after + 1) {
                 rc = HSQ_ECORRUPT; /* the records after `after` are gone */
@@ -289,14 +281,9 @@ int hsq_journal_drop_last(hsq_journal *j) {
     assert(j->replayed && j->last_off != UINT64_MAX);
     uint8_t zero[HSQ_JOURNAL_HEADER];
     memset(zero, 0, sizeof zero);
-    for (;;) {
-        ssize_t w = pwrite(j->sync_fd, zero, sizeof zero, (off_t)j->last_off);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w != (ssize_t)sizeof zero)
-            return w < 0 ? -errno : -EIO;
-        break;
-    }
+    int rc = hsq_pwrite_all(j->sync_fd, zero, sizeof zero, j->last_off);
+    if (rc != 0)
+        return rc;
     j->tail = j->last_off;
     j->last_off = UINT64_MAX;
     j->next_lsn--;
@@ -326,23 +313,14 @@ int hsq_journal_wipe(hsq_journal *j) {
 }
 
 int hsq_journal_first_lsn(hsq_journal *j, uint64_t *lsn) {
-    uint8_t h[HSQ_JOURNAL_HEADER];
-    int rc = read_at(j->fd, h, sizeof h, 0);
-    if (rc != 0)
-        return rc;
-    uint32_t len = hsq_rd_le32(h + 4);
-    if (hsq_rd_le32(h) != MAGIC || len > HSQ_JOURNAL_MAX_RECORD ||
-        len > j->size - HSQ_JOURNAL_HEADER)
-        return HSQ_ENOTFOUND;
-    uint8_t *buf = malloc(len ? len : 1);
-    if (!buf)
-        return HSQ_ENOMEM;
-    rc = len ? read_at(j->fd, buf, len, HSQ_JOURNAL_HEADER) : 0;
-    if (rc == 0 && crc_add(crc_add(0, h + 4, 12), buf, len) != hsq_rd_le32(h + 16))
-        rc = HSQ_ENOTFOUND;
+    uint8_t *buf = NULL;
+    size_t cap = 0;
+    uint32_t len;
+    uint64_t first;
+    int rc = record_at(j, 0, &buf, &cap, &len, &first);
     free(buf);
     if (rc == 0)
-        *lsn = hsq_rd_le64(h + 8);
+        *lsn = first;
     return rc;
 }
 

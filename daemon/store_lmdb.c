@@ -1,6 +1,7 @@
 #include "daemon/store.h"
 
 #include "common/alloc.h"
+#include "common/fileio.h"
 #include "common/le.h"
 #include "daemon/journal.h"
 #include "schemas/err.h"
@@ -35,7 +36,6 @@ struct hsq_store {
     MDB_env *env; /* NULL after a reopen that failed: every call then fails */
     char *dir;
     MDB_txn *txn;
-    int txn_rdonly;
     MDB_dbi dbi[HSQ_DB_COUNT_];
     uint64_t map_size;
     char lasterr[160];
@@ -112,11 +112,11 @@ static int env_open(hsq_store *s, const char *dir) {
     rc = mdb_env_set_maxdbs(s->env, HSQ_DB_COUNT_);
     if (rc == 0)
         rc = mdb_env_set_mapsize(s->env, s->map_size);
-    /* Default sync flags on purpose: an acknowledged submit must survive a
-     * power cut. MDB_NOTLS lets a read txn be used from a thread other than
-     * the loop's later on without reader-slot surprises. */
-    /* In journal mode the journal makes a commit durable and checkpoints
-     * sync data.mdb (store.h), so LMDB's own commits do not sync. */
+    /* An acknowledged submit must survive a power cut: without a journal
+     * LMDB's default sync flags see to it; in journal mode the journal
+     * makes a commit durable and checkpoints sync data.mdb (store.h), so
+     * LMDB's own commits do not sync. MDB_NOTLS: the scrub and the
+     * checkpoint's pin hold read txns beside the loop's write txn. */
     unsigned flags = MDB_NOTLS | (journal_on(s) ? MDB_NOSYNC : 0);
     if (rc == 0)
         rc = mdb_env_open(s->env, dir, flags, 0600);
@@ -206,36 +206,6 @@ static uint64_t mono_us(void) {
     return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
-static int pwrite_all(int fd, const void *p, size_t n, uint64_t off) {
-    const uint8_t *b = p;
-    while (n > 0) {
-        ssize_t w = pwrite(fd, b, n, (off_t)off);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return w < 0 ? -errno : -EIO;
-        b += w;
-        n -= (size_t)w;
-        off += (uint64_t)w;
-    }
-    return 0;
-}
-
-static int pread_all(int fd, void *p, size_t n, uint64_t off) {
-    uint8_t *b = p;
-    while (n > 0) {
-        ssize_t r = pread(fd, b, n, (off_t)off);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            return r < 0 ? -errno : -EIO;
-        b += r;
-        n -= (size_t)r;
-        off += (uint64_t)r;
-    }
-    return 0;
-}
-
 /* Slot i is at i * CK_SLOT whatever the page size (LMDB's is at most 64
  * KiB), so either can be read without the other. */
 #define CK_SLOT (CK_HEAD + 2 * 65536u)
@@ -262,7 +232,7 @@ static int ck_write(int fd, uint32_t psize, uint64_t seq, uint64_t lsn, int clea
     hsq_le32(b + 28, clean ? 1 : 0);
     memcpy(b + CK_HEAD, meta, 2 * (size_t)psize);
     hsq_le32(b + 32, ck_crc(b, psize));
-    int rc = pwrite_all(fd, b, n, (seq & 1) * CK_SLOT);
+    int rc = hsq_pwrite_all(fd, b, n, (seq & 1) * CK_SLOT);
     if (rc == 0 && fdatasync(fd) != 0)
         rc = -errno;
     free(b);
@@ -281,11 +251,11 @@ static int ck_read(int fd, ck_rec *out) {
     uint8_t *b = hsq_xmalloc(CK_SLOT);
     int found = 0;
     for (int i = 0; i < 2; i++) {
-        if (pread_all(fd, b, CK_HEAD, (uint64_t)i * CK_SLOT) != 0 || hsq_rd_le32(b) != CK_MAGIC)
+        if (hsq_pread_all(fd, b, CK_HEAD, (uint64_t)i * CK_SLOT) != 0 || hsq_rd_le32(b) != CK_MAGIC)
             continue;
         uint32_t psize = hsq_rd_le32(b + 24);
         if (psize < 512 || psize > 65536 || (psize & (psize - 1)) ||
-            pread_all(fd, b, ck_len(psize), (uint64_t)i * CK_SLOT) != 0 ||
+            hsq_pread_all(fd, b, ck_len(psize), (uint64_t)i * CK_SLOT) != 0 ||
             hsq_rd_le32(b + 32) != ck_crc(b, psize))
             continue;
         uint64_t seq = hsq_rd_le64(b + 8);
@@ -304,9 +274,6 @@ static int ck_read(int fd, ck_rec *out) {
     return found ? 0 : HSQ_ECORRUPT;
 }
 
-/* The checkpoint thread: sync data.mdb (every page of the pinned snapshot,
- * and whatever came after), then write the checkpoint, then wipe the file
- * the loop left if asked to. */
 /* Write data.mdb's dirty pages back a chunk at a time, each waited for
  * before the next is started: the disk's queue then holds at most a chunk
  * of checkpoint pages ahead of a journal append, instead of a whole
@@ -327,6 +294,9 @@ static int ck_writeback(int fd) {
     return 0;
 }
 
+/* The checkpoint thread: sync data.mdb (every page of the pinned snapshot,
+ * and whatever came after), then write the checkpoint, then wipe the file
+ * the loop left if asked to. */
 static int ck_run(hsq_store *s) {
     int rc = ck_writeback(s->data_fd);
     if (rc == 0 && fdatasync(s->data_fd) != 0)
@@ -380,10 +350,10 @@ static int ck_begin(hsq_store *s, int clean) {
     int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &pin);
     if (rc != 0)
         return xlate(s, rc, "mdb_txn_begin(checkpoint)");
-    if ((rc = pread_all(s->data_fd, s->ck_meta, 2 * s->psize, 0)) != 0) {
+    if ((rc = hsq_pread_all(s->data_fd, s->ck_meta, 2 * s->psize, 0)) != 0) {
         mdb_txn_abort(pin);
         snprintf(s->lasterr, sizeof s->lasterr, "checkpoint: reading the meta pages: %s",
-                 strerror(-rc));
+                 hsq_strerror(rc));
         return rc;
     }
     s->ck_pin = pin;
@@ -419,8 +389,7 @@ static int ck_reap(hsq_store *s, int wait) {
     s->ck_busy = 0;
     if (rc != 0) {
         s->ck_retry = 1;
-        snprintf(s->lasterr, sizeof s->lasterr, "checkpoint: %s",
-                 rc < 0 ? strerror(-rc) : hsq_strerror(rc));
+        snprintf(s->lasterr, sizeof s->lasterr, "checkpoint: %s", hsq_strerror(rc));
         return rc;
     }
     s->ck_retry = 0;
@@ -441,12 +410,16 @@ static int ck_reap(hsq_store *s, int wait) {
 /* The changes acknowledged but not yet in LMDB are in the journal only:
  * if LMDB refuses them, every later transaction fails (HSQ_ESTORE) and the
  * next open replays them. */
-static void set_broken(hsq_store *s, const char *why, int rc) {
+static void set_broken(hsq_store *s, const char *why, const char *detail) {
     s->broken = 1;
     snprintf(s->lasterr, sizeof s->lasterr, "%s: %s; reopen the store (the journal has them)", why,
-             rc > 0   ? mdb_strerror(rc)
-             : rc < 0 ? strerror(-rc)
-                      : hsq_strerror(rc));
+             detail);
+}
+
+/* What a caller of commit hears of an error from the journal or a
+ * checkpoint (-errno or an HSQ_E code). */
+static int store_code(int rc) {
+    return rc == HSQ_EDISKFULL || rc == -ENOSPC || rc == -EDQUOT ? HSQ_EDISKFULL : HSQ_ESTORE;
 }
 
 static int redo_apply(void *ud, uint64_t lsn, const void *p, size_t n);
@@ -474,26 +447,30 @@ static int batch_flush(hsq_store *s) {
                 e = HSQ_ECORRUPT;
             if (e != 0) {
                 s->lsn = upto;
-                set_broken(s, "applying a batch again after a full map", e);
+                set_broken(s, "applying a batch again after a full map", hsq_strerror(e));
                 return e;
             }
         }
     }
-    if (rc == 0)
-        s->plsn = s->lsn;
     if (rc != 0) {
         int e = xlate(s, rc, "mdb_txn_commit(batch)");
-        set_broken(s, "committing a batch", rc);
+        set_broken(s, "committing a batch", mdb_strerror(rc));
         return e;
     }
+    s->plsn = s->lsn;
     s->dirty = 1;
     return 0;
 }
 
 /* How long a batch stays open: at most the checkpoint interval, and a
  * moment once nothing is committed (so an idle store is soon whole in
- * data.mdb for other readers). */
+ * data.mdb for other readers). When the open batch is due (monotonic us). */
 #define BATCH_IDLE_US 2000u
+
+static uint64_t batch_due_us(const hsq_store *s) {
+    uint64_t at = s->p_began_us + (uint64_t)s->ck_ms * 1000u;
+    return s->last_commit_us + BATCH_IDLE_US < at ? s->last_commit_us + BATCH_IDLE_US : at;
+}
 
 /* Before a transaction: take a finished checkpoint; commit the batch when
  * it is time, and begin a checkpoint right after (the only moment the meta
@@ -516,10 +493,7 @@ static void ck_tick(hsq_store *s) {
         }
         return;
     }
-    if (s->ptxn &&
-        (full || s->forget > 0 || now - s->p_began_us >= (uint64_t)s->ck_ms * 1000u ||
-         now - s->last_commit_us >= BATCH_IDLE_US) &&
-        batch_flush(s) != 0)
+    if (s->ptxn && (full || s->forget > 0 || now >= batch_due_us(s)) && batch_flush(s) != 0)
         return;
     if (!s->ck_busy && !s->ptxn && ((s->dirty && (due || full)) || s->forget > 0))
         ck_begin(s, 0);
@@ -634,8 +608,7 @@ static int recover(hsq_store *s, const char *dir, uint64_t jbytes, const ck_rec 
             size = (uint64_t)st.st_size;
         int rc = hsq_journal_open(&s->jr[i], path, size);
         if (rc != 0) {
-            snprintf(s->lasterr, sizeof s->lasterr, "journal %.100s: %s", path,
-                     rc < 0 ? strerror(-rc) : hsq_strerror(rc));
+            snprintf(s->lasterr, sizeof s->lasterr, "journal %.100s: %s", path, hsq_strerror(rc));
             return rc;
         }
     }
@@ -739,7 +712,7 @@ static int journal_open(hsq_store *s, const char *dir, const hsq_store_opts *o) 
             snprintf(s->lasterr, sizeof s->lasterr, "%.100s: %s (a checkpoint names it)", path,
                      strerror(errno));
         } else {
-            rc = pwrite_all(dfd, ck.meta, 2 * (size_t)ck.psize, 0);
+            rc = hsq_pwrite_all(dfd, ck.meta, 2 * (size_t)ck.psize, 0);
             if (rc == 0 && fdatasync(dfd) != 0)
                 rc = -errno;
             close(dfd);
@@ -883,9 +856,7 @@ void hsq_store_set_checkpoint_hook(hsq_store *s, void (*fn)(void *ud), void *ud)
 uint32_t hsq_store_flush_in_ms(const hsq_store *s) {
     if (!journal_on(s) || !s->ptxn)
         return UINT32_MAX;
-    uint64_t now = mono_us(), at = s->p_began_us + (uint64_t)s->ck_ms * 1000u;
-    if (s->last_commit_us + BATCH_IDLE_US < at)
-        at = s->last_commit_us + BATCH_IDLE_US;
+    uint64_t now = mono_us(), at = batch_due_us(s);
     return at <= now ? 0 : (uint32_t)((at - now + 999) / 1000);
 }
 
@@ -944,7 +915,8 @@ static int journal_commit(hsq_store *s, int sync) {
         if (rc != 0)
             return xlate(s, rc, "mdb_txn_commit");
         if ((rc = ck_sync(s, 0)) != 0 && !s->broken)
-            set_broken(s, "checkpointing a large commit", rc); /* the caller says nothing changed */
+            set_broken(s, "checkpointing a large commit",
+                       hsq_strerror(rc)); /* the caller says nothing changed */
         return rc < 0 && (rc == -ENOSPC || rc == -EDQUOT) ? HSQ_EDISKFULL : rc ? HSQ_ESTORE : 0;
     }
     if (had > 0) {
@@ -954,12 +926,8 @@ static int journal_commit(hsq_store *s, int sync) {
             mdb_txn_abort(s->txn);
             s->txn = NULL;
             s->redo_len = 0;
-            if (rc < 0)
-                snprintf(s->lasterr, sizeof s->lasterr, "journal append: %s", strerror(-rc));
-            else
-                snprintf(s->lasterr, sizeof s->lasterr, "journal append: %s", hsq_strerror(rc));
-            return rc == HSQ_EDISKFULL || rc == -ENOSPC || rc == -EDQUOT ? HSQ_EDISKFULL
-                                                                         : HSQ_ESTORE;
+            snprintf(s->lasterr, sizeof s->lasterr, "journal append: %s", hsq_strerror(rc));
+            return store_code(rc);
         }
     }
     rc = mdb_txn_commit(s->txn);
@@ -967,8 +935,9 @@ static int journal_commit(hsq_store *s, int sync) {
     s->redo_len = 0;
     if (rc != 0) {
         int e = xlate(s, rc, "mdb_txn_commit");
-        if (had && hsq_journal_drop_last(s->jr[s->jcur]) != 0)
-            set_broken(s, "taking back a journal record", rc);
+        int d = had ? hsq_journal_drop_last(s->jr[s->jcur]) : 0;
+        if (d != 0)
+            set_broken(s, "taking back a journal record", hsq_strerror(d));
         return e;
     }
     if (had)
@@ -1227,6 +1196,7 @@ int hsq_cursor_get(hsq_cursor *c, hsq_cur_op op, hsq_bytes *key, hsq_bytes *val)
 }
 
 int hsq_cursor_del(hsq_cursor *c) {
+    size_t mark = c->s->redo_len;
     if (journal_on(c->s)) {
         MDB_val k, v;
         int rc = mdb_cursor_get(c->c, &k, &v, MDB_GET_CURRENT);
@@ -1234,14 +1204,10 @@ int hsq_cursor_del(hsq_cursor *c) {
             return rc == MDB_NOTFOUND ? HSQ_ENOTFOUND : HSQ_ESTORE;
         /* The key is in the page the delete changes: record it first. */
         redo_add(c->s, REDO_DEL, c->db, k.mv_data, k.mv_size, NULL, 0);
-        rc = mdb_cursor_del(c->c, 0);
-        if (rc != 0) {
-            c->s->redo_len -= REDO_HEAD + k.mv_size;
-            return rc == MDB_MAP_FULL ? HSQ_EDISKFULL : HSQ_ESTORE;
-        }
-        return 0;
     }
     int rc = mdb_cursor_del(c->c, 0);
+    if (rc != 0)
+        c->s->redo_len = mark; /* not deleted: not recorded */
     if (rc == MDB_MAP_FULL)
         return HSQ_EDISKFULL;
     return rc == 0 ? 0 : HSQ_ESTORE;
