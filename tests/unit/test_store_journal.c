@@ -4,6 +4,7 @@
  * left it, with newer meta pages that did reach the disk); a full journal
  * file and a record too big for one; a second process gets reads only.
  * (journal.h's own rules, gaps and torn records: test_journal.c.) */
+#include "daemon/journal.h"
 #include "daemon/store.h"
 #include "schemas/err.h"
 #include "test.h"
@@ -221,6 +222,46 @@ static void test_kill_early(void) {
     hsq_store_close(&s);
 }
 
+/* A journal record that is whole (its CRC holds) but does not parse as
+ * changes stops the open with HSQ_ECORRUPT instead of applying part of it;
+ * a journal size under the journal's minimum is refused. */
+static void test_bad_record(void) {
+    fresh();
+    pid_t pid = fork();
+    HSQ_ASSERT(pid >= 0);
+    if (pid == 0) {
+        hsq_store *s = open_journal(1u << 20, 60000);
+        commit_rec(s, 1, 10);
+        _exit(0); /* a crash: the record is past the open's checkpoint */
+    }
+    int ws;
+    HSQ_ASSERT_EQ(waitpid(pid, &ws, 0), pid);
+    /* The open's checkpoint moved appends to journal-1: its first record
+     * is the one after the checkpoint. Put one that has an unknown op. */
+    char path[200];
+    snprintf(path, sizeof path, "%s/journal-1", db);
+    hsq_journal *j = NULL;
+    HSQ_OK(hsq_journal_open(&j, path, 1u << 20));
+    uint64_t first = 0;
+    HSQ_OK(hsq_journal_first_lsn(j, &first));
+    HSQ_OK(hsq_journal_replay(j, first, NULL, NULL));
+    hsq_journal_restart(j, first);
+    static const uint8_t bad[10] = {7, 1, 8, 0, 0, 0, 0, 0, 0, 0};
+    struct iovec v = {(void *)bad, sizeof bad};
+    uint64_t lsn;
+    HSQ_OK(hsq_journal_append(j, &v, 1, &lsn));
+    HSQ_ASSERT_U64_EQ(lsn, first);
+    hsq_journal_close(&j);
+    hsq_store *s = NULL;
+    hsq_store_opts o = {1u << 20, 60000};
+    HSQ_ASSERT_EQ(hsq_store_open_opts(&s, db, 64ull << 20, &o), HSQ_ECORRUPT);
+    HSQ_ASSERT(s == NULL);
+
+    fresh();
+    o.journal_bytes = 4096;
+    HSQ_ASSERT_EQ(hsq_store_open_opts(&s, db, 64ull << 20, &o), HSQ_EINVAL);
+}
+
 static void copy_file(const char *from, const char *to, off_t len) {
     int a = open(from, O_RDONLY), b = open(to, O_WRONLY | O_CREAT | O_TRUNC, 0600);
     HSQ_ASSERT(a >= 0 && b >= 0);
@@ -401,6 +442,7 @@ int main(void) {
     test_power_cut();
     test_full_and_big();
     test_second_process();
+    test_bad_record();
     fresh();
     rmdir(dir);
     return 0;
