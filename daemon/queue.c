@@ -4703,6 +4703,11 @@ void hsq_queue_outbox_clear(hsq_queue *q) {
     q->n_out = 0;
 }
 
+void hsq_queue_maintain(hsq_queue *q) {
+    assert(!q->in_turn);
+    hsq_store_maintain(q->st);
+}
+
 int64_t hsq_queue_next_deadline(hsq_queue *q) {
     int64_t t = INT64_MAX;
     for (size_t i = 0; i < q->n_parked; i++)

@@ -376,6 +376,9 @@ static void run_turn(srv *sv) {
     size_t nout;
     hsq_queue_outbox(sv->q, &nout);
     send_outbox(sv, rc == 0);
+    uint64_t t1 = hsq_clock_mono_us();
+    hsq_queue_maintain(sv->q);
+    uint64_t upkeep = hsq_clock_mono_us() - t1;
     sv->turns++;
     uint64_t total = hsq_clock_mono_us() - start;
     if (sv->conf->slow_turn_ms && total >= sv->conf->slow_turn_ms * 1000) {
@@ -384,10 +387,10 @@ static void run_turn(srv *sv) {
         hsq_queue_turn_cost(sv->q, &c);
         hsq_log(HSQ_LOG_WARN, "srv",
                 "slow turn ms=%.1f msgs=%d handle_ms=%.1f sweep_ms=%.1f swept=%" PRIu32
-                " flush_ms=%.1f commit_ms=%.1f send_ms=%.1f replies=%zu",
+                " flush_ms=%.1f commit_ms=%.1f send_ms=%.1f replies=%zu upkeep_ms=%.1f",
                 (double)total / 1e3, n, (double)(t0 - start) / 1e3, (double)c.sweep_us / 1e3,
                 c.swept, (double)c.flush_us / 1e3, (double)c.commit_us / 1e3,
-                (double)(hsq_clock_mono_us() - t0 - dt) / 1e3, nout);
+                (double)(t1 - t0 - dt) / 1e3, nout, (double)upkeep / 1e3);
     }
 }
 

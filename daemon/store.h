@@ -105,13 +105,25 @@ void hsq_store_forget(hsq_store *s);
 int hsq_store_forget_pending(const hsq_store *s);
 
 /* Journal mode batches: write transactions are children of one LMDB
- * transaction that is committed (without a sync) every checkpoint_ms, or 2
- * ms after the last commit, at the next hsq_store_begin; so a page that
- * many turns change is written once per batch, not once per turn. Another
+ * transaction that is committed (without a sync) every 20 ms (checkpoint_ms
+ * if shorter), or 2 ms after the last commit, at the next hsq_store_begin or
+ * hsq_store_maintain; so a page that many turns change is written once per
+ * batch, not once per turn. A checkpoint begins right after a batch commit
+ * once checkpoint_ms has passed since the last one. Another
  * process reads data.mdb as of the last batch. Milliseconds until the open
  * batch is due (UINT32_MAX: none open): the caller's loop should begin a
  * transaction by then. */
 uint32_t hsq_store_flush_in_ms(const hsq_store *s);
+
+/* Journal mode, outside a transaction: commit the open batch if it is due
+ * within a few milliseconds, and begin a checkpoint when one is due. For a
+ * loop to call right after a turn's replies are sent, so the batch's page
+ * writes do not come first in the next turn. No-op without a journal. */
+void hsq_store_maintain(hsq_store *s);
+
+/* For tests: the clock (monotonic microseconds) that the batch and
+ * checkpoint intervals are measured by; NULL: CLOCK_MONOTONIC. */
+void hsq_store_set_clock(hsq_store *s, uint64_t (*fn)(void));
 
 /* For tests: fn runs on the checkpoint thread after data.mdb is synced and
  * before the checkpoint is written. */

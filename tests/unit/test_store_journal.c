@@ -18,6 +18,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 static char dir[64], db[128];
@@ -433,6 +434,58 @@ static void test_second_process(void) {
     hsq_store_close(&s);
 }
 
+static uint64_t fake_us;
+static uint64_t fake_clock(void) {
+    return fake_us;
+}
+
+static int batch_open(hsq_store *s) {
+    return hsq_store_flush_in_ms(s) != UINT32_MAX;
+}
+
+/* The batch's schedule, on a clock the test moves. Under load (a commit
+ * every millisecond) a batch lasts 20 ms: hsq_store_begin commits it once
+ * due, hsq_store_maintain (after a turn's replies) up to 3 ms sooner, so
+ * the next turn's requests do not wait for its page writes. An idle
+ * store's batch goes 2 ms after its last commit. Batches are not
+ * checkpoints: none is due before checkpoint_ms (100 here). */
+static void test_batch_schedule(void) {
+    fresh();
+    hsq_store *s = open_journal(1u << 20, 100);
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    fake_us = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+    hsq_store_set_clock(s, fake_clock);
+    hsq_store_jstats j0, j1;
+    hsq_store_journal_stats(s, &j0);
+    HSQ_ASSERT(!batch_open(s));
+    uint64_t t0 = fake_us, i = 0;
+    for (; fake_us <= t0 + 16000; fake_us += 1000) {
+        commit_rec(s, i++, 10);
+        hsq_store_maintain(s);
+        HSQ_ASSERT(batch_open(s)); /* due at t0 + 20 ms, maintain from 17 */
+    }
+    commit_rec(s, i++, 10); /* t0 + 17: begin does not commit it early */
+    HSQ_ASSERT(batch_open(s));
+    hsq_store_maintain(s);
+    HSQ_ASSERT(!batch_open(s));
+
+    commit_rec(s, i++, 10); /* a new batch, then nothing for a while */
+    fake_us += 1000;
+    hsq_store_maintain(s);
+    HSQ_ASSERT(batch_open(s));
+    HSQ_ASSERT_EQ(hsq_store_flush_in_ms(s), 1);
+    fake_us += 1000; /* 2 ms idle */
+    HSQ_OK(hsq_store_begin(s, 1));
+    HSQ_ASSERT(!batch_open(s));
+    hsq_store_abort(s);
+
+    hsq_store_journal_stats(s, &j1);
+    HSQ_ASSERT_U64_EQ(j1.checkpoints, j0.checkpoints);
+    check_recs(s, i - 1);
+    hsq_store_close(&s);
+}
+
 int main(void) {
     strcpy(dir, "/tmp/hsq-storej-XXXXXX");
     HSQ_ASSERT(mkdtemp(dir) != NULL);
@@ -443,6 +496,7 @@ int main(void) {
     test_full_and_big();
     test_second_process();
     test_bad_record();
+    test_batch_schedule();
     fresh();
     rmdir(dir);
     return 0;
