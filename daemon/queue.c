@@ -1812,6 +1812,11 @@ static void h_submit(req_ctx *c) {
         FAIL(c, HSQ_EQUEUEFULL, "queue is full (%" PRIu64 " active tasks); retry later", active);
         return;
     }
+    if (hsq_store_room(q->st) != 0) {
+        FAIL(c, HSQ_EDISKFULL, "storage is full (%s); the task was not accepted, retry later",
+             hsq_store_lasterr(q->st));
+        return;
+    }
     user_rec u;
     if (load_user(q, r->user, &u) != 0) {
         fail_store(c, q->turn_err);
@@ -2789,6 +2794,7 @@ static void sweep_audit(hsq_queue *q, uint32_t budget) {
 #define PURGE_MAX 2000      /* entries deleted per purge request */
 #define PURGE_DRY_MAX 20000 /* entries counted per dry-run request (reads only) */
 #define PURGE_TURN 64       /* sweep budget per turn while a purge pass runs */
+#define ROOM_TURN 4         /* the sweep and rewrite budget on a full disk (disk_paced) */
 #define PURGE_REAP_MAX 512  /* entries per request when the reaper deletes (the
                                reply comes after them: about a second or two) */
 
@@ -4466,6 +4472,11 @@ static int64_t first_store_deadline(hsq_queue *q) {
 #define CK_SLOW_US 20000u
 
 static uint32_t disk_paced(hsq_queue *q, uint32_t budget) {
+    /* On a full disk, the sweeper's pages must fit the room data.mdb kept
+     * (hsq_store_room): a few entries a turn, each turn checkpointed so
+     * the pages it frees are reused. */
+    if (hsq_store_room_low(q->st) && budget > ROOM_TURN)
+        return ROOM_TURN;
     hsq_store_jstats js;
     hsq_store_journal_stats(q->st, &js);
     if (!js.on)
@@ -4701,6 +4712,10 @@ void hsq_queue_outbox_clear(hsq_queue *q) {
             hsq_wbuf_reset(&q->out[i].meta);
     }
     q->n_out = 0;
+}
+
+const char *hsq_queue_store_error(const hsq_queue *q) {
+    return hsq_store_lasterr(q->st);
 }
 
 void hsq_queue_maintain(hsq_queue *q) {

@@ -352,6 +352,10 @@ void hsq_stages_free(hsq_blob *b, hsq_stage *v, size_t n);
 hsq_out *hsq_queue_outbox(hsq_queue *q, size_t *n);
 void hsq_queue_outbox_clear(hsq_queue *q);
 
+/* The store's last error in words (hsq_store_lasterr), for the log line
+ * of a turn that failed. */
+const char *hsq_queue_store_error(const hsq_queue *q);
+
 /* Between turns, once the outbox is sent: the store's upkeep
  * (hsq_store_maintain), which then delays no request already answered. */
 void hsq_queue_maintain(hsq_queue *q);

@@ -347,8 +347,8 @@ static void run_turn(srv *sv) {
         sv->end_max_us = dt;
     if (rc != 0) {
         sv->commit_fails++;
-        hsq_log(HSQ_LOG_ERR, "srv", "turn not committed err=%s msgs=%d detail=\"%s\"",
-                hsq_errname(rc), n, hsq_strerror(rc));
+        hsq_log(HSQ_LOG_ERR, "srv", "turn not committed err=%s msgs=%d detail=\"%s\" store=\"%s\"",
+                hsq_errname(rc), n, hsq_strerror(rc), hsq_queue_store_error(sv->q));
         if (rc != HSQ_EDISKFULL && rc != -ENOSPC && sv->commit_fails >= COMMIT_FAILS_FATAL) {
             /* A store that keeps failing is sticky: restart rather than answer
              * errors forever. */

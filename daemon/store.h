@@ -115,6 +115,18 @@ int hsq_store_forget_pending(const hsq_store *s);
  * transaction by then. */
 uint32_t hsq_store_flush_in_ms(const hsq_store *s);
 
+/* Journal mode: 0 while data.mdb has room allocated ahead for the pages
+ * of what is acknowledged now (LMDB writes them later, at the batch
+ * commit), else HSQ_EDISKFULL (lasterr says why): the caller refuses new
+ * data, and deletions go on in the room kept. A commit itself is refused
+ * only when much less is left. 0 without a journal. */
+int hsq_store_room(hsq_store *s);
+
+/* Journal mode: whether, at the last look, under half that room was left
+ * and the file could get no more (the disk is full). Batches and
+ * checkpoints then come every turn; callers should keep turns small. */
+int hsq_store_room_low(const hsq_store *s);
+
 /* Journal mode, outside a transaction: commit the open batch if it is due
  * within a few milliseconds, and begin a checkpoint when one is due. For a
  * loop to call right after a turn's replies are sent, so the batch's page

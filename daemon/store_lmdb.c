@@ -62,6 +62,8 @@ struct hsq_store {
     void (*ck_hook)(void *ud);
     void *ck_hook_ud;
     uint64_t (*clock_us)(void); /* hsq_store_set_clock */
+    uint64_t room;              /* data.mdb is allocated up to here (keep_room); 0: not yet */
+    int room_low;               /* under half the room, and no more to be had */
 
     /* The checkpoint in flight: the loop's thread fills these, sets CK_QUEUED
      * and leaves them alone until the checkpoint thread sets CK_DONE. */
@@ -494,7 +496,9 @@ static void ck_tick(hsq_store *s, uint64_t early) {
     uint64_t now = now_us(s);
     hsq_journal *j = s->jr[s->jcur];
     int full = hsq_journal_used(j) > hsq_journal_size(j) / 2;
-    int due = now + early - s->ck_began_us >= (uint64_t)s->ck_ms * 1000u;
+    /* (With little room left, a checkpoint as often as it can: the pages
+     * that turns free are reused only once one covers them.) */
+    int due = now + early - s->ck_began_us >= (uint64_t)s->ck_ms * 1000u || s->room_low;
     if (full && s->ck_busy)
         ck_reap(s, 1);
     if (s->ck_retry) {
@@ -504,7 +508,10 @@ static void ck_tick(hsq_store *s, uint64_t early) {
         }
         return;
     }
-    if (s->ptxn && (full || s->forget > 0 || now >= batch_due_us(s, early)) && batch_flush(s) != 0)
+    /* With little room left, the last page (keep_room's measure) must not
+     * lag behind a batch's growth: a batch per turn. */
+    if (s->ptxn && (full || s->forget > 0 || s->room_low || now >= batch_due_us(s, early)) &&
+        batch_flush(s) != 0)
         return;
     if (!s->ck_busy && !s->ptxn && ((s->dirty && (due || full)) || s->forget > 0))
         ck_begin(s, 0);
@@ -601,6 +608,7 @@ static int recover_clean(hsq_store *s) {
     mdb_env_info(s->env, &info);
     if (ftruncate(s->data_fd, (off_t)((info.me_last_pgno + 1) * s->psize)) != 0)
         return -errno;
+    s->room = 0; /* (the cut freed the room too) */
     return 0;
 }
 
@@ -713,9 +721,15 @@ static int journal_open(hsq_store *s, const char *dir, const hsq_store_opts *o) 
                    nothing was ever journaled, so nothing acknowledged) */
     else if (rc != 0)
         snprintf(s->lasterr, sizeof s->lasterr, "%.100s: no whole checkpoint in it", path);
+    /* Both slots' blocks now, so that a checkpoint never needs new ones
+     * (on a full disk its slot write would fail, and with it every
+     * checkpoint: nothing freed could be reused). */
+    if (rc == 0 && fallocate(fd, 0, 0, 2 * (off_t)CK_SLOT) != 0 && errno != EOPNOTSUPP &&
+        errno != ENOSYS)
+        rc = -errno;
     /* After a clean close data.mdb is whole as it is, and may be newer than
      * the checkpoint: LMDB's own tools (mdb_load) commit with their syncs. */
-    if (have && !ck.clean) {
+    if (rc == 0 && have && !ck.clean) {
         snprintf(path, sizeof path, "%s/data.mdb", dir);
         int dfd = open(path, O_RDWR | O_CLOEXEC);
         if (dfd < 0) {
@@ -796,6 +810,7 @@ int hsq_store_open(hsq_store **out, const char *dir, uint64_t map_size) {
 
 int hsq_store_reopen(hsq_store *s) {
     assert(!s->txn);
+    struct stat was = {0};
     if (s->env) {
         if (journal_on(s)) {
             /* Everything durable first: the pin must go with the env. */
@@ -809,6 +824,8 @@ int hsq_store_reopen(hsq_store *s) {
         MDB_envinfo info;
         if (mdb_env_info(s->env, &info) == 0 && info.me_mapsize > s->map_size)
             s->map_size = info.me_mapsize;
+        if (journal_on(s) && fstat(s->data_fd, &was) != 0)
+            s->room = 0;
         mdb_env_close(s->env);
         s->env = NULL;
     }
@@ -816,6 +833,10 @@ int hsq_store_reopen(hsq_store *s) {
     if (rc == 0 && journal_on(s)) {
         /* The checkpoint's snapshot is the newest one: pin it again. */
         rc = xlate(s, mdb_env_get_fd(s->env, &s->data_fd), "mdb_env_get_fd");
+        struct stat now;
+        if (rc == 0 &&
+            (fstat(s->data_fd, &now) != 0 || now.st_ino != was.st_ino || now.st_dev != was.st_dev))
+            s->room = 0; /* another file: its room is not known */
         if (rc == 0)
             rc = xlate(s, mdb_txn_begin(s->env, NULL, MDB_RDONLY, &s->pin), "mdb_txn_begin(pin)");
         if (rc != 0) {
@@ -920,6 +941,61 @@ static void redo_add(hsq_store *s, uint8_t op, hsq_db db, const void *k, size_t 
     s->redo_len = need;
 }
 
+/* Journal mode acknowledges a commit before LMDB writes its pages (at the
+ * batch commit, later), and that write must not meet a full disk: LMDB
+ * would refuse the batch, and with it turns already acknowledged. So
+ * data.mdb keeps room allocated past its last page (fallocate with
+ * KEEP_SIZE: blocks that no other file can take). New data is refused
+ * (hsq_store_room) once less than a quarter of the room is left and the
+ * file cannot get more; a commit only below a sixteenth, so the turns that
+ * delete data (the sweeper, an erasure) go on in what was kept. A quarter
+ * of the map, 1 to 64 MiB. */
+static uint64_t room_want(const hsq_store *s) {
+    uint64_t w = s->map_size / 4;
+    return w < (1u << 20) ? (1u << 20) : w > (64u << 20) ? (64u << 20) : w;
+}
+
+/* Bytes allocated past the last page, after trying to make it the whole
+ * room when it is under half; UINT64_MAX where the filesystem cannot
+ * allocate ahead (then as without the journal's promise: the batch may
+ * fail). */
+static uint64_t keep_room(hsq_store *s) {
+    MDB_envinfo info;
+    if (s->room == UINT64_MAX || mdb_env_info(s->env, &info) != 0)
+        return UINT64_MAX;
+    uint64_t end = ((uint64_t)info.me_last_pgno + 1) * s->psize, want = room_want(s);
+    uint64_t left = s->room > end ? s->room - end : 0;
+    s->room_low = 0;
+    if (left >= want / 2)
+        return left;
+    if (fallocate(s->data_fd, FALLOC_FL_KEEP_SIZE, (off_t)end, (off_t)want) == 0) {
+        s->room = end + want;
+        return want;
+    }
+    if (errno == EOPNOTSUPP || errno == ENOSYS) {
+        s->room = UINT64_MAX;
+        return UINT64_MAX;
+    }
+    s->room_low = 1; /* batches of one turn from now on: see ck_tick */
+    return left;
+}
+
+static int room_short(hsq_store *s, uint64_t floor) {
+    snprintf(s->lasterr, sizeof s->lasterr,
+             "the disk is full: data.mdb has under %" PRIu64 " KiB allocated ahead", floor / 1024);
+    return HSQ_EDISKFULL;
+}
+
+int hsq_store_room_low(const hsq_store *s) {
+    return s->room_low;
+}
+
+int hsq_store_room(hsq_store *s) {
+    if (!journal_on(s) || s->shared || keep_room(s) >= room_want(s) / 4)
+        return 0;
+    return room_short(s, room_want(s) / 4);
+}
+
 static int jappend(hsq_journal *j, const struct iovec *v, uint64_t *lsn, int sync) {
     return sync ? hsq_journal_append(j, v, 1, lsn) : hsq_journal_append_lazy(j, v, 1, lsn);
 }
@@ -931,6 +1007,12 @@ static int journal_commit(hsq_store *s, int sync) {
     uint64_t lsn = 0;
     size_t had = s->redo_len;
     int rc = 0;
+    if (had > 0 && keep_room(s) < room_want(s) / 16) {
+        mdb_txn_abort(s->txn);
+        s->txn = NULL;
+        s->redo_len = 0;
+        return room_short(s, room_want(s) / 16);
+    }
     if (had > hsq_journal_size(s->jr[s->jcur]) / 4) {
         /* Too big for the journal (a rewrite's batch of large records):
          * commit and checkpoint at once, which costs what LMDB's own
