@@ -789,7 +789,7 @@ static int user_active_add(hsq_queue *q, hsq_str user, int delta) {
 #define SCRUB_TICK_MS 10  /* a scrub keeps the turns (and the txnids) going */
 #define SCRUB_RETRY_MS 60000 /* after a failed step (a write error, say) */
 #define REWRITE_KEY "rewrite" /* meta: u32 tree | u8 again | last key: a rewrite under way */
-#define REWRITE_BATCH 256     /* entries a turn rewrites at most (a quarter when busy) */
+#define REWRITE_BATCH 256     /* entries a turn rewrites at most (a sixteenth when busy) */
 #define REWRITE_AT_KEY "rewrite_at"       /* meta: int64 ms, when the last pass began */
 #define REWRITE_EVERY_MS (86400ll * 1000) /* the sweeper's deletions: a pass a day */
 
@@ -4644,7 +4644,7 @@ int hsq_queue_end_turn(hsq_queue *q) {
         rewrite_daily(q);
     /* (not in the erasure's own turn: the store is reopened first) */
     if (q->turn_err == 0 && q->rewrite_db >= 0 && !q->rewrite_reopen)
-        rewrite_step(q, disk_paced(q, q->turn_msgs > 0 ? REWRITE_BATCH / 4 : REWRITE_BATCH));
+        rewrite_step(q, disk_paced(q, q->turn_msgs > 0 ? REWRITE_BATCH / 16 : REWRITE_BATCH));
     if (q->turn_err == 0 && q->scrub_upto)
         scrub_step(q);
     int rc = q->turn_err;
