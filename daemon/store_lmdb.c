@@ -810,7 +810,6 @@ int hsq_store_open(hsq_store **out, const char *dir, uint64_t map_size) {
 
 int hsq_store_reopen(hsq_store *s) {
     assert(!s->txn);
-    struct stat was = {0};
     if (s->env) {
         if (journal_on(s)) {
             /* Everything durable first: the pin must go with the env. */
@@ -824,19 +823,15 @@ int hsq_store_reopen(hsq_store *s) {
         MDB_envinfo info;
         if (mdb_env_info(s->env, &info) == 0 && info.me_mapsize > s->map_size)
             s->map_size = info.me_mapsize;
-        if (journal_on(s) && fstat(s->data_fd, &was) != 0)
-            s->room = 0;
         mdb_env_close(s->env);
         s->env = NULL;
     }
     int rc = env_open(s, s->dir);
     if (rc == 0 && journal_on(s)) {
         /* The checkpoint's snapshot is the newest one: pin it again. */
+        /* (data.mdb is the same file, its room with it: the lock keeps
+         * every other writer out.) */
         rc = xlate(s, mdb_env_get_fd(s->env, &s->data_fd), "mdb_env_get_fd");
-        struct stat now;
-        if (rc == 0 &&
-            (fstat(s->data_fd, &now) != 0 || now.st_ino != was.st_ino || now.st_dev != was.st_dev))
-            s->room = 0; /* another file: its room is not known */
         if (rc == 0)
             rc = xlate(s, mdb_txn_begin(s->env, NULL, MDB_RDONLY, &s->pin), "mdb_txn_begin(pin)");
         if (rc != 0) {
@@ -980,7 +975,12 @@ static uint64_t keep_room(hsq_store *s) {
     return left;
 }
 
-static int room_short(hsq_store *s, uint64_t floor) {
+/* 0 while at least 1/part of the room is left (or can be had), else
+ * HSQ_EDISKFULL with lasterr set. */
+static int room_check(hsq_store *s, uint64_t part) {
+    uint64_t floor = room_want(s) / part;
+    if (keep_room(s) >= floor)
+        return 0;
     snprintf(s->lasterr, sizeof s->lasterr,
              "the disk is full: data.mdb has under %" PRIu64 " KiB allocated ahead", floor / 1024);
     return HSQ_EDISKFULL;
@@ -991,9 +991,7 @@ int hsq_store_room_low(const hsq_store *s) {
 }
 
 int hsq_store_room(hsq_store *s) {
-    if (!journal_on(s) || s->shared || keep_room(s) >= room_want(s) / 4)
-        return 0;
-    return room_short(s, room_want(s) / 4);
+    return journal_on(s) && !s->shared ? room_check(s, 4) : 0;
 }
 
 static int jappend(hsq_journal *j, const struct iovec *v, uint64_t *lsn, int sync) {
@@ -1007,11 +1005,11 @@ static int journal_commit(hsq_store *s, int sync) {
     uint64_t lsn = 0;
     size_t had = s->redo_len;
     int rc = 0;
-    if (had > 0 && keep_room(s) < room_want(s) / 16) {
+    if (had > 0 && (rc = room_check(s, 16)) != 0) {
         mdb_txn_abort(s->txn);
         s->txn = NULL;
         s->redo_len = 0;
-        return room_short(s, room_want(s) / 16);
+        return rc;
     }
     if (had > hsq_journal_size(s->jr[s->jcur]) / 4) {
         /* Too big for the journal (a rewrite's batch of large records):
