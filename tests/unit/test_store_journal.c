@@ -29,6 +29,14 @@ static void fresh(void) {
     HSQ_ASSERT_EQ(system(cmd), 0);
 }
 
+/* Wait for child pid, which must have exited with status 0. */
+static void wait_ok(pid_t pid) {
+    int ws;
+    HSQ_ASSERT_EQ(waitpid(pid, &ws, 0), pid);
+    HSQ_ASSERT(WIFEXITED(ws));
+    HSQ_ASSERT_EQ(WEXITSTATUS(ws), 0);
+}
+
 static hsq_store *open_journal(uint64_t jbytes, uint32_t ck_ms) {
     hsq_store *s = NULL;
     hsq_store_opts o = {jbytes, ck_ms};
@@ -235,8 +243,7 @@ static void test_bad_record(void) {
         commit_rec(s, 1, 10);
         _exit(0); /* a crash: the record is past the open's checkpoint */
     }
-    int ws;
-    HSQ_ASSERT_EQ(waitpid(pid, &ws, 0), pid);
+    wait_ok(pid);
     /* The open's checkpoint moved appends to journal-1: its first record
      * is the one after the checkpoint. Put one that has an unknown op. */
     char path[200];
@@ -390,9 +397,7 @@ static void test_full_and_big(void) {
             commit_rec(s, i, i == 150 || i == 151 ? 40000 : 900);
         _exit(0); /* no close: the store must come back from its files */
     }
-    int ws;
-    HSQ_ASSERT_EQ(waitpid(pid, &ws, 0), pid);
-    HSQ_ASSERT(WIFEXITED(ws) && WEXITSTATUS(ws) == 0);
+    wait_ok(pid);
     hsq_store *s = open_journal(64u << 10, 60000);
     check_recs(s, 399);
     hsq_store_jstats js;
@@ -426,10 +431,7 @@ static void test_second_process(void) {
         hsq_store_close(&o);
         _exit(0);
     }
-    int ws;
-    HSQ_ASSERT_EQ(waitpid(pid, &ws, 0), pid);
-    HSQ_ASSERT(WIFEXITED(ws));
-    HSQ_ASSERT_EQ(WEXITSTATUS(ws), 0);
+    wait_ok(pid);
     commit_rec(s, 20, 10); /* the owner goes on */
     hsq_store_close(&s);
 }
